@@ -1,0 +1,40 @@
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# The stamp is keyed on the dependency spec: setup re-runs only when it changes.
+SPEC_HASH := $(shell cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(SPEC_HASH)
+PACKAGES := hwloop device_models drivers calibration experiments
+
+.PHONY: setup demo test test-slow lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/hwloop art eval --backend ideal
+
+test: $(STAMP)
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(PACKAGES)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

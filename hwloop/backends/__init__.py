@@ -1,0 +1,1 @@
+"""Crossbar backends; each registers itself by name in ``hwloop.crossbar``."""

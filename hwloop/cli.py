@@ -1,0 +1,47 @@
+"""The ``hwloop`` command line: the composition root that wires every package together."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from hwloop.commands.art import app as art_app
+from hwloop.errors import HwloopError
+
+app = typer.Typer(
+    name="hwloop",
+    help="Short-Term-Plasticity-Neuron networks on memristive crossbars.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(art_app, name="art", help="Associative retrieval task (Ba et al. 2016): train and evaluate.")
+
+
+def main() -> None:
+    """Entry point: user mistakes become one ``error:`` line and exit code 2, never a stack trace."""
+    try:
+        app(standalone_mode=False)
+    except HwloopError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""CLI command groups; ``hwloop.cli`` composes them into one typer app."""

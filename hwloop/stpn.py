@@ -1,0 +1,149 @@
+"""The Short-Term-Plasticity Neuron (Rodriguez, Guo & Moraitis, ICML 2022) as a recurrent layer.
+
+Per time step, with presynaptic activity z = [x_t, h_{t-1}] (inputs first, then hidden units):
+
+    G   = W + F_{t-1}                         efficacy, (H, K) per sample, K = I + H
+    n_i = ||G_i,:||_2 + 1e-16                 row norm
+    h_t = tanh((G z)_i / n_i + b_i)
+    F_t = lambda * F_{t-1} / n + gamma * (h_t outer z)
+
+W (``weight``), lambda (``weight_lambda``), gamma (``weight_gamma``) and b (``bias``) are trained by
+backpropagation through time. Where G lives and how the arithmetic is done is the crossbar
+backend's business (``hwloop.crossbar``); this module never looks at which backend it has.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from hwloop.crossbar import Crossbar, Synapses, make_backend
+from hwloop.errors import ShapeError
+
+State = tuple[Tensor, Tensor]  # (h (B, H), F (B, H, I + H))
+
+
+class STPNRun(NamedTuple):
+    """A sequence run: hidden outputs (B, T, H), final state, and per-step energy metric (B, T) or None."""
+
+    hs: Tensor
+    state: State
+    energy: Tensor | None
+
+
+class STPN(nn.Module):
+    """A layer of ``hidden_size`` short-term-plasticity neurons fed by ``input_size`` inputs.
+
+    ``backend`` is a registered crossbar name ("ideal", "emulated", "aihwkit", ...) or a
+    ``Crossbar`` instance. Inputs are batch-first: ``layer(xs)`` with xs (B, T, I).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, backend: str | Crossbar = "ideal") -> None:
+        super().__init__()
+        if input_size < 1 or hidden_size < 1:
+            raise ShapeError(f"STPN sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        k = input_size + hidden_size
+        self.weight = nn.Parameter(torch.empty(hidden_size, k))
+        self.weight_lambda = nn.Parameter(torch.empty(hidden_size, k))
+        self.weight_gamma = nn.Parameter(torch.empty(hidden_size, k))
+        self.bias = nn.Parameter(torch.empty(hidden_size))
+        self.reset_parameters()
+        self._crossbar: Crossbar = make_backend(backend) if isinstance(backend, str) else backend
+        self._programmed_key: tuple[object, ...] | None = None
+
+    def reset_parameters(self) -> None:
+        """Initialise as the paper's code: lambda ~ U(0,1), gamma ~ U(+-1e-3/sqrt(H)), W, b ~ U(+-1/sqrt(H))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+            self.weight_lambda.uniform_(0.0, 1.0)
+            self.weight_gamma.uniform_(-1e-3 * bound, 1e-3 * bound)
+        self._programmed_key = None
+
+    # -- backend ---------------------------------------------------------------------------------
+    @property
+    def crossbar(self) -> Crossbar:
+        """The backend holding this layer's synapses."""
+        return self._crossbar
+
+    def set_backend(self, backend: str | Crossbar) -> None:
+        """Move the synapses onto another backend (programs it on next use)."""
+        self._crossbar = make_backend(backend) if isinstance(backend, str) else backend
+        self._programmed_key = None
+
+    def synapses(self) -> Synapses:
+        """The (weight, lambda, gamma) triple, each (H, I + H)."""
+        return Synapses(self.weight, self.weight_lambda, self.weight_gamma)
+
+    def _ensure_programmed(self) -> None:
+        # Re-program only when a parameter changed (optimizer step, load_state_dict, .to()):
+        # on a physical array programming is slow and draws fresh programming noise.
+        key = (id(self._crossbar),) + tuple(
+            (id(p), p.data_ptr(), p._version) for p in (self.weight, self.weight_lambda, self.weight_gamma)
+        )
+        if key != self._programmed_key:
+            self._crossbar.program(self.synapses())
+            self._programmed_key = key
+
+    # -- state -----------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> State:
+        """h = 0 (B, H) and F at rest (B, H, I + H)."""
+        self._ensure_programmed()
+        h = self.weight.new_zeros(batch_size, self.hidden_size)
+        return h, self._crossbar.initial_state(batch_size)
+
+    def _check_step_inputs(self, x: Tensor, state: State) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.input_size:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ShapeError(f"STPN step expects x of shape (B, {self.input_size}), got {got}")
+        h, F = state
+        b, k = x.shape[0], self.input_size + self.hidden_size
+        if tuple(h.shape) != (b, self.hidden_size) or tuple(F.shape) != (b, self.hidden_size, k):
+            raise ShapeError(
+                f"STPN state must be h ({b}, {self.hidden_size}) and F ({b}, {self.hidden_size}, {k}), "
+                f"got h {tuple(h.shape)} and F {tuple(F.shape)}"
+            )
+
+    # -- dynamics --------------------------------------------------------------------------------
+    def _step(self, x: Tensor, state: State, energy: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        h_prev, F = state
+        z = torch.cat([x, h_prev], dim=1)
+        out = self._crossbar.read(F, z, energy=energy)
+        h = torch.tanh(out.y + self.bias)
+        return h, self._crossbar.update(F, out.n, h, z), out.energy
+
+    def step(self, x: Tensor, state: State | None = None) -> State:
+        """One time step: x (B, I), state (h, F) -> new (h, F). ``None`` starts from rest."""
+        state = self.initial_state(x.shape[0]) if state is None else state
+        self._check_step_inputs(x, state)
+        self._ensure_programmed()
+        h, F, _ = self._step(x, state, energy=False)
+        return h, F
+
+    def run(self, xs: Tensor, state: State | None = None, *, energy: bool = False) -> STPNRun:
+        """Run a sequence xs (B, T, I); optionally also the paper's energy metric per step (B, T)."""
+        if not isinstance(xs, Tensor) or xs.dim() != 3 or xs.shape[2] != self.input_size:
+            got = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
+            raise ShapeError(f"STPN expects xs of shape (B, T, {self.input_size}) batch-first, got {got}")
+        state = self.initial_state(xs.shape[0]) if state is None else state
+        self._check_step_inputs(xs[:, 0], state)
+        self._ensure_programmed()
+        hs, es = [], []
+        for t in range(xs.shape[1]):
+            h, F, e = self._step(xs[:, t], state, energy)
+            state = (h, F)
+            hs.append(h)
+            if e is not None:
+                es.append(e)
+        return STPNRun(torch.stack(hs, dim=1), state, torch.stack(es, dim=1) if energy else None)
+
+    def forward(self, xs: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """xs (B, T, I) -> hs (B, T, H) and the final state (h, F)."""
+        result = self.run(xs, state)
+        return result.hs, result.state
