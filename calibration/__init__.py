@@ -1,1 +1,13 @@
-"""calibration package."""
+"""Calibration: measure device decay and pulse response, fit them, and map them onto the STPN.
+
+record.py    CalibrationRecord (JSON): per-device lambda/gamma/tau the backends load
+laws.py      decay laws and the best per-step lambda of a non-exponential law
+fit.py       fit_decay: batched, robust decay fits with per-device status and model selection
+expfast.py   the fused single-exponential kernel (numba) behind fit_decay(model="exp")
+lm.py        batched robust Levenberg-Marquardt (torch) for the multi-parameter laws
+mapping.py   tau <-> lambda, dt / bias for a target lambda, pulse <-> gamma, trained STPN vs array
+campaign.py  decay and pulse-response protocols through a crossbar controller (drivers)
+storage.py   the HDF5 campaign file: flushed per measurement, resumable
+analysis.py  campaign file -> CalibrationRecord
+report.py    PNG plots and a text summary
+"""

@@ -7,6 +7,10 @@ import sys
 import typer
 
 from hwloop.commands.art import app as art_app
+from hwloop.commands.calibrate import app as calibrate_app
+from hwloop.commands.devices import app as devices_app
+from hwloop.commands.instruments import app as instruments_app
+from hwloop.commands.pong import app as pong_app
 from hwloop.errors import HwloopError
 
 app = typer.Typer(
@@ -17,6 +21,16 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(art_app, name="art", help="Associative retrieval task (Ba et al. 2016): train and evaluate.")
+app.add_typer(
+    pong_app, name="pong", help="Atari Pong from pixels with an STPN agent: evaluate (default) and train."
+)
+app.add_typer(calibrate_app, name="calibrate", help="Measure decay and pulse response, fit, report.")
+app.add_typer(devices_app, name="devices", help="Device cards: show one, simulate a pulse-then-decay trace.")
+app.add_typer(
+    instruments_app,
+    name="instruments",
+    help="Lab instruments (SMUs, crossbar controller), real or simulated.",
+)
 
 
 def main() -> None:

@@ -118,8 +118,13 @@ def make_backend(name: str, **options: Any) -> Crossbar:
     except TypeError:
         accepted = ", ".join(inspect.signature(factory).parameters) or "no options"
         given = ", ".join(sorted(options))
-        raise BackendUnavailable(f"backend {name!r} does not take option(s) {given}; it takes: {accepted}") from None
+        raise BackendUnavailable(
+            f"backend {name!r} does not take option(s) {given}; it takes: {accepted}"
+        ) from None
     return factory(**options)
 
 
 register_backend("ideal", "hwloop.backends.ideal:IdealCrossbar")
+register_backend("emulated", "hwloop.backends.emulated:EmulatedCrossbar")
+register_backend("ideal-native", "hwloop.backends.native:IdealNativeCrossbar")
+register_backend("aihwkit", "hwloop.backends.aihwkit_tiles:AihwkitCrossbar")

@@ -44,7 +44,9 @@ class STPN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, *, backend: str | Crossbar = "ideal") -> None:
         super().__init__()
         if input_size < 1 or hidden_size < 1:
-            raise ShapeError(f"STPN sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}")
+            raise ShapeError(
+                f"STPN sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}"
+            )
         self.input_size = input_size
         self.hidden_size = hidden_size
         k = input_size + hidden_size
@@ -57,7 +59,10 @@ class STPN(nn.Module):
         self._programmed_key: tuple[object, ...] | None = None
 
     def reset_parameters(self) -> None:
-        """Initialise as the paper's code: lambda ~ U(0,1), gamma ~ U(+-1e-3/sqrt(H)), W, b ~ U(+-1/sqrt(H))."""
+        """Initialise as the paper's code.
+
+        lambda ~ U(0, 1), gamma ~ U(-1e-3/sqrt(H), 1e-3/sqrt(H)), W and b ~ U(-1/sqrt(H), 1/sqrt(H)).
+        """
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             self.weight.uniform_(-bound, bound)
@@ -84,9 +89,8 @@ class STPN(nn.Module):
     def _ensure_programmed(self) -> None:
         # Re-program only when a parameter changed (optimizer step, load_state_dict, .to()):
         # on a physical array programming is slow and draws fresh programming noise.
-        key = (id(self._crossbar),) + tuple(
-            (id(p), p.data_ptr(), p._version) for p in (self.weight, self.weight_lambda, self.weight_gamma)
-        )
+        params = (self.weight, self.weight_lambda, self.weight_gamma)
+        key = (id(self._crossbar), *((id(p), p.data_ptr(), p._version) for p in params))
         if key != self._programmed_key:
             self._crossbar.program(self.synapses())
             self._programmed_key = key

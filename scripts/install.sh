@@ -39,7 +39,8 @@ if ! "$PY" -c "import aihwkit, sys; sys.exit(aihwkit.__version__ != '1.2.0')" 2>
     echo "[setup] building $AIHWKIT_SPEC from source (about 8 minutes on 2 cores the first time)"
     "${PIP[@]}" -c "$CONSTRAINTS" 'cmake>=4.2.1' 'scikit-build>=0.18.1' 'pybind11>=3.0.1' ninja setuptools wheel mypy
     "${PIP[@]}" -c "$CONSTRAINTS" scipy scikit-learn tqdm requests protobuf
-    "${PIP[@]}" --no-build-isolation --no-deps "$AIHWKIT_SPEC"
+    # The build calls mypy's stubgen from PATH, so the venv's bin must be on it.
+    PATH="$PWD/$VENV/bin:$PATH" "${PIP[@]}" --no-build-isolation --no-deps "$AIHWKIT_SPEC"
 fi
 
 "${PIP[@]}" -c "$CONSTRAINTS" -e '.[dev]'

@@ -1,16 +1,28 @@
-"""The ideal digital crossbar: exact float arithmetic of the STPN equations, differentiable."""
+"""The ideal digital crossbar: exact float arithmetic of the STPN equations.
+
+Two arithmetic paths give the same numbers to float rounding. When a gradient is needed (training,
+BPTT) every operation is plain differentiable torch. When none is (``torch.no_grad``,
+``torch.inference_mode``, or no input requires grad) read and update run as hand-fused one-pass
+kernels (``hwloop.backends.fused``) over CPU float32/float64 tensors; the choice is made here,
+per call, so the STPN never needs to know.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from hwloop.backends.fused import fusable, fused_read, fused_update
 from hwloop.crossbar import NORM_EPS, Readout, Synapses
 from hwloop.energy import synaptic_energy_metric
 
 
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 class IdealCrossbar:
-    """G = W + F held as float tensors; every operation is plain autograd-friendly torch."""
+    """G = W + F held as float tensors; autograd-friendly torch when training, fused kernels otherwise."""
 
     name = "ideal"
 
@@ -33,8 +45,11 @@ class IdealCrossbar:
         return w.new_zeros((batch_size, *w.shape))
 
     def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
-        """y = (G z) / n with G = W + F, n = ||G_i,:|| + 1e-16."""
-        G = self.synapses.weight + F
+        """y = (G z) / n with G = W + F, n = ||G_i,:|| + 1e-16; optionally the paper's energy metric."""
+        weight = self.synapses.weight
+        if not _needs_grad(weight, F, z) and fusable(weight, F, z):
+            return Readout(*fused_read(weight, F, z, NORM_EPS, energy))
+        G = weight + F
         n = torch.linalg.vector_norm(G, dim=2) + NORM_EPS
         y = torch.bmm(G, z.unsqueeze(2)).squeeze(2) / n
         e = synaptic_energy_metric(G, n, z) if energy else None
@@ -43,6 +58,8 @@ class IdealCrossbar:
     def update(self, F: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
         """F_t = lambda * F_{t-1} / n + gamma * (h outer z)."""
         s = self.synapses
+        if not _needs_grad(F, n, h, z, s.lam, s.gamma) and fusable(F, n, h, z, s.lam, s.gamma):
+            return fused_update(F, s.lam, s.gamma, n, h, z)
         return s.lam * (F / n.unsqueeze(2)) + s.gamma * (h.unsqueeze(2) * z.unsqueeze(1))
 
     def energy(self) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Small helpers shared by the CLI command groups: JSON output and rich consoles."""
+"""Small helpers shared by the CLI command groups: JSON output, rich consoles, backends from options."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+
+from hwloop.crossbar import Crossbar, make_backend
 
 console = Console(stderr=True)  # progress and tables go to stderr so stdout stays machine-readable
 
@@ -31,3 +33,20 @@ def _to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def backend_from_options(
+    name: str,
+    *,
+    card: Path | None = None,
+    calibration: Path | None = None,
+    seed: int | None = None,
+) -> Crossbar:
+    """Build crossbar backend ``name`` from CLI options, passing only the options the user gave.
+
+    ``card``: device card file; ``calibration``: calibration record (JSON); ``seed``: the backend's
+    own randomness (programming noise, device variation). A backend that does not take a given
+    option refuses it with one clear error (``make_backend``), so nothing is silently ignored.
+    """
+    given = {"card": card, "calibration": calibration, "seed": seed}
+    return make_backend(name, **{key: value for key, value in given.items() if value is not None})

@@ -1,0 +1,223 @@
+"""From a campaign file to a ``CalibrationRecord``: batched decay fits and pulse-response fits per device.
+
+Decay: every relaxation of every device is fitted in one ``fit_decay`` call (time measured from the end
+of the potentiating train). A device's tau and lambda are the medians over its "ok" relaxations (all
+conditions and cycles); the uncertainty combines the fits' errors with the cycle-to-cycle scatter.
+
+Pulse response: dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b per polarity, dG read as the averaged conductance
+after minus before each pulse; array-wide exponents, per-device scale (``fit_pulse_law``). The record
+keeps the potentiation exponents a, b.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from calibration.fit import DecayFit, fit_decay
+from calibration.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
+from calibration.record import CalibrationError, CalibrationRecord, Provenance, ReferencePulse
+from calibration.storage import CampaignFile, software_version
+
+Array = NDArray[np.float64]
+
+
+def load_decays(store: CampaignFile) -> tuple[NDArray[np.int64], Array, Array, Array]:
+    """(device index (U,), t (U, N) s since the train, g (U, N) S, baseline (U,) S) of every decay unit."""
+    units = store.units("decay")
+    if not units:
+        raise CalibrationError(f"{store.path} holds no decay measurement")
+    _, cols = store.shape
+    lengths = {len(u[3]["t_s"]) for u in units}
+    if len(lengths) != 1:
+        raise CalibrationError(f"{store.path}: decay traces of different lengths {sorted(lengths)}")
+    idx = np.array([r * cols + c for r, c, _, _ in units], dtype=np.int64)
+    t = np.stack([u[3]["t_s"][()] - u[3]["t_s"][0] + u[3].attrs["delay_s"] for u in units])
+    g = np.stack([u[3]["g_siemens"][()] for u in units])
+    base = np.array([u[3]["baseline_g_siemens"][0] for u in units])
+    return idx, t, g, base
+
+
+def _per_device_decay(
+    n: int, idx: NDArray[np.int64], fit: DecayFit, base: Array, dt_s: float, horizon: int
+) -> tuple[NDArray[np.object_], NDArray[np.object_], dict[str, Array]]:
+    """Per-device (status, law, numeric columns) from the fits of all its relaxations."""
+    lam_u, err_u = fit.lam_and_error(dt_s, horizon)
+    cols: dict[str, Array] = {
+        k: np.full(n, np.nan)
+        for k in (
+            "tau_s",
+            "tau_err_s",
+            "lam",
+            "lam_err",
+            "step_error",
+            "tau1_s",
+            "tau2_s",
+            "w1",
+            "beta",
+            "g_inf_siemens",
+            "delta_g_siemens",
+            "g_min_siemens",
+            "g_max_siemens",
+            "rmse_rel",
+        )
+    }
+    status = np.full(n, "not_measured", dtype=object)
+    law = np.full(n, "exp", dtype=object)
+    by_dev: dict[int, list[int]] = defaultdict(list)
+    for u, d in enumerate(idx):
+        by_dev[int(d)].append(u)
+    for d, us in by_dev.items():
+        ok = [u for u in us if fit.status[u] == "ok"]
+        if not ok:
+            status[d] = Counter(str(fit.status[u]) for u in us).most_common(1)[0][0]
+            continue
+        status[d] = "ok"
+        law[d] = Counter(str(fit.law[u]) for u in ok).most_common(1)[0][0]
+        same = [u for u in ok if fit.law[u] == law[d]]
+        lam = float(np.median(lam_u[ok]))
+        lam = min(max(lam, 1e-300), 1 - 1e-16)
+        cols["lam"][d] = lam
+        cols["tau_s"][d] = float(tau_from_lam(np.array(lam), dt_s))
+        spread = np.std(lam_u[ok], ddof=1) if len(ok) > 1 else 0.0
+        fit_err = float(np.median(np.abs(fit.tau_err[ok] / fit.tau[ok]))) * cols["tau_s"][d]
+        cols["tau_err_s"][d] = float(np.hypot(fit_err, cols["tau_s"][d] * spread / lam)) / np.sqrt(len(ok))
+        cols["lam_err"][d] = lam * dt_s / cols["tau_s"][d] ** 2 * cols["tau_err_s"][d]
+        cols["step_error"][d] = float(np.median(err_u[ok]))
+        for key, src in (
+            ("tau1_s", fit.tau),
+            ("tau2_s", fit.tau2),
+            ("w1", fit.w1),
+            ("beta", fit.beta),
+            ("g_inf_siemens", fit.g_inf),
+            ("delta_g_siemens", fit.delta_g),
+            ("rmse_rel", fit.rmse_rel),
+        ):
+            cols[key][d] = float(np.median(src[same]))
+        cols["g_min_siemens"][d] = float(np.min(base[us]))
+        cols["g_max_siemens"][d] = float(np.max(base[ok] + np.abs(fit.delta_g[ok])))
+    return status, law, cols
+
+
+def load_pulses(store: CampaignFile) -> dict[str, tuple[NDArray[np.int64], Array, Array, Array]]:
+    """Per polarity ("up", "down"): (device index, amplitude V, width s, dG S) of every pulse unit."""
+    _, cols = store.shape
+    out: dict[str, list[tuple[int, float, float, float]]] = {"up": [], "down": []}
+    for r, c, name, g in store.units("pulse"):
+        dg = float(g["g_after_siemens"][0] - g["g_before_siemens"][0])
+        out[name.split("_")[0]].append(
+            (r * cols + c, float(g.attrs["amplitude_v"]), float(g.attrs["width_s"]), dg)
+        )
+    return {
+        k: (
+            np.array([x[0] for x in v], dtype=np.int64),
+            np.array([x[1] for x in v]),
+            np.array([x[2] for x in v]),
+            np.array([x[3] for x in v]),
+        )
+        for k, v in out.items()
+    }
+
+
+def fit_pulse_law(
+    n: int,
+    idx: NDArray[np.int64],
+    volts: Array,
+    width_s: Array,
+    dg: Array,
+    v_ref: float,
+    w_ref: float,
+    sign: float,
+) -> tuple[Array, Array, float, float]:
+    """dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b: per device dg_ref (S, signed) and its one-sigma error, and
+    the array-wide exponents (a, b).
+
+    Single pulses are near the read noise, so the exponents are pooled: a least-squares line through
+    ln of the across-device median dG at each (V, w) of the grid (points with a median of the wrong
+    sign are left out). Each device's dg_ref is then a linear least-squares scale over all its points,
+    noisy ones included, so it stays unbiased: dg_ref = sum x dG / sum x^2 with x = (|V|/V_ref)^a (w/w_ref)^b.
+    """
+    grid = np.unique(np.stack([np.abs(volts), width_s], axis=1), axis=0)
+    med = np.array([np.median(dg[(np.abs(volts) == v) & (width_s == w)]) for v, w in grid])
+    use = sign * med > 0
+    if use.sum() < 3:
+        raise CalibrationError(
+            "pulse response: fewer than 3 pulse settings changed the conductance; cannot fit"
+        )
+    x = np.stack([np.ones(use.sum()), np.log(grid[use, 0] / v_ref), np.log(grid[use, 1] / w_ref)], axis=1)
+    (_, a, b), *_ = np.linalg.lstsq(x, np.log(sign * med[use]), rcond=None)
+    drive = (np.abs(volts) / v_ref) ** a * (width_s / w_ref) ** b
+    sxx = np.bincount(idx, weights=drive**2, minlength=n)
+    sxy = np.bincount(idx, weights=drive * dg, minlength=n)
+    count = np.bincount(idx, minlength=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = sxy / sxx
+        rss = np.bincount(idx, weights=(dg - scale[idx] * drive) ** 2, minlength=n)
+        err = np.sqrt(rss / np.maximum(count - 1, 1) / sxx)
+    scale[count < 2] = np.nan
+    err[count < 2] = np.nan
+    return scale, err, float(a), float(b)
+
+
+def build_record(
+    path: str | Path,
+    model: str = "auto",
+    dt_s: float = 0.1,
+    horizon_steps: int = DEFAULT_HORIZON_STEPS,
+    progress: object = None,
+) -> tuple[CalibrationRecord, DecayFit]:
+    """Fit a campaign file into a ``CalibrationRecord`` (and the per-relaxation fit, for reports)."""
+    if not dt_s > 0:
+        raise CalibrationError(f"dt must be a positive number of seconds, got {dt_s}")
+    with CampaignFile(path) as store:
+        shape = store.shape
+        n = shape[0] * shape[1]
+        idx, t, g, base = load_decays(store)
+        fit = fit_decay(t, g, model=model, progress=progress)  # type: ignore[arg-type]
+        status, law, cols = _per_device_decay(n, idx, fit, base, dt_s, horizon_steps)
+        pulses = load_pulses(store)
+        config = store.config()
+        instruments = store.instruments()
+    ref = None
+    extra: dict[str, Array] = {}
+    if pulses["up"][0].size:
+        p = config.get("pulse") or {}
+        ref = ReferencePulse(
+            amplitude_v=p.get("reference_amplitude_v", 1.5), width_s=p.get("reference_width_s", 1e-4)
+        )
+        up, up_err, a, b = fit_pulse_law(n, *pulses["up"], ref.amplitude_v, ref.width_s, 1.0)
+        down, down_err, _, _ = fit_pulse_law(n, *pulses["down"], ref.amplitude_v, ref.width_s, -1.0)
+        extra = {
+            "dg_up_siemens": up,
+            "dg_up_err_siemens": up_err,
+            "dg_down_siemens": down,
+            "dg_down_err_siemens": down_err,
+            "amp_exponent": np.full(n, a),
+            "width_exponent": np.full(n, b),
+        }
+    if not np.any(status == "ok"):
+        counts = ", ".join(f"{k} {v}" for k, v in Counter(status).most_common())
+        raise CalibrationError(f"{path}: no device could be calibrated (device statuses: {counts})")
+    cols.pop("lam")
+    tau = cols.pop("tau_s")
+    record = CalibrationRecord.from_arrays(
+        shape,
+        dt_s,
+        tau,
+        status=list(status),
+        law=list(law),
+        horizon_steps=horizon_steps,
+        reference_pulse=ref,
+        provenance=Provenance(
+            instruments=instruments,
+            software_version=software_version(),
+            source_file=str(Path(path).resolve()),
+            notes=f"decay model {model}; {int(fit.ok.sum())}/{fit.ok.size} relaxations fitted ok",
+        ),
+        **cols,
+        **extra,
+    )
+    return record, fit

@@ -1,0 +1,85 @@
+"""Decay laws of a volatile conductance and their best per-step (STPN lambda) approximation.
+
+Pure numpy, no hwloop imports: the backends load calibration records through this module.
+
+Every law is a normalised relaxation phi(t) with phi(0) = 1, t in seconds; a device's short-term
+conductance follows g(t) = g_inf + delta_g * phi(t).
+
+    exp        phi = exp(-t / tau1)
+    biexp      phi = w1 exp(-t / tau1) + (1 - w1) exp(-t / tau2),   tau1 <= tau2, 0 <= w1 <= 1
+    stretched  phi = exp(-(t / tau1) ** beta),                       0 < beta <= 1 (Kohlrausch)
+
+The STPN retains its short-term state per step as F_k = lambda * F_{k-1}, i.e. phi(k dt) = lambda^k,
+which only a single exponential realises exactly. For the other laws the best per-step lambda is
+the least-squares fit of lambda^k to phi(k dt) over k = 1..horizon_steps (the memory span the
+network uses); its RMS residual is the approximation error reported per device.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+Law = Literal["exp", "biexp", "stretched"]
+LAWS: tuple[Law, ...] = ("exp", "biexp", "stretched")
+DEFAULT_HORIZON_STEPS = 100
+
+Array = NDArray[np.float64]
+
+
+def relaxation(
+    law: str,
+    t_s: Array,
+    tau1_s: Array,
+    tau2_s: Array | None = None,
+    w1: Array | None = None,
+    beta: Array | None = None,
+) -> Array:
+    """phi(t) for one law, broadcasting per-device parameters (D, 1) against times (D, N) or (N,)."""
+    t = np.asarray(t_s, dtype=np.float64)
+    if law == "exp":
+        return np.exp(-t / tau1_s)
+    if law == "biexp":
+        assert tau2_s is not None and w1 is not None
+        return w1 * np.exp(-t / tau1_s) + (1.0 - w1) * np.exp(-t / tau2_s)
+    if law == "stretched":
+        assert beta is not None
+        return np.exp(-((np.maximum(t, 0.0) / tau1_s) ** beta))
+    raise ValueError(f"unknown decay law {law!r}; known: {', '.join(LAWS)}")
+
+
+def lam_from_tau(tau_s: Array, dt_s: float) -> Array:
+    """Per-step retention lambda = exp(-dt/tau) of a single-exponential device (dimensionless)."""
+    return np.exp(-dt_s / np.asarray(tau_s, dtype=np.float64))
+
+
+def tau_from_lam(lam: Array, dt_s: float) -> Array:
+    """Inverse of ``lam_from_tau``: tau = -dt / ln(lambda) in seconds, for 0 < lambda < 1."""
+    return -dt_s / np.log(np.asarray(lam, dtype=np.float64))
+
+
+def best_step_lambda(phi_steps: Array, iterations: int = 60) -> tuple[Array, Array]:
+    """Least-squares lambda per device for samples phi(k dt), k = 1..K, given as (D, K).
+
+    Minimises sum_k (lambda^k - phi_k)^2 over lambda in [0, 1] by a batched golden-section search
+    (the objective is unimodal for monotone relaxations). Returns (lambda (D,), RMS error (D,)).
+    """
+    phi = np.atleast_2d(np.asarray(phi_steps, dtype=np.float64))
+    k = np.arange(1, phi.shape[1] + 1, dtype=np.float64)
+
+    def cost(lam: Array) -> Array:
+        return np.sum((lam[:, None] ** k - phi) ** 2, axis=1)
+
+    invphi = (np.sqrt(5.0) - 1.0) / 2.0
+    lo = np.zeros(phi.shape[0])
+    hi = np.ones(phi.shape[0])
+    for _ in range(iterations):
+        a = hi - invphi * (hi - lo)
+        b = lo + invphi * (hi - lo)
+        left = cost(a) < cost(b)
+        hi = np.where(left, b, hi)
+        lo = np.where(left, lo, a)
+    lam = 0.5 * (lo + hi)
+    return lam, np.sqrt(cost(lam) / phi.shape[1])

@@ -1,0 +1,200 @@
+"""From calibrated devices to the STPN's lambda and gamma, and back.
+
+Retention: a single-exponential device realises lambda = exp(-dt/tau) per time step dt; to get a
+target lambda, either choose dt = -tau ln(lambda) or move tau with the decay bias (the device card's
+law tau(V) = tau_ref exp(-(V - V_ref)/V_efold), ``device_models.memristor``). Non-exponential laws
+have a best per-step lambda and its error (``calibration.laws.best_step_lambda``).
+
+Plasticity: one Hebbian event gamma * h * z changes F by that many weight units, i.e. a device's
+short-term conductance by dG = gamma h z g_per_weight siemens (``device_models.mapping``). The pulse
+response calibrated per device, dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b (small-signal, from rest),
+says which pulse (amplitude V, width w) writes a given dG, and which |dG| an allowed pulse range
+can write at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from calibration.laws import tau_from_lam
+from calibration.record import CalibrationError, CalibrationRecord
+from device_models.card import DeviceCard
+from device_models.mapping import weight_scale_siemens
+from device_models.memristor import bias_for_tau
+from hwloop.stpn import STPN
+
+Array = NDArray[np.float64]
+
+
+def dt_for_lambda(tau_s: Array, lam: Array) -> Array:
+    """Time step (s) at which a single-exponential device of time constant tau_s retains ``lam`` per step."""
+    lam = np.asarray(lam, dtype=np.float64)
+    if np.any((lam <= 0) | (lam >= 1)):
+        raise CalibrationError("target lambda must lie in (0, 1)")
+    return -np.asarray(tau_s, dtype=np.float64) * np.log(lam)
+
+
+def bias_for_lambda(
+    lam: Array, dt_s: float, tau_s: Array, measured_bias_v: float, card: DeviceCard
+) -> tuple[Array, NDArray[np.bool_]]:
+    """Decay bias (V) per device that realises retention ``lam`` at step dt_s, and whether it is allowed.
+
+    tau_s is each device's time constant measured at ``measured_bias_v``; the bias dependence (e-fold
+    voltage) and the allowed bias window come from the device card.
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    if np.any((lam <= 0) | (lam >= 1)):
+        raise CalibrationError("target lambda must lie in (0, 1)")
+    tau_needed = tau_from_lam(lam, dt_s)
+    b = card.bias
+    bias = np.asarray(
+        bias_for_tau(tau_needed, np.asarray(tau_s, dtype=np.float64), measured_bias_v, b.bias_efold_v)
+    )
+    return bias, (bias >= b.bias_min_v) & (bias <= b.bias_max_v)
+
+
+@dataclass(frozen=True)
+class PulseWindow:
+    """The pulses the hardware may use for Hebbian writes: amplitude (V) and width (s) ranges."""
+
+    amplitude_min_v: float
+    amplitude_max_v: float
+    width_min_s: float
+    width_max_s: float
+
+    def __post_init__(self) -> None:
+        if not (
+            0 < self.amplitude_min_v <= self.amplitude_max_v and 0 < self.width_min_s <= self.width_max_s
+        ):
+            raise CalibrationError(f"pulse window needs 0 < min <= max for amplitude and width, got {self}")
+
+
+def _pulse_law(record: CalibrationRecord) -> tuple[Array, Array, Array, Array, float, float]:
+    if record.reference_pulse is None:
+        raise CalibrationError("the calibration record has no pulse response (reference_pulse is missing)")
+    up, down = record.array("dg_up_siemens"), np.abs(record.array("dg_down_siemens"))
+    a, b = record.array("amp_exponent"), record.array("width_exponent")
+    return up, down, a, b, record.reference_pulse.amplitude_v, record.reference_pulse.width_s
+
+
+def pulse_width_for_update(
+    record: CalibrationRecord, dg_siemens: Array, amplitude_v: float, polarity: int = 1
+) -> Array:
+    """Pulse width (s) per device writing |dG| = ``dg_siemens`` at ``amplitude_v`` (V), from the record's
+    pulse response (potentiation for polarity +1, depression for -1). NaN where the device has none."""
+    up, down, a, b, v_ref, w_ref = _pulse_law(record)
+    dg_ref = up if polarity > 0 else down
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return w_ref * (np.abs(dg_siemens) / (dg_ref * (amplitude_v / v_ref) ** a)) ** (1.0 / b)
+
+
+def update_range(record: CalibrationRecord, window: PulseWindow) -> tuple[Array, Array]:
+    """(smallest, largest) |dG| (S) per device that a pulse inside ``window`` writes in BOTH polarities
+    (a Hebbian update h z can have either sign): the weaker polarity bounds the range."""
+    up, down, a, b, v_ref, w_ref = _pulse_law(record)
+
+    def dg(ref: Array, v: float, w: float) -> Array:
+        return ref * (v / v_ref) ** a * (w / w_ref) ** b
+
+    low = np.maximum(
+        dg(up, window.amplitude_min_v, window.width_min_s),
+        dg(down, window.amplitude_min_v, window.width_min_s),
+    )
+    high = np.minimum(
+        dg(up, window.amplitude_max_v, window.width_max_s),
+        dg(down, window.amplitude_max_v, window.width_max_s),
+    )
+    return low, high
+
+
+@dataclass
+class StpnMapping:
+    """Trained vs hardware parameters of one STPN layer on a calibrated array, each (H, K)."""
+
+    lam_trained: Array
+    lam_hardware: Array
+    gamma_trained: Array
+    gamma_hardware: Array
+    gamma_in_range: NDArray[np.bool_]
+    device_index: NDArray[np.int64]
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers: lambda and gamma errors over all synapses on working devices."""
+        good = np.isfinite(self.lam_hardware)
+        dl = np.abs(self.lam_hardware - self.lam_trained)[good]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dg_rel = np.abs(self.gamma_hardware / self.gamma_trained - 1)[good & (self.gamma_trained != 0)]
+        return {
+            "synapses": float(self.lam_trained.size),
+            "broken_device_fraction": float(1 - good.mean()),
+            "lambda_abs_err_median": float(np.median(dl)),
+            "lambda_abs_err_p95": float(np.percentile(dl, 95)),
+            "lambda_within_0.05_fraction": float(np.mean(dl <= 0.05)),
+            "gamma_in_range_fraction": float(self.gamma_in_range[good].mean()),
+            "gamma_rel_err_median": float(np.median(dg_rel)) if dg_rel.size else 0.0,
+        }
+
+
+def map_trained(
+    lam_trained: Array,
+    gamma_trained: Array,
+    record: CalibrationRecord,
+    dt_s: float,
+    g_per_weight: float,
+    window: PulseWindow,
+    seed: int = 0,
+) -> StpnMapping:
+    """Place trained (H, K) lambda and gamma (weight units per unit h z) on the calibrated array.
+
+    The hardware lambda is each device's retention at dt_s (``CalibrationRecord.lam_at``); the
+    hardware gamma is the trained one clipped to the |dG| range the pulse window writes, converted
+    with g_per_weight (S per weight unit). Synapses map to devices by ``record.device_index``.
+    """
+    lam_t = np.asarray(lam_trained, dtype=np.float64)
+    gam_t = np.asarray(gamma_trained, dtype=np.float64)
+    if lam_t.ndim != 2 or lam_t.shape != gam_t.shape:
+        raise CalibrationError(
+            f"lambda and gamma must be (H, K) of one shape, got {lam_t.shape} and {gam_t.shape}"
+        )
+    if not g_per_weight > 0:
+        raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
+    idx = record.device_index((lam_t.shape[0], lam_t.shape[1]), seed)
+    lam_hw = record.lam_at(dt_s)[idx]
+    low, high = update_range(record, window)
+    g_low, g_high = low[idx] / g_per_weight, high[idx] / g_per_weight
+    mag = np.abs(gam_t)
+    in_range = (mag >= g_low) & (mag <= g_high)
+    gam_hw = np.sign(gam_t) * np.clip(mag, g_low, g_high)
+    return StpnMapping(lam_t, lam_hw, gam_t, gam_hw, in_range, idx)
+
+
+def map_stpn(
+    layer: STPN,
+    record: CalibrationRecord,
+    dt_s: float,
+    window: PulseWindow,
+    g_per_weight: float | None = None,
+    seed: int = 0,
+) -> StpnMapping:
+    """``map_trained`` for a trained ``hwloop.stpn.STPN`` layer. Without ``g_per_weight`` (S per weight
+    unit) the layer's largest |W| spans the record's median long-term window (``device_models.mapping``)."""
+    if g_per_weight is None:
+        g_min = np.nanmedian(record.array("g_min_siemens"))
+        g_max = np.nanmedian(record.array("g_max_siemens"))
+        if not (np.isfinite(g_min) and np.isfinite(g_max)):
+            raise CalibrationError("the record has no conductance window: give g_per_weight explicitly")
+        g_per_weight = weight_scale_siemens(
+            float(layer.weight.detach().abs().max()), float(g_min), float(g_max)
+        )
+    return map_trained(
+        layer.weight_lambda.detach().cpu().double().numpy(),
+        layer.weight_gamma.detach().cpu().double().numpy(),
+        record,
+        dt_s,
+        g_per_weight,
+        window,
+        seed,
+    )

@@ -1,0 +1,323 @@
+"""``CalibrationRecord``: what a calibrated array implements, per device, as a JSON file.
+
+The emulated and aihwkit backends load a record to become "this array". The record is columnar:
+every per-device field is a list of length D = rows * cols in row-major order (device (r, c) at
+index r * cols + c); values that do not apply or were not measured are ``null`` (NaN in numpy).
+
+Per device:
+    status            "ok" or why the device is not usable (see ``calibration.fit`` statuses)
+    law               decay law chosen by model selection ("exp", "biexp", "stretched")
+    tau_s             effective single-exponential time constant, s: lambda = exp(-dt_s / tau_s)
+    lam               per-step retention at the record's dt_s (best per-step approximation)
+    step_error        RMS error of lambda^k against the law's phi(k dt_s), k = 1..horizon_steps
+    tau1_s, tau2_s, w1, beta   the law's own parameters (see ``calibration.laws``)
+    g_inf_siemens, delta_g_siemens   baseline and amplitude of the fitted relaxation
+    g_min_siemens, g_max_siemens     conductance window
+    dg_up_siemens, dg_down_siemens   conductance change of one reference pulse, each polarity
+                                     (down is negative); gamma of the device
+    amp_exponent, width_exponent     pulse-response scaling dg = dg_ref (|V|/V_ref)^a (w/w_ref)^b
+    tau_err_s, lam_err, dg_up_err_siemens, dg_down_err_siemens   one-sigma uncertainties
+    rmse_rel          RMS fit residual relative to delta_g (goodness of fit)
+
+This module imports only numpy, pydantic, ``calibration.laws`` and ``hwloop.errors`` (a leaf
+module), so the backends in ``hwloop`` can import it without cycles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from calibration.laws import DEFAULT_HORIZON_STEPS, best_step_lambda, lam_from_tau, relaxation
+from hwloop.errors import HwloopError
+
+Column = list[float | None]
+
+NUMERIC_FIELDS: tuple[str, ...] = (
+    "tau_s",
+    "lam",
+    "step_error",
+    "tau1_s",
+    "tau2_s",
+    "w1",
+    "beta",
+    "g_inf_siemens",
+    "delta_g_siemens",
+    "g_min_siemens",
+    "g_max_siemens",
+    "dg_up_siemens",
+    "dg_down_siemens",
+    "amp_exponent",
+    "width_exponent",
+    "tau_err_s",
+    "lam_err",
+    "dg_up_err_siemens",
+    "dg_down_err_siemens",
+    "rmse_rel",
+)
+
+
+def _software_version() -> str:
+    try:
+        return metadata.version("hwloop")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class CalibrationError(HwloopError):
+    """A calibration record or calibration input is missing, malformed or inconsistent."""
+
+
+class Provenance(BaseModel):
+    """Where a record's numbers came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instruments: list[str] = Field(
+        default_factory=list, description="identity strings (*IDN?) of the instruments"
+    )
+    software_version: str = Field(description="hwloop version that produced the record")
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source_file: str | None = Field(default=None, description="the HDF5 campaign file the fit came from")
+    notes: str = ""
+
+
+class ReferencePulse(BaseModel):
+    """The programming pulse that dg_up / dg_down refer to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amplitude_v: float = Field(gt=0, description="|V| of the reference pulse, volts")
+    width_s: float = Field(gt=0, description="width of the reference pulse, seconds")
+
+
+def _to_column(value: Any) -> Any:
+    """numpy arrays / NaN -> JSON-able lists with None for missing values."""
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1).tolist()
+    if isinstance(value, list):
+        return [None if (isinstance(v, float) and not math.isfinite(v)) else v for v in value]
+    return value
+
+
+class CalibrationRecord(BaseModel):
+    """Per-device STPN parameters of one measured (or simulated) array; see the module docstring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    shape: tuple[int, int] = Field(description="(rows, cols) of the calibrated array")
+    dt_s: float = Field(gt=0, description="time step the lam column refers to, seconds")
+    horizon_steps: int = Field(default=DEFAULT_HORIZON_STEPS, ge=1, description="span of the step_error")
+    reference_pulse: ReferencePulse | None = None
+    provenance: Provenance
+
+    status: list[str]
+    law: list[Literal["exp", "biexp", "stretched"]]
+    tau_s: Column
+    lam: Column
+    step_error: Column
+    tau1_s: Column
+    tau2_s: Column
+    w1: Column
+    beta: Column
+    g_inf_siemens: Column
+    delta_g_siemens: Column
+    g_min_siemens: Column
+    g_max_siemens: Column
+    dg_up_siemens: Column
+    dg_down_siemens: Column
+    amp_exponent: Column
+    width_exponent: Column
+    tau_err_s: Column
+    lam_err: Column
+    dg_up_err_siemens: Column
+    dg_down_err_siemens: Column
+    rmse_rel: Column
+
+    @field_validator(*NUMERIC_FIELDS, mode="before")
+    @classmethod
+    def _arrays_to_lists(cls, value: Any) -> Any:
+        return _to_column(value)
+
+    @field_validator("status", "law", mode="before")
+    @classmethod
+    def _str_arrays_to_lists(cls, value: Any) -> Any:
+        return value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> CalibrationRecord:
+        rows, cols = self.shape
+        if rows < 1 or cols < 1:
+            raise ValueError(f"shape must be positive, got {self.shape}")
+        n = rows * cols
+        for name in ("status", "law", *NUMERIC_FIELDS):
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"{name} has {len(getattr(self, name))} entries, shape {self.shape} needs {n}"
+                )
+        ok = np.array([s == "ok" for s in self.status])
+        if not ok.any():
+            raise ValueError("no device has status 'ok'")
+        tau = self.array("tau_s")[ok]
+        lam = self.array("lam")[ok]
+        if not (np.all(np.isfinite(tau)) and np.all(tau > 0)):
+            raise ValueError("tau_s must be finite and > 0 on every 'ok' device")
+        if not (np.all(np.isfinite(lam)) and np.all((lam > 0) & (lam < 1))):
+            raise ValueError("lam must be in (0, 1) on every 'ok' device")
+        if not np.allclose(lam, lam_from_tau(tau, self.dt_s), rtol=1e-6, atol=1e-12):
+            raise ValueError("lam must equal exp(-dt_s / tau_s) on every 'ok' device")
+        g_min, g_max = self.array("g_min_siemens")[ok], self.array("g_max_siemens")[ok]
+        both = np.isfinite(g_min) & np.isfinite(g_max)
+        if np.any(g_min[both] < 0) or np.any(g_max[both] <= g_min[both]):
+            raise ValueError("conductance window needs 0 <= g_min_siemens < g_max_siemens")
+        return self
+
+    # -- access ----------------------------------------------------------------------------------
+    @property
+    def n_devices(self) -> int:
+        """Number of devices D = rows * cols."""
+        return self.shape[0] * self.shape[1]
+
+    def good(self) -> NDArray[np.bool_]:
+        """(D,) mask of devices with status 'ok'."""
+        return np.array([s == "ok" for s in self.status])
+
+    def array(self, name: str) -> NDArray[np.float64]:
+        """One numeric per-device column as a (D,) float64 array, NaN where missing."""
+        if name not in NUMERIC_FIELDS:
+            raise CalibrationError(f"unknown calibration field {name!r}; known: {', '.join(NUMERIC_FIELDS)}")
+        return np.array([np.nan if v is None else v for v in getattr(self, name)], dtype=np.float64)
+
+    def device_index(self, shape: tuple[int, int], seed: int = 0) -> NDArray[np.int64]:
+        """Which calibrated device realises each synapse of an (H, K) array, as (H, K) indices into D.
+
+        When ``shape`` equals the record's shape the mapping is the identity (row-major), bad devices
+        included (their values are NaN: a backend must treat them as broken). Otherwise each synapse
+        draws a device uniformly with replacement from the 'ok' devices, with numpy's PCG64 seeded by
+        ``seed``, so the device-to-device spread of the array is preserved and the draw is reproducible.
+        """
+        h, k = int(shape[0]), int(shape[1])
+        if h < 1 or k < 1:
+            raise CalibrationError(f"requested array shape must be positive, got {shape}")
+        if (h, k) == tuple(self.shape):
+            return np.arange(h * k, dtype=np.int64).reshape(h, k)
+        good = np.flatnonzero(self.good())
+        rng = np.random.default_rng(seed)
+        return good[rng.integers(0, good.size, size=(h, k))].astype(np.int64)
+
+    def per_synapse(self, name: str, shape: tuple[int, int], seed: int = 0) -> NDArray[np.float64]:
+        """Field ``name`` for every synapse of an (H, K) array (see ``device_index`` for the mapping)."""
+        return self.array(name)[self.device_index(shape, seed)]
+
+    def lam_at(self, dt_s: float) -> NDArray[np.float64]:
+        """(D,) per-step retention at another time step dt_s (s), re-derived from each device's law.
+
+        Single-exponential devices: exp(-dt/tau). Other laws: the best per-step approximation over
+        ``horizon_steps`` steps of dt_s (``calibration.laws.best_step_lambda``). NaN on bad devices.
+        """
+        if not (dt_s > 0 and math.isfinite(dt_s)):
+            raise CalibrationError(f"dt_s must be a positive number of seconds, got {dt_s}")
+        lam = lam_from_tau(self.array("tau_s"), dt_s)
+        t = np.arange(1, self.horizon_steps + 1, dtype=np.float64) * dt_s
+        laws = np.array(self.law)
+        for law in ("biexp", "stretched"):
+            sel = (laws == law) & self.good()
+            if sel.any():
+                phi = relaxation(
+                    law,
+                    t[None, :],
+                    self.array("tau1_s")[sel, None],
+                    self.array("tau2_s")[sel, None],
+                    self.array("w1")[sel, None],
+                    self.array("beta")[sel, None],
+                )
+                lam[sel] = best_step_lambda(phi)[0]
+        lam[~self.good()] = np.nan
+        return lam
+
+    @classmethod
+    def from_arrays(
+        cls,
+        shape: tuple[int, int],
+        dt_s: float,
+        tau_s: Any,
+        *,
+        provenance: Provenance | None = None,
+        reference_pulse: ReferencePulse | None = None,
+        horizon_steps: int = DEFAULT_HORIZON_STEPS,
+        status: Any = None,
+        law: Any = None,
+        **columns: Any,
+    ) -> CalibrationRecord:
+        """Build a record from (D,) or (rows, cols) arrays; lam is derived from tau_s and dt_s.
+
+        Columns not given are missing (NaN); ``status`` defaults to "ok" where tau_s is finite and
+        ``law`` to "exp". Unknown column names raise ``CalibrationError``.
+        """
+        n = int(shape[0]) * int(shape[1])
+        tau = np.broadcast_to(np.asarray(tau_s, dtype=np.float64).reshape(-1), (n,)).copy()
+        unknown = sorted(set(columns) - set(NUMERIC_FIELDS))
+        if unknown or "lam" in columns:
+            raise CalibrationError(
+                f"unknown or derived calibration column(s): {', '.join(unknown or ['lam'])}"
+            )
+        data: dict[str, Any] = {name: np.full(n, np.nan) for name in NUMERIC_FIELDS}
+        for name, value in columns.items():
+            data[name] = np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1), (n,)).copy()
+        data["tau_s"] = tau
+        data["lam"] = lam_from_tau(tau, dt_s) if dt_s > 0 else np.full(n, np.nan)
+        data["tau1_s"] = np.where(np.isnan(data["tau1_s"]), tau, data["tau1_s"])
+        data["step_error"] = np.where(np.isnan(data["step_error"]), 0.0, data["step_error"])
+        ok = np.isfinite(tau) & (tau > 0)
+        return cls.parse(
+            {
+                "shape": tuple(shape),
+                "dt_s": dt_s,
+                "horizon_steps": horizon_steps,
+                "reference_pulse": reference_pulse,
+                "provenance": provenance or Provenance(software_version=_software_version()),
+                "status": list(np.where(ok, "ok", "not_measured")) if status is None else list(status),
+                "law": ["exp"] * n if law is None else list(law),
+                **data,
+            }
+        )
+
+    # -- files -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the record as JSON (missing values as null); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibrationRecord:
+        """Read and validate a record; any problem is one ``CalibrationError`` line naming it."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CalibrationError(f"calibration record {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"calibration record {path} is not readable JSON: {exc}") from None
+        return cls.parse(data, source=f"calibration record {path}")
+
+    @classmethod
+    def parse(cls, data: Any, source: str = "calibration record") -> CalibrationRecord:
+        """Validate a decoded JSON object; errors become one ``CalibrationError`` line."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "record"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise CalibrationError(f"{source}: {where}: {err['msg']}{more}") from None

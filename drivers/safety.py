@@ -1,0 +1,130 @@
+"""User safety limits, required to open an instrument for sourcing, and the checks drivers run first.
+
+Every check raises ``SafetyError`` *before* the driver sends anything, so a refused request leaves the
+instrument untouched. Limits are loaded from TOML or JSON, e.g. ``limits.toml``::
+
+    max_abs_voltage_v = 2.0      # |V| of any DC level, pulse amplitude or read voltage
+    max_pulse_width_s = 1e-3     # longest voltage pulse
+    max_compliance_a = 1e-3      # highest current limit (compliance) the user may set
+    max_pulses_per_s = 10        # pulses start at least 1 / max_pulses_per_s apart
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drivers.clock import Clock
+from drivers.errors import SafetyError
+from hwloop.errors import HwloopError
+
+
+class SafetyLimits(BaseModel):
+    """Hard limits on what any instrument may be asked to do (SI units)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_abs_voltage_v: float = Field(gt=0, le=210, description="largest |V| sourced, in volts")
+    max_pulse_width_s: float = Field(gt=0, le=10, description="longest pulse, in seconds")
+    max_compliance_a: float = Field(gt=0, le=1.5, description="highest compliance current, in amperes")
+    max_pulses_per_s: float = Field(gt=0, le=1e6, description="pulse rate limit, pulses per second")
+
+    @classmethod
+    def conservative(cls) -> SafetyLimits:
+        """Defaults safe for typical thin-film memristive devices: 2 V, 1 ms, 1 mA, 10 pulses/s."""
+        return cls(max_abs_voltage_v=2.0, max_pulse_width_s=1e-3, max_compliance_a=1e-3, max_pulses_per_s=10)
+
+    @classmethod
+    def load(cls, path: Path) -> SafetyLimits:
+        """Read limits from a ``.toml`` or ``.json`` file; any problem is one clear ``HwloopError``."""
+        path = Path(path)
+        if not path.is_file():
+            raise HwloopError(f"safety limits file not found: {path}")
+        try:
+            if path.suffix == ".toml":
+                data = tomllib.loads(path.read_text())
+            elif path.suffix == ".json":
+                data = json.loads(path.read_text())
+            else:
+                raise HwloopError(f"safety limits file must be .toml or .json, got {path.name}")
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise HwloopError(f"safety limits file {path} is not valid {path.suffix[1:]}: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "file"
+            raise HwloopError(f"safety limits file {path}: {where}: {first['msg']}") from None
+
+    def check_voltage(self, volts: float, what: str = "voltage") -> float:
+        """Return ``volts`` as float if finite and within ±max_abs_voltage_v, else raise ``SafetyError``."""
+        v = _finite(volts, what, "V")
+        if abs(v) > self.max_abs_voltage_v:
+            raise SafetyError(f"{what} {v:g} V exceeds the safety limit of ±{self.max_abs_voltage_v:g} V")
+        return v
+
+    def check_pulse(self, amplitude_v: float, width_s: float) -> tuple[float, float]:
+        """Validate a pulse's amplitude (V) and width (s, > 0 and <= max_pulse_width_s)."""
+        amp = self.check_voltage(amplitude_v, "pulse amplitude")
+        width = _finite(width_s, "pulse width", "s")
+        if width <= 0:
+            raise SafetyError(f"pulse width must be positive, got {width:g} s")
+        if width > self.max_pulse_width_s:
+            raise SafetyError(
+                f"pulse width {width:g} s exceeds the safety limit of {self.max_pulse_width_s:g} s"
+            )
+        return amp, width
+
+    def check_compliance(self, current_a: float) -> float:
+        """Validate a compliance current (A, > 0 and <= max_compliance_a)."""
+        i = _finite(current_a, "compliance", "A")
+        if i <= 0:
+            raise SafetyError(f"compliance must be positive, got {i:g} A")
+        if i > self.max_compliance_a:
+            raise SafetyError(f"compliance {i:g} A exceeds the safety limit of {self.max_compliance_a:g} A")
+        return i
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        return (
+            f"|V| <= {self.max_abs_voltage_v:g} V, pulse width <= {self.max_pulse_width_s:g} s, "
+            f"compliance <= {self.max_compliance_a:g} A, <= {self.max_pulses_per_s:g} pulses/s"
+        )
+
+
+class PulseRateGuard:
+    """Refuses a pulse that would start sooner than 1 / max_pulses_per_s after the previous one."""
+
+    def __init__(self, limits: SafetyLimits, clock: Clock) -> None:
+        self._min_gap_s = 1.0 / limits.max_pulses_per_s
+        self._clock = clock
+        self._last_s: float | None = None
+
+    def check(self) -> None:
+        """Raise ``SafetyError`` if a pulse now would exceed the rate limit (sends nothing)."""
+        if self._last_s is None:
+            return
+        gap = self._clock.now_s() - self._last_s
+        if gap < self._min_gap_s:
+            raise SafetyError(
+                f"pulse requested {gap:.3g} s after the previous one; the safety limit allows one pulse "
+                f"every {self._min_gap_s:.3g} s (wait first)"
+            )
+
+    def record(self) -> None:
+        """Note that a pulse has just been started."""
+        self._last_s = self._clock.now_s()
+
+
+def _finite(value: float, what: str, unit: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise SafetyError(f"{what} must be a number of {unit}, got {value!r}") from None
+    if not math.isfinite(x):
+        raise SafetyError(f"{what} must be finite, got {x} {unit}")
+    return x

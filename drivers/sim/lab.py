@@ -1,0 +1,75 @@
+"""The simulated lab: three SMUs, each with one device, and crossbar arrays, on a virtual clock.
+
+``SimLab(seed)`` builds the SMU emulators (their devices drawn reproducibly from the seed and a
+``device_models`` card); ``SimArray(rows, cols, seed)`` is the array behind a simulated crossbar
+controller. Both expose the ground truth (``device.tau_s(bias_v)``) for tests and calibration checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from device_models.card import DeviceCard, load_card
+from drivers.sim.b2900 import B2900Emulator
+from drivers.sim.clock import VirtualClock
+from drivers.sim.devices import DeviceArray
+from drivers.sim.emulator import SmuEmulator
+from drivers.sim.faults import Faults
+from drivers.sim.k2450 import K2450Emulator
+from drivers.sim.k2600 import K2600Emulator
+
+SIM_HOSTS: dict[str, type[SmuEmulator]] = {
+    "k2450.sim": K2450Emulator,
+    "k2636b.sim": K2600Emulator,
+    "b2912a.sim": B2900Emulator,
+}
+SIM_RESOURCES = tuple(f"TCPIP::{host}::INSTR" for host in SIM_HOSTS)
+
+
+class SimLab:
+    """Simulated SMUs sharing one virtual clock; ``faults`` maps a host (e.g. "k2450.sim") to its faults."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        card: DeviceCard | None = None,
+        faults: dict[str, Faults] | None = None,
+    ) -> None:
+        self.seed = seed
+        self.card = load_card(card)
+        self.clock = VirtualClock()
+        self.faults = dict(faults or {})
+        self.instruments: dict[str, SmuEmulator] = {}
+        for k, (host, emulator_cls) in enumerate(SIM_HOSTS.items()):
+            rng = np.random.default_rng([seed, k])
+            device = DeviceArray(self.card, (), rng)
+            self.instruments[host] = emulator_cls(self.clock, device, self.faults.get(host))
+
+    def instrument(self, host: str) -> SmuEmulator:
+        """The emulator answering at ``host`` (e.g. "k2450.sim")."""
+        return self.instruments[host]
+
+    def device(self, host: str) -> DeviceArray:
+        """The device wired to the SMU at ``host`` (its parameters are the ground truth)."""
+        return self.instruments[host].device
+
+    def inject(self, host: str, faults: Faults) -> None:
+        """Replace the faults of the instrument at ``host`` from now on."""
+        self.faults[host] = faults
+        self.instruments[host].faults = faults
+
+
+class SimArray:
+    """A rows x cols array of devices behind a simulated crossbar controller, on its own virtual clock."""
+
+    def __init__(self, rows: int, cols: int, seed: int = 0, card: DeviceCard | None = None) -> None:
+        self.rows, self.cols, self.seed = rows, cols, seed
+        self.card = load_card(card)
+        self.clock = VirtualClock()
+        self.devices = DeviceArray(
+            self.card, (rows, cols), np.random.default_rng([seed, 1000 + rows * 1000 + cols])
+        )
+
+    def tau_s(self, bias_v: float = 0.0) -> np.ndarray:
+        """Ground truth: each device's decay time constant (s) at ``bias_v`` (V), shape (rows, cols)."""
+        return self.devices.tau_s(bias_v)

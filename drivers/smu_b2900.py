@@ -1,0 +1,109 @@
+"""Keysight B2900 series (B2901A..B2912A), channel 1: SCPI pulse output and timer-triggered reads.
+
+Pulse: pulse shape, base ``:SOUR:VOLT`` 0 V, peak ``:SOUR:VOLT:TRIG``, ``:SOUR:PULS:WIDT``, one
+automatic trigger. Read train: DC shape with both the immediate and triggered level at the read
+voltage (so no stale pulse peak can ever be applied), ``:TRIG:SOUR TIM`` with period every_s, and
+``:FETC:ARR:CURR?`` / ``:FETC:ARR:TIME?`` for the readings and their instrument timestamps.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from drivers.control import control, parse_bool
+from drivers.smu import (
+    Smu,
+    compliance_within_limits,
+    output_requires_compliance,
+    remember_compliance,
+    voltage_within_limits,
+)
+
+
+def _width_within_limits(smu: Smu, width_s: float) -> float:
+    return smu.limits.check_pulse(0.0, width_s)[1]
+
+
+class KeysightB2900(Smu):
+    """Keysight B2900 series SMU, channel 1, sourcing voltage and measuring current (SCPI)."""
+
+    model: ClassVar[str] = "Keysight B2900"
+    idn_pattern: ClassVar[str] = ",B29"
+    abort_command: ClassVar[str] = ":ABOR (@1)"
+
+    compliance_a = control(
+        ":SENS:CURR:PROT?",
+        ":SENS:CURR:PROT {:.6g}",
+        "Current compliance (A).",
+        validator=compliance_within_limits,
+        on_set=remember_compliance,
+    )
+    level_v = control(
+        ":SOUR:VOLT?",
+        ":SOUR:VOLT {:.6g}",
+        "Immediate (DC / pulse base) level (V).",
+        validator=voltage_within_limits,
+    )
+    triggered_level_v = control(
+        ":SOUR:VOLT:TRIG?",
+        ":SOUR:VOLT:TRIG {:.6g}",
+        "Level applied on a trigger: the pulse peak in pulse shape (V).",
+        validator=voltage_within_limits,
+    )
+    pulse_width_s = control(
+        ":SOUR:PULS:WIDT?", ":SOUR:PULS:WIDT {:.6g}", "Pulse width (s).", validator=_width_within_limits
+    )
+    output_enabled = control(
+        ":OUTP?",
+        ":OUTP {}",
+        "Output state; ON needs compliance set first.",
+        validator=output_requires_compliance,
+        parse=parse_bool,
+        to_wire={True: "ON", False: "OFF"},
+    )
+
+    def _reset_commands(self) -> list[str]:
+        return ["*RST", ":SOUR:FUNC:MODE VOLT", ':SENS:FUNC "CURR"']
+
+    def set_compliance(self, current_a: float) -> None:
+        """Select voltage source / current measure, then set the compliance (A)."""
+        self.limits.check_compliance(current_a)
+        self.transport.write(":SOUR:FUNC:MODE VOLT")
+        self.transport.write(':SENS:FUNC "CURR"')
+        super().set_compliance(current_a)
+
+    def _check_errors(self) -> None:
+        self._scpi_check_errors(":SYST:ERR?")
+
+    def _measure_current(self) -> float:
+        return float(self._parse_floats(self.transport.query(":MEAS:CURR? (@1)"), "current")[0])
+
+    def _pulse(self, amplitude_v: float, width_s: float) -> None:
+        t = self.transport
+        t.write(":SOUR:FUNC:SHAP PULS")
+        self.level_v = 0.0
+        self.triggered_level_v = amplitude_v
+        t.write(":SOUR:PULS:DEL 0")
+        self.pulse_width_s = width_s
+        t.write(":TRIG:SOUR AINT")
+        t.write(":TRIG:COUN 1")
+        self.output_enabled = True
+        t.write(":INIT (@1)")
+        self._wait_complete(width_s)
+
+    def _read_train(self, read_v: float, every_s: float, count: int) -> tuple[np.ndarray, np.ndarray]:
+        t = self.transport
+        t.write(":SOUR:FUNC:SHAP DC")
+        self.level_v = read_v
+        self.triggered_level_v = read_v
+        self.output_enabled = True
+        t.write(":TRIG:SOUR TIM")
+        t.write(f":TRIG:TIM {every_s:.6g}")
+        t.write(f":TRIG:COUN {count}")
+        t.write(":INIT (@1)")
+        self._wait_complete(count * every_s)
+        i_a = self._parse_floats(t.query(":FETC:ARR:CURR? (@1)"), "currents")
+        t_s = self._parse_floats(t.query(":FETC:ARR:TIME? (@1)"), "timestamps")
+        return t_s, i_a

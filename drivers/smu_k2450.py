@@ -1,0 +1,110 @@
+"""Keithley 2450 SourceMeter: SCPI, hardware-timed pulses and read trains through the trigger model.
+
+Pulse: a two-entry source configuration list [amplitude, 0 V] is stored with the output off, then the
+trigger model recalls the amplitude, switches the output on, waits ``width_s`` and steps to 0 V.
+Read train: MEASURE -> DELAY every_s -> BRANCH back ``count`` times, readings with relative timestamps
+in ``defbuffer1``. The 2450 spaces readings by every_s plus the measurement time (about NPLC / line
+frequency), so use the returned instrument timestamps, never the nominal interval.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from drivers.control import control, parse_bool
+from drivers.smu import (
+    Smu,
+    compliance_within_limits,
+    output_requires_compliance,
+    remember_compliance,
+    voltage_within_limits,
+)
+
+PULSE_LIST = "HWLOOP_PULSE"
+BUFFER = "defbuffer1"
+
+
+class Keithley2450(Smu):
+    """Keithley 2450 sourcing voltage, measuring current (SCPI command set)."""
+
+    model: ClassVar[str] = "Keithley 2450"
+    idn_pattern: ClassVar[str] = "MODEL 2450"
+    abort_command: ClassVar[str] = ":ABOR"
+
+    compliance_a = control(
+        ":SOUR:VOLT:ILIM?",
+        ":SOUR:VOLT:ILIM {:.6g}",
+        "Current limit while sourcing voltage (A).",
+        validator=compliance_within_limits,
+        on_set=remember_compliance,
+    )
+    level_v = control(
+        ":SOUR:VOLT?", ":SOUR:VOLT {:.6g}", "Source level (V).", validator=voltage_within_limits
+    )
+    output_enabled = control(
+        ":OUTP?",
+        ":OUTP {}",
+        "Output relay state; ON needs compliance set first.",
+        validator=output_requires_compliance,
+        parse=parse_bool,
+        to_wire={True: "ON", False: "OFF"},
+    )
+
+    _list_created = False  # whether this session created the pulse configuration list
+
+    def reset(self) -> None:
+        """``*RST`` (output off, configuration lists gone); compliance must be set again."""
+        super().reset()
+        self._list_created = False
+
+    def _reset_commands(self) -> list[str]:
+        return ["*RST", ":SOUR:FUNC VOLT", ':SENS:FUNC "CURR"']
+
+    def set_compliance(self, current_a: float) -> None:
+        """Select voltage source / current measure, then set the current limit (A)."""
+        self.limits.check_compliance(current_a)
+        self.transport.write(":SOUR:FUNC VOLT")
+        self.transport.write(':SENS:FUNC "CURR"')
+        super().set_compliance(current_a)
+
+    def _check_errors(self) -> None:
+        self._scpi_check_errors(":SYST:ERR?")
+
+    def _measure_current(self) -> float:
+        return float(self._parse_floats(self.transport.query(":MEAS:CURR?"), "current")[0])
+
+    def _pulse(self, amplitude_v: float, width_s: float) -> None:
+        t = self.transport
+        self.output_enabled = False
+        self.level_v = 0.0
+        if self._list_created:
+            t.write(f':SOUR:CONF:LIST:DEL "{PULSE_LIST}"')
+        t.write(f':SOUR:CONF:LIST:CRE "{PULSE_LIST}"')
+        self._list_created = True
+        self.level_v = amplitude_v
+        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
+        self.level_v = 0.0
+        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
+        t.write(':TRIG:LOAD "Empty"')
+        t.write(f':TRIG:BLOC:CONF:REC 1, "{PULSE_LIST}", 1')
+        t.write(":TRIG:BLOC:SOUR:STAT 2, ON")
+        t.write(f":TRIG:BLOC:DEL:CONS 3, {width_s:.6g}")
+        t.write(f':TRIG:BLOC:CONF:NEXT 4, "{PULSE_LIST}"')
+        t.write(":INIT")
+        self._wait_complete(width_s)
+
+    def _read_train(self, read_v: float, every_s: float, count: int) -> tuple[np.ndarray, np.ndarray]:
+        t = self.transport
+        self.level_v = read_v
+        self.output_enabled = True
+        t.write(f':TRAC:CLE "{BUFFER}"')
+        t.write(':TRIG:LOAD "Empty"')
+        t.write(f':TRIG:BLOC:MEAS 1, "{BUFFER}"')
+        t.write(f":TRIG:BLOC:DEL:CONS 2, {every_s:.6g}")
+        t.write(f":TRIG:BLOC:BRAN:COUN 3, {count}, 1")
+        t.write(":INIT")
+        self._wait_complete(count * every_s)
+        values = self._parse_floats(t.query(f':TRAC:DATA? 1, {count}, "{BUFFER}", READ, REL'), "buffer data")
+        return values[1::2].copy(), values[0::2].copy()

@@ -1,0 +1,112 @@
+"""Evaluate a Pong agent: greedy play over seeded sticky-action games, score and synaptic energy per step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from experiments.pong.agent import AgentState, PongAgent
+from experiments.pong.env import STICKY, PongEnv
+
+FrameHook = Callable[[int, PongEnv, float], None]  # (episode, env after the step, score so far)
+
+
+class EpisodeTrace(BaseModel):
+    """Per-step reward (+1 player point, -1 CPU point) and synaptic energy metric (None for an LSTM)."""
+
+    seed: int
+    rewards: list[float]
+    energy: list[float] | None
+
+
+class EvalResult(BaseModel):
+    """Scores of greedy play; energy is the STPN paper's metric sum_ij |G_ij/n_i| z_j^2 (per step, summed
+    per episode), None for a core without synapses (LSTM)."""
+
+    core: str
+    backend: str
+    sticky: float
+    seeds: list[int]
+    scores: list[float]
+    mean_score: float
+    steps: int
+    steps_per_episode: list[int]
+    steps_per_second: float
+    energy: dict[str, float | list[float]] | None
+
+
+def play_episode(
+    agent: PongAgent, env: PongEnv, seed: int, episode: int, on_frame: FrameHook | None
+) -> EpisodeTrace:
+    """One greedy game from ``seed``; the agent's memory starts at rest."""
+    frame = env.reset(seed=seed)
+    state: AgentState | None = None
+    want_energy = agent.core_name == "stpn"
+    rewards: list[float] = []
+    energy: list[float] = []
+    score = 0.0
+    with torch.no_grad():
+        while True:
+            out = agent(torch.from_numpy(frame)[None, None], state, energy=want_energy)
+            state = out.state
+            if out.energy is not None:
+                energy.append(float(out.energy[0, 0]))
+            step = env.step(int(out.logits[0, -1].argmax()))
+            rewards.append(step.reward)
+            score += step.reward
+            if on_frame:
+                on_frame(episode, env, score)
+            if step.done:
+                return EpisodeTrace(seed=seed, rewards=rewards, energy=energy if want_energy else None)
+            frame = step.obs
+
+
+def evaluate(
+    agent: PongAgent,
+    episodes: int,
+    seed: int,
+    *,
+    backend: str,
+    sticky: float = STICKY,
+    on_frame: FrameHook | None = None,
+    on_episode: Callable[[int, EpisodeTrace], None] | None = None,
+) -> tuple[EvalResult, list[EpisodeTrace]]:
+    """Play ``episodes`` games seeded ``seed``, ``seed + 1``, ...; returns the summary and per-step traces."""
+    agent.eval()
+    env = PongEnv(sticky=sticky, seed=seed)
+    traces: list[EpisodeTrace] = []
+    t0 = time.perf_counter()
+    try:
+        for i in range(episodes):
+            traces.append(play_episode(agent, env, seed + i, i, on_frame))
+            if on_episode:
+                on_episode(i, traces[-1])
+    finally:
+        env.close()
+    wall = time.perf_counter() - t0
+    scores = [float(sum(t.rewards)) for t in traces]
+    lengths = [len(t.rewards) for t in traces]
+    energy: dict[str, float | list[float]] | None = None
+    if all(t.energy is not None for t in traces):
+        per_episode = [float(np.sum(t.energy)) for t in traces]  # type: ignore[arg-type]
+        energy = {
+            "per_step_mean": float(sum(per_episode) / sum(lengths)),
+            "per_episode": per_episode,
+        }
+    result = EvalResult(
+        core=agent.core_name,
+        backend=backend,
+        sticky=sticky,
+        seeds=[seed + i for i in range(episodes)],
+        scores=scores,
+        mean_score=float(np.mean(scores)),
+        steps=sum(lengths),
+        steps_per_episode=lengths,
+        steps_per_second=sum(lengths) / wall,
+        energy=energy,
+    )
+    return result, traces

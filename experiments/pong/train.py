@@ -1,0 +1,239 @@
+"""Imitation training of the Pong agent: behaviour cloning with truncated BPTT, then DAgger rounds.
+
+Schedule (all in ``TrainConfig``):
+1. collect ``bc_segments`` segments with the expert driving (``epsilon`` random presses), labelled by it;
+2. behaviour cloning for ``bc_epochs``;
+3. ``dagger_rounds`` times: the agent drives (the expert's action is played with probability
+   ``beta``), the expert labels, the data are aggregated and training continues ``dagger_epochs``;
+4. STPN only: ``plastic_epochs`` epochs with the synaptic plasticity (gamma) trained, on a random
+   subset of ``plastic_segments`` segments (full BPTT through F is ~10x slower per frame).
+
+For speed, steps 2-3 of the STPN run with gamma held at 0: F then stays 0 and the layer is exactly
+h = tanh(W z / ||W_i|| + b), computed here without the (B, H, K) state (``static_stpn``). Step 4
+re-initialises gamma to the paper's range and trains every STPN parameter through the full dynamics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from experiments.pong.agent import AgentState, PongAgent, detach_state
+from experiments.pong.data import Segments, collect, load_segments, noisy_expert_driver, save_segments
+from experiments.pong.env import N_ACTIONS
+from hwloop.stpn import STPN
+
+Log = Callable[[str], None]
+WARMUP_STEPS = 4  # loss ignored on a segment's first steps: the agent has not seen the ball move yet
+
+
+class TrainConfig(BaseModel):
+    """Everything that determines a training run (seeded: same config, same data and weights)."""
+
+    core: str = "stpn"
+    hidden: int = 64
+    seed: int = 0
+    segment_len: int = 128  # steps per training segment
+    chunk: int = 32  # truncated-BPTT length, steps
+    batch: int = 8  # segments per minibatch
+    lr: float = 2e-3
+    epsilon: float = 0.1  # random-press probability while the expert collects
+    bc_segments: int = 400
+    bc_epochs: int = 12
+    dagger_rounds: int = 2
+    dagger_segments: int = 100
+    dagger_epochs: int = 3
+    beta: float = 0.3  # probability the expert's action is played during DAgger collection
+    plastic_epochs: int = 1
+    plastic_segments: int = 150  # random subset of the aggregated data for the (slow) plastic phase
+    plastic_lr: float = 3e-4
+
+
+def class_weights(labels: np.ndarray) -> Tensor:
+    """Cross-entropy weights ~ 1/sqrt(frequency) for the actions present, normalised to mean 1 over them."""
+    counts = np.bincount(labels.ravel(), minlength=N_ACTIONS).astype(np.float64)
+    w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+    w = w / w[counts > 0].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def static_stpn(layer: STPN, feats: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """The STPN with gamma = 0 and F = 0: h_t = tanh(W [x_t, h_{t-1}] / ||W_i|| + b). feats (B, T, I)."""
+    n = torch.linalg.vector_norm(layer.weight, dim=1) + 1e-16
+    w_in, w_rec = (
+        layer.weight[:, : layer.input_size] / n[:, None],
+        layer.weight[:, layer.input_size :] / n[:, None],
+    )
+    drive = feats @ w_in.T + layer.bias
+    hs = []
+    for t in range(feats.shape[1]):
+        h = torch.tanh(drive[:, t] + h @ w_rec.T)
+        hs.append(h)
+    return torch.stack(hs, dim=1), h
+
+
+def _logits(agent: PongAgent, frames: Tensor, state: AgentState, plastic: bool) -> tuple[Tensor, AgentState]:
+    if agent.core_name == "stpn" and not plastic:
+        hs, h = static_stpn(agent.core, agent.encode(frames), state[0])  # type: ignore[arg-type]
+        return agent.policy(hs), (h, state[1])
+    out = agent(frames, state)
+    return out.logits, out.state
+
+
+def train_epochs(
+    agent: PongAgent, data: Segments, epochs: int, cfg: TrainConfig, *, lr: float, plastic: bool, log: Log
+) -> dict[str, float]:
+    """Weighted cross-entropy to the expert's labels, truncated BPTT over each segment; returns last stats."""
+    params = [p for p in agent.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    weights = class_weights(data.labels)
+    rng = np.random.default_rng(cfg.seed)
+    stats: dict[str, float] = {}
+    for epoch in range(epochs):
+        t0, seen, loss_sum, correct, counted = time.perf_counter(), 0, 0.0, 0, 0
+        order = rng.permutation(len(data))
+        for start in range(0, len(order) - cfg.batch + 1, cfg.batch):
+            idx = np.sort(order[start : start + cfg.batch])
+            frames, labels = torch.from_numpy(data.frames[idx]), torch.from_numpy(data.labels[idx])
+            state = agent.initial_state(cfg.batch)
+            if agent.core_name == "stpn" and not plastic:
+                state = (state[0], state[0].new_zeros(0))  # F is identically 0 on this path
+            for c in range(0, data.frames.shape[1], cfg.chunk):
+                logits, state = _logits(agent, frames[:, c : c + cfg.chunk], state, plastic)
+                y = labels[:, c : c + cfg.chunk]
+                keep = torch.arange(c, c + y.shape[1]) >= WARMUP_STEPS
+                loss = nn.functional.cross_entropy(
+                    logits[:, keep].reshape(-1, N_ACTIONS), y[:, keep].reshape(-1), weight=weights
+                )
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                state = detach_state(state)
+                loss_sum += loss.item() * int(keep.sum()) * cfg.batch
+                correct += int((logits[:, keep].argmax(-1) == y[:, keep]).sum())
+                counted += int(keep.sum()) * cfg.batch
+                seen += y.numel()
+        dt = time.perf_counter() - t0
+        stats = {"loss": loss_sum / counted, "accuracy": correct / counted, "frames_per_s": seen / dt}
+        log(
+            f"epoch {epoch + 1}/{epochs} plastic={plastic}: loss {stats['loss']:.4f} "
+            f"acc {stats['accuracy']:.3f} ({stats['frames_per_s']:.0f} frames/s, {dt:.0f} s)"
+        )
+    return stats
+
+
+def agent_driver(
+    agent: PongAgent, beta: float, seed: int
+) -> tuple[Callable[[np.ndarray, int], int], Callable[[], None]]:
+    """A DAgger driver (the agent's greedy action, or with probability ``beta`` the expert's) and reset."""
+    rng = np.random.default_rng(seed)
+    state: list[AgentState | None] = [None]
+
+    def drive(frame: np.ndarray, expert_action: int) -> int:
+        with torch.no_grad():
+            out = agent(torch.from_numpy(frame)[None, None], state[0])
+        state[0] = out.state
+        return expert_action if rng.random() < beta else int(out.logits[0, -1].argmax())
+
+    def reset() -> None:
+        state[0] = None
+
+    return drive, reset
+
+
+def set_plasticity(layer: STPN, trainable: bool, seed: int) -> None:
+    """Hold gamma at 0 (static phase) or re-initialise it to the paper's U(+-1e-3/sqrt(H)) and train it."""
+    with torch.no_grad():
+        if trainable:
+            bound = 1e-3 / math.sqrt(layer.hidden_size)
+            gen = torch.Generator().manual_seed(seed)
+            layer.weight_gamma.copy_((torch.rand(layer.weight_gamma.shape, generator=gen) * 2 - 1) * bound)
+        else:
+            layer.weight_gamma.zero_()
+    layer.weight_gamma.requires_grad_(trainable)
+    layer.weight_lambda.requires_grad_(trainable)
+
+
+def train(
+    cfg: TrainConfig,
+    log: Log,
+    on_phase: Callable[[PongAgent, dict[str, object]], None] | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[PongAgent, dict[str, object]]:
+    """Run the whole schedule; returns the agent and a record of data sizes, stats and wall times (s).
+
+    ``on_phase(agent, record)`` is called after each phase (BC, every DAgger round, plastic), so a
+    checkpoint can be kept current while training runs. The expert data (deterministic for a config)
+    are cached in ``cache_dir`` if given.
+    """
+    torch.manual_seed(cfg.seed)
+    agent = PongAgent(cfg.core, cfg.hidden)
+    if isinstance(agent.core, STPN):
+        set_plasticity(agent.core, False, cfg.seed)
+    record: dict[str, object] = {}
+    t0 = time.perf_counter()
+    data = _expert_data(cfg, cache_dir)
+    log(f"expert data: {data.steps} steps ({time.perf_counter() - t0:.0f} s)")
+    record["bc"] = train_epochs(agent, data, cfg.bc_epochs, cfg, lr=cfg.lr, plastic=False, log=log)
+    _phase_done(agent, record, data, t0, on_phase)
+    for r in range(cfg.dagger_rounds):
+        t1 = time.perf_counter()
+        agent.eval()
+        drive, reset = agent_driver(agent, cfg.beta, cfg.seed + 1000 * (r + 1))
+        new = collect(
+            cfg.dagger_segments, cfg.segment_len, drive, seed=cfg.seed + 1000 * (r + 1), reset_driver=reset
+        )
+        agent.train()
+        data = data.concat(new)
+        took = time.perf_counter() - t1
+        log(f"dagger round {r + 1}: +{new.steps} agent-driven steps ({took:.0f} s), total {data.steps}")
+        record[f"dagger_{r + 1}"] = train_epochs(
+            agent, data, cfg.dagger_epochs, cfg, lr=cfg.lr, plastic=False, log=log
+        )
+        _phase_done(agent, record, data, t0, on_phase)
+    if isinstance(agent.core, STPN) and cfg.plastic_epochs:
+        set_plasticity(agent.core, True, cfg.seed)
+        pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[: cfg.plastic_segments])
+        subset = Segments(data.frames[pick], data.labels[pick])
+        record["plastic"] = train_epochs(
+            agent, subset, cfg.plastic_epochs, cfg, lr=cfg.plastic_lr, plastic=True, log=log
+        )
+        _phase_done(agent, record, data, t0, on_phase)
+    agent.eval()
+    return agent, record
+
+
+def _expert_data(cfg: TrainConfig, cache_dir: Path | None) -> Segments:
+    """Collect the expert-driven data, or reuse it from ``cache_dir`` (it is deterministic per config)."""
+    name = f"expert-seed{cfg.seed}-{cfg.bc_segments}x{cfg.segment_len}-eps{cfg.epsilon}.npz"
+    cached = cache_dir / name if cache_dir else None
+    if cached and cached.is_file():
+        return load_segments(cached)
+    data = collect(
+        cfg.bc_segments, cfg.segment_len, noisy_expert_driver(cfg.epsilon, cfg.seed), seed=cfg.seed
+    )
+    if cached:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        save_segments(data, cached)
+    return data
+
+
+def _phase_done(
+    agent: PongAgent,
+    record: dict[str, object],
+    data: Segments,
+    t0: float,
+    on_phase: Callable[[PongAgent, dict[str, object]], None] | None,
+) -> None:
+    record["data_steps"] = data.steps
+    record["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    if on_phase:
+        on_phase(agent, record)

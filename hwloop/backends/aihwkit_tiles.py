@@ -1,0 +1,384 @@
+"""The aihwkit backend: the STPN's synapses on IBM aihwkit analog tiles (an inference backend).
+
+Mapping (``docs/aihwkit-backend.md`` says what is exact and what is approximate):
+
+* W, the long-term weights, sit on one aihwkit ``InferenceTile`` (H, K) shared by the batch. With
+  non-idealities on it is programmed through ``program_weights`` with a noise model built from the
+  device card (differential pair in [g_min, g_max], ``levels`` programmable levels, relative
+  programming error ``d2d_g_rel``), and every read goes through aihwkit's forward pass: 7-bit DAC,
+  9-bit ADC, output noise, bound management, and per-read device noise ``w_noise_type=PCM_READ``
+  with ``w_noise = read_noise_rel`` (variance proportional to G, as the card defines it).
+* F, the short-term state, sits on one pulsed ``AnalogTile`` (ConstantStep devices) of B * H rows:
+  each sample's array is its own block of H rows, so every device decays and is written on its own.
+  ``decay_scales`` (hidden parameter) holds each device's per-step retention lambda_ij and
+  ``decay_weights(1.0)`` applies it (towards ``reset_bias`` = 0, so F relaxes to zero). Writes are
+  aihwkit stochastic pulse trains (row h_i, column z_j coincidences) whose per-device step
+  ``dwmin_up`` / ``dwmin_down`` carries |gamma_ij| (negative gamma: the pair's other device moves, a
+  negative step); d2d step spread (log-normal), cycle-to-cycle step noise and the volatile window
+  are aihwkit device parameters taken from the card.
+* Row normalisation, ``normalisation="exact"``: the periphery keeps a digital per-row scale s
+  (B, H); the tile holds P = F / (s f) in units of the volatile window f. Each step s <- s / n,
+  the devices decay by lambda and the write is amplified by 1 / s. A row whose s leaves
+  [1 / renorm_range, renorm_range] is refreshed (P <- s P, s <- 1: the row is re-programmed);
+  ``row_refreshes`` counts these, the price of exactness. ``normalisation="native"``: the devices
+  just decay by their own lambda (F_t = lambda F + gamma h z^T) and the norm divides only the read.
+* The row norms n are computed digitally from the tiles' device states (programmed W, F).
+
+``noise="off"`` turns every non-ideality off: exact forward on both tiles, W set without programming
+noise, unbounded F devices, and the Hebbian write applied exactly (aihwkit's floating-point update
+is rank-1 and cannot carry a per-device gamma, so it is written as a device state). The backend
+then reproduces the ideal STPN to float32 rounding.
+
+There is no gradient path: the tiles hold copies of the parameters (call ``program`` again after
+changing them). aihwkit has no energy model, so ``energy()`` is empty.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from calibration.record import CalibrationRecord
+from device_models.card import DeviceCard, load_card
+from device_models.memristor import quantise_conductance
+from hwloop.crossbar import NORM_EPS, Readout, Synapses
+from hwloop.energy import synaptic_energy_metric
+from hwloop.errors import BackendUnavailable, HwloopError
+
+INSTALL_HINT = (
+    "the aihwkit backend needs aihwkit 1.2.0, which is not installed: run `make setup` (builds it from "
+    "source against the pinned torch), or: .venv/bin/pip install -c .venv/constraints.txt cmake "
+    "scikit-build pybind11 ninja mypy && PATH=.venv/bin:$PATH .venv/bin/pip install --no-build-isolation "
+    "--no-deps aihwkit==1.2.0"
+)
+
+try:
+    from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
+    from aihwkit.inference.noise.base import BaseNoiseModel
+    from aihwkit.simulator.configs import ConstantStepDevice, InferenceRPUConfig, SingleRPUConfig
+    from aihwkit.simulator.parameters.enums import PulseType, WeightNoiseType
+    from aihwkit.simulator.tiles.analog import AnalogTile
+    from aihwkit.simulator.tiles.inference import InferenceTile
+except ImportError as exc:  # not installed, or built against another torch
+    raise BackendUnavailable(f"{INSTALL_HINT} ({exc})") from None
+
+UNBOUNDED = 1e30  # device window with non-idealities off (float32 holds it)
+
+
+class CardNoiseModel(BaseNoiseModel):
+    """aihwkit noise model of the card's long-term conductance: quantised levels, relative error, no drift.
+
+    Conductances are in microsiemens (aihwkit's convention); the weight maps onto a differential
+    pair G+ - G- with max |W| at g_max - g_min.
+    """
+
+    def __init__(self, card: DeviceCard, generator: torch.Generator) -> None:
+        self.g_min_us = card.window.g_min_siemens * 1e6
+        self.g_max_us = card.window.g_max_siemens * 1e6
+        super().__init__(SinglePairConductanceConverter(g_max=self.g_max_us, g_min=self.g_min_us))
+        self.levels = card.window.levels
+        self.error_rel = card.variability.d2d_g_rel
+        self.stuck_on = card.variability.stuck_on_fraction
+        self.stuck_off = card.variability.stuck_off_fraction
+        self.generator = generator
+
+    @torch.no_grad()
+    def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
+        """Nearest programmable level, a relative Gaussian programming error (G >= 0), then the
+        card's stuck devices: each device of the pair at g_max or g_min with its probability (uS)."""
+        g = quantise_conductance(g_target, self.g_min_us, self.g_max_us, self.levels)
+        noise = torch.randn(g.shape, generator=self.generator, dtype=g.dtype)
+        g = (g * (1.0 + self.error_rel * noise)).clamp(min=0.0)
+        u = torch.rand(g.shape, generator=self.generator, dtype=g.dtype)
+        g = torch.where(u < self.stuck_on, torch.full_like(g, self.g_max_us), g)
+        return torch.where((u >= self.stuck_on) & (u < self.stuck_on + self.stuck_off), self.g_min_us, g)
+
+    def apply_drift_noise_to_conductance(
+        self, g_prog: Tensor, drift_noise_param: Tensor | None, t_inference: float
+    ) -> Tensor:
+        """The card's long-term part is non-volatile: no drift."""
+        return g_prog
+
+
+class AihwkitCrossbar:
+    """A batch of analog arrays on aihwkit tiles; see the module docstring for the mapping.
+
+    Options (all keyword): ``seed`` (programming noise, d2d draws; aihwkit's own per-read and
+    per-pulse random numbers come from its C++ generator, which 1.2.0 seeds from the clock),
+    ``card`` (device card path; default the shipped illustrative card), ``calibration`` (record
+    path: its per-device lambda replaces the network's in ``decay_scales``, its per-device
+    dg_up / dg_down shape the write steps), ``noise`` ("on" | "off"), ``normalisation``
+    ("exact" | "native"), ``renorm_range`` (>1, the write gain range of exact mode), ``dt_s``
+    (the step time, s, at which a calibration record's lambda is taken; default the record's dt_s).
+    """
+
+    name = "aihwkit"
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        card: str | Path | None = None,
+        calibration: str | Path | None = None,
+        noise: Literal["on", "off"] = "on",
+        normalisation: Literal["exact", "native"] = "exact",
+        renorm_range: float = 8.0,
+        dt_s: float | None = None,
+    ) -> None:
+        if noise not in ("on", "off"):
+            raise HwloopError(f"aihwkit backend: noise must be 'on' or 'off', got {noise!r}")
+        if normalisation not in ("exact", "native"):
+            raise HwloopError(
+                f"aihwkit backend: normalisation must be 'exact' or 'native', got {normalisation!r}"
+            )
+        if not renorm_range > 1:
+            raise HwloopError(f"aihwkit backend: renorm_range must be > 1, got {renorm_range}")
+        if dt_s is not None and not (dt_s > 0 and math.isfinite(dt_s)):
+            raise HwloopError(f"aihwkit backend: dt_s must be a positive number of seconds, got {dt_s}")
+        self.dt_s = dt_s
+        self.seed = int(seed)
+        self.card = load_card(card)
+        self.record = CalibrationRecord.load(calibration) if calibration is not None else None
+        self.noisy = noise == "on"
+        self.exact = normalisation == "exact"
+        self.renorm_range = float(renorm_range)
+        self.row_refreshes = 0
+        self._gen = torch.Generator().manual_seed(self.seed)
+        self._w_tile: InferenceTile | None = None
+        self._w_prog: Tensor | None = None  # W as programmed on the tile (weight units)
+        self._lam: Tensor | None = None  # (H, K) per-device retention the array implements
+        self._gamma: Tensor | None = None  # (H, K) Hebbian efficacy (weight units per unit h z)
+        self._step_up: Tensor | None = None  # (H, K) relative write step of each polarity (record)
+        self._step_down: Tensor | None = None
+        self._f_unit = 1.0  # weight units per unit of F-tile state (the volatile window)
+        self._f_tile: AnalogTile | None = None
+        self._plastic = True  # False when every gamma is 0 (no write pulses at all)
+        self._scale: Tensor | None = None  # (B, H) periphery row scale s
+        self._last_F: Tensor | None = None
+
+    # -- programming ------------------------------------------------------------------------------
+    def program(self, synapses: Synapses) -> None:
+        """Program W onto the inference tile and keep lambda, gamma for the F tiles (copies, no grad)."""
+        w = synapses.weight.detach().float().cpu()
+        h, k = w.shape
+        self._w_tile = self._make_w_tile(w)
+        self._w_prog = self._w_tile.get_weights()[0].detach().clone()
+        lam = synapses.lam.detach().float().cpu().clone()
+        self._step_up = self._step_down = torch.ones(h, k)
+        if self.record is not None:
+            seed = self.seed
+            index = self.record.device_index((h, k), seed)
+            per_step = self.record.array("lam") if self.dt_s is None else self.record.lam_at(self.dt_s)
+            lam = torch.from_numpy(per_step[index]).float()
+            up = torch.from_numpy(self.record.per_synapse("dg_up_siemens", (h, k), seed)).float().abs()
+            down = torch.from_numpy(self.record.per_synapse("dg_down_siemens", (h, k), seed)).float().abs()
+            if self.noisy and torch.isfinite(up).any() and torch.isfinite(down).any():
+                ref = torch.nanmean(torch.cat([up.flatten(), down.flatten()]))
+                self._step_up = torch.nan_to_num(up / ref, nan=0.0)
+                self._step_down = torch.nan_to_num(down / ref, nan=0.0)
+            lam = torch.nan_to_num(lam, nan=0.0)  # broken device: holds no short-term state
+        # A trained lambda outside (0, 1) is no retention a device has; aihwkit applies any factor
+        # (w <- w * decay_scale), so it is passed through unchanged and counted in ``describe``.
+        self._lam = lam
+        self._gamma = synapses.gamma.detach().float().cpu().clone()
+        window = self.card.window
+        max_w = float(w.abs().max().clamp(min=1e-12))
+        self._f_unit = max_w * window.g_st_max_siemens / (window.g_max_siemens - window.g_min_siemens)
+        self._f_tile = None
+        self._last_F = None
+
+    def _make_w_tile(self, w: Tensor) -> InferenceTile:
+        cfg = InferenceRPUConfig()
+        cfg.mapping.weight_scaling_omega = 1.0  # max |W| maps to the full conductance range
+        cfg.drift_compensation = None
+        if self.noisy:
+            cfg.forward.w_noise_type = WeightNoiseType.PCM_READ
+            cfg.forward.w_noise = self.card.variability.read_noise_rel
+            cfg.noise_model = CardNoiseModel(self.card, self._gen)
+        else:
+            cfg.forward.is_perfect = True
+        tile = InferenceTile(w.shape[0], w.shape[1], cfg)
+        tile.eval()
+        tile.set_weights(w)
+        if self.noisy:
+            tile.program_weights()
+        return tile
+
+    def _make_f_tile(self, batch_size: int) -> AnalogTile:
+        """B * H rows of pulsed devices: per-device decay, pulsed writes with per-device steps."""
+        assert self._lam is not None and self._gamma is not None
+        assert self._step_up is not None and self._step_down is not None
+        h, k = self._lam.shape
+        var = self.card.variability
+        step = self.card.pulse.dg_up_ref_siemens / self.card.window.g_st_max_siemens
+        device = ConstantStepDevice(
+            dw_min=step,
+            dw_min_dtod=var.d2d_pulse_rel if self.noisy else 0.0,
+            dw_min_dtod_log_normal=True,
+            dw_min_std=var.c2c_pulse_rel if self.noisy else 0.0,
+            up_down=0.0,
+            up_down_dtod=0.0,
+            w_max=1.0 if self.noisy else UNBOUNDED,
+            w_min=-1.0 if self.noisy else -UNBOUNDED,
+            w_max_dtod=var.d2d_window_rel if self.noisy else 0.0,
+            w_min_dtod=var.d2d_window_rel if self.noisy else 0.0,
+            reset=0.0,
+            reset_dtod=0.0,
+            reset_std=0.0,
+            # a stuck device has no short-term plasticity: aihwkit's corrupt device, fixed at 0
+            corrupt_devices_prob=var.stuck_on_fraction + var.stuck_off_fraction if self.noisy else 0.0,
+            corrupt_devices_range=0.0,
+            construction_seed=self.seed + 1,  # aihwkit: 0 would mean "random"
+        )
+        cfg = SingleRPUConfig(device=device)
+        cfg.forward.is_perfect = True  # F's current is read with W's (see _read_f)
+        cfg.backward.is_perfect = True
+        cfg.update.pulse_type = PulseType.STOCHASTIC_COMPRESSED if self.noisy else PulseType.NONE_WITH_DEVICE
+        tile = AnalogTile(batch_size * h, k, cfg)
+        hidden = tile.get_hidden_parameters()
+        lam = self._lam.repeat(batch_size, 1)
+        if self.noisy and var.d2d_tau_rel > 0:  # log-normal tau per device: lambda -> lambda^(1 / r)
+            r = torch.exp(var.d2d_tau_rel * torch.randn(lam.shape, generator=self._gen))
+            decaying = (lam > 0) & (lam < 1)
+            lam = torch.where(decaying, lam.clamp(1e-30, 1.0).pow(1.0 / r), lam)
+        gamma_max = float(self._gamma.abs().max())
+        gain = (self._gamma / max(gamma_max, 1e-30)).repeat(batch_size, 1)
+        up = hidden["dwmin_up"] * gain * self._step_up.repeat(batch_size, 1)
+        down = hidden["dwmin_down"] * gain * self._step_down.repeat(batch_size, 1)
+        # aihwkit's update management takes the array's mean |step| as dw_min (it re-estimates it
+        # when hidden steps are set), so keep that mean at the drawn one and fold the factor into lr.
+        drawn = float((hidden["dwmin_up"].abs() + hidden["dwmin_down"].abs()).mean()) / 2
+        mean = float((up.abs() + down.abs()).mean()) / 2
+        self._plastic = mean > 0
+        c = drawn / mean if self._plastic else 1.0
+        hidden["dwmin_up"], hidden["dwmin_down"] = up * c, down * c
+        hidden["decay_scales"] = lam
+        hidden["reset_bias"] = torch.zeros_like(lam)
+        tile.set_hidden_parameters(OrderedDict(hidden))
+        tile.set_weights(torch.zeros_like(lam))  # aihwkit initialises tiles at random
+        # Expected write of one coincidence: lr * (dwmin_ij / dw_min) = gamma_ij / f (tile units).
+        tile.set_learning_rate(gamma_max / (self._f_unit * c))
+        return tile
+
+    # -- state ------------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> Tensor:
+        """F = 0 on B fresh arrays, (B, H, K)."""
+        w = self._programmed_w()
+        self._f_tile = self._make_f_tile(batch_size)
+        self._scale = torch.ones(batch_size, w.shape[0])
+        self._last_F = w.new_zeros((batch_size, *w.shape))
+        return self._last_F
+
+    @property
+    def programmed_weight(self) -> Tensor:
+        """W as the inference tile holds it after programming (H, K), weight units."""
+        return self._programmed_w()
+
+    def _programmed_w(self) -> Tensor:
+        if self._w_prog is None:
+            raise RuntimeError("crossbar used before program(): call program(synapses) first")
+        return self._w_prog
+
+    def _sync(self, F: Tensor) -> Tensor:
+        """The F the tiles hold, (B, H, K) float32: ``F`` itself when it is the state last returned,
+        else the tiles are first set to ``F`` (a state from elsewhere, e.g. a saved one)."""
+        last = self._last_F
+        # The same, unmodified storage (also when seen through .detach()): the tiles hold it.
+        same = last is not None and F.shape == last.shape and F.data_ptr() == last.data_ptr()
+        if same and last is not None and F._version == last._version:
+            return F.detach().float().cpu()
+        b = F.shape[0]
+        if self._f_tile is None or self._scale is None or self._scale.shape[0] != b:
+            self._f_tile = self._make_f_tile(b)
+        self._scale = torch.ones(b, F.shape[1])
+        self._f_tile.set_weights(F.detach().float().cpu().reshape(-1, F.shape[2]) / self._f_unit)
+        self._last_F = F
+        return self._tile_F()
+
+    def _tile_F(self) -> Tensor:
+        """F in weight units, (B, H, K), read back from the device states and the periphery scale."""
+        assert self._f_tile is not None and self._scale is not None
+        b, h = self._scale.shape
+        p = self._f_tile.get_weights()[0].reshape(b, h, -1)
+        return p * (self._scale * self._f_unit).unsqueeze(2)
+
+    # -- operations -------------------------------------------------------------------------------
+    def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
+        """y = (G z) / n: W z through the analog inference tile, plus F z of each sample's own block."""
+        f = self._sync(F)
+        assert self._w_tile is not None
+        zf = z.detach().float().cpu()
+        g = self._programmed_w() + f
+        n = torch.linalg.vector_norm(g, dim=2) + NORM_EPS
+        with torch.no_grad():
+            wz = self._w_tile(zf)
+        # F's conductance is read in the same column current as W's; its contribution is added
+        # exactly, after W's ADC (the F tile's forward would also compute B^2 cross-sample blocks).
+        gz = wz + torch.bmm(f, zf.unsqueeze(2)).squeeze(2)
+        e = synaptic_energy_metric(g, n, zf) if energy else None
+        return Readout((gz / n).to(z.dtype), n.to(z.dtype), None if e is None else e.to(z.dtype))
+
+    def update(self, F: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
+        """Decay every device by its own lambda, then the Hebbian write; returns F_t (B, H, K)."""
+        self._sync(F)
+        assert self._f_tile is not None and self._scale is not None and self._gamma is not None
+        hf, zf = h.detach().float().cpu(), z.detach().float().cpu()
+        if self.exact:
+            self._scale = self._scale / n.detach().float().cpu()
+        self._f_tile.decay_weights(1.0)
+        b, rows = hf.shape
+        drive = hf / self._scale  # periphery write gain 1 / s per row
+        if self.noisy and self._plastic:
+            d = torch.zeros(b, b, rows)
+            d[torch.arange(b), torch.arange(b)] = -drive  # sample b pulses only its own rows
+            self._f_tile.update(zf, d.reshape(b, b * rows))
+        p = self._f_tile.get_weights()[0].reshape(b, rows, -1)
+        rewrite = not self.noisy
+        if rewrite:
+            p = p + self._gamma * drive.unsqueeze(2) * zf.unsqueeze(1) / self._f_unit
+        if self.exact:
+            rewrite = self._refresh_rows(p) or rewrite
+        if rewrite:
+            self._f_tile.set_weights(p.reshape(b * rows, -1))
+            p = self._f_tile.get_weights()[0].reshape(b, rows, -1)  # as the devices hold it
+        self._last_F = (p * (self._scale * self._f_unit).unsqueeze(2)).to(F.dtype)
+        return self._last_F
+
+    def _refresh_rows(self, p: Tensor) -> bool:
+        """Fold the periphery scale into the device states ``p`` (B, H, K, in place) of the rows
+        whose write gain left its range; True when any row needs re-programming."""
+        assert self._scale is not None
+        bad = self._scale.log().abs() > math.log(self.renorm_range)
+        count = int(bad.sum())
+        if count:
+            p.mul_(torch.where(bad, self._scale, torch.ones_like(self._scale)).unsqueeze(2))
+            self._scale = torch.where(bad, torch.ones_like(self._scale), self._scale)
+            self.row_refreshes += count
+        return count > 0
+
+    def energy(self) -> dict[str, float]:
+        """aihwkit models no energy: no physical counters (the read's energy metric is still given)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """The configuration in force, for logs and reports (after ``program``: the tiles' noise
+        settings in aihwkit's units, and ``f_unit``, the volatile window in weight units)."""
+        forward = None if self._w_tile is None else self._w_tile.rpu_config.forward
+        lam = self._lam
+        return {
+            "noise": "on" if self.noisy else "off",
+            "normalisation": "exact" if self.exact else "native",
+            "renorm_range": self.renorm_range,
+            "card": self.card.meta.name,
+            "calibration": self.record is not None,
+            "row_refreshes": self.row_refreshes,
+            "non_physical_lambda": 0 if lam is None else int(((lam <= 0) | (lam > 1)).sum()),
+            "read_noise_rel": forward.w_noise if forward is not None and self.noisy else 0.0,
+            "out_noise": forward.out_noise if forward is not None and self.noisy else 0.0,
+            "f_unit": self._f_unit,
+        }

@@ -1,0 +1,429 @@
+"""The emulated crossbar: an STPN layer on simulated volatile memristors described by a device card.
+
+Each synapse is a differential pair (G+, G-) (``device_models.mapping``); one chip is drawn from the
+card by ``seed`` (device-to-device spreads, stuck devices) and every sample of a batch runs on its
+own copy of that chip with its own short-term state. F stays in weight units (the protocol's
+contract): F_ij = (volatile part of G+ - volatile part of G-) / g_per_weight, positive F on G+.
+
+Time is explicit: one STPN step is ``dt_s`` seconds. ``program`` realises each trained lambda_ij as
+a device retention: the target tau = -dt / ln(lambda) becomes a decay bias through the card's
+bias -> tau law (clipped to the card's bias window), and the device then decays with
+r = exp(-dt / tau_device(bias)), where tau_device carries its device-to-device spread (with a
+calibration record the per-device tau is known and the bias compensates it). gamma_ij is realised by
+pulse width at ``card.read.write_v`` chosen from the nominal pulse model; the device's own pulse
+response (d2d, drawn per synapse) and c2c noise (one draw per pulse, and a pulse only where
+z_j != 0) scale the change it actually makes. In exact mode W and F sit on separate pairs; one
+stuck-device draw per pair position serves both (a simplification).
+
+Normalisation (see docs/normalisation.md): ``normalisation="exact"`` keeps a digital per-row scale
+s_i in the periphery so that F = s * f (f the physical state, on a separate volatile array) and
+F_t = lambda F / n + gamma h z holds exactly up to the device effects; the price is write gain 1/s
+(bounded by ``max_write_gain`` through row refreshes, counted in ``stats()``). ``"native"`` lets the
+devices decay by their own law and applies n only at read: F_t = lambda F + gamma h z, the
+``ideal-native`` STPN variant (``hwloop.backends.native``), to which a model can be fine-tuned.
+
+Approximations, stated: the row norm n is computed from the noise-free device state (the periphery
+is assumed to know it); writes use the small-signal pulse response (the soft-bound slow-down near
+saturation appears only as the window clamp); programming energy uses each written device's
+long-term conductance and the small-signal pulse width of the intended change (a write the window
+clips is still charged at its intended size); decay-bias energy holds each step's starting state
+over dt_s (rectangle rule); row refreshes in exact mode are counted, not charged energy; biexp and
+stretched cards decay by their best per-step retention over ``HORIZON_STEPS`` steps
+(``calibration.laws.best_step_lambda``), exact only for "exp". Per-device decay biases assume each
+device's bias can be set (1T1R-style access). Inference only: no autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from device_models.card import DeviceCard, load_card
+from device_models.mapping import weight_scale_siemens, weights_to_pair
+from device_models.memristor import bias_for_tau, card_relaxation, quantise_conductance, tau_at_bias
+from hwloop.backends.emulated_kernels import emulated_read, emulated_update
+from hwloop.backends.fused import fusable
+from hwloop.crossbar import NORM_EPS, Readout, Synapses
+from hwloop.errors import HwloopError, ShapeError
+
+if TYPE_CHECKING:
+    from calibration.record import CalibrationRecord
+
+Normalisation = Literal["exact", "native"]
+HORIZON_STEPS = 100  # memory span over which a non-exponential law is fitted by one per-step retention
+
+
+class EmulatedCrossbar:
+    """STPN synapses on emulated volatile memristors; every non-ideality has its own switch.
+
+    card: device card path or instance (default: the shipped illustrative SrTiO3 card).
+    calibration: a calibration record JSON (``calibration.record.CalibrationRecord``); its per-device
+        decay and pulse response replace the card's nominal values and drawn spreads.
+    seed: draws the chip (device spreads, stuck devices) and seeds the noise generator.
+    dt_s: seconds of device time one STPN step represents.
+    normalisation: "exact" or "native" (module docstring).
+    read_noise, d2d, c2c, stuck, quantise, saturation, bias_limits: switch each non-ideality.
+    energy_counters: accumulate read / programming / decay-bias energy (``energy()``).
+    max_write_gain: exact mode: largest write amplification 1/s before a row is refreshed.
+
+    After ``program``: ``g_per_weight`` (S per weight unit), ``g_lt_siemens`` (2, H, K) long-term
+    conductances of [G+, G-], ``effective_weight`` (H, K) the W they hold, ``decay_bias_v`` and
+    ``retention`` (2, H, K) each device's decay bias and per-step retention exp(-dt / tau).
+    """
+
+    name = "emulated"
+
+    def __init__(
+        self,
+        card: str | Path | DeviceCard | None = None,
+        calibration: str | Path | None = None,
+        seed: int = 0,
+        dt_s: float = 0.1,
+        normalisation: Normalisation = "exact",
+        read_noise: bool = True,
+        d2d: bool = True,
+        c2c: bool = True,
+        stuck: bool = True,
+        quantise: bool = True,
+        saturation: bool = True,
+        bias_limits: bool = True,
+        energy_counters: bool = True,
+        max_write_gain: float = 16.0,
+    ) -> None:
+        if normalisation not in ("exact", "native"):
+            raise HwloopError(f"normalisation must be 'exact' or 'native', got {normalisation!r}")
+        if not (dt_s > 0 and math.isfinite(dt_s)):
+            raise HwloopError(f"dt_s must be a positive number of seconds, got {dt_s}")
+        if not max_write_gain >= 1:
+            raise HwloopError(f"max_write_gain must be >= 1, got {max_write_gain}")
+        self.card = load_card(card)
+        if self.card.read.write_v < self.card.pulse.v_threshold_v:
+            raise HwloopError("device card: read.write_v is below pulse.v_threshold_v, so no write would act")
+        self.record = _load_record(calibration) if calibration is not None else None
+        self.seed, self.dt_s, self.normalisation = int(seed), float(dt_s), normalisation
+        self.read_noise, self.d2d, self.c2c, self.stuck = read_noise, d2d, c2c, stuck
+        self.quantise, self.saturation, self.bias_limits = quantise, saturation, bias_limits
+        self.energy_counters, self.max_write_gain = energy_counters, float(max_write_gain)
+        self._noise = torch.Generator().manual_seed(self.seed)
+        self._programmed = False
+        self._F_out: Tensor | None = None
+        self._energy: dict[str, float] = {}
+        self.refresh_rows, self.max_gain_seen = 0, 1.0
+        self.reset_energy()
+
+    # -- programming -----------------------------------------------------------------------------
+    def program(self, synapses: Synapses) -> None:
+        """Draw the chip, program W onto the pairs and set each device's decay bias and write gain."""
+        with torch.no_grad():
+            self._program(*(t.detach() for t in synapses))
+        self._programmed = True
+        self._F_out = None
+
+    def _program(self, weight: Tensor, lam: Tensor, gamma: Tensor) -> None:
+        if not fusable(weight, lam, gamma):
+            raise ShapeError("the emulated backend runs on CPU float32/float64 parameters")
+        c, (h, k), dtype = self.card, weight.shape, weight.dtype
+        win, var = c.window, c.variability
+        chip = torch.Generator().manual_seed(self.seed)
+        shape2 = (2, h, k)  # [G+, G-] devices of every synapse
+
+        def spread(sigma: float, on: bool) -> Tensor:
+            draw = torch.randn(shape2, generator=chip, dtype=torch.float64)
+            return torch.exp(sigma * draw) if on and sigma > 0 else torch.ones(shape2, dtype=torch.float64)
+
+        tau_true = self._nominal_tau_s() * spread(var.d2d_tau_rel, self.d2d)
+        window_s = win.g_st_max_siemens * spread(var.d2d_window_rel, self.d2d)
+        pulse_gain = spread(var.d2d_pulse_rel, self.d2d)[0]
+        u = torch.rand(shape2, generator=chip, dtype=torch.float64)
+        stuck_on = (u < var.stuck_on_fraction) & self.stuck
+        stuck_off = (
+            (u >= var.stuck_on_fraction) & (u < var.stuck_on_fraction + var.stuck_off_fraction) & self.stuck
+        )
+        tau_known: Tensor | float = self._nominal_tau_s()
+        if self.record is not None:
+            tau_true, pulse_gain, broken = self._from_record(h, k)
+            tau_known = tau_true
+            stuck_off = stuck_off | broken
+            tau_true = torch.where(broken, self._nominal_tau_s(), tau_true)
+
+        # long-term conductances: map, quantise, programming error, stuck devices
+        w = weight.to(torch.float64)
+        w_max = float(w.abs().max()) or 1.0
+        self.g_per_weight = weight_scale_siemens(w_max, win.g_min_siemens, win.g_max_siemens)
+        g_lt = torch.stack(weights_to_pair(w, win.g_min_siemens, self.g_per_weight))
+        if self.quantise:
+            g_lt = quantise_conductance(g_lt, win.g_min_siemens, win.g_max_siemens, win.levels)
+        if self.d2d and var.d2d_g_rel > 0:
+            g_lt = (
+                g_lt * (1 + var.d2d_g_rel * torch.randn(shape2, generator=self._noise, dtype=torch.float64))
+            ).clamp(min=0)
+        g_lt = torch.where(stuck_on, win.g_max_siemens, torch.where(stuck_off, win.g_min_siemens, g_lt))
+        self.g_lt_siemens = g_lt
+        self._W = ((g_lt[0] - g_lt[1]) / self.g_per_weight).to(dtype)
+
+        # retention: target tau -> decay bias (clipped) -> the device's own tau
+        b = c.bias
+        lam64 = lam.to(torch.float64)
+        physical = (lam64 > 0) & (lam64 < 1)
+        tau_target = -self.dt_s / torch.log(lam64.clamp(1e-300, 1.0))  # lambda = 1 -> inf, lambda <= 0 -> ~0
+        bias = bias_for_tau(tau_target, tau_known, b.bias_ref_v, b.bias_efold_v)
+        bias_clipped = torch.broadcast_to(
+            bias.nan_to_num(b.bias_ref_v).clamp(b.bias_min_v, b.bias_max_v), shape2
+        )
+        if self.bias_limits:
+            retention = torch.exp(
+                -self.dt_s / tau_at_bias(bias_clipped, tau_true, b.bias_ref_v, b.bias_efold_v)
+            )
+        else:  # unclipped bias: lambda^(tau_known / tau_true); non-physical lambda passed through as is
+            ratio = tau_known / tau_true
+            retention = torch.where(physical, lam64.clamp(1e-300, 1.0) ** ratio, lam64)
+        volatile = ~(stuck_on | stuck_off)
+        retention = torch.where(volatile, retention, 0.0)
+        self.retention = retention
+        self.decay_bias_v = bias_clipped
+        self._r_mid = ((retention[0] + retention[1]) / 2).to(dtype)
+        self._r_half = ((retention[0] - retention[1]) / 2).to(dtype)
+        self._gamma = (gamma.to(torch.float64) * pulse_gain).to(dtype)
+        self._gamma64 = gamma.to(torch.float64)  # the intended change per pulse, before device effects
+
+        # finite short-term window (and stuck devices that cannot hold any) in weight units
+        self._window: tuple[Tensor, Tensor] | None = None
+        if self.saturation or not bool(volatile.all()):  # stuck or broken devices hold no short-term part
+            cap = window_s if self.saturation else torch.full(shape2, math.inf, dtype=torch.float64)
+            cap = torch.where(volatile, cap, 0.0) / self.g_per_weight
+            self._window = ((-cap[1]).to(dtype), cap[0].to(dtype))
+        self._energy_constants(dtype)
+
+    def _nominal_tau_s(self) -> float:
+        """The card's decay at its reference bias as one per-step-equivalent time constant, s."""
+        d = self.card.decay
+        if d.law == "exp":
+            return d.tau_s
+        from calibration.laws import best_step_lambda
+
+        t = self.dt_s * np.arange(1, HORIZON_STEPS + 1)
+        lam = float(best_step_lambda(np.asarray(card_relaxation(self.card, t))[None, :])[0][0])
+        return -self.dt_s / math.log(lam)
+
+    def _from_record(self, h: int, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-device tau (s), per-synapse pulse gain and broken-device mask (2, H, K) from the record.
+
+        G+ of synapse (i, j) is record device column j of an (H, 2K) array, G- column K + j.
+        """
+        assert self.record is not None
+        idx = self.record.device_index((h, 2 * k), seed=self.seed)
+        lam = self.record.lam_at(self.dt_s)[idx]
+        tau = -self.dt_s / np.log(lam)
+        dg_up = self.record.array("dg_up_siemens")[idx][:, :k]
+        gain = np.where(np.isfinite(dg_up), dg_up / self.card.pulse.dg_up_ref_siemens, 1.0)
+
+        def pair(a: np.ndarray) -> Tensor:
+            return torch.from_numpy(np.stack([a[:, :k], a[:, k:]]))
+
+        broken = ~np.isfinite(tau) | (tau <= 0)
+        return pair(np.where(broken, 1.0, tau)), torch.from_numpy(gain), pair(broken)
+
+    def _energy_constants(self, dtype: torch.dtype) -> None:
+        c, gpw = self.card, self.g_per_weight
+        g_min = c.window.g_min_siemens
+        exact = self.normalisation == "exact"
+        g_biased_base = torch.full_like(self.g_lt_siemens, g_min) if exact else self.g_lt_siemens
+        v2 = self.decay_bias_v**2
+        self._bias_base_w = float((v2 * g_biased_base).sum())  # W per sample, short-term parts aside
+        self._bias_abs = ((v2[0] + v2[1]) / 2 * gpw).to(dtype)  # V^2 S per weight unit of |F|
+        # G+ and G- at different biases (calibrated devices): the sign of F matters too
+        sgn = (v2[0] - v2[1]) / 2 * gpw
+        self._bias_sgn = sgn.to(dtype) if bool(sgn.abs().max() > 0) else None
+        self._g_lt_sum = self.g_lt_siemens.sum(0).to(dtype)  # (H, K) S, both devices of the pair
+        # small-signal programming energy: width = w_ref * dg / (dg_up_ref * (V/v_ref)^a) per write
+        p = c.pulse
+        amp_term = (c.read.write_v / p.v_ref_v) ** p.amp_exponent
+        self._width_per_siemens = p.width_ref_s / (p.dg_up_ref_siemens * amp_term)
+        # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
+        g_up, g_down = (torch.full_like(self.g_lt_siemens, g_min) if exact else self.g_lt_siemens).unbind(0)
+        self._g_up, self._g_down = g_up.to(dtype), g_down.to(dtype)
+        # |dF| g_written = |dF| (g_up + g_down) / 2 + dF (g_up - g_down) / 2 with dF = gamma h z, so
+        # sum_ij |dF_ij| g_written,ij = |h| . (|z| @ coef_abs^T) + h . (z @ coef_sgn^T)
+        self._coef_abs = (self._gamma64.abs() * (g_up + g_down) / 2 * gpw).to(dtype)
+        half = (g_up - g_down) / 2
+        self._coef_sgn = (self._gamma64 * half * gpw).to(dtype) if bool(half.abs().max() > 0) else None
+
+    # -- state -----------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> Tensor:
+        """F = 0 (B, H, K): every volatile part relaxed; the digital row scale reset to 1."""
+        self._check_programmed()
+        F = self._W.new_zeros((batch_size, *self._W.shape))
+        self._adopt(F, F.new_ones(F.shape[:2]))
+        return F
+
+    def _adopt(self, F: Tensor, scale: Tensor) -> None:
+        self._F_out, self._scale = F, scale
+        self._bias_cache: tuple[Tensor | None, Tensor] = (None, scale)
+
+    def _sync(self, F: Tensor, **rows: Tensor) -> Tensor:
+        """Row scale s (B, H) for F; a state this backend did not produce is written to the devices.
+
+        ``rows`` are the other inputs, checked here because the kernels do not bounds-check:
+        z (B, K) and any of n, h (B, H), all in the programmed dtype on the CPU.
+        """
+        self._check_programmed()
+        (h, k), batch = self._W.shape, F.shape[0] if F.dim() == 3 else -1
+        shapes = {
+            "F": (F, (batch, h, k)),
+            **{name: (t, (batch, k if name == "z" else h)) for name, t in rows.items()},
+        }
+        for name, (t, shape) in shapes.items():
+            if tuple(t.shape) != shape or not fusable(self._W, t):
+                raise ShapeError(
+                    f"emulated crossbar: {name} must be a CPU {self._W.dtype} tensor of shape {shape} "
+                    f"(B, H = {h}, K = {k}), got {t.dtype} {tuple(t.shape)}"
+                )
+        if F is not self._F_out:
+            self._adopt(F, F.new_ones(F.shape[:2]))
+        return self._scale
+
+    def _check_programmed(self) -> None:
+        if not self._programmed:
+            raise RuntimeError("crossbar used before program(): call program(synapses) first")
+
+    # -- operations ------------------------------------------------------------------------------
+    def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
+        """y = (G z + read noise) / n, G = W + F on the devices; noise one normal per output."""
+        with torch.no_grad():
+            s = self._sync(F, z=z)
+            dot, n, abs_f_z2, g_lt_z2, bias_rows, row_energy = emulated_read(
+                self._W, F, z, self._bias_abs, self._g_lt_sum, NORM_EPS, energy
+            )
+            if self._bias_sgn is not None:
+                bias_rows += torch.einsum("bhk,hk->bh", F, self._bias_sgn)
+            self._bias_cache = (F, bias_rows)
+            if self.read_noise or self.energy_counters:
+                dot = self._physics_of_read(dot, s, abs_f_z2, g_lt_z2, z)
+            return Readout(dot / n, n, row_energy.sum(dim=1) if energy else None)
+
+    def _physics_of_read(
+        self, dot: Tensor, s: Tensor, abs_f_z2: Tensor, g_lt_z2: Tensor, z: Tensor
+    ) -> Tensor:
+        """Add read noise to G z and count the read energy; sums in siemens * z^2 per output (B, H)."""
+        c, gpw = self.card, self.g_per_weight
+        if self.normalisation == "exact":  # F sits on a separate pair per synapse, read through s
+            st_z2 = 2 * c.window.g_min_siemens * (z * z).sum(1, keepdim=True) + gpw * abs_f_z2 / s
+            sum_energy, sum_noise = g_lt_z2 + st_z2, g_lt_z2 + s * s * st_z2
+        else:
+            sum_energy = sum_noise = g_lt_z2 + gpw * abs_f_z2
+        if self.energy_counters:
+            self._energy["read_j"] += c.read.read_v_per_unit**2 * c.read.read_time_s * float(sum_energy.sum())
+        if not self.read_noise:
+            return dot
+        var_w2 = c.variability.read_noise_rel**2 * c.window.g_max_siemens * sum_noise / gpw**2
+        noise = torch.randn(dot.shape, generator=self._noise, dtype=dot.dtype)
+        return dot + var_w2.clamp(min=0).sqrt() * noise
+
+    def update(self, F: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
+        """Advance dt_s: device decay (and, exact mode, the digital 1/n), then the Hebbian write."""
+        with torch.no_grad():
+            s_prev = self._sync(F, z=z, n=n, h=h)
+            if self.normalisation == "exact":
+                s = s_prev / n
+                refresh = s * self.max_write_gain < 1
+                self.refresh_rows += int(refresh.sum())
+                s = torch.where(refresh, torch.ones_like(s), s)
+                inv_n = torch.reciprocal(n)
+            else:
+                s, inv_n = s_prev, torch.ones_like(n)
+            c2c = self._write_noise(z, F.shape[1])
+            out = emulated_update(
+                F,
+                r_mid=self._r_mid,
+                r_half=self._r_half,
+                gamma=self._gamma,
+                window=self._window,
+                inv_n=inv_n,
+                bound=s,
+                h=h,
+                z=z,
+                c2c=c2c,
+            )
+            gain = torch.reciprocal(s)
+            self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
+            if self.energy_counters:
+                self._count_update_energy(self._bias_rows(F) / s_prev, gain, h, z)
+            self._adopt(out, s)
+            return out
+
+    def _write_noise(self, z: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
+        """Cycle-to-cycle noise of this step's pulses: one normal per written device, none elsewhere.
+
+        Column j of sample b gets pulses only where z_bj != 0, so draws are (B, H, max_b nnz(z_b)) with
+        col (B, K) pointing column j to its draw (-1: no pulse), in column order.
+        """
+        sigma = self.card.variability.c2c_pulse_rel
+        if not (self.c2c and sigma > 0):
+            return None
+        pulsed = z != 0
+        col = torch.where(pulsed, pulsed.cumsum(1) - 1, -1)
+        draws = int(pulsed.sum(1).max()) if z.numel() else 0
+        return sigma * torch.randn((z.shape[0], rows, draws), generator=self._noise, dtype=z.dtype), col
+
+    def _bias_rows(self, F: Tensor) -> Tensor:
+        """sum_j bias_abs_ij |F_ij| + bias_sgn_ij F_ij per row (B, H): from the read of F, or computed."""
+        cached_F, rows = self._bias_cache
+        if cached_F is F:
+            return rows
+        return torch.einsum("bhk,hk->bh", F.abs(), self._bias_abs) + torch.einsum(
+            "bhk,hk->bh", F, self._bias_sgn
+        )
+
+    def _count_update_energy(self, bias_rows: Tensor, gain: Tensor, h: Tensor, z: Tensor) -> None:
+        """Decay-bias energy over dt_s and the small-signal energy of this step's write pulses, J."""
+        c = self.card
+        batch = h.shape[0]
+        self._energy["bias_j"] += self.dt_s * (batch * self._bias_base_w + float(bias_rows.sum()))
+        post = h * gain  # physical write amplitude scales with the row's gain 1/s
+        exponent = c.pulse.width_exponent
+        if exponent == 1.0:  # sum_ij g_written |dF_ij| in one or two small products (see _energy_constants)
+            written = float((post.abs() * (z.abs() @ self._coef_abs.T)).sum())
+            if self._coef_sgn is not None:
+                written += float((post * (z @ self._coef_sgn.T)).sum())
+            width_g = self._width_per_siemens * written
+        else:  # width ~ dg^(1/b): per synapse
+            hz = post.unsqueeze(2) * z.unsqueeze(1)
+            dg_s = self._gamma64.abs().to(h.dtype) * hz.abs() * self.g_per_weight
+            widths = c.pulse.width_ref_s * (dg_s * self._width_per_siemens / c.pulse.width_ref_s) ** (
+                1 / exponent
+            )
+            up = (hz >= 0) == (self._gamma64 >= 0)
+            width_g = float((widths * torch.where(up, self._g_up, self._g_down)).sum())
+        self._energy["program_j"] += c.read.write_v**2 * width_g
+
+    # -- counters --------------------------------------------------------------------------------
+    def energy(self) -> dict[str, float]:
+        """Energy since the last ``reset_energy``, J: reads (V^2 G t), write pulses, decay bias."""
+        return dict(self._energy)
+
+    def reset_energy(self) -> None:
+        """Zero the energy counters and the exact-mode write statistics."""
+        self._energy = {"read_j": 0.0, "program_j": 0.0, "bias_j": 0.0}
+        self.refresh_rows = 0
+        self.max_gain_seen = 1.0
+
+    def stats(self) -> dict[str, float]:
+        """Cost of the normalisation: largest write gain 1/s used and rows refreshed (exact mode)."""
+        return {"max_write_gain": self.max_gain_seen, "refresh_rows": float(self.refresh_rows)}
+
+    @property
+    def effective_weight(self) -> Tensor:
+        """The long-term weights the devices actually hold, (H, K) in weight units."""
+        self._check_programmed()
+        return self._W
+
+
+def _load_record(path: str | Path) -> CalibrationRecord:
+    from calibration.record import CalibrationRecord
+
+    return CalibrationRecord.load(path)

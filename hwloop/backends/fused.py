@@ -1,0 +1,135 @@
+"""Hand-fused CPU kernels for the ideal crossbar's inference path (no autograd).
+
+The STPN step touches its short-term state F (B, H, K) twice: a read that needs, per row i, the
+norm n_i = ||W_i + F_i||_2 + 1e-16, the product (W_i + F_i) . z and optionally the energy
+sum_j |W_ij + F_ij| z_j^2 / n_i; and an update F_t = lambda * F / n + gamma * (h outer z). Plain
+torch makes a full pass over (B, H, K) for each term (G, its square, the norm, the product, F / n,
+lambda * ..., h outer z, gamma * ..., the sum). Here each of the two operations is ONE pass over F,
+parallel over the B * H rows: the floor of reading F twice and writing it once per step.
+
+Floating point: the row sums are compiled with LLVM's ``reassoc`` flag only, which lets them run
+as SIMD partial sums (as torch's own reductions do); nothing else of fast-math is on (no
+finite-math assumptions, no approximate reciprocals). The update divides once per row (exactly)
+and multiplies each synapse by 1 / n_i, within an ulp of F / n_i. Each row is summed by one thread
+in a fixed order, so results do not depend on the thread count and equal the plain formulation to
+float rounding. Kernels compile on first use per dtype (float32, float64) and numba caches them
+on disk.
+
+The fused kernels never write into their inputs: F_t goes to a new buffer, because the caller may
+still hold F_{t-1} (a stored state, the previous step's output of ``STPN.step``), and no test at
+call time can prove otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+FUSABLE_DTYPES = (torch.float32, torch.float64)
+_NUMBA_MAX_THREADS: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+
+
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
+def _read_rows(W, F, z, eps, y, n, row_energy, with_energy):  # pragma: no cover - compiled by numba
+    B, H, K = F.shape
+    for r in prange(B * H):  # rows in memory order: F streams through contiguously
+        b = r // H
+        i = r - b * H
+        w_row = W[i]
+        f_row = F[b, i]
+        z_row = z[b]
+        sq = F.dtype.type(0)  # accumulate in the arrays' own dtype, as torch does
+        dot = sq
+        en = sq
+        if with_energy:
+            for j in range(K):
+                g = w_row[j] + f_row[j]
+                sq += g * g
+                dot += g * z_row[j]
+                en += abs(g) * (z_row[j] * z_row[j])
+        else:
+            for j in range(K):
+                g = w_row[j] + f_row[j]
+                sq += g * g
+                dot += g * z_row[j]
+        n[b, i] = np.sqrt(sq) + eps
+        y[b, i] = dot / n[b, i]
+        if with_energy:
+            row_energy[b, i] = en / n[b, i]
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _update_rows(F, lam, gamma, inv_n, h, z, out):  # pragma: no cover - compiled by numba
+    B, H, K = F.shape
+    for r in prange(B * H):  # rows in memory order: F and F_t stream through contiguously
+        b = r // H
+        i = r - b * H
+        f_row = F[b, i]
+        out_row = out[b, i]
+        lam_row = lam[i]
+        gamma_row = gamma[i]
+        z_row = z[b]
+        retention = inv_n[b, i]
+        post = h[b, i]
+        for j in range(K):
+            out_row[j] = lam_row[j] * (f_row[j] * retention) + gamma_row[j] * (post * z_row[j])
+
+
+def fusable(*tensors: Tensor) -> bool:
+    """True if the fused kernels can take these tensors: all on the CPU in one float32/float64 dtype."""
+    dtype = tensors[0].dtype
+    return dtype in FUSABLE_DTYPES and all(t.is_cpu and t.dtype == dtype for t in tensors)
+
+
+def _array(t: Tensor) -> np.ndarray:
+    return (t.detach() if t.requires_grad else t).contiguous().numpy()
+
+
+def _launch(kernel: Callable[..., None], *args: object) -> None:
+    """Run a kernel on as many threads as torch may use, and leave torch's setting as it was.
+
+    numba's OpenMP pool shares libgomp with torch; starting it resets the process-wide thread
+    count, which would silently undo a user's ``torch.set_num_threads``.
+    """
+    wanted = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(wanted, _NUMBA_MAX_THREADS)))
+    try:
+        kernel(*args)
+    finally:
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+
+def fused_read(
+    weight: Tensor, F: Tensor, z: Tensor, eps: float, energy: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Read G = W + F in one pass: W (H, K), F (B, H, K), z (B, K), one dtype (see ``fusable``).
+
+    Returns y = (G z)_i / n_i (B, H), n_i = ||G_i,:||_2 + eps (B, H), and if ``energy`` the
+    per-sample metric sum_ij |G_ij| z_j^2 / n_i (B,), else None.
+    """
+    f = _array(F)
+    batch, hidden, _ = f.shape
+    y = np.empty((batch, hidden), f.dtype)
+    n = np.empty((batch, hidden), f.dtype)
+    row_energy = np.empty((batch, hidden) if energy else (0, 0), f.dtype)
+    _launch(_read_rows, _array(weight), f, _array(z), eps, y, n, row_energy, energy)
+    total_energy = torch.from_numpy(row_energy.sum(axis=1)) if energy else None
+    return torch.from_numpy(y), torch.from_numpy(n), total_energy
+
+
+def fused_update(F: Tensor, lam: Tensor, gamma: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
+    """One pass writing F_t = lam * F / n + gamma * (h outer z), (B, H, K), into a new tensor.
+
+    F (B, H, K); lam, gamma (H, K); n, h (B, H); z (B, K). F itself is left untouched.
+    """
+    f = _array(F)
+    out = np.empty_like(f)
+    inv_n = np.reciprocal(_array(n))  # one division per row instead of one per synapse
+    _launch(_update_rows, f, _array(lam), _array(gamma), inv_n, _array(h), _array(z), out)
+    return torch.from_numpy(out)

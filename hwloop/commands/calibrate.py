@@ -1,0 +1,214 @@
+"""``hwloop calibrate``: measure an array's decay and pulse response, fit them, report them."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from calibration.analysis import build_record
+from calibration.campaign import Campaign, CampaignConfig, check_limits
+from calibration.fit import MODELS
+from calibration.record import CalibrationError, CalibrationRecord
+from calibration.report import summary_text, write_report
+from calibration.storage import CampaignFile
+from drivers import CrossbarController, InstrumentError, SafetyLimits, open_instrument
+from drivers.factory import is_simulated
+from hwloop.commands.common import console
+from hwloop.errors import HwloopError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _load_config(path: Path | None, rows: str | None, cols: str | None) -> CampaignConfig:
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            text = path.read_text()
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except FileNotFoundError:
+            raise HwloopError(f"campaign config {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise HwloopError(f"campaign config {path} is not valid {path.suffix[1:]}: {exc}") from None
+    for key, value in (("rows", rows), ("cols", cols)):
+        if value is not None:
+            try:
+                data[key] = [int(x) for x in value.split(",")]
+            except ValueError:
+                raise HwloopError(f"--{key} must be comma-separated integers, got {value!r}") from None
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise HwloopError(f"campaign config: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+
+@app.command("run")
+def run_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Campaign file to write (HDF5).")],
+    resource: Annotated[
+        str,
+        typer.Option(
+            "--resource", help="Crossbar controller: serial port or URL (xbarsim://ROWSxCOLS?seed=N)."
+        ),
+    ] = "xbarsim://8x8?seed=1",
+    limits_file: Annotated[
+        Path | None,
+        typer.Option("--limits", help="Safety limits (TOML/JSON); required for real instruments."),
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="Campaign configuration (TOML/JSON).")
+    ] = None,
+    rows: Annotated[
+        str | None, typer.Option("--rows", help="Rows to measure, e.g. 0,1,2 (default all).")
+    ] = None,
+    cols: Annotated[str | None, typer.Option("--cols", help="Columns to measure (default all).")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted campaign in --out.")
+    ] = False,
+) -> None:
+    """Run a decay + pulse-response campaign over an array; every measurement is flushed as it is taken."""
+    config = _load_config(config_file, rows, cols)
+    if limits_file is None:
+        if not is_simulated(resource):
+            raise HwloopError("real instruments need --limits FILE (your SafetyLimits); none are assumed")
+        limits = SafetyLimits.conservative()
+    else:
+        limits = SafetyLimits.load(limits_file)
+    check_limits(config, limits)
+    with open_instrument(resource, limits) as xbar:
+        if not isinstance(xbar, CrossbarController):
+            raise HwloopError(f"{resource} is an SMU; calibration campaigns run on a crossbar controller")
+        shape = (xbar.rows, xbar.cols)
+        dump = config.model_dump(mode="json")
+        if resume:
+            store = CampaignFile.resume(out, config=dump)
+        else:
+            store = CampaignFile.create(
+                out, config=dump, shape=shape, safety_limits=limits.model_dump(mode="json")
+            )
+        with store, _progress() as bar:
+            if store.shape != shape:
+                raise HwloopError(f"{out} holds a {store.shape} array but {resource} is {shape}")
+            campaign = Campaign(xbar, store, config)
+            task = bar.add_task("measuring", total=len(campaign.units()))
+            try:
+                measured = campaign.run(lambda done, total: bar.update(task, completed=done))
+            except InstrumentError as exc:
+                raise HwloopError(
+                    f"campaign interrupted: {exc}; everything measured so far is saved in {out}; "
+                    "continue with --resume"
+                ) from None
+    console.print(f"measured {measured} units into {out} (limits: {limits.summary()})")
+
+
+@app.command("fit")
+def fit_cmd(
+    data: Annotated[Path, typer.Argument(help="Campaign file (HDF5) from `hwloop calibrate run`.")],
+    out: Annotated[Path, typer.Option("--out", help="Calibration record to write (JSON).")],
+    model: Annotated[str, typer.Option("--model", help=f"Decay law: {', '.join(MODELS)}.")] = "auto",
+    dt: Annotated[float, typer.Option("--dt", help="STPN time step the record's lambda refers to, s.")] = 0.1,
+    horizon: Annotated[
+        int, typer.Option("--horizon", min=1, help="Steps over which non-exp laws are matched.")
+    ] = 100,
+) -> None:
+    """Fit every relaxation and pulse response of a campaign into a per-device calibration record."""
+    if model not in MODELS:
+        raise HwloopError(f"unknown decay model {model!r}; choose one of {', '.join(MODELS)}")
+    CampaignFile(data).close()  # a missing or foreign file fails here, before any progress output
+    with _progress() as bar:
+        task = bar.add_task("fitting", total=None)
+        record, _ = build_record(
+            data,
+            model=model,
+            dt_s=dt,
+            horizon_steps=horizon,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    record.save(out)
+    console.print(summary_text(record))
+    console.print(f"wrote {out}")
+
+
+@app.command("report")
+def report_cmd(
+    record_path: Annotated[Path, typer.Argument(help="Calibration record (JSON).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the PNGs and summary.txt.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Campaign file for trace plots (default: the record's source)."),
+    ] = None,
+) -> None:
+    """Plot decay fits, tau/lambda histograms and pulse responses, and write a text summary."""
+    record = CalibrationRecord.load(record_path)
+    if data is None and record.provenance.source_file and Path(record.provenance.source_file).exists():
+        data = Path(record.provenance.source_file)
+    if data is not None and not data.exists():
+        raise CalibrationError(f"campaign file {data} does not exist")
+    for path in write_report(record, out, data):
+        console.print(f"wrote {path}")
+
+
+@app.command("map")
+def map_cmd(
+    record_path: Annotated[Path, typer.Argument(help="Calibration record (JSON).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for mapping.json, mapping.safetensors, PNG.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Trained STPN (ART checkpoint; default: the shipped one)."),
+    ] = None,
+    dt: Annotated[float, typer.Option("--dt", help="Time step of the run on the array, s.")] = 0.1,
+    amplitude: Annotated[
+        str, typer.Option("--amplitude", help="Write-pulse amplitude range MIN,MAX in V.")
+    ] = "0.5,2",
+    width: Annotated[
+        str, typer.Option("--width", help="Write-pulse width range MIN,MAX in s.")
+    ] = "1e-6,1e-3",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synapse -> device draw.")] = 0,
+) -> None:
+    """How far a trained STPN's lambda and gamma are from what the calibrated array realises, per synapse."""
+    from safetensors.numpy import save_file
+
+    from calibration.mapping import PulseWindow, map_stpn
+    from calibration.report import mapping_plot
+    from experiments.art import DEFAULT_CHECKPOINT, load_model
+
+    record = CalibrationRecord.load(record_path)
+    try:
+        (a_lo, a_hi), (w_lo, w_hi) = ([float(x) for x in s.split(",")] for s in (amplitude, width))
+    except ValueError:
+        raise HwloopError("--amplitude and --width take two numbers MIN,MAX") from None
+    window = PulseWindow(amplitude_min_v=a_lo, amplitude_max_v=a_hi, width_min_s=w_lo, width_max_s=w_hi)
+    layer = load_model(checkpoint or DEFAULT_CHECKPOINT).stpn
+    mapping = map_stpn(layer, record, dt, window, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = mapping.summary()
+    (out / "mapping.json").write_text(json.dumps(summary, indent=2) + "\n")
+    arrays = {
+        k: getattr(mapping, k).astype(np.float64)
+        for k in ("lam_trained", "lam_hardware", "gamma_trained", "gamma_hardware")
+    }
+    save_file(
+        {**arrays, "gamma_in_range": mapping.gamma_in_range.astype(np.uint8)},
+        str(out / "mapping.safetensors"),
+    )
+    mapping_plot(mapping, out / "mapping.png")
+    for key, value in summary.items():
+        console.print(f"{key:<28} {value:.4g}")
+    console.print(f"wrote {out / 'mapping.json'}, {out / 'mapping.safetensors'}, {out / 'mapping.png'}")

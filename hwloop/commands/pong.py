@@ -1,0 +1,177 @@
+"""``hwloop pong``: evaluate the Pong agent (the group's own command) and ``hwloop pong train`` it.
+
+``hwloop pong [--backend ideal] [--episodes N] ...`` evaluates; ``hwloop pong train ...`` trains.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from experiments.pong.agent import load_agent, save_agent
+from experiments.pong.env import STICKY
+from experiments.pong.evaluate import EpisodeTrace, evaluate
+from experiments.pong.media import GifRecorder, plot_traces
+from experiments.pong.train import TrainConfig, train
+from hwloop.commands.common import backend_from_options, console, emit_json
+from hwloop.errors import HwloopError
+
+app = typer.Typer(pretty_exceptions_enable=False)
+
+DEFAULT_CHECKPOINT = (
+    Path(__file__).resolve().parents[2] / "experiments" / "pong" / "checkpoints" / "stpn64.safetensors"
+)
+
+
+@app.callback(invoke_without_command=True)
+def evaluate_cmd(
+    ctx: typer.Context,
+    backend: Annotated[str, typer.Option("--backend", help="Crossbar backend for the STPN layer.")] = "ideal",
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="Agent checkpoint (.safetensors).")
+    ] = DEFAULT_CHECKPOINT,
+    episodes: Annotated[int, typer.Option("--episodes", min=1, help="Games to play.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Game i is seeded seed + i.")] = 0,
+    sticky: Annotated[
+        float, typer.Option("--sticky", min=0.0, max=1.0, help="Sticky-action probability.")
+    ] = STICKY,
+    card: Annotated[Path | None, typer.Option("--card", help="Device card for the backend.")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option("--calibration", help="Calibration record for the backend.")
+    ] = None,
+    backend_seed: Annotated[
+        int | None, typer.Option("--backend-seed", help="Seed of the backend's noise.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the result JSON here (default: stdout).")
+    ] = None,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Write the first game as a GIF with the score.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Plot score and energy per step (PNG).")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 1,
+) -> None:
+    """Evaluate a Pong agent: greedy play over seeded sticky-action games of ALE/Pong-v5.
+
+    Prints (or writes) scores, mean score, steps, steps/s and the synaptic energy metric per step and
+    per episode. Subcommand ``train`` trains an agent instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    agent = load_agent(checkpoint)
+    options = {"card": card, "calibration": calibration, "seed": backend_seed}
+    if agent.core_name == "stpn":
+        agent.core.set_backend(
+            backend_from_options(backend, card=card, calibration=calibration, seed=backend_seed)
+        )  # type: ignore[operator]
+    elif backend != "ideal" or any(v is not None for v in options.values()):
+        raise HwloopError(
+            f"{checkpoint} holds an {agent.core_name.upper()} agent, which runs only digitally: "
+            "use --backend ideal"
+        )
+    gif = GifRecorder() if record else None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    label = f"{agent.core_name}-{agent.hidden} on {backend}"
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"{label}: game 1/{episodes}", total=episodes)
+
+        def done(i: int, trace: EpisodeTrace) -> None:
+            bar.console.print(
+                f"game {i + 1} (seed {seed + i}): {sum(trace.rewards):+.0f} in {len(trace.rewards)} steps"
+            )
+            bar.update(task, advance=1, description=f"{label}: game {min(i + 2, episodes)}/{episodes}")
+
+        result, traces = evaluate(
+            agent, episodes, seed, backend=backend, sticky=sticky, on_frame=gif, on_episode=done
+        )
+    speed = f"{result.steps_per_second:.0f} steps/s"
+    console.print(f"mean score [bold]{result.mean_score:+.2f}[/] over {episodes} games ({speed})")
+    if gif is not None and record is not None:
+        gif.save(record)
+        console.print(f"wrote {record}")
+    if plot is not None:
+        plot_traces(
+            traces,
+            plot,
+            f"{agent.core_name}-{agent.hidden} on {backend}: mean score {result.mean_score:+.1f}",
+        )
+        console.print(f"wrote {plot}")
+    argv = sys.argv[sys.argv.index("pong") + 1 :] if "pong" in sys.argv else []
+    payload = {
+        "command": "hwloop pong " + shlex.join(argv),
+        "checkpoint": str(checkpoint),
+        "backend_options": {k: v for k, v in options.items() if v is not None},
+        **result.model_dump(),
+    }
+    emit_json(payload, json_out)
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[
+        Path, typer.Option("--out", help="Checkpoint to write (.safetensors); record beside it (.json).")
+    ],
+    core: Annotated[str, typer.Option("--core", help="Recurrent core: stpn or lstm.")] = "stpn",
+    hidden: Annotated[int, typer.Option("--hidden", min=1, help="Recurrent units.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds games, initialisation and shuffling.")] = 0,
+    bc_segments: Annotated[
+        int, typer.Option("--bc-segments", min=1, help="Expert segments (128 steps).")
+    ] = 400,
+    bc_epochs: Annotated[int, typer.Option("--bc-epochs", min=0, help="Behaviour-cloning epochs.")] = 12,
+    dagger_rounds: Annotated[int, typer.Option("--dagger-rounds", min=0, help="DAgger rounds.")] = 2,
+    dagger_segments: Annotated[
+        int, typer.Option("--dagger-segments", min=1, help="Segments per round.")
+    ] = 100,
+    dagger_epochs: Annotated[
+        int, typer.Option("--dagger-epochs", min=0, help="Epochs per DAgger round.")
+    ] = 3,
+    plastic_segments: Annotated[
+        int, typer.Option("--plastic-segments", min=1, help="Segments used in the plastic phase.")
+    ] = 150,
+    plastic_epochs: Annotated[
+        int, typer.Option("--plastic-epochs", min=0, help="STPN epochs with plasticity.")
+    ] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 1,
+    data_cache: Annotated[
+        Path | None, typer.Option("--data-cache", help="Directory to keep/reuse the expert data (.npz).")
+    ] = None,
+) -> None:
+    """Imitation-train a Pong agent (BC + DAgger from the RAM expert) and write checkpoint and record."""
+    import torch
+
+    if out.suffix != ".safetensors":
+        raise HwloopError(f"--out must end in .safetensors, got {out}")
+    torch.set_num_threads(threads)
+    cfg = TrainConfig(
+        core=core,
+        hidden=hidden,
+        seed=seed,
+        bc_segments=bc_segments,
+        bc_epochs=bc_epochs,
+        dagger_rounds=dagger_rounds,
+        dagger_segments=dagger_segments,
+        dagger_epochs=dagger_epochs,
+        plastic_epochs=plastic_epochs,
+        plastic_segments=plastic_segments,
+    )
+    command = "hwloop pong train " + shlex.join(
+        sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else []
+    )
+
+    def keep(agent: object, record: dict[str, object]) -> None:
+        save_agent(agent, out)  # type: ignore[arg-type]
+        full = {"command": command, "config": cfg.model_dump(), **record}
+        out.with_suffix(".json").write_text(json.dumps(full, indent=2) + "\n")
+        phase = [key for key in record if key not in ("data_steps", "wall_time_s")][-1]
+        console.print(f"saved {out} after {phase} ({record['wall_time_s']} s)")
+
+    train(cfg, lambda line: console.print(line), keep, cache_dir=data_cache)

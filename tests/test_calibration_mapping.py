@@ -1,0 +1,113 @@
+"""Mapping calibrated devices onto STPN lambda / gamma, checked against the device physics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from calibration.mapping import (
+    PulseWindow,
+    bias_for_lambda,
+    dt_for_lambda,
+    map_stpn,
+    map_trained,
+    pulse_width_for_update,
+    update_range,
+)
+from calibration.record import CalibrationError, CalibrationRecord, ReferencePulse
+from device_models.card import load_card
+from device_models.memristor import pulse_response, tau_at_bias
+from hwloop.stpn import STPN
+
+CARD = load_card(None)
+TAU = np.array([0.5, 1.0, 2.0, 4.0])
+REF = ReferencePulse(amplitude_v=1.5, width_s=1e-4)
+
+
+def record(**kw):
+    cols = dict(
+        dg_up_siemens=[2e-10, 1e-10, 3e-10, 2e-10],
+        dg_down_siemens=[-4e-10, -2e-10, -3e-10, -1e-10],
+        amp_exponent=2.0,
+        width_exponent=1.0,
+        g_min_siemens=1e-9,
+        g_max_siemens=2e-8,
+    )
+    cols.update(kw)
+    return CalibrationRecord.from_arrays((2, 2), 0.1, TAU, reference_pulse=REF, **cols)
+
+
+def test_dt_and_bias_realise_the_target_lambda():
+    dt = dt_for_lambda(TAU, 0.9)
+    np.testing.assert_allclose(np.exp(-dt / TAU), 0.9)
+    bias, ok = bias_for_lambda(0.95, 0.1, TAU, measured_bias_v=0.6, card=CARD)
+    b = CARD.bias
+    tau_then = tau_at_bias(bias, TAU, 0.6, b.bias_efold_v)  # the card's physics at that bias
+    np.testing.assert_allclose(np.exp(-0.1 / tau_then), 0.95)
+    np.testing.assert_array_equal(ok, (bias >= b.bias_min_v) & (bias <= b.bias_max_v))
+    with pytest.raises(CalibrationError, match=r"\(0, 1\)"):
+        dt_for_lambda(TAU, 1.2)
+
+
+def test_pulse_width_writes_the_requested_update_on_the_device_model():
+    rec = record()
+    target = np.full(4, 1e-10)
+    width = pulse_width_for_update(rec, target, amplitude_v=1.5)
+    p = CARD.pulse
+    for i in range(4):  # from rest, the device model (small-signal regime) writes what was asked
+        after = pulse_response(
+            0.0,
+            1.5,
+            float(width[i]),
+            g_st_max_siemens=1e-6,
+            dg_up_ref_siemens=rec.array("dg_up_siemens")[i],
+            dg_down_ref_siemens=4e-10,
+            v_ref_v=p.v_ref_v,
+            width_ref_s=p.width_ref_s,
+            amp_exponent=2.0,
+            width_exponent=1.0,
+        )
+        assert after == pytest.approx(1e-10, rel=1e-3)
+
+
+def test_update_range_is_bounded_by_the_weaker_polarity():
+    rec = record()
+    window = PulseWindow(amplitude_min_v=0.75, amplitude_max_v=1.5, width_min_s=1e-5, width_max_s=1e-4)
+    low, high = update_range(rec, window)
+    up, down = rec.array("dg_up_siemens"), -rec.array("dg_down_siemens")
+    np.testing.assert_allclose(high, np.minimum(up, down))  # the reference pulse is the largest allowed
+    np.testing.assert_allclose(low, np.maximum(up, down) * 0.25 * 0.1)
+    with pytest.raises(CalibrationError, match="pulse window"):
+        PulseWindow(amplitude_min_v=2.0, amplitude_max_v=1.0, width_min_s=1e-5, width_max_s=1e-4)
+
+
+def test_mapping_a_trained_layer_reports_per_synapse_distance():
+    rec = record()
+    window = PulseWindow(amplitude_min_v=0.5, amplitude_max_v=2.0, width_min_s=1e-6, width_max_s=1e-3)
+    lam_hw = rec.lam_at(0.1).reshape(2, 2)
+    g_per_weight = 1e-8
+    low, high = update_range(rec, window)
+    gamma = (
+        np.array([[0.5, -1.0], [100.0, 1e-6]]) * (low.reshape(2, 2) + high.reshape(2, 2)) / 2 / g_per_weight
+    )
+    m = map_trained(lam_hw, gamma, rec, 0.1, g_per_weight, window)
+    np.testing.assert_allclose(m.lam_hardware, lam_hw)  # trained = hardware -> no error
+    assert m.summary()["lambda_abs_err_median"] == 0.0
+    np.testing.assert_array_equal(m.gamma_in_range, [[True, True], [False, False]])
+    assert m.gamma_hardware[0, 1] < 0  # polarity kept
+    assert m.gamma_hardware[1, 0] == pytest.approx(high[2] / g_per_weight)
+
+
+def test_map_stpn_uses_the_layer_parameters():
+    torch.manual_seed(0)
+    layer = STPN(3, 2)  # (2, 5) synapses, resampled from the 4 devices
+    rec = record()
+    window = PulseWindow(amplitude_min_v=0.5, amplitude_max_v=2.0, width_min_s=1e-6, width_max_s=1e-3)
+    m = map_stpn(layer, rec, 0.1, window)
+    assert m.lam_trained.shape == (2, 5)
+    np.testing.assert_allclose(m.lam_trained, layer.weight_lambda.detach().double().numpy())
+    np.testing.assert_allclose(m.lam_hardware, rec.lam_at(0.1)[m.device_index])
+    np.testing.assert_allclose(
+        m.summary()["lambda_abs_err_median"], np.median(np.abs(m.lam_hardware - m.lam_trained))
+    )

@@ -1,0 +1,128 @@
+"""``hwloop calibrate`` through the real entry point against the simulated lab."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from calibration.record import CalibrationRecord
+from drivers.sim.protocol_xbarsim import forget_arrays, sim_array
+from hwloop.cli import main
+
+CONFIG = {"decay": {"count": 60, "every_s": 0.75, "cycles": 1, "n_pulses": 10}, "pulse": {"reads": 4}}
+
+
+@pytest.fixture(autouse=True)
+def fresh_lab():
+    forget_arrays()
+    yield
+    forget_arrays()
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["hwloop", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_run_fit_report(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "campaign.json"
+    cfg.write_text(json.dumps(CONFIG))
+    data, calib, report = tmp_path / "data.h5", tmp_path / "calib.json", tmp_path / "report"
+    url = "xbarsim://2x3?seed=11"
+    code, _, err = run(
+        monkeypatch, capsys, "calibrate", "run", "--resource", url, "--out", str(data), "--config", str(cfg)
+    )
+    assert code == 0, err
+    assert "measured 62 units" in err  # 2 rows x (1 decay + 2 polarities x 15 pulse settings)
+    code, _, err = run(
+        monkeypatch, capsys, "calibrate", "fit", str(data), "--out", str(calib), "--model", "exp"
+    )
+    assert code == 0, err
+    record = CalibrationRecord.load(calib)
+    truth = sim_array(2, 3, 11).tau_s(0.0).reshape(-1)
+    assert record.good().sum() >= 5
+    assert np.median(np.abs(record.array("tau_s") / truth - 1)[record.good()]) < 0.05
+    code, _, err = run(monkeypatch, capsys, "calibrate", "report", str(calib), "--out", str(report))
+    assert code == 0, err
+    for name in ("decay_fits.png", "tau_lambda_hist.png", "pulse_response.png", "summary.txt"):
+        assert (report / name).stat().st_size > 1000 or name == "summary.txt"
+    assert "devices usable" in (report / "summary.txt").read_text()
+
+
+def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "campaign.json"
+    cfg.write_text(json.dumps({**CONFIG, "pulse": None}))
+    data = tmp_path / "data.h5"
+    args = ["calibrate", "run", "--out", str(data), "--config", str(cfg)]
+    code, _, err = run(monkeypatch, capsys, *args, "--resource", "xbarsim://2x2?seed=12&drop_after=100")
+    assert code == 2
+    last = err.strip().splitlines()[-1]  # above it: the progress bar
+    assert last.startswith("error: campaign interrupted") and "--resume" in last and "Traceback" not in err
+    with h5py.File(data) as f:
+        before = sum(len(g) for dev in f["devices"].values() for g in dev.values())
+    assert 0 < before < 4
+    code, _, err = run(monkeypatch, capsys, *args, "--resource", "xbarsim://2x2?seed=12", "--resume")
+    assert code == 0, err
+    assert f"measured {2 - before // 2} units" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--out", "{tmp}/d.h5", "--resource", "/dev/ttyUSB9"], "real instruments need --limits"),
+        (["run", "--out", "{tmp}/d.h5", "--rows", "a,b"], "--rows must be comma-separated integers"),
+        (["run", "--out", "{tmp}/d.h5", "--rows", "9"], "outside the 8x8 array"),
+        (["run", "--out", "{tmp}/d.h5", "--config", "{tmp}/none.toml"], "does not exist"),
+        (["run", "--out", "{tmp}/d.h5", "--config", "{tmp}/bad.json"], "decay.count"),
+        (["fit", "{tmp}/none.h5", "--out", "{tmp}/c.json"], "campaign file"),
+        (["fit", "{tmp}/bad.json", "--out", "{tmp}/c.json"], "cannot open campaign file"),
+        (["fit", "{tmp}/d.h5", "--out", "{tmp}/c.json", "--model", "linear"], None),
+        (["report", "{tmp}/bad.json", "--out", "{tmp}/r"], "calibration record"),
+    ],
+)
+def test_user_mistakes_are_one_error_line(tmp_path, monkeypatch, capsys, args, message):
+    (tmp_path / "bad.json").write_text(json.dumps({"decay": {"count": 2}}))
+    code, _, err = run(monkeypatch, capsys, "calibrate", *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    if message is not None:
+        assert message in lines[0]
+
+
+def test_map_reports_trained_against_hardware_per_synapse(tmp_path, monkeypatch, capsys):
+    from safetensors.numpy import load_file
+
+    from calibration.record import ReferencePulse
+    from experiments.art import DEFAULT_CHECKPOINT, load_model
+
+    tau = np.linspace(0.5, 5.0, 12)
+    record = CalibrationRecord.from_arrays(
+        (3, 4), 0.1, tau, reference_pulse=ReferencePulse(amplitude_v=1.5, width_s=1e-4),
+        dg_up_siemens=2e-10, dg_down_siemens=-3e-10, amp_exponent=2.0, width_exponent=1.0,
+        g_min_siemens=1e-9, g_max_siemens=2e-8,
+    )  # fmt: skip
+    record.save(tmp_path / "calib.json")
+    code, _, err = run(
+        monkeypatch, capsys, "calibrate", "map", str(tmp_path / "calib.json"), "--out", str(tmp_path / "m")
+    )
+    assert code == 0, err
+    arrays = load_file(str(tmp_path / "m" / "mapping.safetensors"))
+    trained = load_model(DEFAULT_CHECKPOINT).stpn.weight_lambda.detach().double().numpy()
+    np.testing.assert_allclose(arrays["lam_trained"], trained)
+    # every hardware lambda is exp(-dt / tau) of one of the calibrated devices
+    assert np.all(np.min(np.abs(arrays["lam_hardware"][..., None] - np.exp(-0.1 / tau)), axis=-1) < 1e-12)
+    summary = json.loads((tmp_path / "m" / "mapping.json").read_text())
+    expected = np.median(np.abs(arrays["lam_hardware"] - trained))
+    assert summary["lambda_abs_err_median"] == pytest.approx(expected)
+    assert (tmp_path / "m" / "mapping.png").stat().st_size > 1000

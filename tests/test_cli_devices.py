@@ -1,0 +1,111 @@
+"""``hwloop devices show`` / ``relax`` through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hwloop.cli import app, main
+from hwloop.commands.devices import parse_pulse, parse_quantity
+from hwloop.errors import HwloopError
+
+runner = CliRunner()
+
+
+def _hwloop(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_show_prints_every_parameter_with_units() -> None:
+    result = runner.invoke(app, ["devices", "show"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "window.g_max_siemens" in out and "2e-08" in out and "ILLUSTRATIVE" in out
+    row = next(line for line in out.splitlines() if "bias.bias_ref_v" in line)
+    assert " V " in row and "0.6" in row
+    assert "decay time over the bias window: 0.0907 s .. 11 s" in out
+
+
+def test_relax_json_follows_the_pulse_law_then_an_exponential(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["devices", "relax", "--pulse", "1.5V,50us", "--for", "3s", "--points", "7", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    trace = json.loads(result.stdout)
+    # peak: g_max (1 - exp(-drive dg_up / g_max)), drive = (1.5/1.5)^2 * (50us / 100us) = 0.5
+    peak = 5e-9 * (1 - math.exp(-0.5 * 2e-10 / 5e-9))
+    assert trace["g_st_peak_siemens"] == pytest.approx(peak, rel=1e-12)
+    for t, g in zip(trace["time_s"], trace["g_st_siemens"], strict=True):
+        assert g == pytest.approx(peak * math.exp(-t / 1.0), rel=1e-12)  # tau = 1 s at 0.6 V
+
+
+def test_relax_at_another_bias_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "relax.png"
+    result = runner.invoke(
+        app,
+        ["devices", "relax", "--bias", "850mV", "--for", "2s", "--points", "3", "--json", "--plot", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    trace = json.loads(result.stdout)
+    assert trace["tau_s"] == pytest.approx(1 / math.e)  # one e-fold (0.25 V) above the reference bias
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pulse", "1.5,100us"], "error: --pulse amplitude '1.5': expected a number with unit V"),
+        (["--pulse", "1.5V"], "error: --pulse '1.5V': expected AMPLITUDE,WIDTH"),
+        (["--pulse", "1.5V,100uV"], "error: --pulse width '100uV': expected a number with unit s"),
+        (["--pulse", "5V,100us"], "error: --pulse amplitude 5 V exceeds the card's v_max_v (2 V)"),
+        (["--for", "-1s"], "error: --for '-1s': the duration must be positive"),
+        (["--bias", "3V"], "error: --bias 3 V is outside the card's window"),
+        (["nope.toml"], "error: device card nope.toml not found"),
+    ],
+)
+def test_bad_relax_arguments_are_one_error_line(
+    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["hwloop", "devices", "relax", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2
+    assert err.startswith(message) and len(err.splitlines()) == 1
+
+
+def test_bad_card_through_show_in_a_real_process(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[meta]\nname = 'x'\nillustrative = true\n")
+    proc = _hwloop("devices", "show", str(bad))
+    assert proc.returncode == 2 and "field 'window' is missing" in proc.stderr
+
+
+def test_quantity_parser() -> None:
+    assert parse_quantity("100us", "s", "x") == 1e-4
+    assert parse_quantity("2.5ms", "s", "x") == 2.5e-3
+    assert parse_quantity(" -1.2 V", "V", "x") == -1.2
+    assert parse_pulse("-1V,1e-3s") == (-1.0, 1e-3)
+    with pytest.raises(HwloopError):
+        parse_quantity("1.5 volts", "V", "x")
+
+
+def test_art_eval_runs_on_the_emulated_backend_with_a_card(tmp_path: Path) -> None:
+    """The ART command passes --card / --backend-seed through to the emulated backend (integration)."""
+    from device_models.card import DEFAULT_CARD
+
+    args = ["art", "eval", "--backend", "emulated", "--card", str(DEFAULT_CARD), "--backend-seed", "2"]
+    result = runner.invoke(app, [*args, "--n", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["backend"] == "emulated" and payload["backend_options"]["seed"] == 2
+    assert 0.0 <= payload["accuracy"] <= 1.0
+    assert payload["energy_joules"]["read_j"] > 0  # the physical counters were live

@@ -1,0 +1,262 @@
+"""Protocol tests: the exact command sequence each driver sends, written out from the instruments'
+reference manuals (and the crossbar protocol document), against scripted replies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers import CrossbarController, Keithley2450, Keithley2600B, KeysightB2900, SafetyLimits
+from drivers.errors import ProtocolError
+from drivers.sim.clock import VirtualClock
+from drivers.smu_k2600 import SCRIPT
+from drivers.testing import ProtocolMismatch, ScriptedTransport
+
+LIMITS = SafetyLimits(
+    max_abs_voltage_v=2.0, max_pulse_width_s=1e-3, max_compliance_a=1e-3, max_pulses_per_s=10
+)
+
+
+def play(driver_cls, script):
+    transport = ScriptedTransport(script)
+    return driver_cls(transport, LIMITS, VirtualClock()), transport
+
+
+def test_k2450_pulse_sequence() -> None:
+    smu, t = play(
+        Keithley2450,
+        [
+            (":SOUR:FUNC VOLT", None),
+            (':SENS:FUNC "CURR"', None),
+            (":SOUR:VOLT:ILIM 0.0001", None),
+            (":SYST:ERR?", '0,"No error;0;0 0"'),
+            (":OUTP OFF", None),
+            (":SOUR:VOLT 0", None),
+            (':SOUR:CONF:LIST:CRE "HWLOOP_PULSE"', None),
+            (":SOUR:VOLT 1.5", None),
+            (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
+            (":SOUR:VOLT 0", None),
+            (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
+            (':TRIG:LOAD "Empty"', None),
+            (':TRIG:BLOC:CONF:REC 1, "HWLOOP_PULSE", 1', None),
+            (":TRIG:BLOC:SOUR:STAT 2, ON", None),
+            (":TRIG:BLOC:DEL:CONS 3, 0.0001", None),
+            (':TRIG:BLOC:CONF:NEXT 4, "HWLOOP_PULSE"', None),
+            (":INIT", None),
+            ("*OPC?", "1"),
+            (":SYST:ERR?", '0,"No error;0;0 0"'),
+        ],
+    )
+    smu.set_compliance(1e-4)
+    smu.pulse(1.5, 100e-6)
+    assert t.done()
+
+
+def test_k2450_second_pulse_deletes_the_old_list_first() -> None:
+    smu, t = play(Keithley2450, [])
+    smu.compliance_set_a = 1e-4
+    smu._list_created = True
+    t.script = [(":OUTP OFF", None), (":SOUR:VOLT 0", None), (':SOUR:CONF:LIST:DEL "HWLOOP_PULSE"', None)]
+    with pytest.raises(ProtocolMismatch, match="after the end of the script"):
+        smu.pulse(1.0, 1e-4)
+    assert t.sent[2] == ':SOUR:CONF:LIST:DEL "HWLOOP_PULSE"'
+
+
+def test_k2450_read_train_sequence_and_parsing() -> None:
+    smu, t = play(
+        Keithley2450,
+        [
+            (":SOUR:VOLT 0.1", None),
+            (":OUTP ON", None),
+            (':TRAC:CLE "defbuffer1"', None),
+            (':TRIG:LOAD "Empty"', None),
+            (':TRIG:BLOC:MEAS 1, "defbuffer1"', None),
+            (":TRIG:BLOC:DEL:CONS 2, 0.001", None),
+            (":TRIG:BLOC:BRAN:COUN 3, 3, 1", None),
+            (":INIT", None),
+            ("*OPC?", "1"),
+            (':TRAC:DATA? 1, 3, "defbuffer1", READ, REL', "1.0e-9,0.000,2.0e-9,0.0012,3.0e-9,0.0024"),
+            (":SYST:ERR?", '0,"No error;0;0 0"'),
+        ],
+    )
+    smu.compliance_set_a = 1e-4
+    train = smu.read_train(0.1, 1e-3, 3)
+    assert t.done()
+    np.testing.assert_allclose(train.i_a, [1e-9, 2e-9, 3e-9])
+    np.testing.assert_allclose(train.t_s, [0.0, 0.0012, 0.0024])
+
+
+def test_k2600_loads_the_script_once_then_calls_it() -> None:
+    load = [
+        ("loadscript hwloop_v1", None),
+        *[(line, None) for line in SCRIPT.splitlines()],
+        ("endscript", None),
+    ]
+    smu, t = play(
+        Keithley2600B,
+        [
+            ("smua.source.func = smua.OUTPUT_DCVOLTS", None),
+            ("smua.source.limiti = 0.0001", None),
+            ("print(errorqueue.count)", "0.00000e+00"),
+            ("print(hwloop_pulse_v1 ~= nil)", "false"),
+            *load,
+            ("hwloop_v1.run()", None),
+            ("hwloop_pulse_v1(1.5, 0.0001)", None),
+            ("*OPC?", "1"),
+            ("print(errorqueue.count)", "0.00000e+00"),
+            ("hwloop_train_v1(0.1, 0.001, 2)", None),
+            ("*OPC?", "1"),
+            (
+                "printbuffer(1, 2, smua.nvbuffer1.readings, smua.nvbuffer1.timestamps)",
+                "1.0e-09, 5.0, 2.0e-09, 5.001",
+            ),
+            ("print(errorqueue.count)", "0.00000e+00"),
+        ],
+    )
+    smu.set_compliance(1e-4)
+    smu.clock.sleep(1.0)
+    smu.pulse(1.5, 100e-6)
+    train = smu.read_train(0.1, 1e-3, 2)
+    assert t.done()
+    np.testing.assert_allclose(train.t_s, [0.0, 0.001])  # relative to the first reading
+    np.testing.assert_allclose(train.i_a, [1e-9, 2e-9])
+    assert "function hwloop_pulse_v1(amplitude, width)" in SCRIPT
+
+
+def test_b2900_pulse_and_timer_read_train_sequences() -> None:
+    smu, t = play(
+        KeysightB2900,
+        [
+            (":SOUR:FUNC:SHAP PULS", None),
+            (":SOUR:VOLT 0", None),
+            (":SOUR:VOLT:TRIG 1.5", None),
+            (":SOUR:PULS:DEL 0", None),
+            (":SOUR:PULS:WIDT 0.0001", None),
+            (":TRIG:SOUR AINT", None),
+            (":TRIG:COUN 1", None),
+            (":OUTP ON", None),
+            (":INIT (@1)", None),
+            ("*OPC?", "1"),
+            (":SYST:ERR?", '+0,"No error"'),
+            (":SOUR:FUNC:SHAP DC", None),
+            (":SOUR:VOLT 0.1", None),
+            (":SOUR:VOLT:TRIG 0.1", None),
+            (":OUTP ON", None),
+            (":TRIG:SOUR TIM", None),
+            (":TRIG:TIM 0.001", None),
+            (":TRIG:COUN 2", None),
+            (":INIT (@1)", None),
+            ("*OPC?", "1"),
+            (":FETC:ARR:CURR? (@1)", "+1.000000E-09,+2.000000E-09"),
+            (":FETC:ARR:TIME? (@1)", "+0.000000E+00,+1.000000E-03"),
+            (":SYST:ERR?", '+0,"No error"'),
+        ],
+    )
+    smu.compliance_set_a = 1e-4
+    smu.pulse(1.5, 100e-6)
+    train = smu.read_train(0.1, 1e-3, 2)
+    assert t.done()
+    np.testing.assert_allclose(train.t_s, [0.0, 1e-3])
+
+
+def test_instrument_error_queue_is_surfaced() -> None:
+    smu, _ = play(
+        Keithley2450,
+        [
+            (":SOUR:FUNC VOLT", None),
+            (':SENS:FUNC "CURR"', None),
+            (":SOUR:VOLT:ILIM 0.0001", None),
+            (":SYST:ERR?", '-222,"Parameter data out of range"'),
+        ],
+    )
+    with pytest.raises(Exception, match=r"reported error -222: Parameter data out of range"):
+        smu.set_compliance(1e-4)
+
+
+def test_crossbar_controller_protocol() -> None:
+    t = ScriptedTransport(
+        [
+            ("SIZE?", "4,3"),
+            ("*IDN?", "HWLOOP,XBAR-CTRL,0001,1.0.0"),
+            ("VER?", "1.0.0"),
+            ("ILIM 0.0001", "OK"),
+            ("SEL 2 1", "OK"),
+            ("PULSE 1.5 0.0001", "OK"),
+            ("SEL 2 1", "OK"),
+            ("READ 0.1", "0.500000,1.5e-09"),
+            ("READROW 3 0.1", "0.600000,1e-09,2e-09,3e-09"),
+            ("PULSEROW 0 0.0001 1.5,0,-1", "OK"),
+            ("RST", "OK"),
+        ]
+    )
+    clock = VirtualClock()
+    with CrossbarController(t, LIMITS, clock) as xbar:
+        assert (xbar.rows, xbar.cols) == (4, 3)
+        assert xbar.identify().startswith("HWLOOP")
+        assert xbar.firmware_version() == "1.0.0"
+        xbar.set_compliance(1e-4)
+        xbar.pulse_device(2, 1, 1.5, 1e-4)
+        assert xbar.read_device(2, 1, 0.1) == (0.5, 1.5e-9)
+        row = xbar.read_row(3, 0.1)
+        assert row.t_s == 0.6
+        np.testing.assert_allclose(row.i_a, [1e-9, 2e-9, 3e-9])
+        clock.sleep(0.1)
+        xbar.pulse_row(0, [1.5, 0.0, -1.0], 1e-4)
+    assert t.done()
+
+
+def test_controller_err_replies_become_typed_errors() -> None:
+    from drivers import ComplianceError, InstrumentError
+
+    t = ScriptedTransport(
+        [
+            ("SIZE?", "2,2"),
+            ("ILIM 0.0001", "OK"),
+            ("READROW 1 0.1", "ERR COMPLIANCE row 1: current limited at 0.0001 A"),
+            ("SEL 0 0", "ERR STATE busy"),
+        ]
+    )
+    xbar = CrossbarController(t, LIMITS, VirtualClock())
+    xbar.set_compliance(1e-4)
+    with pytest.raises(ComplianceError, match="row 1: current limited"):
+        xbar.read_row(1, 0.1)
+    with pytest.raises(InstrumentError, match="refused 'SEL 0 0': STATE busy"):
+        xbar.select(0, 0)
+
+
+@pytest.mark.parametrize(
+    ("driver_cls", "off_sequence"),
+    [
+        (Keithley2450, [(":ABOR", None), (":SOUR:VOLT 0", None), (":OUTP OFF", None)]),
+        (
+            Keithley2600B,
+            [
+                ("smua.abort()", None),
+                ("smua.source.levelv = 0", None),
+                ("smua.source.output = smua.OUTPUT_OFF", None),
+            ],
+        ),
+        (KeysightB2900, [(":ABOR (@1)", None), (":SOUR:VOLT 0", None), (":OUTP OFF", None)]),
+    ],
+)
+def test_leaving_the_context_on_an_interrupt_aborts_and_switches_off(driver_cls, off_sequence) -> None:
+    smu, t = play(driver_cls, off_sequence)
+    with pytest.raises(KeyboardInterrupt), smu:
+        raise KeyboardInterrupt
+    assert t.done()
+
+
+def test_declared_settings_query_and_parse_their_replies() -> None:
+    smu, t = play(
+        Keithley2600B,
+        [
+            ("print(smua.source.output)", "1.00000e+00"),
+            ("print(smua.source.limiti)", "1.00000e-04"),
+            ("print(smua.source.levelv)", "#garbage"),
+        ],
+    )
+    assert smu.output_enabled is True
+    assert smu.compliance_a == pytest.approx(1e-4)
+    with pytest.raises(ProtocolError, match="cannot read level_v from '#garbage'"):
+        _ = smu.level_v
+    assert t.done()

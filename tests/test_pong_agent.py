@@ -1,0 +1,115 @@
+"""The Pong agent: shapes, memory carried between steps, the static training path, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from experiments.pong.agent import FEATURES, PongAgent, load_agent, save_agent
+from experiments.pong.train import set_plasticity, static_stpn
+from hwloop.errors import CheckpointError
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+def frames(b: int, t: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, t, 84, 84), generator=g, dtype=torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def stpn_agent() -> PongAgent:
+    torch.manual_seed(0)
+    agent = PongAgent("stpn", 64)
+    with torch.no_grad():  # visible plasticity, so the state carries real information
+        agent.core.weight_gamma.uniform_(-0.05, 0.05)  # type: ignore[operator]
+    return agent
+
+
+def test_paper_architecture_sizes(stpn_agent: PongAgent) -> None:
+    side = conv_out(conv_out(84, 8, 4), 4, 2)
+    assert FEATURES == 32 * side * side == 2592
+    assert stpn_agent.core.weight.shape == (64, 2592 + 64)  # 169,984 plastic synapses  # type: ignore[union-attr]
+    assert stpn_agent.core.weight.numel() == 169_984  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("core,hidden", [("stpn", 64), ("lstm", 48)])
+def test_forward_shapes(core: str, hidden: int) -> None:
+    agent = PongAgent(core, hidden)
+    out = agent(frames(3, 5))
+    assert out.logits.shape == (3, 5, 6)
+    assert out.values.shape == (3, 5)
+    if core == "stpn":
+        assert out.state[0].shape == (3, 64) and out.state[1].shape == (3, 64, 2656)
+    else:
+        assert out.state[0].shape == (1, 3, 48) and out.state[1].shape == (1, 3, 48)
+
+
+@pytest.mark.parametrize("core", ["stpn", "lstm"])
+def test_stepping_with_carried_state_equals_one_sequence(core: str, stpn_agent: PongAgent) -> None:
+    agent = stpn_agent if core == "stpn" else PongAgent("lstm", 48)
+    xs = frames(2, 6, seed=1)
+    with torch.no_grad():
+        whole = agent(xs).logits
+        state, stepped = None, []
+        for t in range(xs.shape[1]):
+            out = agent(xs[:, t : t + 1], state)
+            state = out.state
+            stepped.append(out.logits)
+        from_rest = agent(xs[:, 3:4]).logits
+    torch.testing.assert_close(torch.cat(stepped, dim=1), whole, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(from_rest, whole[:, 3:4], atol=1e-6)  # the memory changes the decision
+
+
+def test_energy_from_rest_is_the_papers_metric(stpn_agent: PongAgent) -> None:
+    x = frames(2, 1, seed=2)
+    with torch.no_grad():
+        out = stpn_agent(x, energy=True)
+        z = torch.cat([stpn_agent.encode(x)[:, 0], torch.zeros(2, 64)], dim=1)  # h_0 = 0
+        w = stpn_agent.core.weight  # F_0 = 0, so G = W  # type: ignore[union-attr]
+        n = w.norm(dim=1) + 1e-16
+        expected = ((w.abs() / n[:, None]) @ (z * z).T).sum(dim=0)
+    assert out.energy is not None and out.energy.shape == (2, 1)
+    torch.testing.assert_close(out.energy[:, 0], expected, rtol=1e-5, atol=0)
+
+
+def test_static_path_equals_the_stpn_without_plasticity() -> None:
+    torch.manual_seed(3)
+    agent = PongAgent("stpn", 64)
+    set_plasticity(agent.core, False, seed=0)  # type: ignore[arg-type]
+    xs = frames(2, 4, seed=3)
+    with torch.no_grad():
+        feats = agent.encode(xs)
+        hs, _ = static_stpn(agent.core, feats, torch.zeros(2, 64))  # type: ignore[arg-type]
+        full = agent.core.run(feats).hs  # type: ignore[operator]
+    torch.testing.assert_close(hs, full, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_round_trip(tmp_path: Path, stpn_agent: PongAgent) -> None:
+    path = tmp_path / "a.safetensors"
+    save_agent(stpn_agent, path)
+    loaded = load_agent(path)
+    xs = frames(1, 3, seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(xs).logits, stpn_agent(xs).logits)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(3, 3)}, str(foreign), metadata={"arch": "art"})
+    with pytest.raises(CheckpointError, match="not a Pong agent checkpoint"):
+        load_agent(foreign)
+    resized = tmp_path / "resized.safetensors"
+    agent = PongAgent("lstm", 48)
+    tensors = {k: v.contiguous() for k, v in agent.state_dict().items()}
+    tensors["policy.weight"] = torch.zeros(4, 48)
+    save_file(tensors, str(resized), metadata={"arch": "pong-agent-v1", "core": "lstm", "hidden": "48"})
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_agent(resized)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_agent(tmp_path / "missing.safetensors")

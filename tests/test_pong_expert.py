@@ -1,0 +1,74 @@
+"""The RAM expert: wall-bounce geometry, press planning, and that it beats Pong's built-in CPU player."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.pong.expert import BOTTOM_Y, NOOP, TOP_Y, UP, RamExpert, plan_shift, press_shift, reflect
+
+
+def test_reflect_mirrors_at_the_walls() -> None:
+    mid = (TOP_Y + BOTTOM_Y) / 2
+    assert reflect(mid) == mid  # inside the court a path is unchanged
+    assert reflect(TOP_Y - 7) == pytest.approx(TOP_Y + 7)  # angle of incidence = angle of reflection
+    assert reflect(BOTTOM_Y + 7) == pytest.approx(BOTTOM_Y - 7)
+    span = BOTTOM_Y - TOP_Y
+    assert reflect(mid + 2 * span) == pytest.approx(mid)  # two bounces bring the ball back on its line
+
+
+def test_a_press_moves_the_paddle_23_px_over_three_steps() -> None:
+    assert [press_shift(s) for s in (0, 1, 2, 3, 10)] == [0, 10, 20, 23, 23]
+
+
+def test_planning_presses_only_when_it_helps() -> None:
+    assert plan_shift(0.0, 10.0) == 0  # on target: wait
+    assert plan_shift(+46.0, 10.0) == +1  # two presses down needed, start now
+    assert plan_shift(-23.0, 10.0) == -1
+    assert plan_shift(4.0, 10.0) == 0  # smaller than any press can correct
+
+
+def test_expert_tracks_an_approaching_ball() -> None:
+    ram = bytearray(128)
+    expert = RamExpert()
+    ram[49], ram[54], ram[51] = 174, 100, 190  # ball at (174, 100), paddle far below
+    expert.act(ram)  # first sight: no velocity yet
+    ram[49] = 178  # moving right (towards the player), flat, a few steps from the paddle
+    assert expert.act(ram) == UP
+    expert.reset()
+    ram[51] = 100 - int(expert.offset)  # paddle already where the ball will arrive
+    ram[49] = 174
+    expert.act(ram)
+    ram[49] = 178
+    assert expert.act(ram) == NOOP
+
+
+def play(points: int | None, seed: int) -> tuple[int, int]:
+    """Expert vs built-in CPU with sticky actions until ``points`` are scored (None: a full game)."""
+    pytest.importorskip("ale_py")
+    from experiments.pong.env import PongEnv
+
+    env, expert = PongEnv(seed=seed), RamExpert()
+    env.reset()
+    player = cpu = 0
+    while points is None or player + cpu < points:
+        result = env.step(expert.act(env.ram()))
+        player += result.reward > 0
+        cpu += result.reward < 0
+        if result.done:
+            break
+    ram = env.ram()
+    assert (int(ram[14]), int(ram[13])) == (player, cpu)  # the console's own scoreboard agrees
+    env.close()
+    return player, cpu
+
+
+@pytest.mark.slow
+def test_expert_outscores_the_cpu_over_the_first_points() -> None:
+    player, cpu = play(7, seed=1)
+    assert player > cpu
+
+
+@pytest.mark.slow
+def test_expert_wins_a_whole_game() -> None:
+    player, cpu = play(None, seed=2)
+    assert player == 21 and cpu < 21
