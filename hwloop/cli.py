@@ -34,27 +34,16 @@ app.add_typer(
 
 
 def main() -> None:
-    """Entry point: user mistakes become one ``error:`` line and exit code 2, never a stack trace."""
+    """Entry point: user mistakes become one ``error:`` line and exit code 2, never a stack trace.
+
+    Usage errors (unknown option, a number that is not a number) are reported by typer itself, in
+    standalone mode, also with exit code 2; ``HwloopError`` from a command is printed here.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except HwloopError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

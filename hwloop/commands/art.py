@@ -11,26 +11,15 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from experiments.art import DEFAULT_CHECKPOINT, load_model, save_checkpoint
 from experiments.art.evaluate import TEST_SEED, TEST_SIZE, fresh_accuracy
 from experiments.art.model import ARCHS
 from experiments.art.train import BATCH_SIZE, EPOCHS, TRAIN_SIZE, EpochLog, make_record, train
-from hwloop.commands.common import backend_from_options, console, emit_json
+from hwloop.commands.common import backend_from_options, console, emit_json, progress_bar
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 @app.command("train")
@@ -67,7 +56,7 @@ def train_cmd(
             f"val acc {log.val_accuracy:.4f}  ({log.seconds:.0f} s)"
         )
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"training {model}", total=epochs * steps_per_epoch)
         net, history, wall = train(
             model,  # type: ignore[arg-type]  # checked against ARCHS above
@@ -112,6 +101,12 @@ def eval_cmd(
     backend_seed: Annotated[
         int | None, typer.Option("--backend-seed", help="Seed of the backend's noise.")
     ] = None,
+    backend_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-option", help="Backend option KEY=VALUE (repeatable), e.g. normalisation=native."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the JSON result to this file.")
@@ -119,15 +114,19 @@ def eval_cmd(
 ) -> None:
     """Accuracy of an ART checkpoint on fresh sequences, with its STPN layer on a crossbar backend."""
     net = load_model(checkpoint)
-    options = {"card": card, "calibration": calibration, "seed": backend_seed}
+    options = {"card": card, "calibration": calibration, "seed": backend_seed, "extra": backend_option}
     if net.arch == "stpn":
-        net.set_backend(backend_from_options(backend, card=card, calibration=calibration, seed=backend_seed))
+        net.set_backend(
+            backend_from_options(
+                backend, card=card, calibration=calibration, seed=backend_seed, extra=backend_option
+            )
+        )
     elif backend != "ideal" or any(v is not None for v in options.values()):
         raise HwloopError(
             f"{checkpoint} holds an {net.label} model, which runs only digitally: use --backend ideal"
         )
     start = time.perf_counter()
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"evaluating {net.label} on {backend}", total=n)
         acc = fresh_accuracy(net, n, seed, on_chunk=lambda k: bar.advance(task, k))
     result = {

@@ -10,7 +10,6 @@ from typing import Annotated
 import numpy as np
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from calibration.analysis import build_record
 from calibration.campaign import Campaign, CampaignConfig, check_limits
@@ -20,20 +19,10 @@ from calibration.report import summary_text, write_report
 from calibration.storage import CampaignFile
 from drivers import CrossbarController, InstrumentError, SafetyLimits, open_instrument
 from drivers.factory import is_simulated
-from hwloop.commands.common import console
+from hwloop.commands.common import console, progress_bar
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _load_config(path: Path | None, rows: str | None, cols: str | None) -> CampaignConfig:
@@ -103,7 +92,7 @@ def run_cmd(
             store = CampaignFile.create(
                 out, config=dump, shape=shape, safety_limits=limits.model_dump(mode="json")
             )
-        with store, _progress() as bar:
+        with store, progress_bar() as bar:
             if store.shape != shape:
                 raise HwloopError(f"{out} holds a {store.shape} array but {resource} is {shape}")
             campaign = Campaign(xbar, store, config)
@@ -132,7 +121,7 @@ def fit_cmd(
     if model not in MODELS:
         raise HwloopError(f"unknown decay model {model!r}; choose one of {', '.join(MODELS)}")
     CampaignFile(data).close()  # a missing or foreign file fails here, before any progress output
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("fitting", total=None)
         record, _ = build_record(
             data,
