@@ -7,6 +7,8 @@ expfast.py   the fused single-exponential kernel (numba) behind fit_decay(model=
 lm.py        batched robust Levenberg-Marquardt (torch) for the multi-parameter laws
 mapping.py   tau <-> lambda, dt / bias for a target lambda, pulse <-> gamma, trained STPN vs array
 campaign.py  decay and pulse-response protocols through a crossbar controller (drivers)
+smu_campaign.py  decay versus bias on one device through an SMU (drivers)
+bias.py      the device_models tau-versus-bias law fitted to tau measured per bias
 storage.py   the HDF5 campaign file: flushed per measurement, resumable
 analysis.py  campaign file -> CalibrationRecord
 report.py    PNG plots and a text summary

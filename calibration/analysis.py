@@ -4,6 +4,10 @@ Decay: every relaxation of every device is fitted in one ``fit_decay`` call (tim
 of the potentiating train). A device's tau and lambda are the medians over its "ok" relaxations (all
 conditions and cycles); the uncertainty combines the fits' errors with the cycle-to-cycle scatter.
 
+Decay versus bias (SMU campaigns, ``calibration.smu_campaign``): the relaxations at each bias are fitted
+the same way, giving tau per bias per device; the ``device_models`` bias law is fitted to them
+(``calibration.bias``) and the record's own tau/lambda columns hold the chosen bias (default: the first).
+
 Pulse response: dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b per polarity, dG read as the averaged conductance
 after minus before each pulse; array-wide exponents, per-device scale (``fit_pulse_law``). The record
 keeps the potentiation exponents a, b.
@@ -17,17 +21,22 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from calibration.bias import fit_bias_law
 from calibration.fit import DecayFit, fit_decay
 from calibration.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
-from calibration.record import CalibrationError, CalibrationRecord, Provenance, ReferencePulse
+from calibration.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
+from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile, software_version
 
 Array = NDArray[np.float64]
 
 
-def load_decays(store: CampaignFile) -> tuple[NDArray[np.int64], Array, Array, Array]:
-    """(device index (U,), t (U, N) s since the train, g (U, N) S, baseline (U,) S) of every decay unit."""
-    units = store.units("decay")
+def load_decays(
+    store: CampaignFile, protocol: str = "decay"
+) -> tuple[NDArray[np.int64], Array, Array, Array]:
+    """(device index (U,), t (U, N) s since the train, g (U, N) S, baseline (U,) S) of every relaxation
+    unit of ``protocol`` ("decay" or "bias_decay")."""
+    units = store.units(protocol)
     if not units:
         raise CalibrationError(f"{store.path} holds no decay measurement")
     _, cols = store.shape
@@ -102,6 +111,49 @@ def _per_device_decay(
     return status, law, cols
 
 
+def unit_biases(store: CampaignFile) -> Array:
+    """(U,) decay bias (V) of every bias-decay unit, in ``load_decays(store, "bias_decay")`` order."""
+    return np.array([float(u[3].attrs["bias_v"]) for u in store.units(BIAS_PROTOCOL)])
+
+
+def _fit_relaxations(
+    n: int,
+    relaxations: tuple[NDArray[np.int64], Array, Array, Array],
+    model: str,
+    dt_s: float,
+    horizon: int,
+    progress: object,
+) -> tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]:
+    idx, t, g, base = relaxations
+    fit = fit_decay(t, g, model=model, progress=progress)  # type: ignore[arg-type]
+    return (fit, *_per_device_decay(n, idx, fit, base, dt_s, horizon))
+
+
+def _bias_decays(
+    store: CampaignFile, n: int, model: str, dt_s: float, horizon: int, progress: object
+) -> dict[float, tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]]:
+    """Per measured bias (V): the fit of its relaxations and the per-device (status, law, columns)."""
+    if not store.units(BIAS_PROTOCOL):
+        return {}
+    idx, t, g, base = load_decays(store, BIAS_PROTOCOL)
+    bias = unit_biases(store)
+    out = {}
+    for b in sorted(set(bias.tolist())):
+        sel = bias == b
+        out[b] = _fit_relaxations(n, (idx[sel], t[sel], g[sel], base[sel]), model, dt_s, horizon, progress)
+    return out
+
+
+def _bias_law(
+    per_bias: dict[float, tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]],
+) -> BiasLaw | None:
+    """The measured bias law over every measured bias (a bias where a device has no clean relaxation,
+    e.g. one at or above its pulse threshold, is NaN there); None unless two or more biases are usable."""
+    if sum(bool(np.any(r[1] == "ok")) for r in per_bias.values()) < 2:
+        return None
+    return fit_bias_law(np.array(list(per_bias)), np.stack([r[3]["tau_s"] for r in per_bias.values()]))
+
+
 def load_pulses(store: CampaignFile) -> dict[str, tuple[NDArray[np.int64], Array, Array, Array]]:
     """Per polarity ("up", "down"): (device index, amplitude V, width s, dG S) of every pulse unit."""
     _, cols = store.shape
@@ -168,16 +220,39 @@ def build_record(
     dt_s: float = 0.1,
     horizon_steps: int = DEFAULT_HORIZON_STEPS,
     progress: object = None,
+    bias_v: float | None = None,
 ) -> tuple[CalibrationRecord, DecayFit]:
-    """Fit a campaign file into a ``CalibrationRecord`` (and the per-relaxation fit, for reports)."""
+    """Fit a campaign file into a ``CalibrationRecord`` (and the per-relaxation fit, for reports).
+
+    ``bias_v``: for SMU campaigns at several decay biases, the measured bias (V) whose relaxations fill
+    the record's tau/lambda columns (default: the first bias of the campaign); every bias enters the
+    record's ``bias_law``.
+    """
     if not dt_s > 0:
         raise CalibrationError(f"dt must be a positive number of seconds, got {dt_s}")
     with CampaignFile(path) as store:
         shape = store.shape
         n = shape[0] * shape[1]
-        idx, t, g, base = load_decays(store)
-        fit = fit_decay(t, g, model=model, progress=progress)  # type: ignore[arg-type]
-        status, law, cols = _per_device_decay(n, idx, fit, base, dt_s, horizon_steps)
+        per_bias = _bias_decays(store, n, model, dt_s, horizon_steps, progress)
+        bias_law = _bias_law(per_bias)
+        if bias_v is not None and not per_bias:
+            raise CalibrationError(f"{path} holds no decay-versus-bias measurement to choose a bias from")
+        if store.units("decay"):  # crossbar campaigns: devices relax on idle lines at 0 V
+            decay_bias: float = 0.0
+            fit, status, law, cols = _fit_relaxations(
+                n, load_decays(store), model, dt_s, horizon_steps, progress
+            )
+        elif per_bias:
+            wanted = float(store.config()["bias_decay"]["biases_v"][0]) if bias_v is None else float(bias_v)
+            match = [b for b in per_bias if np.isclose(b, wanted, rtol=0, atol=1e-9)]
+            if not match:
+                measured = ", ".join(f"{b:g}" for b in per_bias)
+                raise CalibrationError(f"{path}: no relaxation at {wanted:g} V (measured: {measured} V)")
+            decay_bias = match[0]
+            fit, status, law, cols = per_bias[decay_bias]
+            cols = dict(cols)
+        else:
+            raise CalibrationError(f"{store.path} holds no decay measurement")
         pulses = load_pulses(store)
         config = store.config()
         instruments = store.instruments()
@@ -211,6 +286,8 @@ def build_record(
         law=list(law),
         horizon_steps=horizon_steps,
         reference_pulse=ref,
+        decay_bias_v=decay_bias,
+        bias_law=bias_law,
         provenance=Provenance(
             instruments=instruments,
             software_version=software_version(),

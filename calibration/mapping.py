@@ -15,6 +15,7 @@ can write at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,22 +39,41 @@ def dt_for_lambda(tau_s: Array, lam: Array) -> Array:
 
 
 def bias_for_lambda(
-    lam: Array, dt_s: float, tau_s: Array, measured_bias_v: float, card: DeviceCard
+    lam: Array,
+    dt_s: float,
+    tau_s: Array,
+    measured_bias_v: float,
+    card: DeviceCard,
+    bias_efold_v: Array | None = None,
 ) -> tuple[Array, NDArray[np.bool_]]:
     """Decay bias (V) per device that realises retention ``lam`` at step dt_s, and whether it is allowed.
 
-    tau_s is each device's time constant measured at ``measured_bias_v``; the bias dependence (e-fold
-    voltage) and the allowed bias window come from the device card.
+    tau_s is each device's time constant measured at ``measured_bias_v``. The bias dependence is the
+    e-fold voltage ``bias_efold_v`` (per device, e.g. measured: ``measured_bias_for_lambda``) or, if
+    None, the card's; the allowed bias window always comes from the device card.
     """
     lam = np.asarray(lam, dtype=np.float64)
     if np.any((lam <= 0) | (lam >= 1)):
         raise CalibrationError("target lambda must lie in (0, 1)")
     tau_needed = tau_from_lam(lam, dt_s)
     b = card.bias
-    bias = np.asarray(
-        bias_for_tau(tau_needed, np.asarray(tau_s, dtype=np.float64), measured_bias_v, b.bias_efold_v)
-    )
-    return bias, (bias >= b.bias_min_v) & (bias <= b.bias_max_v)
+    efold: Any = b.bias_efold_v if bias_efold_v is None else np.asarray(bias_efold_v, dtype=np.float64)
+    bias = np.asarray(bias_for_tau(tau_needed, np.asarray(tau_s, dtype=np.float64), measured_bias_v, efold))
+    return bias, np.isfinite(bias) & (bias >= b.bias_min_v) & (bias <= b.bias_max_v)
+
+
+def measured_bias_for_lambda(
+    record: CalibrationRecord, lam: Array, dt_s: float, card: DeviceCard
+) -> tuple[Array, NDArray[np.bool_]]:
+    """``bias_for_lambda`` with each device's measured tau-versus-bias law (``record.bias_law``, from an
+    SMU campaign at several biases) instead of the card's; the card only gives the allowed bias window.
+    NaN (not allowed) where a device has no fitted law."""
+    law = record.bias_law
+    if law is None:
+        raise CalibrationError(
+            "the calibration record has no measured bias law: run an SMU campaign with two or more --biases"
+        )
+    return bias_for_lambda(lam, dt_s, law.array("tau_ref_s"), law.bias_ref_v, card, law.array("efold_v"))
 
 
 @dataclass(frozen=True)

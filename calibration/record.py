@@ -19,8 +19,13 @@ Per device:
     tau_err_s, lam_err, dg_up_err_siemens, dg_down_err_siemens   one-sigma uncertainties
     rmse_rel          RMS fit residual relative to delta_g (goodness of fit)
 
-This module imports only numpy, pydantic, ``calibration.laws`` and ``hwloop.errors`` (a leaf
-module), so the backends in ``hwloop`` can import it without cycles.
+``decay_bias_v`` is the bias the devices were held at while the tau_s relaxations were measured (0 V for
+crossbar-controller campaigns, whose idle lines sit at 0 V; None if unknown). ``bias_law`` (optional,
+from SMU campaigns at several biases) is the measured decay-time versus bias relation per device, the
+``device_models`` law tau(V) = tau_ref_s exp(-(V - bias_ref_v) / efold_v) fitted to tau measured per bias.
+
+This module imports only numpy, pydantic, ``calibration.laws``, ``device_models.memristor`` and
+``hwloop.errors`` (leaf modules), so the backends in ``hwloop`` can import it without cycles.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from calibration.laws import DEFAULT_HORIZON_STEPS, best_step_lambda, lam_from_tau, relaxation
+from device_models.memristor import tau_at_bias
 from hwloop.errors import HwloopError
 
 Column = list[float | None]
@@ -108,6 +114,66 @@ def _to_column(value: Any) -> Any:
     return value
 
 
+def _column_array(column: Column) -> NDArray[np.float64]:
+    return np.array([np.nan if v is None else v for v in column], dtype=np.float64)
+
+
+class BiasLaw(BaseModel):
+    """Measured decay time versus decay bias, per device (columns of length D, NaN/null where unfitted).
+
+    tau(V) = tau_ref_s * exp(-(V - bias_ref_v) / efold_v), the ``device_models.memristor.tau_at_bias``
+    law, least-squares fitted to ln tau measured at each of ``biases_v``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    bias_ref_v: float = Field(description="bias at which tau_ref_s holds, V")
+    biases_v: list[float] = Field(min_length=2, description="biases the relaxations were measured at, V")
+    tau_measured_s: list[Column] = Field(description="per bias, per device: measured tau, s")
+    tau_ref_s: Column = Field(description="fitted tau at bias_ref_v, s")
+    efold_v: Column = Field(description="fitted bias change that divides tau by e, V")
+    efold_err_v: Column = Field(description="one-sigma uncertainty of efold_v, V (null with 2 biases)")
+    rms_log_residual: Column = Field(description="RMS of ln(tau measured / tau fitted) over the biases")
+
+    @field_validator("tau_ref_s", "efold_v", "efold_err_v", "rms_log_residual", mode="before")
+    @classmethod
+    def _arrays_to_lists(cls, value: Any) -> Any:
+        return _to_column(value)
+
+    @field_validator("tau_measured_s", mode="before")
+    @classmethod
+    def _rows_to_lists(cls, value: Any) -> Any:
+        return [_to_column(np.asarray(row, dtype=np.float64)) for row in value]
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> BiasLaw:
+        if len(self.tau_measured_s) != len(self.biases_v):
+            raise ValueError(
+                f"tau_measured_s has {len(self.tau_measured_s)} rows for {len(self.biases_v)} biases"
+            )
+        n = len(self.tau_ref_s)
+        for name in ("efold_v", "efold_err_v", "rms_log_residual"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"bias_law.{name} has {len(getattr(self, name))} entries, expected {n}")
+        if any(len(row) != n for row in self.tau_measured_s):
+            raise ValueError(f"every bias_law.tau_measured_s row needs {n} entries")
+        return self
+
+    def array(self, name: str) -> NDArray[np.float64]:
+        """A (D,) column (``tau_ref_s``, ``efold_v``, ``efold_err_v``, ``rms_log_residual``) or the
+        (B, D) ``tau_measured_s``, NaN where missing."""
+        if name == "tau_measured_s":
+            return np.stack([_column_array(row) for row in self.tau_measured_s])
+        if name not in ("tau_ref_s", "efold_v", "efold_err_v", "rms_log_residual"):
+            raise CalibrationError(f"unknown bias-law field {name!r}")
+        return _column_array(getattr(self, name))
+
+    def tau_at(self, bias_v: float) -> NDArray[np.float64]:
+        """(D,) decay time (s) of each device at decay bias ``bias_v`` (V), from its measured law."""
+        efold: Any = self.array("efold_v")  # the law is elementwise: per-device e-fold voltages broadcast
+        return np.asarray(tau_at_bias(float(bias_v), self.array("tau_ref_s"), self.bias_ref_v, efold))
+
+
 class CalibrationRecord(BaseModel):
     """Per-device STPN parameters of one measured (or simulated) array; see the module docstring."""
 
@@ -118,6 +184,10 @@ class CalibrationRecord(BaseModel):
     dt_s: float = Field(gt=0, description="time step the lam column refers to, seconds")
     horizon_steps: int = Field(default=DEFAULT_HORIZON_STEPS, ge=1, description="span of the step_error")
     reference_pulse: ReferencePulse | None = None
+    decay_bias_v: float | None = Field(
+        default=None, description="bias held while the tau_s relaxations were measured, V (None: unknown)"
+    )
+    bias_law: BiasLaw | None = Field(default=None, description="measured tau versus bias, per device")
     provenance: Provenance
 
     status: list[str]
@@ -179,6 +249,10 @@ class CalibrationRecord(BaseModel):
         both = np.isfinite(g_min) & np.isfinite(g_max)
         if np.any(g_min[both] < 0) or np.any(g_max[both] <= g_min[both]):
             raise ValueError("conductance window needs 0 <= g_min_siemens < g_max_siemens")
+        if self.bias_law is not None and len(self.bias_law.tau_ref_s) != n:
+            raise ValueError(
+                f"bias_law has {len(self.bias_law.tau_ref_s)} devices, shape {self.shape} needs {n}"
+            )
         return self
 
     # -- access ----------------------------------------------------------------------------------
@@ -254,6 +328,8 @@ class CalibrationRecord(BaseModel):
         provenance: Provenance | None = None,
         reference_pulse: ReferencePulse | None = None,
         horizon_steps: int = DEFAULT_HORIZON_STEPS,
+        decay_bias_v: float | None = None,
+        bias_law: BiasLaw | None = None,
         status: Any = None,
         law: Any = None,
         **columns: Any,
@@ -284,6 +360,8 @@ class CalibrationRecord(BaseModel):
                 "dt_s": dt_s,
                 "horizon_steps": horizon_steps,
                 "reference_pulse": reference_pulse,
+                "decay_bias_v": decay_bias_v,
+                "bias_law": bias_law,
                 "provenance": provenance or Provenance(software_version=_software_version()),
                 "status": list(np.where(ok, "ok", "not_measured")) if status is None else list(status),
                 "law": ["exp"] * n if law is None else list(law),

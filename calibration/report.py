@@ -3,6 +3,7 @@
 decay_fits.png       measured relaxations of a few devices with their fitted law
 tau_lambda_hist.png  device-to-device distributions of tau and lambda (at the record's dt)
 pulse_response.png   |dG| per pulse versus amplitude, per width and polarity, with the fitted law
+bias_law.png         measured tau versus decay bias with the fitted law (records with a bias law)
 summary.txt          counts, statuses, medians and spreads
 """
 
@@ -18,10 +19,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from calibration.analysis import load_decays, load_pulses
+from calibration.analysis import load_decays, load_pulses, unit_biases
 from calibration.fit import fit_decay
 from calibration.mapping import StpnMapping
 from calibration.record import CalibrationRecord
+from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile
 
 SHOWN_DEVICES = 6
@@ -31,6 +33,8 @@ def write_report(record: CalibrationRecord, out_dir: Path, data: Path | None = N
     """Write the report files into ``out_dir``; the raw-data plots need the campaign file ``data``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [_histograms(record, out_dir / "tau_lambda_hist.png")]
+    if record.bias_law is not None:
+        written.append(_bias_law(record, out_dir / "bias_law.png"))
     if data is not None:
         with CampaignFile(data) as store:
             written.append(_decays(store, record, out_dir / "decay_fits.png"))
@@ -69,6 +73,23 @@ def summary_text(record: CalibrationRecord) -> str:
             f"dG up median {np.nanmedian(up):.3g} S, down median {np.nanmedian(down):.3g} S; "
             f"exponents amplitude {a:.2f}, width {b:.2f}"
         )
+    if record.decay_bias_v is not None:
+        lines.append(f"tau and lambda hold at decay bias {record.decay_bias_v:g} V")
+    if (law := record.bias_law) is not None:
+        tau_b = law.array("tau_measured_s")
+        per_bias = ", ".join(
+            f"{v:g} V: {np.nanmedian(row):.4g} s"
+            if np.isfinite(row).any()
+            else f"{v:g} V: no clean relaxation"
+            for v, row in zip(law.biases_v, tau_b, strict=True)
+        )
+        lines.append(f"median tau per bias: {per_bias}")
+        lines.append(
+            f"bias law tau = tau_ref exp(-(V - {law.bias_ref_v:g} V) / V_efold): "
+            f"median tau_ref {np.nanmedian(law.array('tau_ref_s')):.4g} s, "
+            f"median V_efold {np.nanmedian(law.array('efold_v')):.4g} V, "
+            f"RMS ln residual {np.nanmedian(law.array('rms_log_residual')):.2g}"
+        )
     p = record.provenance
     lines.append(
         f"provenance: hwloop {p.software_version}, {p.created:%Y-%m-%d %H:%M} UTC, from {p.source_file}"
@@ -93,9 +114,38 @@ def _histograms(record: CalibrationRecord, path: Path) -> Path:
     return path
 
 
+def _bias_law(record: CalibrationRecord, path: Path) -> Path:
+    law = record.bias_law
+    assert law is not None
+    tau_b, tau_ref, efold = law.array("tau_measured_s"), law.array("tau_ref_s"), law.array("efold_v")
+    v = np.linspace(min(law.biases_v), max(law.biases_v), 50)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, d in enumerate(np.flatnonzero(np.isfinite(tau_ref))[:SHOWN_DEVICES]):
+        r, c = divmod(int(d), record.shape[1])
+        ax.plot(law.biases_v, tau_b[:, d], "o", color=f"C{k}")
+        fitted = tau_ref[d] * np.exp(-(v - law.bias_ref_v) / efold[d])
+        ax.plot(v, fitted, "-", color=f"C{k}", label=f"({r},{c}) V_efold {efold[d]:.3g} V")
+    ax.set_yscale("log")
+    ax.set_xlabel("decay bias (V)")
+    ax.set_ylabel("tau (s)")
+    ax.set_title("decay time versus bias: measured (dots), fitted law (lines)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _decays(store: CampaignFile, record: CalibrationRecord, path: Path) -> Path:
-    idx, t, g, _ = load_decays(store)
-    first = np.unique(idx, return_index=True)[1][:SHOWN_DEVICES]
+    if store.units("decay"):
+        idx, t, g, _ = load_decays(store)
+        first = np.unique(idx, return_index=True)[1][:SHOWN_DEVICES]
+        where = [""] * len(idx)
+    else:  # one SMU device: its first relaxation at each bias
+        idx, t, g, _ = load_decays(store, BIAS_PROTOCOL)
+        biases = unit_biases(store)
+        first = np.unique(biases, return_index=True)[1][:SHOWN_DEVICES]
+        where = [f" at {b:g} V" for b in biases]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, u in enumerate(first):
         law = record.law[int(idx[u])]
@@ -103,7 +153,8 @@ def _decays(store: CampaignFile, record: CalibrationRecord, path: Path) -> Path:
         color = f"C{k}"
         r, c = divmod(int(idx[u]), record.shape[1])
         ax.plot(t[u], g[u] * 1e9, ".", ms=2, color=color, alpha=0.5)
-        label = f"({r},{c}) {law}, tau {fit.tau[0]:.3g} s" if fit.ok[0] else f"({r},{c}) {fit.status[0]}"
+        name = f"({r},{c}){where[u]}"
+        label = f"{name} {law}, tau {fit.tau[0]:.3g} s" if fit.ok[0] else f"{name} {fit.status[0]}"
         ax.plot(t[u], fit.predict(t[u])[0] * 1e9, "-", color=color, label=label)
     ax.set_xlabel("time since the potentiating train (s)")
     ax.set_ylabel("conductance (nS)")

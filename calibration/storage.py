@@ -10,6 +10,9 @@ Layout::
         attrs     amplitude_v, width_s, n_pulses, read_v, every_s, delay_s (pulse end -> first read),
                   pulse_energy_j, complete = True (written last)
     /devices/r003_c005/pulse/up_k03          one pulse-response point (g before / after, amplitude, width)
+    /devices/r000_c000/bias_decay/b01_cond01_cyc00   SMU campaigns: one relaxation held at a decay bias
+        datasets  t_s (instrument timestamps, s), i_a, g_siemens, baseline_g_siemens, as for decay
+        attrs     bias_v (= read_v), amplitude_v, width_s, n_pulses, every_s, delay_s, pulse_energy_j
 
 A measurement is written and ``flush``-ed as one unit before the next begins; its ``complete``
 attribute is set last, so a unit cut short by a crash is recognisable and discarded on resume.

@@ -126,3 +126,103 @@ def test_map_reports_trained_against_hardware_per_synapse(tmp_path, monkeypatch,
     expected = np.median(np.abs(arrays["lam_hardware"] - trained))
     assert summary["lambda_abs_err_median"] == pytest.approx(expected)
     assert (tmp_path / "m" / "mapping.png").stat().st_size > 1000
+
+
+def test_smu_bias_campaign_run_fit_report(tmp_path, monkeypatch, capsys):
+    """Decay versus bias on the simulated 2450's device; truth: its tau(V) on the process-wide lab."""
+    from drivers.factory import default_lab
+
+    data, calib, report = tmp_path / "bias.h5", tmp_path / "calib.json", tmp_path / "report"
+    smu = "TCPIP::k2450.sim::INSTR"
+    args = ["calibrate", "run", "--resource", smu, "--out", str(data), "--biases", "0.1,0.3", "--cycles", "1"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "measured 2 units" in err
+    code, _, err = run(
+        monkeypatch, capsys, "calibrate", "fit", str(data), "--out", str(calib), "--model", "exp"
+    )
+    assert code == 0, err
+    law = CalibrationRecord.load(calib).bias_law
+    assert law is not None
+    truth = [float(default_lab().device("k2450.sim").tau_s(v)) for v in (0.1, 0.3)]
+    np.testing.assert_allclose(law.array("tau_measured_s")[:, 0], truth, rtol=0.05)
+    assert "median tau per bias: 0.1 V" in err
+    code, _, err = run(monkeypatch, capsys, "calibrate", "report", str(calib), "--out", str(report))
+    assert code == 0, err
+    assert (report / "bias_law.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--biases", "0.1,2.5", "--amplitudes", "3"], "decay bias 2.5 V exceeds the safety limit of ±2 V"),
+        (["--amplitudes", "3"], "pulse amplitude 3 V exceeds the safety limit"),
+        (["--biases", "0.1,x"], "--biases must be comma-separated numbers"),
+        (["--biases", "0.1,nan"], "--biases must be finite numbers"),
+        (["--biases", "0,0.2"], "0 V reads no current"),
+        (["--biases", "1.6"], "must be below the pulse amplitudes"),
+        (
+            ["--biases", "-2.5", "--amplitudes", "3", "--limits", "{tmp}/wide.toml"],
+            "decay bias -2.5 V exceeds",
+        ),
+        (["--widths", "0.5"], "pulse width 0.5 s exceeds the safety limit"),
+        (["--cycles", "0"], "bias_decay.cycles"),
+        (["--rows", "1"], "an SMU measures one device"),
+    ],
+)
+def test_smu_campaign_mistakes_are_refused_before_anything_is_sent(
+    tmp_path, monkeypatch, capsys, extra, message
+):
+    import hwloop.commands.calibrate as calibrate_cmd
+
+    def never(*args, **kwargs):
+        raise AssertionError("the instrument must not be opened")
+
+    monkeypatch.setattr(calibrate_cmd, "open_instrument", never)
+    (tmp_path / "wide.toml").write_text(
+        "max_abs_voltage_v = 2.4\nmax_pulse_width_s = 1e-3\nmax_compliance_a = 1e-3\nmax_pulses_per_s = 10\n"
+    )
+    out = tmp_path / "d.h5"
+    args = ["calibrate", "run", "--resource", "TCPIP::k2450.sim::INSTR", "--out", str(out)]
+    code, _, err = run(monkeypatch, capsys, *args, *[a.format(tmp=tmp_path) for a in extra])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not out.exists()
+
+
+def test_biases_need_an_smu_and_fit_bias_must_be_measured(tmp_path, monkeypatch, capsys):
+    code, _, err = run(
+        monkeypatch, capsys, "calibrate", "run", "--out", str(tmp_path / "d.h5"), "--biases", "0.2"
+    )
+    assert code == 2 and err.strip().startswith("error: --biases need an SMU resource")
+    data = tmp_path / "bias.h5"
+    args = ["calibrate", "run", "--resource", "TCPIP::b2912a.sim::INSTR", "--out", str(data)]
+    code, _, err = run(monkeypatch, capsys, *args, "--biases", "0.1,0.3", "--cycles", "1")
+    assert code == 0, err
+    code, _, err = run(
+        monkeypatch, capsys, "calibrate", "fit", str(data), "--out", str(tmp_path / "c.json"), "--bias", "0.2"
+    )
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
+    assert "no relaxation at 0.2 V (measured: 0.1, 0.3 V)" in err
+
+
+def test_interrupted_smu_campaign_resumes_from_the_cli(tmp_path, monkeypatch, capsys):
+    from drivers.factory import default_lab
+    from drivers.sim import Faults
+
+    data = tmp_path / "bias.h5"
+    args = ["calibrate", "run", "--resource", "TCPIP::k2636b.sim::INSTR", "--out", str(data)]
+    args += ["--biases", "0.1,0.3", "--cycles", "2"]
+    default_lab().inject("k2636b.sim", Faults(drop_after=120))  # during the second relaxation
+    try:
+        code, _, err = run(monkeypatch, capsys, *args)
+    finally:
+        default_lab().inject("k2636b.sim", Faults())
+    assert code == 2 and "error: campaign interrupted" in err and "--resume" in err
+    with h5py.File(data) as f:
+        before = len(f["devices/r000_c000/bias_decay"])
+    assert 0 < before < 4
+    code, _, err = run(monkeypatch, capsys, *args, "--resume")
+    assert code == 0, err
+    assert f"measured {4 - before} units" in err

@@ -1,51 +1,95 @@
-"""``hwloop calibrate``: measure an array's decay and pulse response, fit them, report them."""
+"""``hwloop calibrate``: measure an array's decay and pulse response (crossbar controller) or one device's
+decay versus bias (SMU), fit them, report them."""
 
 from __future__ import annotations
 
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from calibration.analysis import build_record
 from calibration.campaign import Campaign, CampaignConfig, check_limits
 from calibration.fit import MODELS
 from calibration.record import CalibrationError, CalibrationRecord
 from calibration.report import summary_text, write_report
+from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile
-from drivers import CrossbarController, InstrumentError, SafetyLimits, open_instrument
-from drivers.factory import is_simulated
+from drivers import CrossbarController, InstrumentError, SafetyLimits, Smu, open_instrument
+from drivers.factory import is_serial, is_simulated
 from hwloop.commands.common import console, progress_bar
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def _load_config(path: Path | None, rows: str | None, cols: str | None) -> CampaignConfig:
-    data: dict[str, object] = {}
-    if path is not None:
-        try:
-            text = path.read_text()
-            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except FileNotFoundError:
-            raise HwloopError(f"campaign config {path} does not exist") from None
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise HwloopError(f"campaign config {path} is not valid {path.suffix[1:]}: {exc}") from None
-    for key, value in (("rows", rows), ("cols", cols)):
-        if value is not None:
-            try:
-                data[key] = [int(x) for x in value.split(",")]
-            except ValueError:
-                raise HwloopError(f"--{key} must be comma-separated integers, got {value!r}") from None
+def _read_config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
     try:
-        return CampaignConfig.model_validate(data)
+        text = path.read_text()
+        return dict(tomllib.loads(text) if path.suffix == ".toml" else json.loads(text))
+    except FileNotFoundError:
+        raise HwloopError(f"campaign config {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise HwloopError(f"campaign config {path} is not valid {path.suffix[1:]}: {exc}") from None
+
+
+def _numbers(option: str, value: str | None, kind: type = float) -> list[Any] | None:
+    """A comma-separated option value as numbers, or None if the option was not given."""
+    if value is None:
+        return None
+    try:
+        numbers = [kind(x) for x in value.split(",")]
+    except ValueError:
+        what = "integers" if kind is int else "numbers"
+        raise HwloopError(f"{option} must be comma-separated {what}, got {value!r}") from None
+    if not all(np.isfinite(numbers)):
+        raise HwloopError(f"{option} must be finite numbers, got {value!r}")
+    return numbers
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise HwloopError(f"campaign config: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+
+def _load_config(path: Path | None, rows: str | None, cols: str | None) -> CampaignConfig:
+    data = _read_config_file(path)
+    for key, value in (("rows", rows), ("cols", cols)):
+        if (numbers := _numbers(f"--{key}", value, int)) is not None:
+            data[key] = numbers
+    config: CampaignConfig = _validated(CampaignConfig, data)
+    return config
+
+
+def _load_smu_config(path: Path | None, overrides: dict[str, Any]) -> SmuCampaignConfig:
+    data = _read_config_file(path)
+    protocol = dict(data.get("bias_decay") or {})
+    protocol.update({k: v for k, v in overrides.items() if v is not None})
+    config: SmuCampaignConfig = _validated(SmuCampaignConfig, {**data, "bias_decay": protocol})
+    return config
+
+
+def _campaign(
+    inst: Smu | CrossbarController,
+    store: CampaignFile,
+    config: CampaignConfig | SmuCampaignConfig,
+    resource: str,
+) -> Campaign | SmuCampaign:
+    if isinstance(inst, Smu) and isinstance(config, SmuCampaignConfig):
+        return SmuCampaign(inst, store, config)
+    if isinstance(inst, CrossbarController) and isinstance(config, CampaignConfig):
+        return Campaign(inst, store, config)
+    kind = "an SMU" if isinstance(inst, Smu) else "a crossbar controller"
+    raise HwloopError(f"{resource} is {kind}, which this campaign configuration does not fit")
 
 
 @app.command("run")
@@ -54,7 +98,9 @@ def run_cmd(
     resource: Annotated[
         str,
         typer.Option(
-            "--resource", help="Crossbar controller: serial port or URL (xbarsim://ROWSxCOLS?seed=N)."
+            "--resource",
+            help="Crossbar controller (serial port or URL, e.g. xbarsim://ROWSxCOLS?seed=N) or an SMU "
+            "VISA resource (e.g. TCPIP::k2450.sim::INSTR) for decay versus bias on one device.",
         ),
     ] = "xbarsim://8x8?seed=1",
     limits_file: Annotated[
@@ -68,23 +114,58 @@ def run_cmd(
         str | None, typer.Option("--rows", help="Rows to measure, e.g. 0,1,2 (default all).")
     ] = None,
     cols: Annotated[str | None, typer.Option("--cols", help="Columns to measure (default all).")] = None,
+    biases: Annotated[
+        str | None,
+        typer.Option("--biases", help="SMU only: decay (= read) biases in V, e.g. 0.1,0.2,0.3."),
+    ] = None,
+    amplitudes: Annotated[
+        str | None, typer.Option("--amplitudes", help="SMU only: potentiating pulse amplitudes, V.")
+    ] = None,
+    widths: Annotated[
+        str | None, typer.Option("--widths", help="SMU only: potentiating pulse widths, s.")
+    ] = None,
+    cycles: Annotated[
+        int | None, typer.Option("--cycles", help="SMU only: repeats of every condition.")
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted campaign in --out.")
     ] = False,
 ) -> None:
-    """Run a decay + pulse-response campaign over an array; every measurement is flushed as it is taken."""
-    config = _load_config(config_file, rows, cols)
+    """Run a campaign: decay + pulse response over an array (crossbar controller), or decay versus
+    bias on one device (SMU). Every measurement is flushed as it is taken."""
+    smu_options = {"--biases": biases, "--amplitudes": amplitudes, "--widths": widths, "--cycles": cycles}
+    if is_serial(resource):
+        given = [name for name, value in smu_options.items() if value is not None]
+        if given:
+            raise HwloopError(
+                f"{', '.join(given)} need an SMU resource: a crossbar controller holds its idle lines at 0 V "
+                "(set the array protocols with --config)"
+            )
+        config: CampaignConfig | SmuCampaignConfig = _load_config(config_file, rows, cols)
+    else:
+        if rows is not None or cols is not None:
+            raise HwloopError("--rows/--cols select devices of an array; an SMU measures one device")
+        config = _load_smu_config(
+            config_file,
+            {
+                "biases_v": _numbers("--biases", biases),
+                "amplitudes_v": _numbers("--amplitudes", amplitudes),
+                "widths_s": _numbers("--widths", widths),
+                "cycles": cycles,
+            },
+        )
     if limits_file is None:
         if not is_simulated(resource):
             raise HwloopError("real instruments need --limits FILE (your SafetyLimits); none are assumed")
         limits = SafetyLimits.conservative()
     else:
         limits = SafetyLimits.load(limits_file)
-    check_limits(config, limits)
-    with open_instrument(resource, limits) as xbar:
-        if not isinstance(xbar, CrossbarController):
-            raise HwloopError(f"{resource} is an SMU; calibration campaigns run on a crossbar controller")
-        shape = (xbar.rows, xbar.cols)
+    if isinstance(config, SmuCampaignConfig):
+        check_smu_limits(config, limits)
+    else:
+        check_limits(config, limits)
+    with open_instrument(resource, limits) as inst:
+        shape = SMU_SHAPE if isinstance(inst, Smu) else (inst.rows, inst.cols)
         dump = config.model_dump(mode="json")
         if resume:
             store = CampaignFile.resume(out, config=dump)
@@ -95,7 +176,7 @@ def run_cmd(
         with store, progress_bar() as bar:
             if store.shape != shape:
                 raise HwloopError(f"{out} holds a {store.shape} array but {resource} is {shape}")
-            campaign = Campaign(xbar, store, config)
+            campaign = _campaign(inst, store, config, resource)
             task = bar.add_task("measuring", total=len(campaign.units()))
             try:
                 measured = campaign.run(lambda done, total: bar.update(task, completed=done))
@@ -116,6 +197,10 @@ def fit_cmd(
     horizon: Annotated[
         int, typer.Option("--horizon", min=1, help="Steps over which non-exp laws are matched.")
     ] = 100,
+    bias: Annotated[
+        float | None,
+        typer.Option("--bias", help="SMU campaigns: measured bias (V) the record's tau/lambda hold at."),
+    ] = None,
 ) -> None:
     """Fit every relaxation and pulse response of a campaign into a per-device calibration record."""
     if model not in MODELS:
@@ -128,6 +213,7 @@ def fit_cmd(
             model=model,
             dt_s=dt,
             horizon_steps=horizon,
+            bias_v=bias,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     record.save(out)
