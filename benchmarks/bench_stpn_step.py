@@ -20,9 +20,14 @@ Prints a table and writes benchmarks/results/stpn_step.json.
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads must sleep, not spin: a spinning pool from one implementation (aihwkit, numba)
+# would be charged to the CPU time of the next one timed. Set before torch / numba load libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys

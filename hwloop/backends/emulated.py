@@ -296,13 +296,15 @@ class EmulatedCrossbar:
         """y = (G z + read noise) / n, G = W + F on the devices; noise one normal per output."""
         with torch.no_grad():
             s = self._sync(F, z=z)
-            dot, n, abs_f_z2, g_lt_z2, bias_rows, row_energy = emulated_read(
+            counting = self.energy_counters
+            dot, n, abs_f_z2, bias_rows, g_lt_z2, row_energy = emulated_read(
                 self._W, F, z, self._bias_abs, self._g_lt_sum, NORM_EPS, energy
             )
-            if self._bias_sgn is not None:
-                bias_rows += torch.einsum("bhk,hk->bh", F, self._bias_sgn)
-            self._bias_cache = (F, bias_rows)
-            if self.read_noise or self.energy_counters:
+            if counting:  # the decay-bias power of F, charged by the update that follows
+                if self._bias_sgn is not None:
+                    bias_rows += torch.einsum("bhk,hk->bh", F, self._bias_sgn)
+                self._bias_cache = (F, bias_rows)
+            if self.read_noise or counting:
                 dot = self._physics_of_read(dot, s, abs_f_z2, g_lt_z2, z)
             return Readout(dot / n, n, row_energy.sum(dim=1) if energy else None)
 
@@ -337,11 +339,12 @@ class EmulatedCrossbar:
             else:
                 s, inv_n = s_prev, torch.ones_like(n)
             c2c = self._write_noise(z, F.shape[1])
-            out = emulated_update(
+            out, abs_z_coef = emulated_update(
                 F,
                 r_mid=self._r_mid,
                 r_half=self._r_half,
                 gamma=self._gamma,
+                write_coef=self._coef_abs,
                 window=self._window,
                 inv_n=inv_n,
                 bound=s,
@@ -352,7 +355,7 @@ class EmulatedCrossbar:
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
             if self.energy_counters:
-                self._count_update_energy(self._bias_rows(F) / s_prev, gain, h, z)
+                self._count_update_energy(self._bias_rows(F) / s_prev, gain, h, z, abs_z_coef)
             self._adopt(out, s)
             return out
 
@@ -375,19 +378,25 @@ class EmulatedCrossbar:
         cached_F, rows = self._bias_cache
         if cached_F is F:
             return rows
-        return torch.einsum("bhk,hk->bh", F.abs(), self._bias_abs) + torch.einsum(
-            "bhk,hk->bh", F, self._bias_sgn
-        )
+        rows = torch.einsum("bhk,hk->bh", F.abs(), self._bias_abs)
+        return rows if self._bias_sgn is None else rows + torch.einsum("bhk,hk->bh", F, self._bias_sgn)
 
-    def _count_update_energy(self, bias_rows: Tensor, gain: Tensor, h: Tensor, z: Tensor) -> None:
-        """Decay-bias energy over dt_s and the small-signal energy of this step's write pulses, J."""
+    def _count_update_energy(
+        self, bias_rows: Tensor, gain: Tensor, h: Tensor, z: Tensor, abs_z_coef: Tensor | None
+    ) -> None:
+        """Decay-bias energy over dt_s and the small-signal energy of this step's write pulses, J.
+
+        abs_z_coef: |z| @ coef_abs^T (B, H) if the update kernel gathered it, else None.
+        """
         c = self.card
         batch = h.shape[0]
         self._energy["bias_j"] += self.dt_s * (batch * self._bias_base_w + float(bias_rows.sum()))
         post = h * gain  # physical write amplitude scales with the row's gain 1/s
         exponent = c.pulse.width_exponent
         if exponent == 1.0:  # sum_ij g_written |dF_ij| in one or two small products (see _energy_constants)
-            written = float((post.abs() * (z.abs() @ self._coef_abs.T)).sum())
+            if abs_z_coef is None:
+                abs_z_coef = z.abs() @ self._coef_abs.T
+            written = float((post.abs() * abs_z_coef).sum())
             if self._coef_sgn is not None:
                 written += float((post * (z @ self._coef_sgn.T)).sum())
             width_g = self._width_per_siemens * written
