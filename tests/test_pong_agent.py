@@ -11,10 +11,16 @@ from safetensors.torch import save_file
 from experiments.pong.agent import FEATURES, PongAgent, load_agent, save_agent
 from experiments.pong.train import set_plasticity, static_stpn
 from hwloop.errors import CheckpointError
+from hwloop.stpn import STPN
 
 
 def conv_out(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
+
+
+def stpn_core(agent: PongAgent) -> STPN:
+    assert isinstance(agent.core, STPN)
+    return agent.core
 
 
 def frames(b: int, t: int, seed: int = 0) -> torch.Tensor:
@@ -27,15 +33,15 @@ def stpn_agent() -> PongAgent:
     torch.manual_seed(0)
     agent = PongAgent("stpn", 64)
     with torch.no_grad():  # visible plasticity, so the state carries real information
-        agent.core.weight_gamma.uniform_(-0.05, 0.05)  # type: ignore[operator]
+        stpn_core(agent).weight_gamma.uniform_(-0.05, 0.05)
     return agent
 
 
 def test_paper_architecture_sizes(stpn_agent: PongAgent) -> None:
     side = conv_out(conv_out(84, 8, 4), 4, 2)
     assert FEATURES == 32 * side * side == 2592
-    assert stpn_agent.core.weight.shape == (64, 2592 + 64)  # 169,984 plastic synapses  # type: ignore[union-attr]
-    assert stpn_agent.core.weight.numel() == 169_984  # type: ignore[union-attr]
+    assert stpn_core(stpn_agent).weight.shape == (64, 2592 + 64)
+    assert stpn_core(stpn_agent).weight.numel() == 169_984  # the paper's plastic synapse count
 
 
 @pytest.mark.parametrize("core,hidden", [("stpn", 64), ("lstm", 48)])
@@ -71,7 +77,7 @@ def test_energy_from_rest_is_the_papers_metric(stpn_agent: PongAgent) -> None:
     with torch.no_grad():
         out = stpn_agent(x, energy=True)
         z = torch.cat([stpn_agent.encode(x)[:, 0], torch.zeros(2, 64)], dim=1)  # h_0 = 0
-        w = stpn_agent.core.weight  # F_0 = 0, so G = W  # type: ignore[union-attr]
+        w = stpn_core(stpn_agent).weight  # F_0 = 0, so G = W
         n = w.norm(dim=1) + 1e-16
         expected = ((w.abs() / n[:, None]) @ (z * z).T).sum(dim=0)
     assert out.energy is not None and out.energy.shape == (2, 1)
@@ -81,12 +87,12 @@ def test_energy_from_rest_is_the_papers_metric(stpn_agent: PongAgent) -> None:
 def test_static_path_equals_the_stpn_without_plasticity() -> None:
     torch.manual_seed(3)
     agent = PongAgent("stpn", 64)
-    set_plasticity(agent.core, False, seed=0)  # type: ignore[arg-type]
+    set_plasticity(stpn_core(agent), False, seed=0)
     xs = frames(2, 4, seed=3)
     with torch.no_grad():
         feats = agent.encode(xs)
-        hs, _ = static_stpn(agent.core, feats, torch.zeros(2, 64))  # type: ignore[arg-type]
-        full = agent.core.run(feats).hs  # type: ignore[operator]
+        hs, _ = static_stpn(stpn_core(agent), feats, torch.zeros(2, 64))
+        full = stpn_core(agent).run(feats).hs
     torch.testing.assert_close(hs, full, rtol=1e-5, atol=1e-6)
 
 

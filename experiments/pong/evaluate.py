@@ -25,7 +25,12 @@ class EpisodeTrace(BaseModel):
 
 class EvalResult(BaseModel):
     """Scores of greedy play; energy is the STPN paper's metric sum_ij |G_ij/n_i| z_j^2 (per step, summed
-    per episode), None for a core without synapses (LSTM)."""
+    per episode), None for a core without synapses (LSTM).
+
+    ``anomalous_rewards`` lists steps whose reward is not a single point: ALE derives Pong's reward from
+    the RAM scoreboard, and a scoreboard glitch (seen here: the CPU's score dropping from 18 to 1, a
+    "+17" reward) shows up there; such scores are not earned play.
+    """
 
     core: str
     backend: str
@@ -37,6 +42,7 @@ class EvalResult(BaseModel):
     steps_per_episode: list[int]
     steps_per_second: float
     energy: dict[str, float | list[float]] | None
+    anomalous_rewards: list[list[tuple[int, float]]]  # per episode (step, reward) with |reward| > 1
 
 
 def play_episode(
@@ -108,5 +114,6 @@ def evaluate(
         steps_per_episode=lengths,
         steps_per_second=sum(lengths) / wall,
         energy=energy,
+        anomalous_rewards=[[(i, r) for i, r in enumerate(t.rewards) if abs(r) > 1] for t in traces],
     )
     return result, traces

@@ -52,7 +52,10 @@ def evaluate_cmd(
         Path | None, typer.Option("--json", help="Write the result JSON here (default: stdout).")
     ] = None,
     record: Annotated[
-        Path | None, typer.Option("--record", help="Write the first game as a GIF with the score.")
+        Path | None,
+        typer.Option(
+            "--record", help="GIF of the first game's start (every 2nd step, <= 600 frames) with the score."
+        ),
     ] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Plot score and energy per step (PNG).")] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 1,
