@@ -10,6 +10,10 @@ array behind instruments) realises the same five operations:
     read(F, z)                    y = (G z) / n and the row norms n = ||G_i,:||_2 + 1e-16, (B, H) each
     update(F, n, h, z)            one time step dt: retention lambda * F / n, then the Hebbian write
                                   gamma * (h outer z); returns the next F
+    step(F, z, bias)              one whole time step: read, the periphery's neurons
+                                  h = tanh(y + bias), update; returns (h, F_t, energy). Backends
+                                  compose it from read and update (``read_then_update``) unless
+                                  they can do better (the ideal one fuses it into one pass)
     energy()                      physical energy counters in joules since the last reset
 
 F is always expressed in weight units so the STPN's state means the same on every backend; a
@@ -25,6 +29,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from hwloop.errors import BackendUnavailable
@@ -54,6 +59,14 @@ class Readout(NamedTuple):
     energy: Tensor | None
 
 
+class StepResult(NamedTuple):
+    """One time step: hidden output h (B, H), next state F_t (B, H, K), energy metric (B,) or None."""
+
+    h: Tensor
+    F: Tensor
+    energy: Tensor | None
+
+
 @runtime_checkable
 class Crossbar(Protocol):
     """A batch of arrays (one per sample) holding an STPN layer's synapses. See the module docstring."""
@@ -76,9 +89,25 @@ class Crossbar(Protocol):
         """Advance one time step: decay (retention) then Hebbian write; returns F_t (B, H, K)."""
         ...
 
+    def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
+        """One time step of the layer on this array: read, h = tanh(y + bias), update."""
+        ...
+
     def energy(self) -> dict[str, float]:
         """Physical energy counters in joules (read, program, bias); empty for digital backends."""
         ...
+
+
+def read_then_update(
+    crossbar: Crossbar, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False
+) -> StepResult:
+    """One STPN time step composed from the protocol's ``read`` and ``update``.
+
+    h_t = tanh((G z)_i / n_i + b_i), then F_t from ``update``; the default ``step`` of every backend.
+    """
+    out = crossbar.read(F, z, energy=energy)
+    h = torch.tanh(out.y + bias)
+    return StepResult(h, crossbar.update(F, out.n, h, z), out.energy)
 
 
 BackendFactory = Callable[..., Crossbar]

@@ -118,9 +118,7 @@ class STPN(nn.Module):
     def _step(self, x: Tensor, state: State, energy: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         h_prev, F = state
         z = torch.cat([x, h_prev], dim=1)
-        out = self._crossbar.read(F, z, energy=energy)
-        h = torch.tanh(out.y + self.bias)
-        return h, self._crossbar.update(F, out.n, h, z), out.energy
+        return self._crossbar.step(F, z, self.bias, energy=energy)
 
     def step(self, x: Tensor, state: State | None = None) -> State:
         """One time step: x (B, I), state (h, F) -> new (h, F). ``None`` starts from rest."""

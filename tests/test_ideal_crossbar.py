@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import hwloop.backends.ideal as ideal
+from hwloop.backends.fused import fused_step
 from hwloop.crossbar import Crossbar, Synapses, available_backends, make_backend
 from hwloop.errors import BackendUnavailable
 from hwloop.stpn import STPN
@@ -210,3 +211,26 @@ def test_unknown_backend_lists_the_available_ones() -> None:
 def test_backend_option_it_does_not_take_is_refused() -> None:
     with pytest.raises(BackendUnavailable, match="does not take option"):
         make_backend("ideal", noise=0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("context", list(CONTEXTS))
+def test_whole_step_matches_the_equations(context: str, dtype: torch.dtype, monkeypatch) -> None:
+    """``step`` = read, h = tanh(y + b), update; one fused pass per row whenever no gradient is needed."""
+    calls = []
+    monkeypatch.setattr(ideal, "fused_step", lambda *args: calls.append(1) or fused_step(*args))
+    a = arrays(seed=3)
+    bias = np.random.default_rng(3).uniform(-0.5, 0.5, H)
+    crossbar = programmed(a, dtype, requires_grad=True)
+    F, z = (torch.tensor(a[k], dtype=dtype) for k in ("F", "z"))
+    with CONTEXTS[context]():
+        h, F_next, energy = crossbar.step(F, z, torch.tensor(bias, dtype=dtype), energy=True)
+    assert len(calls) == int(context != "autograd")
+
+    y_ref, n_ref, e_ref = reference_read(a["W"], a["F"], a["z"])
+    h_ref = np.tanh(y_ref + bias)
+    F_ref = reference_update(a["F"], a["lam"], a["gamma"], n_ref, h_ref, a["z"])
+    assert energy is not None
+    for got, want in ((h, h_ref), (F_next, F_ref), (energy, e_ref)):
+        assert got.dtype == dtype
+        assert_close_to(got.detach().numpy(), want, dtype)

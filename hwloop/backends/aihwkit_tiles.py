@@ -46,7 +46,7 @@ from torch import Tensor
 from calibration.record import CalibrationRecord
 from device_models.card import DeviceCard, load_card
 from device_models.memristor import quantise_conductance
-from hwloop.crossbar import NORM_EPS, Readout, Synapses
+from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.energy import synaptic_energy_metric
 from hwloop.errors import BackendUnavailable, HwloopError
 
@@ -360,6 +360,10 @@ class AihwkitCrossbar:
             self._scale = torch.where(bad, torch.ones_like(self._scale), self._scale)
             self.row_refreshes += count
         return count > 0
+
+    def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
+        """One time step: ``read``, h = tanh(y + bias), ``update`` (see ``hwloop.crossbar``)."""
+        return read_then_update(self, F, z, bias, energy=energy)
 
     def energy(self) -> dict[str, float]:
         """aihwkit models no energy: no physical counters (the read's energy metric is still given)."""

@@ -48,7 +48,7 @@ from device_models.mapping import weight_scale_siemens, weights_to_pair
 from device_models.memristor import bias_for_tau, card_relaxation, quantise_conductance, tau_at_bias
 from hwloop.backends.emulated_kernels import emulated_read, emulated_update
 from hwloop.backends.fused import fusable
-from hwloop.crossbar import NORM_EPS, Readout, Synapses
+from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.errors import HwloopError, ShapeError
 
 if TYPE_CHECKING:
@@ -411,6 +411,10 @@ class EmulatedCrossbar:
         self._energy["program_j"] += c.read.write_v**2 * width_g
 
     # -- counters --------------------------------------------------------------------------------
+    def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
+        """One time step: ``read``, h = tanh(y + bias), ``update`` (see ``hwloop.crossbar``)."""
+        return read_then_update(self, F, z, bias, energy=energy)
+
     def energy(self) -> dict[str, float]:
         """Energy since the last ``reset_energy``, J: reads (V^2 G t), write pulses, decay bias."""
         return dict(self._energy)

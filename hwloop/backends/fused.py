@@ -15,6 +15,9 @@ in a fixed order, so results do not depend on the thread count and equal the pla
 float rounding. Kernels compile on first use per dtype (float32, float64) and numba caches them
 on disk.
 
+``fused_step`` goes one step further for the STPN proper: read, the neuron's tanh and the update
+per row in one pass, so each row of F is read from memory once (its second loop hits L1).
+
 The fused kernels never write into their inputs: F_t goes to a new buffer, because the caller may
 still hold F_{t-1} (a stored state, the previous step's output of ``STPN.step``), and no test at
 call time can prove otherwise.
@@ -80,6 +83,43 @@ def _update_rows(F, lam, gamma, inv_n, h, z, out):  # pragma: no cover - compile
             out_row[j] = lam_row[j] * (f_row[j] * retention) + gamma_row[j] * (post * z_row[j])
 
 
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
+def _step_rows(W, F, lam, gamma, z, bias, eps, h, out, row_energy, with_energy):  # pragma: no cover
+    B, H, K = F.shape
+    one = F.dtype.type(1)
+    for r in prange(B * H):  # a row of F (K floats) stays in L1 between the two loops
+        b = r // H
+        i = r - b * H
+        w_row = W[i]
+        f_row = F[b, i]
+        z_row = z[b]
+        sq = F.dtype.type(0)
+        dot = sq
+        en = sq
+        if with_energy:
+            for j in range(K):
+                g = w_row[j] + f_row[j]
+                sq += g * g
+                dot += g * z_row[j]
+                en += abs(g) * (z_row[j] * z_row[j])
+        else:
+            for j in range(K):
+                g = w_row[j] + f_row[j]
+                sq += g * g
+                dot += g * z_row[j]
+        n = F.dtype.type(np.sqrt(sq) + eps)
+        post = np.tanh(dot / n + bias[i])
+        h[b, i] = post
+        if with_energy:
+            row_energy[b, i] = en / n
+        retention = one / n
+        out_row = out[b, i]
+        lam_row = lam[i]
+        gamma_row = gamma[i]
+        for j in range(K):
+            out_row[j] = lam_row[j] * (f_row[j] * retention) + gamma_row[j] * (post * z_row[j])
+
+
 def fusable(*tensors: Tensor) -> bool:
     """True if the fused kernels can take these tensors: all on the CPU in one float32/float64 dtype."""
     dtype = tensors[0].dtype
@@ -133,3 +173,24 @@ def fused_update(F: Tensor, lam: Tensor, gamma: Tensor, n: Tensor, h: Tensor, z:
     inv_n = np.reciprocal(_array(n))  # one division per row instead of one per synapse
     _launch(_update_rows, f, _array(lam), _array(gamma), inv_n, _array(h), _array(z), out)
     return torch.from_numpy(out)
+
+
+def fused_step(
+    weight: Tensor, F: Tensor, lam: Tensor, gamma: Tensor, z: Tensor, bias: Tensor, eps: float, energy: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A whole STPN time step in one pass per row: read, h = tanh((G z)_i / n_i + b_i), update.
+
+    weight, lam, gamma (H, K); F (B, H, K); z (B, K); bias (H,). Each row of F is read from memory
+    once and written once (the second loop over it hits the L1 cache), instead of the read and
+    update kernels' two reads. Returns h (B, H), F_t (B, H, K, a new tensor), and the per-sample
+    energy metric (B,) if ``energy`` else None.
+    """
+    f = _array(F)
+    batch, hidden, _ = f.shape
+    h = np.empty((batch, hidden), f.dtype)
+    out = np.empty_like(f)
+    row_energy = np.empty((batch, hidden) if energy else (0, 0), f.dtype)
+    arrays = (_array(t) for t in (weight, F, lam, gamma, z, bias))
+    _launch(_step_rows, *arrays, eps, h, out, row_energy, energy)
+    total_energy = torch.from_numpy(row_energy.sum(axis=1)) if energy else None
+    return torch.from_numpy(h), torch.from_numpy(out), total_energy

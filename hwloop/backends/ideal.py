@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hwloop.backends.fused import fusable, fused_read, fused_update
-from hwloop.crossbar import NORM_EPS, Readout, Synapses
+from hwloop.backends.fused import fusable, fused_read, fused_step, fused_update
+from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.energy import synaptic_energy_metric
 
 
@@ -61,6 +61,14 @@ class IdealCrossbar:
         if not _needs_grad(F, n, h, z, s.lam, s.gamma) and fusable(F, n, h, z, s.lam, s.gamma):
             return fused_update(F, s.lam, s.gamma, n, h, z)
         return s.lam * (F / n.unsqueeze(2)) + s.gamma * (h.unsqueeze(2) * z.unsqueeze(1))
+
+    def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
+        """One time step: read, h = tanh(y + bias), update; one fused pass per row when no grad is needed."""
+        s = self.synapses
+        inputs = (s.weight, F, s.lam, s.gamma, z, bias)
+        if not _needs_grad(*inputs) and fusable(*inputs):
+            return StepResult(*fused_step(*inputs, NORM_EPS, energy))
+        return read_then_update(self, F, z, bias, energy=energy)
 
     def energy(self) -> dict[str, float]:
         """A digital array has no physical energy counters."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from hwloop.backends.ideal import IdealCrossbar
+from hwloop.crossbar import StepResult, read_then_update
 
 
 class IdealNativeCrossbar(IdealCrossbar):
@@ -26,3 +27,7 @@ class IdealNativeCrossbar(IdealCrossbar):
         """F_t = lambda * F_{t-1} + gamma * (h outer z); ``n`` is not used by this variant."""
         s = self.synapses
         return s.lam * F + s.gamma * (h.unsqueeze(2) * z.unsqueeze(1))
+
+    def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
+        """``read`` then this variant's ``update`` (the ideal backend's fused step is for the STPN proper)."""
+        return read_then_update(self, F, z, bias, energy=energy)
