@@ -37,29 +37,33 @@ FUSABLE_DTYPES = (torch.float32, torch.float64)
 _NUMBA_MAX_THREADS: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
 
 
+@njit(inline="always", fastmath={"reassoc"})
+def _row_sums(w_row, f_row, z_row, with_energy):  # pragma: no cover - compiled by numba
+    """sum_j g^2, sum_j g z_j and (if asked) sum_j |g| z_j^2 over one row, g = w_row + f_row."""
+    sq = f_row.dtype.type(0)  # accumulate in the arrays' own dtype, as torch does
+    dot = sq
+    en = sq
+    if with_energy:
+        for j in range(f_row.shape[0]):
+            g = w_row[j] + f_row[j]
+            sq += g * g
+            dot += g * z_row[j]
+            en += abs(g) * (z_row[j] * z_row[j])
+    else:
+        for j in range(f_row.shape[0]):
+            g = w_row[j] + f_row[j]
+            sq += g * g
+            dot += g * z_row[j]
+    return sq, dot, en
+
+
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
 def _read_rows(W, F, z, eps, y, n, row_energy, with_energy):  # pragma: no cover - compiled by numba
-    B, H, K = F.shape
+    B, H, _ = F.shape
     for r in prange(B * H):  # rows in memory order: F streams through contiguously
         b = r // H
         i = r - b * H
-        w_row = W[i]
-        f_row = F[b, i]
-        z_row = z[b]
-        sq = F.dtype.type(0)  # accumulate in the arrays' own dtype, as torch does
-        dot = sq
-        en = sq
-        if with_energy:
-            for j in range(K):
-                g = w_row[j] + f_row[j]
-                sq += g * g
-                dot += g * z_row[j]
-                en += abs(g) * (z_row[j] * z_row[j])
-        else:
-            for j in range(K):
-                g = w_row[j] + f_row[j]
-                sq += g * g
-                dot += g * z_row[j]
+        sq, dot, en = _row_sums(W[i], F[b, i], z[b], with_energy)
         n[b, i] = np.sqrt(sq) + eps
         y[b, i] = dot / n[b, i]
         if with_energy:
@@ -90,23 +94,9 @@ def _step_rows(W, F, lam, gamma, z, bias, eps, h, out, row_energy, with_energy):
     for r in prange(B * H):  # a row of F (K floats) stays in L1 between the two loops
         b = r // H
         i = r - b * H
-        w_row = W[i]
         f_row = F[b, i]
         z_row = z[b]
-        sq = F.dtype.type(0)
-        dot = sq
-        en = sq
-        if with_energy:
-            for j in range(K):
-                g = w_row[j] + f_row[j]
-                sq += g * g
-                dot += g * z_row[j]
-                en += abs(g) * (z_row[j] * z_row[j])
-        else:
-            for j in range(K):
-                g = w_row[j] + f_row[j]
-                sq += g * g
-                dot += g * z_row[j]
+        sq, dot, en = _row_sums(W[i], f_row, z_row, with_energy)
         n = F.dtype.type(np.sqrt(sq) + eps)
         post = np.tanh(dot / n + bias[i])
         h[b, i] = post
