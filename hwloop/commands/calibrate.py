@@ -21,7 +21,7 @@ from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, 
 from calibration.storage import CampaignFile
 from drivers import CrossbarController, InstrumentError, SafetyLimits, Smu, open_instrument
 from drivers.factory import is_serial, is_simulated
-from hwloop.commands.common import console, progress_bar
+from hwloop.commands.common import console, emit_json, progress_bar
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -130,6 +130,9 @@ def run_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted campaign in --out.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {out, units_measured, limits} as JSON.")
+    ] = False,
 ) -> None:
     """Run a campaign: decay + pulse response over an array (crossbar controller), or decay versus
     bias on one device (SMU). Every measurement is flushed as it is taken."""
@@ -186,6 +189,8 @@ def run_cmd(
                     "continue with --resume"
                 ) from None
     console.print(f"measured {measured} units into {out} (limits: {limits.summary()})")
+    if as_json:
+        emit_json({"out": str(out), "units_measured": measured, "limits": limits.model_dump()})
 
 
 @app.command("fit")
@@ -201,6 +206,9 @@ def fit_cmd(
         float | None,
         typer.Option("--bias", help="SMU campaigns: measured bias (V) the record's tau/lambda hold at."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Also print a JSON summary (devices, laws, tau, lambda).")
+    ] = False,
 ) -> None:
     """Fit every relaxation and pulse response of a campaign into a per-device calibration record."""
     if model not in MODELS:
@@ -219,6 +227,35 @@ def fit_cmd(
     record.save(out)
     console.print(summary_text(record))
     console.print(f"wrote {out}")
+    if as_json:
+        emit_json(_fit_summary(record, out))
+
+
+def _fit_summary(record: CalibrationRecord, out: Path) -> dict[str, Any]:
+    """Devices, usable count, laws and the median / range of tau (s) and lambda of a record."""
+    good = record.good()
+    tau, lam = record.array("tau_s")[good], record.array("lam")[good]
+    laws: dict[str, int] = {}
+    for law, ok in zip(record.law, good, strict=True):
+        if ok:
+            laws[str(law)] = laws.get(str(law), 0) + 1
+
+    def spread(values: Any) -> dict[str, float] | None:
+        return (
+            None
+            if values.size == 0
+            else {"median": float(np.median(values)), "min": float(values.min()), "max": float(values.max())}
+        )
+
+    return {
+        "record": str(out),
+        "devices": record.n_devices,
+        "usable": int(good.sum()),
+        "dt_s": record.dt_s,
+        "laws": laws,
+        "tau_s": spread(tau),
+        "lam": spread(lam),
+    }
 
 
 @app.command("report")

@@ -38,9 +38,15 @@ def _unit(field: str) -> str:
 
 
 @app.command("show")
-def show_cmd(card: CardArg = None) -> None:
+def show_cmd(
+    card: CardArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON instead.")] = False,
+) -> None:
     """Print every parameter of a device card with its unit and meaning."""
     c = load_card(card)
+    if as_json:
+        emit_json({"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json")})
+        return
     console.print(escape(f"{c.meta.name}  ({card or DEFAULT_CARD})"))
     if c.meta.source:
         console.print(escape(f"source: {c.meta.source}"))

@@ -66,6 +66,7 @@ def identify_cmd(
     sim_seed: SimSeed = 0,
     timeout: Annotated[float, typer.Option("--timeout", min=0.01, help="Reply timeout, s.")] = 2.0,
     baudrate: Baudrate = 115_200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {resource, idn} as JSON.")] = False,
 ) -> None:
     """Print the instrument's identification (``*IDN?``); sends nothing that sources."""
     transport, _ = open_transport(
@@ -76,9 +77,13 @@ def identify_cmd(
         baudrate=baudrate,
     )
     try:
-        typer.echo(transport.query("*IDN?").strip())
+        idn = transport.query("*IDN?").strip()
     finally:
         transport.close()
+    if as_json:
+        emit_json({"resource": resource, "idn": idn})
+    else:
+        typer.echo(idn)
 
 
 @app.command("pulse")
@@ -102,6 +107,9 @@ def pulse_cmd(
     visa_library: VisaLibrary = "",
     sim_seed: SimSeed = 0,
     baudrate: Baudrate = 115_200,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary (settings, readings, current span).")
+    ] = False,
 ) -> None:
     """Apply one pulse, then take a timed read train of the device's current; write it to ``--out``."""
     limits = SafetyLimits.load(limits_file) if limits_file is not None else SafetyLimits.conservative()
@@ -143,6 +151,25 @@ def pulse_cmd(
     if plot is not None:
         _plot(out, plot)
         console.print(f"wrote {plot}")
+    if as_json:
+        emit_json(_summary(out, plot))
+
+
+def _summary(trace_path: Path, plot: Path | None) -> dict[str, object]:
+    """What a pulse command measured, read back from the trace file it wrote."""
+    from drivers.trace import read_trace
+
+    t_s, i_a, attrs = read_trace(trace_path)
+    settings = ("resource", "idn", "driver", "amplitude_v", "width_s", "read_v", "every_s", "compliance_a")
+    return {
+        **{key: attrs[key].item() if hasattr(attrs[key], "item") else attrs[key] for key in settings},
+        "readings": len(t_s),
+        "t_span_s": float(t_s[-1] - t_s[0]) if len(t_s) else 0.0,
+        "i_first_a": float(i_a[0]) if len(i_a) else None,
+        "i_last_a": float(i_a[-1]) if len(i_a) else None,
+        "out": str(trace_path),
+        "plot": str(plot) if plot is not None else None,
+    }
 
 
 def _smu_trace(

@@ -147,6 +147,9 @@ def train_cmd(
     data_cache: Annotated[
         Path | None, typer.Option("--data-cache", help="Directory to keep/reuse the expert data (.npz).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the training record (also written beside --out) as JSON.")
+    ] = False,
 ) -> None:
     """Imitation-train a Pong agent (BC + DAgger from the RAM expert) and write checkpoint and record."""
     import torch
@@ -178,3 +181,5 @@ def train_cmd(
         console.print(f"saved {out} after {phase} ({record['wall_time_s']} s)")
 
     train(cfg, lambda line: console.print(line), keep, cache_dir=data_cache)
+    if as_json:
+        emit_json(json.loads(out.with_suffix(".json").read_text()))
