@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from types import TracebackType
 from typing import NamedTuple
 
 import numpy as np
 
 from drivers.clock import Clock, WallClock
 from drivers.errors import ComplianceError, InstrumentError, InstrumentStateError, ProtocolError, SafetyError
-from drivers.safety import PulseRateGuard, SafetyLimits
+from drivers.safety import PulseRateGuard, SafeOffOnClose, SafetyLimits
 from drivers.transport import Transport
 
 
@@ -42,7 +41,7 @@ class RowTrain(NamedTuple):
     i_a: np.ndarray
 
 
-class CrossbarController:
+class CrossbarController(SafeOffOnClose):
     """A serial crossbar controller addressing ``rows`` x ``cols`` devices; use as a context manager."""
 
     model = "crossbar controller"
@@ -196,16 +195,3 @@ class CrossbarController:
         """Best effort: every line back to 0 V (``RST``); never raises."""
         with contextlib.suppress(Exception):  # the link may be down: there is nothing more a driver can do
             self.reset()
-
-    def close(self) -> None:
-        """Lines to 0 V, then close the link."""
-        self.safe_off()
-        self.transport.close()
-
-    def __enter__(self) -> CrossbarController:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

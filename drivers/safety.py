@@ -7,6 +7,8 @@ instrument untouched. Limits are loaded from TOML or JSON, e.g. ``limits.toml``:
     max_pulse_width_s = 1e-3     # longest voltage pulse
     max_compliance_a = 1e-3      # highest current limit (compliance) the user may set
     max_pulses_per_s = 10        # pulses start at least 1 / max_pulses_per_s apart
+
+``SafeOffOnClose`` is every driver's way out: outputs to 0 V / off first, then the link closes.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import json
 import math
 import tomllib
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.clock import Clock
 from drivers.errors import SafetyError
 from hwloop.errors import HwloopError
+
+if TYPE_CHECKING:
+    from drivers.transport import Transport
 
 
 class SafetyLimits(BaseModel):
@@ -118,6 +125,31 @@ class PulseRateGuard:
     def record(self) -> None:
         """Note that a pulse has just been started."""
         self._last_s = self._clock.now_s()
+
+
+class SafeOffOnClose:
+    """Closing an instrument, by ``close()`` or by leaving its ``with`` block (also when the block raises),
+    first returns its outputs (an SMU's source, a controller's lines) to 0 V / off with ``safe_off``, then
+    closes the link."""
+
+    transport: Transport
+
+    def safe_off(self) -> None:
+        """Best effort: outputs to 0 V / off; never raises (each driver implements it)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Outputs to 0 V / off, then close the link."""
+        self.safe_off()
+        self.transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def _finite(value: float, what: str, unit: str) -> float:

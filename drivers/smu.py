@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from types import TracebackType
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from drivers.clock import Clock, WallClock
 from drivers.errors import ComplianceError, InstrumentError, InstrumentStateError, ProtocolError, SafetyError
-from drivers.safety import PulseRateGuard, SafetyLimits
+from drivers.safety import PulseRateGuard, SafeOffOnClose, SafetyLimits
 from drivers.transport import Transport
 
 MAX_TRAIN_POINTS = 100_000  # the smallest reading buffer of the supported SMUs
@@ -55,7 +54,7 @@ def remember_compliance(smu: Smu, amps: float) -> None:
     smu.compliance_set_a = amps
 
 
-class Smu:
+class Smu(SafeOffOnClose):
     """A source-measure unit sourcing voltage and measuring current; use as a context manager."""
 
     model: ClassVar[str] = "SMU"
@@ -198,19 +197,6 @@ class Smu:
         with contextlib.suppress(Exception):  # the link may be down: there is nothing more a driver can do
             self.transport.write(self.abort_command)
             self.output_off()
-
-    def close(self) -> None:
-        """Output to 0 V / off, then close the link."""
-        self.safe_off()
-        self.transport.close()
-
-    def __enter__(self) -> Smu:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _parse_floats(self, reply: str, what: str) -> np.ndarray:
         try:

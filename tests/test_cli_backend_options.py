@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -12,12 +10,6 @@ from hwloop.commands.common import parse_backend_options
 from hwloop.errors import HwloopError
 
 NON_IDEALITIES = ("read_noise", "d2d", "c2c", "stuck", "quantise", "saturation", "bias_limits")
-
-
-def _hwloop(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True, timeout=300
-    )
 
 
 def test_values_are_read_as_json_scalars_or_kept_as_strings() -> None:
@@ -31,20 +23,22 @@ def test_a_pair_without_key_or_equals_sign_is_refused(bad: str) -> None:
         parse_backend_options([bad])
 
 
-def test_emulated_with_every_non_ideality_switched_off_scores_exactly_as_ideal() -> None:
+def test_emulated_with_every_non_ideality_switched_off_scores_exactly_as_ideal(hwloop_process) -> None:
     """The emulated array with its non-idealities off must reproduce the ideal STPN's decisions."""
     common = ("art", "eval", "--n", "400", "--seed", "7", "--json")
-    ideal = json.loads(_hwloop(*common).stdout)
+    ideal = json.loads(hwloop_process(*common).stdout)
     off = [arg for name in NON_IDEALITIES for arg in ("--backend-option", f"{name}=false")]
-    result = _hwloop(*common, "--backend", "emulated", *off)
+    result = hwloop_process(*common, "--backend", "emulated", *off)
     assert result.returncode == 0, result.stderr
     emulated = json.loads(result.stdout)
     assert emulated["accuracy"] == ideal["accuracy"]
     assert emulated["backend_options"]["extra"] == [f"{name}=false" for name in NON_IDEALITIES]
 
 
-def test_an_option_the_backend_does_not_take_is_one_error_line() -> None:
-    result = _hwloop("art", "eval", "--n", "10", "--backend", "emulated", "--backend-option", "bogus=1")
+def test_an_option_the_backend_does_not_take_is_one_error_line(hwloop_process) -> None:
+    result = hwloop_process(
+        "art", "eval", "--n", "10", "--backend", "emulated", "--backend-option", "bogus=1"
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: backend 'emulated' does not take option(s) bogus")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import h5py
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 
 from calibration.record import CalibrationRecord
 from drivers.sim.protocol_xbarsim import forget_arrays, sim_array
-from hwloop.cli import main
 
 CONFIG = {"decay": {"count": 60, "every_s": 0.75, "cycles": 1, "n_pulses": 10}, "pulse": {"reads": 4}}
 
@@ -23,55 +21,40 @@ def fresh_lab():
     forget_arrays()
 
 
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hwloop", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_run_fit_report(tmp_path, monkeypatch, capsys):
+def test_run_fit_report(tmp_path, hwloop_run):
     cfg = tmp_path / "campaign.json"
     cfg.write_text(json.dumps(CONFIG))
     data, calib, report = tmp_path / "data.h5", tmp_path / "calib.json", tmp_path / "report"
     url = "xbarsim://2x3?seed=11"
-    code, _, err = run(
-        monkeypatch, capsys, "calibrate", "run", "--resource", url, "--out", str(data), "--config", str(cfg)
-    )
+    code, _, err = hwloop_run("calibrate", "run", "--resource", url, "--out", str(data), "--config", str(cfg))
     assert code == 0, err
     assert "measured 62 units" in err  # 2 rows x (1 decay + 2 polarities x 15 pulse settings)
-    code, _, err = run(
-        monkeypatch, capsys, "calibrate", "fit", str(data), "--out", str(calib), "--model", "exp"
-    )
+    code, _, err = hwloop_run("calibrate", "fit", str(data), "--out", str(calib), "--model", "exp")
     assert code == 0, err
     record = CalibrationRecord.load(calib)
     truth = sim_array(2, 3, 11).tau_s(0.0).reshape(-1)
     assert record.good().sum() >= 5
     assert np.median(np.abs(record.array("tau_s") / truth - 1)[record.good()]) < 0.05
-    code, _, err = run(monkeypatch, capsys, "calibrate", "report", str(calib), "--out", str(report))
+    code, _, err = hwloop_run("calibrate", "report", str(calib), "--out", str(report))
     assert code == 0, err
     for name in ("decay_fits.png", "tau_lambda_hist.png", "pulse_response.png", "summary.txt"):
         assert (report / name).stat().st_size > 1000 or name == "summary.txt"
     assert "devices usable" in (report / "summary.txt").read_text()
 
 
-def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path, monkeypatch, capsys):
+def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path, hwloop_run):
     cfg = tmp_path / "campaign.json"
     cfg.write_text(json.dumps({**CONFIG, "pulse": None}))
     data = tmp_path / "data.h5"
     args = ["calibrate", "run", "--out", str(data), "--config", str(cfg)]
-    code, _, err = run(monkeypatch, capsys, *args, "--resource", "xbarsim://2x2?seed=12&drop_after=100")
+    code, _, err = hwloop_run(*args, "--resource", "xbarsim://2x2?seed=12&drop_after=100")
     assert code == 2
     last = err.strip().splitlines()[-1]  # above it: the progress bar
     assert last.startswith("error: campaign interrupted") and "--resume" in last and "Traceback" not in err
     with h5py.File(data) as f:
         before = sum(len(g) for dev in f["devices"].values() for g in dev.values())
     assert 0 < before < 4
-    code, _, err = run(monkeypatch, capsys, *args, "--resource", "xbarsim://2x2?seed=12", "--resume")
+    code, _, err = hwloop_run(*args, "--resource", "xbarsim://2x2?seed=12", "--resume")
     assert code == 0, err
     assert f"measured {2 - before // 2} units" in err
 
@@ -90,9 +73,9 @@ def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path, monkeypatch, c
         (["report", "{tmp}/bad.json", "--out", "{tmp}/r"], "calibration record"),
     ],
 )
-def test_user_mistakes_are_one_error_line(tmp_path, monkeypatch, capsys, args, message):
+def test_user_mistakes_are_one_error_line(tmp_path, hwloop_run, args, message):
     (tmp_path / "bad.json").write_text(json.dumps({"decay": {"count": 2}}))
-    code, _, err = run(monkeypatch, capsys, "calibrate", *[a.format(tmp=tmp_path) for a in args])
+    code, _, err = hwloop_run("calibrate", *[a.format(tmp=tmp_path) for a in args])
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -100,7 +83,7 @@ def test_user_mistakes_are_one_error_line(tmp_path, monkeypatch, capsys, args, m
         assert message in lines[0]
 
 
-def test_map_reports_trained_against_hardware_per_synapse(tmp_path, monkeypatch, capsys):
+def test_map_reports_trained_against_hardware_per_synapse(tmp_path, hwloop_run):
     from safetensors.numpy import load_file
 
     from calibration.record import ReferencePulse
@@ -113,9 +96,7 @@ def test_map_reports_trained_against_hardware_per_synapse(tmp_path, monkeypatch,
         g_min_siemens=1e-9, g_max_siemens=2e-8,
     )  # fmt: skip
     record.save(tmp_path / "calib.json")
-    code, _, err = run(
-        monkeypatch, capsys, "calibrate", "map", str(tmp_path / "calib.json"), "--out", str(tmp_path / "m")
-    )
+    code, _, err = hwloop_run("calibrate", "map", str(tmp_path / "calib.json"), "--out", str(tmp_path / "m"))
     assert code == 0, err
     arrays = load_file(str(tmp_path / "m" / "mapping.safetensors"))
     trained = load_model(DEFAULT_CHECKPOINT).stpn.weight_lambda.detach().double().numpy()
@@ -128,26 +109,24 @@ def test_map_reports_trained_against_hardware_per_synapse(tmp_path, monkeypatch,
     assert (tmp_path / "m" / "mapping.png").stat().st_size > 1000
 
 
-def test_smu_bias_campaign_run_fit_report(tmp_path, monkeypatch, capsys):
+def test_smu_bias_campaign_run_fit_report(tmp_path, hwloop_run):
     """Decay versus bias on the simulated 2450's device; truth: its tau(V) on the process-wide lab."""
     from drivers.factory import default_lab
 
     data, calib, report = tmp_path / "bias.h5", tmp_path / "calib.json", tmp_path / "report"
     smu = "TCPIP::k2450.sim::INSTR"
     args = ["calibrate", "run", "--resource", smu, "--out", str(data), "--biases", "0.1,0.3", "--cycles", "1"]
-    code, _, err = run(monkeypatch, capsys, *args)
+    code, _, err = hwloop_run(*args)
     assert code == 0, err
     assert "measured 2 units" in err
-    code, _, err = run(
-        monkeypatch, capsys, "calibrate", "fit", str(data), "--out", str(calib), "--model", "exp"
-    )
+    code, _, err = hwloop_run("calibrate", "fit", str(data), "--out", str(calib), "--model", "exp")
     assert code == 0, err
     law = CalibrationRecord.load(calib).bias_law
     assert law is not None
     truth = [float(default_lab().device("k2450.sim").tau_s(v)) for v in (0.1, 0.3)]
     np.testing.assert_allclose(law.array("tau_measured_s")[:, 0], truth, rtol=0.05)
     assert "median tau per bias: 0.1 V" in err
-    code, _, err = run(monkeypatch, capsys, "calibrate", "report", str(calib), "--out", str(report))
+    code, _, err = hwloop_run("calibrate", "report", str(calib), "--out", str(report))
     assert code == 0, err
     assert (report / "bias_law.png").stat().st_size > 1000
 
@@ -171,7 +150,7 @@ def test_smu_bias_campaign_run_fit_report(tmp_path, monkeypatch, capsys):
     ],
 )
 def test_smu_campaign_mistakes_are_refused_before_anything_is_sent(
-    tmp_path, monkeypatch, capsys, extra, message
+    tmp_path, monkeypatch, hwloop_run, extra, message
 ):
     import hwloop.commands.calibrate as calibrate_cmd
 
@@ -184,30 +163,28 @@ def test_smu_campaign_mistakes_are_refused_before_anything_is_sent(
     )
     out = tmp_path / "d.h5"
     args = ["calibrate", "run", "--resource", "TCPIP::k2450.sim::INSTR", "--out", str(out)]
-    code, _, err = run(monkeypatch, capsys, *args, *[a.format(tmp=tmp_path) for a in extra])
+    code, _, err = hwloop_run(*args, *[a.format(tmp=tmp_path) for a in extra])
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not out.exists()
 
 
-def test_biases_need_an_smu_and_fit_bias_must_be_measured(tmp_path, monkeypatch, capsys):
-    code, _, err = run(
-        monkeypatch, capsys, "calibrate", "run", "--out", str(tmp_path / "d.h5"), "--biases", "0.2"
-    )
+def test_biases_need_an_smu_and_fit_bias_must_be_measured(tmp_path, hwloop_run):
+    code, _, err = hwloop_run("calibrate", "run", "--out", str(tmp_path / "d.h5"), "--biases", "0.2")
     assert code == 2 and err.strip().startswith("error: --biases need an SMU resource")
     data = tmp_path / "bias.h5"
     args = ["calibrate", "run", "--resource", "TCPIP::b2912a.sim::INSTR", "--out", str(data)]
-    code, _, err = run(monkeypatch, capsys, *args, "--biases", "0.1,0.3", "--cycles", "1")
+    code, _, err = hwloop_run(*args, "--biases", "0.1,0.3", "--cycles", "1")
     assert code == 0, err
-    code, _, err = run(
-        monkeypatch, capsys, "calibrate", "fit", str(data), "--out", str(tmp_path / "c.json"), "--bias", "0.2"
+    code, _, err = hwloop_run(
+        "calibrate", "fit", str(data), "--out", str(tmp_path / "c.json"), "--bias", "0.2"
     )
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
     assert "no relaxation at 0.2 V (measured: 0.1, 0.3 V)" in err
 
 
-def test_interrupted_smu_campaign_resumes_from_the_cli(tmp_path, monkeypatch, capsys):
+def test_interrupted_smu_campaign_resumes_from_the_cli(tmp_path, hwloop_run):
     from drivers.factory import default_lab
     from drivers.sim import Faults
 
@@ -216,13 +193,13 @@ def test_interrupted_smu_campaign_resumes_from_the_cli(tmp_path, monkeypatch, ca
     args += ["--biases", "0.1,0.3", "--cycles", "2"]
     default_lab().inject("k2636b.sim", Faults(drop_after=120))  # during the second relaxation
     try:
-        code, _, err = run(monkeypatch, capsys, *args)
+        code, _, err = hwloop_run(*args)
     finally:
         default_lab().inject("k2636b.sim", Faults())
     assert code == 2 and "error: campaign interrupted" in err and "--resume" in err
     with h5py.File(data) as f:
         before = len(f["devices/r000_c000/bias_decay"])
     assert 0 < before < 4
-    code, _, err = run(monkeypatch, capsys, *args, "--resume")
+    code, _, err = hwloop_run(*args, "--resume")
     assert code == 0, err
     assert f"measured {4 - before} units" in err

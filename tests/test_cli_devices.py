@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from hwloop.cli import app, main
+from hwloop.cli import app
 from hwloop.commands.devices import parse_pulse, parse_quantity
 from hwloop.errors import HwloopError
 
 runner = CliRunner()
-
-
-def _hwloop(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_show_prints_every_parameter_with_units() -> None:
@@ -71,21 +63,17 @@ def test_relax_at_another_bias_and_plot(tmp_path: Path) -> None:
         (["nope.toml"], "error: device card nope.toml not found"),
     ],
 )
-def test_bad_relax_arguments_are_one_error_line(
-    args: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(sys, "argv", ["hwloop", "devices", "relax", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    err = capsys.readouterr().err.strip()
-    assert info.value.code == 2
+def test_bad_relax_arguments_are_one_error_line(args: list[str], message: str, hwloop_run) -> None:
+    code, _, err = hwloop_run("devices", "relax", *args)
+    err = err.strip()
+    assert code == 2
     assert err.startswith(message) and len(err.splitlines()) == 1
 
 
-def test_bad_card_through_show_in_a_real_process(tmp_path: Path) -> None:
+def test_bad_card_through_show_in_a_real_process(tmp_path: Path, hwloop_process) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[meta]\nname = 'x'\nillustrative = true\n")
-    proc = _hwloop("devices", "show", str(bad))
+    proc = hwloop_process("devices", "show", str(bad), timeout=120)
     assert proc.returncode == 2 and "field 'window' is missing" in proc.stderr
 
 

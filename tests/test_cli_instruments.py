@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from drivers.sim.protocol_xbarsim import forget_arrays
 from drivers.trace import read_trace
-from hwloop.cli import main
 
 
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hwloop", "instruments", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_list_includes_the_simulated_lab(monkeypatch, capsys) -> None:
-    code, out, _ = run(monkeypatch, capsys, "list", "--json")
+def test_list_includes_the_simulated_lab(hwloop_run) -> None:
+    code, out, _ = hwloop_run("instruments", "list", "--json")
     assert code == 0
     found = json.loads(out)
     assert "TCPIP::k2450.sim::INSTR" in found["simulated"]
@@ -41,16 +28,16 @@ def test_list_includes_the_simulated_lab(monkeypatch, capsys) -> None:
         ("xbarsim://2x5", "2x5"),
     ],
 )
-def test_identify(monkeypatch, capsys, resource, expected) -> None:
-    code, out, _ = run(monkeypatch, capsys, "identify", resource)
+def test_identify(hwloop_run, resource, expected) -> None:
+    code, out, _ = hwloop_run("instruments", "identify", resource)
     assert code == 0
     assert expected in out
 
 
-def test_pulse_writes_a_flushed_trace_and_a_plot(monkeypatch, capsys, tmp_path) -> None:
+def test_pulse_writes_a_flushed_trace_and_a_plot(hwloop_run, tmp_path) -> None:
     out, png = tmp_path / "trace.h5", tmp_path / "trace.png"
-    code, _, err = run(
-        monkeypatch, capsys, "pulse", "TCPIP::b2912a.sim::INSTR",
+    code, _, err = hwloop_run(
+        "instruments", "pulse", "TCPIP::b2912a.sim::INSTR",
         "--amplitude", "1.5", "--width", "100e-6", "--read", "0.1", "--every", "1e-3", "--count", "500",
         "--out", str(out), "--plot", str(png),
     )  # fmt: skip
@@ -64,11 +51,11 @@ def test_pulse_writes_a_flushed_trace_and_a_plot(monkeypatch, capsys, tmp_path) 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_pulse_on_a_crossbar_device(monkeypatch, capsys, tmp_path) -> None:
+def test_pulse_on_a_crossbar_device(hwloop_run, tmp_path) -> None:
     forget_arrays()
     out = tmp_path / "xbar.h5"
-    code, _, err = run(
-        monkeypatch, capsys, "pulse", "xbarsim://4x4?seed=3", "--row", "1", "--col", "2",
+    code, _, err = hwloop_run(
+        "instruments", "pulse", "xbarsim://4x4?seed=3", "--row", "1", "--col", "2",
         "--every", "0.01", "--count", "20", "--out", str(out),
     )  # fmt: skip
     assert code == 0, err
@@ -87,36 +74,36 @@ def test_pulse_on_a_crossbar_device(monkeypatch, capsys, tmp_path) -> None:
         (["--count", "200000"], "error: --count must be at most 100000"),
     ],
 )
-def test_pulse_beyond_limits_is_refused_before_anything(monkeypatch, capsys, tmp_path, args, message) -> None:
+def test_pulse_beyond_limits_is_refused_before_anything(hwloop_run, tmp_path, args, message) -> None:
     out = tmp_path / "t.h5"
-    code, _, err = run(monkeypatch, capsys, "pulse", "TCPIP::k2450.sim::INSTR", "--out", str(out), *args)
+    code, _, err = hwloop_run("instruments", "pulse", "TCPIP::k2450.sim::INSTR", "--out", str(out), *args)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
     assert not out.exists()
 
 
-def test_limits_file_is_used_and_bad_ones_are_one_line(monkeypatch, capsys, tmp_path) -> None:
+def test_limits_file_is_used_and_bad_ones_are_one_line(hwloop_run, tmp_path) -> None:
     limits = tmp_path / "limits.toml"
     limits.write_text(
         "max_abs_voltage_v = 3.0\nmax_pulse_width_s = 1e-2\nmax_compliance_a = 1e-3\nmax_pulses_per_s = 5\n"
     )
-    code, _, err = run(
-        monkeypatch, capsys, "pulse", "TCPIP::k2450.sim::INSTR", "--amplitude", "2.5", "--count", "10",
+    code, _, err = hwloop_run(
+        "instruments", "pulse", "TCPIP::k2450.sim::INSTR", "--amplitude", "2.5", "--count", "10",
         "--limits", str(limits), "--out", str(tmp_path / "t.h5"),
     )  # fmt: skip
     assert code == 0, err
     assert "|V| <= 3 V" in err
     limits.write_text("max_abs_voltage_v = 3.0\n")
-    code, _, err = run(
-        monkeypatch, capsys, "pulse", "TCPIP::k2450.sim::INSTR", "--limits", str(limits), "--out", "x.h5"
+    code, _, err = hwloop_run(
+        "instruments", "pulse", "TCPIP::k2450.sim::INSTR", "--limits", str(limits), "--out", "x.h5"
     )
     assert code == 2
     assert err.strip().splitlines()[-1].startswith("error: safety limits file")
 
 
-def test_controller_without_address_and_unknown_resource(monkeypatch, capsys, tmp_path) -> None:
-    code, _, err = run(monkeypatch, capsys, "pulse", "xbarsim://2x2", "--out", str(tmp_path / "t.h5"))
+def test_controller_without_address_and_unknown_resource(hwloop_run, tmp_path) -> None:
+    code, _, err = hwloop_run("instruments", "pulse", "xbarsim://2x2", "--out", str(tmp_path / "t.h5"))
     assert code == 2 and "error: a crossbar controller needs --row and --col" in err
-    code, _, err = run(monkeypatch, capsys, "identify", "TCPIP::nowhere.sim::INSTR")
+    code, _, err = hwloop_run("instruments", "identify", "TCPIP::nowhere.sim::INSTR")
     assert code == 2 and "error: TCPIP::nowhere.sim::INSTR: cannot open VISA resource" in err

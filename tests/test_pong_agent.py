@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from experiments.pong.agent import FEATURES, PongAgent, load_agent, save_agent
+from experiments.pong.evaluate import earned_score
 from experiments.pong.train import set_plasticity, static_stpn
 from hwloop.errors import CheckpointError
 from hwloop.stpn import STPN
@@ -119,3 +120,9 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
         load_agent(resized)
     with pytest.raises(CheckpointError, match="not found"):
         load_agent(tmp_path / "missing.safetensors")
+
+
+def test_earned_score_leaves_out_scoreboard_glitches() -> None:
+    # ALE turns a scoreboard reset of the CPU from 18 to 1 into one +17 reward; it is not a point won
+    assert earned_score([1.0, -1.0, 0.0, 17.0, 1.0]) == 1.0
+    assert earned_score([]) == 0.0

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from experiments.pong.agent import PongAgent, save_agent
-from hwloop.cli import main
 
 pytest.importorskip("ale_py")
-
-
-def run(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    """Run ``hwloop ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["hwloop", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +25,10 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def test_one_game_writes_json_gif_and_plot(monkeypatch, capsys, checkpoints, tmp_path: Path) -> None:
+def test_one_game_writes_json_gif_and_plot(hwloop_run, checkpoints, tmp_path: Path) -> None:
     out, gif, png = tmp_path / "r.json", tmp_path / "g.gif", tmp_path / "p.png"
     args = ["--checkpoint", str(checkpoints["stpn"]), "--episodes", "1", "--seed", "4"]
-    code, _, err = run(
-        monkeypatch, capsys, "pong", *args, "--json", str(out), "--record", str(gif), "--plot", str(png)
-    )
+    code, _, err = hwloop_run("pong", *args, "--json", str(out), "--record", str(gif), "--plot", str(png))
     assert code == 0, err
     result = json.loads(out.read_text())
     assert result["seeds"] == [4] and len(result["scores"]) == 1
@@ -55,6 +37,7 @@ def test_one_game_writes_json_gif_and_plot(monkeypatch, capsys, checkpoints, tmp
     assert result["steps"] == result["steps_per_episode"][0] >= 21  # a game is at least 21 points long
     assert result["steps_per_second"] > 0
     assert result["anomalous_rewards"] == [[]]  # every reward of this game was a single point
+    assert result["earned_scores"] == result["scores"] and result["mean_earned_score"] == result["mean_score"]
     energy = result["energy"]
     assert energy["per_episode"][0] == pytest.approx(energy["per_step_mean"] * result["steps"], rel=1e-9)
     assert energy["per_step_mean"] > 0  # |G/n| z^2 summed over synapses cannot vanish with a lit screen
@@ -64,37 +47,80 @@ def test_one_game_writes_json_gif_and_plot(monkeypatch, capsys, checkpoints, tmp
     assert "game 1 (seed 4)" in err
 
 
-def test_lstm_checkpoint_reports_no_synaptic_energy(monkeypatch, capsys, checkpoints, tmp_path: Path) -> None:
-    code, out, err = run(
-        monkeypatch, capsys, "pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1"
-    )
+def test_lstm_checkpoint_reports_no_synaptic_energy(hwloop_run, checkpoints, tmp_path: Path) -> None:
+    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1")
     assert code == 0, err
     assert json.loads(out)["energy"] is None
 
 
-def test_unknown_backend_is_one_error_line(monkeypatch, capsys, checkpoints) -> None:
-    code, out, err = run(
-        monkeypatch, capsys, "pong", "--checkpoint", str(checkpoints["stpn"]), "--backend", "nope"
-    )
+def test_unknown_backend_is_one_error_line(hwloop_run, checkpoints) -> None:
+    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["stpn"]), "--backend", "nope")
     assert code == 2 and out == ""
     assert err.startswith("error: unknown backend 'nope'") and err.count("\n") == 1
 
 
-def test_lstm_on_an_analog_backend_is_refused(monkeypatch, capsys, checkpoints) -> None:
-    code, _, err = run(
-        monkeypatch, capsys, "pong", "--checkpoint", str(checkpoints["lstm"]), "--backend", "emulated"
-    )
+def test_lstm_on_an_analog_backend_is_refused(hwloop_run, checkpoints) -> None:
+    code, _, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--backend", "emulated")
     assert code == 2 and "runs only digitally" in err and err.count("\n") == 1
 
 
-def test_checkpoint_of_another_architecture_is_one_error_line(monkeypatch, capsys, tmp_path: Path) -> None:
+def test_checkpoint_of_another_architecture_is_one_error_line(hwloop_run, tmp_path: Path) -> None:
     foreign = tmp_path / "art.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign), metadata={"arch": "art-stpn"})
-    code, _, err = run(monkeypatch, capsys, "pong", "--checkpoint", str(foreign))
+    code, _, err = hwloop_run("pong", "--checkpoint", str(foreign))
     assert code == 2 and err.startswith("error: ") and "not a Pong agent checkpoint" in err
     assert err.count("\n") == 1
 
 
-def test_train_refuses_a_non_safetensors_output(monkeypatch, capsys, tmp_path: Path) -> None:
-    code, _, err = run(monkeypatch, capsys, "pong", "train", "--out", str(tmp_path / "a.pt"))
+def test_train_refuses_a_non_safetensors_output(hwloop_run, tmp_path: Path) -> None:
+    code, _, err = hwloop_run("pong", "train", "--out", str(tmp_path / "a.pt"))
     assert code == 2 and "--out must end in .safetensors" in err
+
+
+@pytest.fixture()
+def plastic_init(tmp_path: Path) -> Path:
+    """A small plastic STPN-8 agent (gamma != 0) with a record beside it, as a fine-tuning start point."""
+    torch.manual_seed(1)
+    agent = PongAgent("stpn", 8)
+    with torch.no_grad():
+        agent.core.weight_gamma.uniform_(-1e-3, 1e-3)  # type: ignore[operator]
+    path = tmp_path / "init.safetensors"
+    save_agent(agent, path)
+    path.with_suffix(".json").write_text(json.dumps({"made_by": "fixture"}))
+    return path
+
+
+def test_fine_tuning_starts_from_the_init_checkpoint(hwloop_run, plastic_init, tmp_path) -> None:
+    out = tmp_path / "ft.safetensors"
+    args = ["--init", str(plastic_init), "--hidden", "8", "--bc-segments", "8", "--bc-epochs", "0"]
+    args += ["--dagger-rounds", "0", "--plastic-epochs", "0", "--plastic-dagger-rounds", "1"]
+    args += ["--plastic-dagger-segments", "8", "--plastic-replay-segments", "0", "--plastic-lr", "0"]
+    code, _, err = hwloop_run("pong", "train", "--out", str(out), *args)
+    assert code == 0, err
+    start, tuned = PongAgent("stpn", 8), PongAgent("stpn", 8)
+    start.load_state_dict(load_file(str(plastic_init)))
+    tuned.load_state_dict(load_file(str(out)))
+    for name, value in start.state_dict().items():  # a zero step size leaves the start point as it was
+        assert torch.equal(value, tuned.state_dict()[name]), name
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["init_record"] == {"made_by": "fixture"}
+    assert record["data_steps"] == 2 * 8 * 128  # expert data plus one round of agent-driven segments
+    assert 0.0 <= record["plastic_dagger_1"]["accuracy"] <= 1.0
+
+
+def test_a_plastic_init_refuses_the_static_phases(hwloop_run, plastic_init, tmp_path) -> None:
+    args = ["--out", str(tmp_path / "x.safetensors"), "--init", str(plastic_init), "--hidden", "8"]
+    code, _, err = hwloop_run("pong", "train", *args)
+    assert code == 2 and "is already plastic" in err and err.count("\n") == 1
+
+
+def test_an_init_of_another_size_is_one_error_line(hwloop_run, plastic_init, tmp_path) -> None:
+    args = ["--out", str(tmp_path / "x.safetensors"), "--init", str(plastic_init), "--bc-segments", "8"]
+    code, _, err = hwloop_run("pong", "train", *args)
+    assert code == 2 and "holds a stpn-8 agent, not the stpn-64" in err and err.count("\n") == 1
+
+
+def test_fewer_segments_than_a_batch_is_one_error_line(hwloop_run, tmp_path) -> None:
+    args = ["--out", str(tmp_path / "x.safetensors"), "--hidden", "8", "--bc-segments", "4"]
+    code, _, err = hwloop_run("pong", "train", *args)
+    assert code == 2 and "4 training segments are fewer than one batch of 8" in err

@@ -48,16 +48,18 @@ def collect(
     seed: int,
     reset_driver: Callable[[], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    expert: RamExpert | None = None,
 ) -> Segments:
     """Play ``n_segments * segment_len`` steps with ``driver``; label each frame with the expert's action.
 
     The expert watches every step (it tracks the ball from the RAM), whoever drives. Games are seeded
-    ``seed``, ``seed + 1``, ...; ``reset_driver`` is called at each game start.
+    ``seed``, ``seed + 1``, ...; ``reset_driver`` is called at each game start. ``expert`` is the
+    labeller (a default ``RamExpert`` if None).
     """
     total = n_segments * segment_len
     frames = np.empty((total, OBS_SIZE, OBS_SIZE), dtype=np.uint8)
     labels = np.empty(total, dtype=np.int64)
-    env, expert = PongEnv(seed=seed), RamExpert()
+    env, expert = PongEnv(seed=seed), expert or RamExpert()
     game = 0
     frame = env.reset(seed=seed)
     if reset_driver:

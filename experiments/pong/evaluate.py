@@ -27,9 +27,12 @@ class EvalResult(BaseModel):
     """Scores of greedy play; energy is the STPN paper's metric sum_ij |G_ij/n_i| z_j^2 (per step, summed
     per episode), None for a core without synapses (LSTM).
 
-    ``anomalous_rewards`` lists steps whose reward is not a single point: ALE derives Pong's reward from
-    the RAM scoreboard, and a scoreboard glitch (seen here: the CPU's score dropping from 18 to 1, a
-    "+17" reward) shows up there; such scores are not earned play.
+    ``anomalous_rewards`` lists steps whose reward is not a single point. Measured here: a game still
+    running at agent step 16302 (emulator frame ~65,200) is stopped by the ROM: the ball vanishes
+    mid-court, the CPU's score in RAM becomes 1, and nothing moves until ALE truncates the episode at
+    27,000 steps. ALE derives the reward from the RAM scoreboard, so the CPU's score dropping from,
+    say, 13 to 1 reads as one "+12". That is not earned play: ``earned_scores`` count single points
+    only, and a game must be won before step 16302 to reach its full score.
     """
 
     core: str
@@ -38,11 +41,18 @@ class EvalResult(BaseModel):
     seeds: list[int]
     scores: list[float]
     mean_score: float
+    earned_scores: list[float]  # single-point rewards only
+    mean_earned_score: float
     steps: int
     steps_per_episode: list[int]
     steps_per_second: float
     energy: dict[str, float | list[float]] | None
     anomalous_rewards: list[list[tuple[int, float]]]  # per episode (step, reward) with |reward| > 1
+
+
+def earned_score(rewards: list[float]) -> float:
+    """Points won minus points lost, counting only single-point rewards (not scoreboard glitches)."""
+    return float(sum(r for r in rewards if abs(r) <= 1))
 
 
 def play_episode(
@@ -95,6 +105,7 @@ def evaluate(
         env.close()
     wall = time.perf_counter() - t0
     scores = [float(sum(t.rewards)) for t in traces]
+    earned = [earned_score(t.rewards) for t in traces]
     lengths = [len(t.rewards) for t in traces]
     energy: dict[str, float | list[float]] | None = None
     if all(t.energy is not None for t in traces):
@@ -110,6 +121,8 @@ def evaluate(
         seeds=[seed + i for i in range(episodes)],
         scores=scores,
         mean_score=float(np.mean(scores)),
+        earned_scores=earned,
+        mean_earned_score=float(np.mean(earned)),
         steps=sum(lengths),
         steps_per_episode=lengths,
         steps_per_second=sum(lengths) / wall,

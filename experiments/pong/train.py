@@ -6,7 +6,13 @@ Schedule (all in ``TrainConfig``):
 3. ``dagger_rounds`` times: the agent drives (the expert's action is played with probability
    ``beta``), the expert labels, the data are aggregated and training continues ``dagger_epochs``;
 4. STPN only: ``plastic_epochs`` epochs with the synaptic plasticity (gamma) trained, on a random
-   subset of ``plastic_segments`` segments (full BPTT through F is ~10x slower per frame).
+   subset of ``plastic_segments`` segments (full BPTT through F is ~10x slower per frame);
+5. STPN only: ``plastic_dagger_rounds`` DAgger rounds with the plastic agent driving: each trains one
+   plastic epoch on its ``plastic_dagger_segments`` new segments plus ``plastic_replay_segments``
+   drawn from all earlier data.
+
+``init`` starts from a trained checkpoint instead of random weights (fine-tuning); an already plastic
+checkpoint can only continue with steps 4-5.
 
 For speed, steps 2-3 of the STPN run with gamma held at 0: F then stays 0 and the layer is exactly
 h = tanh(W z / ||W_i|| + b), computed here without the (B, H, K) state (``static_stpn``). Step 4
@@ -25,12 +31,15 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from experiments.pong.agent import AgentState, PongAgent, detach_state
+from experiments.pong.agent import AgentState, PongAgent, detach_state, load_agent
 from experiments.pong.data import Segments, collect, load_segments, noisy_expert_driver, save_segments
 from experiments.pong.env import N_ACTIONS
+from experiments.pong.expert import RamExpert
+from hwloop.errors import CheckpointError, HwloopError
 from hwloop.stpn import STPN
 
 Log = Callable[[str], None]
+PLASTIC_GAME_SEEDS = 100_000  # plastic DAgger games start here, apart from the static rounds' seeds
 WARMUP_STEPS = 4  # loss ignored on a segment's first steps: the agent has not seen the ball move yet
 
 
@@ -45,6 +54,8 @@ class TrainConfig(BaseModel):
     batch: int = 8  # segments per minibatch
     lr: float = 2e-3
     epsilon: float = 0.1  # random-press probability while the expert collects
+    expert_offset: float = 2.0  # px, the expert's aim (RamExpert.offset)
+    expert_delay_cost: float = 4.0  # px per step, the expert's preference for pressing early
     bc_segments: int = 400
     bc_epochs: int = 12
     dagger_rounds: int = 2
@@ -54,6 +65,11 @@ class TrainConfig(BaseModel):
     plastic_epochs: int = 1
     plastic_segments: int = 150  # random subset of the aggregated data for the (slow) plastic phase
     plastic_lr: float = 3e-4
+    plastic_dagger_rounds: int = 0
+    plastic_dagger_segments: int = 100
+    plastic_replay_segments: int = 100
+    plastic_beta: float = 0.0  # expert's share of the driving in the plastic DAgger rounds
+    init: str | None = None  # checkpoint to fine-tune instead of a fresh agent
 
 
 def class_weights(labels: np.ndarray) -> Tensor:
@@ -91,6 +107,8 @@ def train_epochs(
     agent: PongAgent, data: Segments, epochs: int, cfg: TrainConfig, *, lr: float, plastic: bool, log: Log
 ) -> dict[str, float]:
     """Weighted cross-entropy to the expert's labels, truncated BPTT over each segment; returns last stats."""
+    if epochs and len(data) < cfg.batch:
+        raise HwloopError(f"{len(data)} training segments are fewer than one batch of {cfg.batch}")
     params = [p for p in agent.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     weights = class_weights(data.labels)
@@ -150,13 +168,14 @@ def agent_driver(
 
 
 def set_plasticity(layer: STPN, trainable: bool, seed: int) -> None:
-    """Hold gamma at 0 (static phase) or re-initialise it to the paper's U(+-1e-3/sqrt(H)) and train it."""
+    """Hold gamma at 0 (static phase), or train it: from the paper's U(+-1e-3/sqrt(H)) if it is still 0,
+    else from its trained values (fine-tuning a plastic checkpoint)."""
     with torch.no_grad():
-        if trainable:
+        if trainable and not bool(layer.weight_gamma.any()):
             bound = 1e-3 / math.sqrt(layer.hidden_size)
             gen = torch.Generator().manual_seed(seed)
             layer.weight_gamma.copy_((torch.rand(layer.weight_gamma.shape, generator=gen) * 2 - 1) * bound)
-        else:
+        elif not trainable:
             layer.weight_gamma.zero_()
     layer.weight_gamma.requires_grad_(trainable)
     layer.weight_lambda.requires_grad_(trainable)
@@ -175,9 +194,7 @@ def train(
     are cached in ``cache_dir`` if given.
     """
     torch.manual_seed(cfg.seed)
-    agent = PongAgent(cfg.core, cfg.hidden)
-    if isinstance(agent.core, STPN):
-        set_plasticity(agent.core, False, cfg.seed)
+    agent = _initial_agent(cfg)
     record: dict[str, object] = {}
     t0 = time.perf_counter()
     data = _expert_data(cfg, cache_dir)
@@ -185,16 +202,8 @@ def train(
     record["bc"] = train_epochs(agent, data, cfg.bc_epochs, cfg, lr=cfg.lr, plastic=False, log=log)
     _phase_done(agent, record, data, t0, on_phase)
     for r in range(cfg.dagger_rounds):
-        t1 = time.perf_counter()
-        agent.eval()
-        drive, reset = agent_driver(agent, cfg.beta, cfg.seed + 1000 * (r + 1))
-        new = collect(
-            cfg.dagger_segments, cfg.segment_len, drive, seed=cfg.seed + 1000 * (r + 1), reset_driver=reset
-        )
-        agent.train()
+        new = _agent_data(agent, cfg.dagger_segments, cfg.beta, cfg.seed + 1000 * (r + 1), cfg, log)
         data = data.concat(new)
-        took = time.perf_counter() - t1
-        log(f"dagger round {r + 1}: +{new.steps} agent-driven steps ({took:.0f} s), total {data.steps}")
         record[f"dagger_{r + 1}"] = train_epochs(
             agent, data, cfg.dagger_epochs, cfg, lr=cfg.lr, plastic=False, log=log
         )
@@ -207,18 +216,78 @@ def train(
             agent, subset, cfg.plastic_epochs, cfg, lr=cfg.plastic_lr, plastic=True, log=log
         )
         _phase_done(agent, record, data, t0, on_phase)
+    rounds = cfg.plastic_dagger_rounds if isinstance(agent.core, STPN) else 0
+    if rounds:
+        set_plasticity(agent.core, True, cfg.seed)  # type: ignore[arg-type]
+    for r in range(rounds):
+        game_seed = cfg.seed + PLASTIC_GAME_SEEDS + 1000 * r
+        new = _agent_data(agent, cfg.plastic_dagger_segments, cfg.plastic_beta, game_seed, cfg, log)
+        old = np.random.default_rng(game_seed).permutation(len(data))[: cfg.plastic_replay_segments]
+        subset = new.concat(Segments(data.frames[np.sort(old)], data.labels[np.sort(old)]))
+        data = data.concat(new)
+        record[f"plastic_dagger_{r + 1}"] = train_epochs(
+            agent, subset, 1, cfg, lr=cfg.plastic_lr, plastic=True, log=log
+        )
+        _phase_done(agent, record, data, t0, on_phase)
     agent.eval()
     return agent, record
 
 
+def _initial_agent(cfg: TrainConfig) -> PongAgent:
+    """A fresh agent (static STPN: gamma = 0), or the ``init`` checkpoint to fine-tune."""
+    if cfg.init is None:
+        agent = PongAgent(cfg.core, cfg.hidden)
+        if isinstance(agent.core, STPN):
+            set_plasticity(agent.core, False, cfg.seed)
+        return agent
+    agent = load_agent(Path(cfg.init))
+    if (agent.core_name, agent.hidden) != (cfg.core, cfg.hidden):
+        raise CheckpointError(
+            f"--init {cfg.init} holds a {agent.core_name}-{agent.hidden} agent, "
+            f"not the {cfg.core}-{cfg.hidden} being trained"
+        )
+    plastic = isinstance(agent.core, STPN) and bool(agent.core.weight_gamma.any())
+    if plastic and (cfg.bc_epochs or cfg.dagger_rounds):
+        raise HwloopError(
+            f"--init {cfg.init} is already plastic (gamma != 0): continue it with "
+            "--bc-epochs 0 --dagger-rounds 0 and plastic epochs or rounds"
+        )
+    return agent
+
+
+def _agent_data(
+    agent: PongAgent, segments: int, beta: float, seed: int, cfg: TrainConfig, log: Log
+) -> Segments:
+    """One DAgger collection: the agent drives (the expert with probability ``beta``), the expert labels."""
+    t1 = time.perf_counter()
+    agent.eval()
+    drive, reset = agent_driver(agent, beta, seed)
+    new = collect(segments, cfg.segment_len, drive, seed=seed, reset_driver=reset, expert=_expert(cfg))
+    agent.train()
+    log(
+        f"dagger (games from seed {seed}): +{new.steps} agent-driven steps ({time.perf_counter() - t1:.0f} s)"
+    )
+    return new
+
+
+def _expert(cfg: TrainConfig) -> RamExpert:
+    """The labelling expert of this run."""
+    return RamExpert(offset=cfg.expert_offset, delay_cost=cfg.expert_delay_cost)
+
+
 def _expert_data(cfg: TrainConfig, cache_dir: Path | None) -> Segments:
     """Collect the expert-driven data, or reuse it from ``cache_dir`` (it is deterministic per config)."""
-    name = f"expert-seed{cfg.seed}-{cfg.bc_segments}x{cfg.segment_len}-eps{cfg.epsilon}.npz"
+    expert = f"off{cfg.expert_offset}-dc{cfg.expert_delay_cost}"
+    name = f"expert-{expert}-seed{cfg.seed}-{cfg.bc_segments}x{cfg.segment_len}-eps{cfg.epsilon}.npz"
     cached = cache_dir / name if cache_dir else None
     if cached and cached.is_file():
         return load_segments(cached)
     data = collect(
-        cfg.bc_segments, cfg.segment_len, noisy_expert_driver(cfg.epsilon, cfg.seed), seed=cfg.seed
+        cfg.bc_segments,
+        cfg.segment_len,
+        noisy_expert_driver(cfg.epsilon, cfg.seed),
+        seed=cfg.seed,
+        expert=_expert(cfg),
     )
     if cached:
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,10 @@ def evaluate_cmd(
             agent, episodes, seed, backend=backend, sticky=sticky, on_frame=gif, on_episode=done
         )
     speed = f"{result.steps_per_second:.0f} steps/s"
-    console.print(f"mean score [bold]{result.mean_score:+.2f}[/] over {episodes} games ({speed})")
+    earned = ""
+    if result.mean_earned_score != result.mean_score:
+        earned = f", {result.mean_earned_score:+.2f} without ALE scoreboard glitches"
+    console.print(f"mean score [bold]{result.mean_score:+.2f}[/] over {episodes} games{earned} ({speed})")
     if gif is not None and record is not None:
         gif.save(record)
         console.print(f"wrote {record}")
@@ -143,6 +146,25 @@ def train_cmd(
     plastic_epochs: Annotated[
         int, typer.Option("--plastic-epochs", min=0, help="STPN epochs with plasticity.")
     ] = 1,
+    plastic_dagger_rounds: Annotated[
+        int, typer.Option("--plastic-dagger-rounds", min=0, help="DAgger rounds with the plastic agent.")
+    ] = 0,
+    plastic_dagger_segments: Annotated[
+        int, typer.Option("--plastic-dagger-segments", min=1, help="New segments per plastic round.")
+    ] = 100,
+    plastic_replay_segments: Annotated[
+        int, typer.Option("--plastic-replay-segments", min=0, help="Earlier segments replayed per round.")
+    ] = 100,
+    plastic_beta: Annotated[
+        float,
+        typer.Option("--plastic-beta", min=0.0, max=1.0, help="Expert's share of plastic-round driving."),
+    ] = 0.0,
+    plastic_lr: Annotated[
+        float, typer.Option("--plastic-lr", min=0.0, help="Adam step size, plastic.")
+    ] = 3e-4,
+    init: Annotated[
+        Path | None, typer.Option("--init", help="Fine-tune this checkpoint instead of a fresh agent.")
+    ] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 1,
     data_cache: Annotated[
         Path | None, typer.Option("--data-cache", help="Directory to keep/reuse the expert data (.npz).")
@@ -168,14 +190,26 @@ def train_cmd(
         dagger_epochs=dagger_epochs,
         plastic_epochs=plastic_epochs,
         plastic_segments=plastic_segments,
+        plastic_dagger_rounds=plastic_dagger_rounds,
+        plastic_dagger_segments=plastic_dagger_segments,
+        plastic_replay_segments=plastic_replay_segments,
+        plastic_beta=plastic_beta,
+        plastic_lr=plastic_lr,
+        init=str(init) if init else None,
     )
     command = "hwloop pong train " + shlex.join(
         sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else []
     )
 
+    # the record of the start point, read before --out (possibly the same file) is overwritten
+    init_json = init.with_suffix(".json") if init is not None else None
+    init_record = json.loads(init_json.read_text()) if init_json and init_json.is_file() else None
+
     def keep(agent: object, record: dict[str, object]) -> None:
         save_agent(agent, out)  # type: ignore[arg-type]
         full = {"command": command, "config": cfg.model_dump(), **record}
+        if init_record is not None:
+            full["init_record"] = init_record
         out.with_suffix(".json").write_text(json.dumps(full, indent=2) + "\n")
         phase = [key for key in record if key not in ("data_steps", "wall_time_s")][-1]
         console.print(f"saved {out} after {phase} ({record['wall_time_s']} s)")
