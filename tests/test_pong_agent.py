@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from experiments.pong.agent import FEATURES, PongAgent, load_agent, save_agent
 from experiments.pong.evaluate import earned_score
-from experiments.pong.train import set_plasticity, static_stpn
+from experiments.pong.train import TrainConfig, imitation_loss, set_plasticity, static_stpn, step_weights
 from hwloop.errors import CheckpointError
 from hwloop.stpn import STPN
 
@@ -126,3 +127,25 @@ def test_earned_score_leaves_out_scoreboard_glitches() -> None:
     # ALE turns a scoreboard reset of the CPU from 18 to 1 into one +17 reward; it is not a point won
     assert earned_score([1.0, -1.0, 0.0, 17.0, 1.0]) == 1.0
     assert earned_score([]) == 0.0
+
+
+def test_imitation_loss_weights_classes_and_steps() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(2, 5, 6, generator=gen), torch.randint(0, 6, (2, 5), generator=gen)
+    class_w = torch.rand(6, generator=gen) + 0.5
+    # all step weights 1: torch's own class-weighted cross-entropy
+    plain = torch.nn.functional.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), weight=class_w)
+    assert imitation_loss(logits, labels, class_w, torch.ones(2, 5)).item() == pytest.approx(plain.item())
+    # weight 3 on one step: that step counts as three copies of itself
+    step_w = torch.ones(2, 5)
+    step_w[1, 2] = 3.0
+    nll = -torch.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+    w = class_w[labels] * step_w
+    expected = (w * nll).sum() / w.sum()
+    assert imitation_loss(logits, labels, class_w, step_w).item() == pytest.approx(expected.item())
+
+
+def test_step_weights_cover_the_window_before_a_hit() -> None:
+    cfg = TrainConfig(hit_weight=4.0, hit_window=12.0)
+    to_hit = np.array([99.0, 30.0, 12.5, 12.0, 3.0, 0.5])
+    assert step_weights(to_hit, cfg).tolist() == [1.0, 1.0, 1.0, 4.0, 4.0, 4.0]

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.pong.expert import BOTTOM_Y, NOOP, TOP_Y, UP, RamExpert, plan_shift, press_shift, reflect
+from experiments.pong.expert import (
+    BOTTOM_Y,
+    HIT_X,
+    NO_HIT,
+    NOOP,
+    TOP_Y,
+    UP,
+    RamExpert,
+    plan_shift,
+    press_shift,
+    reflect,
+)
 
 
 def test_reflect_mirrors_at_the_walls() -> None:
@@ -44,12 +55,30 @@ def test_expert_tracks_an_approaching_ball() -> None:
     expert.act(ram)  # first sight: no velocity yet
     ram[49] = 178  # moving right (towards the player), flat, a few steps from the paddle
     assert expert.act(ram) == UP
+    assert expert.steps_to_hit == (HIT_X - 178) / 4  # 4 px per step to cover
     expert.reset()
     ram[51] = 100 - int(expert.offset)  # paddle already where the ball will arrive
     ram[49] = 174
     expert.act(ram)
     ram[49] = 178
     assert expert.act(ram) == NOOP
+    ram[49] = 170  # now moving away
+    expert.act(ram)
+    assert expert.steps_to_hit == NO_HIT
+
+
+def test_steps_to_hit_counts_down_one_per_step_in_real_play() -> None:
+    # the ball crosses the court at a constant 4 RAM px per agent step, so while it approaches the
+    # expert's time-to-hit must fall by exactly one each step (bounces change dy, never dx). The first
+    # estimate of an approach is skipped: a served ball appears partway through a step.
+    pytest.importorskip("ale_py")
+    from experiments.pong.data import collect, noisy_expert_driver
+
+    data = collect(1, 600, noisy_expert_driver(0.0, seed=0), seed=3)
+    left = data.steps_to_hit[0]
+    approaching = (left[:-2] < NO_HIT) & (left[1:-1] < NO_HIT) & (left[2:] < NO_HIT)
+    assert approaching.sum() > 100  # several approaches seen
+    assert np.allclose(np.diff(left[1:])[approaching], -1.0)
 
 
 def play(points: int, seed: int) -> tuple[int, int]:

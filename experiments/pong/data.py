@@ -20,10 +20,12 @@ Driver = Callable[[np.ndarray, int], int]  # (frame (84, 84) uint8, expert's act
 
 @dataclass
 class Segments:
-    """frames (N, S, 84, 84) uint8 and expert labels (N, S) int64: N segments of S consecutive steps."""
+    """frames (N, S, 84, 84) uint8, expert labels (N, S) int64 and the expert's steps until the ball
+    reaches the paddle (N, S) float32 (``NO_HIT`` while none approaches): N segments of S steps."""
 
     frames: np.ndarray
     labels: np.ndarray
+    steps_to_hit: np.ndarray
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -36,8 +38,14 @@ class Segments:
     def concat(self, other: Segments) -> Segments:
         """Both datasets together (DAgger aggregation)."""
         return Segments(
-            np.concatenate([self.frames, other.frames]), np.concatenate([self.labels, other.labels])
+            np.concatenate([self.frames, other.frames]),
+            np.concatenate([self.labels, other.labels]),
+            np.concatenate([self.steps_to_hit, other.steps_to_hit]),
         )
+
+    def pick(self, index: np.ndarray) -> Segments:
+        """The segments at ``index`` (in that order)."""
+        return Segments(self.frames[index], self.labels[index], self.steps_to_hit[index])
 
 
 def collect(
@@ -59,6 +67,7 @@ def collect(
     total = n_segments * segment_len
     frames = np.empty((total, OBS_SIZE, OBS_SIZE), dtype=np.uint8)
     labels = np.empty(total, dtype=np.int64)
+    to_hit = np.empty(total, dtype=np.float32)
     env, expert = PongEnv(seed=seed), expert or RamExpert()
     game = 0
     frame = env.reset(seed=seed)
@@ -66,7 +75,7 @@ def collect(
         reset_driver()
     for t in range(total):
         label = expert.act(env.ram())
-        frames[t], labels[t] = frame, label
+        frames[t], labels[t], to_hit[t] = frame, label, expert.steps_to_hit
         result = env.step(driver(frame, label))
         frame = result.obs
         if result.done:
@@ -79,7 +88,7 @@ def collect(
             on_step(t)
     env.close()
     shape = (n_segments, segment_len)
-    return Segments(frames.reshape(*shape, OBS_SIZE, OBS_SIZE), labels.reshape(shape))
+    return Segments(frames.reshape(*shape, OBS_SIZE, OBS_SIZE), labels.reshape(shape), to_hit.reshape(shape))
 
 
 def noisy_expert_driver(epsilon: float, seed: int) -> Driver:
@@ -94,10 +103,10 @@ def noisy_expert_driver(epsilon: float, seed: int) -> Driver:
 
 def save_segments(data: Segments, path: Path) -> None:
     """Store as an uncompressed .npz (uint8 frames)."""
-    np.savez(path, frames=data.frames, labels=data.labels)
+    np.savez(path, frames=data.frames, labels=data.labels, steps_to_hit=data.steps_to_hit)
 
 
 def load_segments(path: Path) -> Segments:
     """Read a dataset written by ``save_segments``."""
     with np.load(path) as z:
-        return Segments(z["frames"], z["labels"])
+        return Segments(z["frames"], z["labels"], z["steps_to_hit"])

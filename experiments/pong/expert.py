@@ -26,6 +26,7 @@ TOP_Y, BOTTOM_Y = 45.0, 206.0  # ball-y reflection lines of the walls (RAM units
 HIT_X = 190.0  # ball x (RAM units) where it meets the player's paddle (tuned by play)
 BALL_SPEEDS_Y = (0, 4, 8, 12)  # |ball dy| per step outside a wall bounce (RAM units)
 REST_Y = 125.0  # paddle y to wait at while the ball moves away
+NO_HIT = 99.0  # steps_to_hit while no ball approaches
 
 
 def reflect(y: float, top: float = TOP_Y, bottom: float = BOTTOM_Y) -> float:
@@ -86,6 +87,7 @@ class RamExpert:
         self._prev_ball: tuple[int, int] | None = None
         self._vy: int | None = None  # last ball dy per step not disturbed by a bounce
         self._paddle: list[int] = []  # paddle y of the last steps, newest last
+        self.steps_to_hit = NO_HIT  # agent steps until the ball reaches the paddle, as of the last act
 
     def _pending(self, py: int) -> float:
         """Paddle displacement (px, + is down) still to come, judged from its observed motion.
@@ -107,14 +109,14 @@ class RamExpert:
         prev, self._prev_ball = self._prev_ball, ((bx, by) if by else None)
         if not by or prev is None:
             self._vy = None
-            return REST_Y, 99.0
+            return REST_Y, NO_HIT
         dx, dy = bx - prev[0], by - prev[1]
         if abs(dy) not in BALL_SPEEDS_Y and self._vy:
             # bounced off a wall inside the step: same speed, now heading away from the nearer wall
             dy = abs(self._vy) * (1 if by < (TOP_Y + BOTTOM_Y) / 2 else -1)
         self._vy = dy
         if dx <= 0 or bx > HIT_X:
-            return REST_Y, 99.0
+            return REST_Y, NO_HIT
         steps = (HIT_X - bx) / dx
         return reflect(by + dy * steps) - self.offset, steps
 
@@ -122,5 +124,6 @@ class RamExpert:
         """The action (0 NOOP, 2 up, 3 down) for the current RAM."""
         bx, by, py = int(ram[49]), int(ram[54]), int(ram[51])
         target, steps = self._target(bx, by)
+        self.steps_to_hit = steps
         press = plan_shift(target - (py + self._pending(py)), min(steps, 12.0), self.delay_cost)
         return {1: DOWN, -1: UP, 0: NOOP}[press]

@@ -11,6 +11,10 @@ Schedule (all in ``TrainConfig``):
    plastic epoch on its ``plastic_dagger_segments`` new segments plus ``plastic_replay_segments``
    drawn from all earlier data.
 
+Every phase minimises class-weighted cross-entropy to the expert's labels; ``hit_weight`` further
+weights the ``hit_window`` steps before the ball reaches the paddle, where the agent's misses were
+traced to (a press one step late, or none).
+
 ``init`` starts from a trained checkpoint instead of random weights (fine-tuning); an already plastic
 checkpoint can only continue with steps 4-5.
 
@@ -69,6 +73,8 @@ class TrainConfig(BaseModel):
     plastic_dagger_segments: int = 100
     plastic_replay_segments: int = 100
     plastic_beta: float = 0.0  # expert's share of the driving in the plastic DAgger rounds
+    hit_weight: float = 1.0  # loss weight of the steps just before the ball reaches the paddle
+    hit_window: float = 12.0  # steps before the hit that get ``hit_weight``
     init: str | None = None  # checkpoint to fine-tune instead of a fresh agent
 
 
@@ -78,6 +84,21 @@ def class_weights(labels: np.ndarray) -> Tensor:
     w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
     w = w / w[counts > 0].mean()
     return torch.tensor(w, dtype=torch.float32)
+
+
+def step_weights(steps_to_hit: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Per-step loss weights: ``hit_weight`` within ``hit_window`` steps of the ball reaching the paddle
+    (where a press one step late loses the point), 1 elsewhere."""
+    return np.where(steps_to_hit <= cfg.hit_window, cfg.hit_weight, 1.0).astype(np.float32)
+
+
+def imitation_loss(logits: Tensor, labels: Tensor, class_w: Tensor, step_w: Tensor) -> Tensor:
+    """Cross-entropy of logits (B, T, A) to labels (B, T), each step weighted class_w[label] * step_w,
+    normalised by the total weight (torch's class-weighted mean when all step weights are 1)."""
+    y = labels.reshape(-1)
+    w = class_w[y] * step_w.reshape(-1)
+    ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y, reduction="none")
+    return (w * ce).sum() / w.sum()
 
 
 def static_stpn(layer: STPN, feats: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,6 +141,7 @@ def train_epochs(
         for start in range(0, len(order) - cfg.batch + 1, cfg.batch):
             idx = np.sort(order[start : start + cfg.batch])
             frames, labels = torch.from_numpy(data.frames[idx]), torch.from_numpy(data.labels[idx])
+            step_w = torch.from_numpy(step_weights(data.steps_to_hit[idx], cfg))
             state = agent.initial_state(cfg.batch)
             if agent.core_name == "stpn" and not plastic:
                 state = (state[0], state[0].new_zeros(0))  # F is identically 0 on this path
@@ -127,8 +149,8 @@ def train_epochs(
                 logits, state = _logits(agent, frames[:, c : c + cfg.chunk], state, plastic)
                 y = labels[:, c : c + cfg.chunk]
                 keep = torch.arange(c, c + y.shape[1]) >= WARMUP_STEPS
-                loss = nn.functional.cross_entropy(
-                    logits[:, keep].reshape(-1, N_ACTIONS), y[:, keep].reshape(-1), weight=weights
+                loss = imitation_loss(
+                    logits[:, keep], y[:, keep], weights, step_w[:, c : c + cfg.chunk][:, keep]
                 )
                 opt.zero_grad()
                 loss.backward()
@@ -211,7 +233,7 @@ def train(
     if isinstance(agent.core, STPN) and cfg.plastic_epochs:
         set_plasticity(agent.core, True, cfg.seed)
         pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(data))[: cfg.plastic_segments])
-        subset = Segments(data.frames[pick], data.labels[pick])
+        subset = data.pick(pick)
         record["plastic"] = train_epochs(
             agent, subset, cfg.plastic_epochs, cfg, lr=cfg.plastic_lr, plastic=True, log=log
         )
@@ -223,7 +245,7 @@ def train(
         game_seed = cfg.seed + PLASTIC_GAME_SEEDS + 1000 * r
         new = _agent_data(agent, cfg.plastic_dagger_segments, cfg.plastic_beta, game_seed, cfg, log)
         old = np.random.default_rng(game_seed).permutation(len(data))[: cfg.plastic_replay_segments]
-        subset = new.concat(Segments(data.frames[np.sort(old)], data.labels[np.sort(old)]))
+        subset = new.concat(data.pick(np.sort(old)))
         data = data.concat(new)
         record[f"plastic_dagger_{r + 1}"] = train_epochs(
             agent, subset, 1, cfg, lr=cfg.plastic_lr, plastic=True, log=log
@@ -278,7 +300,7 @@ def _expert(cfg: TrainConfig) -> RamExpert:
 def _expert_data(cfg: TrainConfig, cache_dir: Path | None) -> Segments:
     """Collect the expert-driven data, or reuse it from ``cache_dir`` (it is deterministic per config)."""
     expert = f"off{cfg.expert_offset}-dc{cfg.expert_delay_cost}"
-    name = f"expert-{expert}-seed{cfg.seed}-{cfg.bc_segments}x{cfg.segment_len}-eps{cfg.epsilon}.npz"
+    name = f"expert-v2-{expert}-seed{cfg.seed}-{cfg.bc_segments}x{cfg.segment_len}-eps{cfg.epsilon}.npz"
     cached = cache_dir / name if cache_dir else None
     if cached and cached.is_file():
         return load_segments(cached)

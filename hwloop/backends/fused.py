@@ -88,7 +88,9 @@ def _update_rows(F, lam, gamma, inv_n, h, z, out):  # pragma: no cover - compile
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _step_rows(W, F, lam, gamma, z, bias, eps, h, out, row_energy, with_energy):  # pragma: no cover
+def _step_rows(
+    W, F, lam, gamma, z, bias, eps, h, n_out, y_out, out, row_energy, with_energy
+):  # pragma: no cover
     B, H, K = F.shape
     one = F.dtype.type(1)
     for r in prange(B * H):  # a row of F (K floats) stays in L1 between the two loops
@@ -98,6 +100,8 @@ def _step_rows(W, F, lam, gamma, z, bias, eps, h, out, row_energy, with_energy):
         z_row = z[b]
         sq, dot, en = _row_sums(W[i], f_row, z_row, with_energy)
         n = F.dtype.type(np.sqrt(sq) + eps)
+        n_out[b, i] = n
+        y_out[b, i] = dot / n
         post = np.tanh(dot / n + bias[i])
         h[b, i] = post
         if with_energy:
@@ -116,11 +120,11 @@ def fusable(*tensors: Tensor) -> bool:
     return dtype in FUSABLE_DTYPES and all(t.is_cpu and t.dtype == dtype for t in tensors)
 
 
-def _array(t: Tensor) -> np.ndarray:
+def array_of(t: Tensor) -> np.ndarray:
     return (t.detach() if t.requires_grad else t).contiguous().numpy()
 
 
-def _launch(kernel: Callable[..., None], *args: object) -> None:
+def launch(kernel: Callable[..., None], *args: object) -> None:
     """Run a kernel on as many threads as torch may use, and leave torch's setting as it was.
 
     numba's OpenMP pool shares libgomp with torch; starting it resets the process-wide thread
@@ -143,12 +147,12 @@ def fused_read(
     Returns y = (G z)_i / n_i (B, H), n_i = ||G_i,:||_2 + eps (B, H), and if ``energy`` the
     per-sample metric sum_ij |G_ij| z_j^2 / n_i (B,), else None.
     """
-    f = _array(F)
+    f = array_of(F)
     batch, hidden, _ = f.shape
     y = np.empty((batch, hidden), f.dtype)
     n = np.empty((batch, hidden), f.dtype)
     row_energy = np.empty((batch, hidden) if energy else (0, 0), f.dtype)
-    _launch(_read_rows, _array(weight), f, _array(z), eps, y, n, row_energy, energy)
+    launch(_read_rows, array_of(weight), f, array_of(z), eps, y, n, row_energy, energy)
     total_energy = torch.from_numpy(row_energy.sum(axis=1)) if energy else None
     return torch.from_numpy(y), torch.from_numpy(n), total_energy
 
@@ -158,10 +162,10 @@ def fused_update(F: Tensor, lam: Tensor, gamma: Tensor, n: Tensor, h: Tensor, z:
 
     F (B, H, K); lam, gamma (H, K); n, h (B, H); z (B, K). F itself is left untouched.
     """
-    f = _array(F)
+    f = array_of(F)
     out = np.empty_like(f)
-    inv_n = np.reciprocal(_array(n))  # one division per row instead of one per synapse
-    _launch(_update_rows, f, _array(lam), _array(gamma), inv_n, _array(h), _array(z), out)
+    inv_n = np.reciprocal(array_of(n))  # one division per row instead of one per synapse
+    launch(_update_rows, f, array_of(lam), array_of(gamma), inv_n, array_of(h), array_of(z), out)
     return torch.from_numpy(out)
 
 
@@ -175,12 +179,20 @@ def fused_step(
     update kernels' two reads. Returns h (B, H), F_t (B, H, K, a new tensor), and the per-sample
     energy metric (B,) if ``energy`` else None.
     """
-    f = _array(F)
+    h, F_t, _, _, total_energy = fused_step_saving(weight, F, lam, gamma, z, bias, eps, energy)
+    return h, F_t, total_energy
+
+
+def fused_step_saving(
+    weight: Tensor, F: Tensor, lam: Tensor, gamma: Tensor, z: Tensor, bias: Tensor, eps: float, energy: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """``fused_step`` that also returns what its backward needs: h, F_t, n (B, H), y (B, H), energy."""
+    f = array_of(F)
     batch, hidden, _ = f.shape
-    h = np.empty((batch, hidden), f.dtype)
+    h, n, y = (np.empty((batch, hidden), f.dtype) for _ in range(3))
     out = np.empty_like(f)
     row_energy = np.empty((batch, hidden) if energy else (0, 0), f.dtype)
-    arrays = (_array(t) for t in (weight, F, lam, gamma, z, bias))
-    _launch(_step_rows, *arrays, eps, h, out, row_energy, energy)
+    arrays = (array_of(t) for t in (weight, F, lam, gamma, z, bias))
+    launch(_step_rows, *arrays, eps, h, n, y, out, row_energy, energy)
     total_energy = torch.from_numpy(row_energy.sum(axis=1)) if energy else None
-    return torch.from_numpy(h), torch.from_numpy(out), total_energy
+    return torch.from_numpy(h), torch.from_numpy(out), torch.from_numpy(n), torch.from_numpy(y), total_energy

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from hwloop.backends.fused import fusable, fused_read, fused_step, fused_update
+from hwloop.backends.fused_grad import fused_step_with_grad
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.energy import synaptic_energy_metric
 
@@ -63,11 +64,16 @@ class IdealCrossbar:
         return s.lam * (F / n.unsqueeze(2)) + s.gamma * (h.unsqueeze(2) * z.unsqueeze(1))
 
     def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
-        """One time step: read, h = tanh(y + bias), update; one fused pass per row when no grad is needed."""
+        """One time step: read, h = tanh(y + bias), update; one fused pass per row, and when a gradient
+        is needed (training) the fused step with its hand-derived backward (``fused_grad``)."""
         s = self.synapses
         inputs = (s.weight, F, s.lam, s.gamma, z, bias)
-        if not _needs_grad(*inputs) and fusable(*inputs):
+        if not fusable(*inputs):
+            return read_then_update(self, F, z, bias, energy=energy)
+        if not _needs_grad(*inputs):
             return StepResult(*fused_step(*inputs, NORM_EPS, energy))
+        if not energy:
+            return StepResult(*fused_step_with_grad(*inputs, NORM_EPS), None)
         return read_then_update(self, F, z, bias, energy=energy)
 
     def energy(self) -> dict[str, float]:

@@ -159,6 +159,13 @@ def train_cmd(
         float,
         typer.Option("--plastic-beta", min=0.0, max=1.0, help="Expert's share of plastic-round driving."),
     ] = 0.0,
+    hit_weight: Annotated[
+        float,
+        typer.Option("--hit-weight", min=0.0, help="Loss weight of the steps just before a paddle hit."),
+    ] = 1.0,
+    hit_window: Annotated[
+        float, typer.Option("--hit-window", min=0.0, help="Steps before a hit that get --hit-weight.")
+    ] = 12.0,
     plastic_lr: Annotated[
         float, typer.Option("--plastic-lr", min=0.0, help="Adam step size, plastic.")
     ] = 3e-4,
@@ -195,6 +202,8 @@ def train_cmd(
         plastic_replay_segments=plastic_replay_segments,
         plastic_beta=plastic_beta,
         plastic_lr=plastic_lr,
+        hit_weight=hit_weight,
+        hit_window=hit_window,
         init=str(init) if init else None,
     )
     command = "hwloop pong train " + shlex.join(
