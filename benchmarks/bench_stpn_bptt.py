@@ -31,14 +31,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numba
 import torch
 from torch import Tensor
 
@@ -46,7 +44,7 @@ from hwloop.stpn import STPN
 
 # The sibling benchmark's naive_step, so both benchmarks share one definition of "naive".
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_stpn_step import naive_step
+from bench_stpn_step import machine_and_versions, naive_step
 
 INPUT_SIZE, HIDDEN_SIZE = 2592, 64
 BATCH, WINDOW = 8, 32
@@ -218,16 +216,7 @@ def main() -> None:
         ),
         "threads": args.threads,
         "rounds": args.rounds,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "numba": numba.__version__,
-            "python": platform.python_version(),
-        },
+        **machine_and_versions(load_before[0]),
         "timings": timings,
         "notes": notes,
     }

@@ -187,16 +187,7 @@ def main() -> None:
         "unit": "microseconds per sample-step (wall-clock and process CPU time), medians over rounds",
         "threads": args.threads,
         "rounds": args.rounds,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "numba": numba.__version__,
-            "python": platform.python_version(),
-        },
+        **machine_and_versions(load_before[0]),
         "results": results,
         "goals_fused_vs_naive": goals,
     }
@@ -204,6 +195,22 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     print(f"wrote {args.out}")
+
+
+def machine_and_versions(load_before: float) -> dict[str, dict]:
+    """The report's "machine" (with the 1-min load average before and now) and "versions" entries."""
+    return {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "loadavg_1min_before_after": [load_before, os.getloadavg()[0]],
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "numba": numba.__version__,
+            "python": platform.python_version(),
+        },
+    }
 
 
 def print_table(report: dict) -> None:

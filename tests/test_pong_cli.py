@@ -108,6 +108,36 @@ def test_fine_tuning_starts_from_the_init_checkpoint(hwloop_run, plastic_init, t
     assert 0.0 <= record["plastic_dagger_1"]["accuracy"] <= 1.0
 
 
+def test_an_lstm_runs_the_on_policy_rounds_too(hwloop_run, tmp_path) -> None:
+    # trained "the same way" as the STPN: the closing DAgger rounds are not STPN-only
+    out = tmp_path / "lstm.safetensors"
+    args = [
+        "--core",
+        "lstm",
+        "--hidden",
+        "8",
+        "--bc-segments",
+        "8",
+        "--bc-epochs",
+        "1",
+        "--dagger-rounds",
+        "0",
+    ]
+    args += [
+        "--plastic-dagger-rounds",
+        "1",
+        "--plastic-dagger-segments",
+        "8",
+        "--plastic-replay-segments",
+        "8",
+    ]
+    code, _, err = hwloop_run("pong", "train", "--out", str(out), *args, "--hit-weight", "4")
+    assert code == 0, err
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["hit_weight"] == 4.0
+    assert record["data_steps"] == 2 * 8 * 128 and "plastic_dagger_1" in record
+
+
 def test_a_plastic_init_refuses_the_static_phases(hwloop_run, plastic_init, tmp_path) -> None:
     args = ["--out", str(tmp_path / "x.safetensors"), "--init", str(plastic_init), "--hidden", "8"]
     code, _, err = hwloop_run("pong", "train", *args)

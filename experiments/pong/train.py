@@ -7,9 +7,10 @@ Schedule (all in ``TrainConfig``):
    ``beta``), the expert labels, the data are aggregated and training continues ``dagger_epochs``;
 4. STPN only: ``plastic_epochs`` epochs with the synaptic plasticity (gamma) trained, on a random
    subset of ``plastic_segments`` segments (full BPTT through F is ~10x slower per frame);
-5. STPN only: ``plastic_dagger_rounds`` DAgger rounds with the plastic agent driving: each trains one
-   plastic epoch on its ``plastic_dagger_segments`` new segments plus ``plastic_replay_segments``
-   drawn from all earlier data.
+5. ``plastic_dagger_rounds`` DAgger rounds with the agent driving in its full dynamics (the STPN
+   plastic): each trains one epoch at ``plastic_lr`` on its ``plastic_dagger_segments`` new segments
+   plus ``plastic_replay_segments`` drawn from all earlier data. An LSTM runs them too, so both cores
+   can be trained the same way.
 
 Every phase minimises class-weighted cross-entropy to the expert's labels; ``hit_weight`` further
 weights the ``hit_window`` steps before the ball reaches the paddle, where the agent's misses were
@@ -163,8 +164,9 @@ def train_epochs(
                 seen += y.numel()
         dt = time.perf_counter() - t0
         stats = {"loss": loss_sum / counted, "accuracy": correct / counted, "frames_per_s": seen / dt}
+        kind = ("plastic " if plastic else "static ") * (agent.core_name == "stpn") + agent.core_name
         log(
-            f"epoch {epoch + 1}/{epochs} plastic={plastic}: loss {stats['loss']:.4f} "
+            f"epoch {epoch + 1}/{epochs} {kind}: loss {stats['loss']:.4f} "
             f"acc {stats['accuracy']:.3f} ({stats['frames_per_s']:.0f} frames/s, {dt:.0f} s)"
         )
     return stats
@@ -238,10 +240,9 @@ def train(
             agent, subset, cfg.plastic_epochs, cfg, lr=cfg.plastic_lr, plastic=True, log=log
         )
         _phase_done(agent, record, data, t0, on_phase)
-    rounds = cfg.plastic_dagger_rounds if isinstance(agent.core, STPN) else 0
-    if rounds:
-        set_plasticity(agent.core, True, cfg.seed)  # type: ignore[arg-type]
-    for r in range(rounds):
+    if cfg.plastic_dagger_rounds and isinstance(agent.core, STPN):
+        set_plasticity(agent.core, True, cfg.seed)
+    for r in range(cfg.plastic_dagger_rounds):
         game_seed = cfg.seed + PLASTIC_GAME_SEEDS + 1000 * r
         new = _agent_data(agent, cfg.plastic_dagger_segments, cfg.plastic_beta, game_seed, cfg, log)
         old = np.random.default_rng(game_seed).permutation(len(data))[: cfg.plastic_replay_segments]

@@ -1,10 +1,12 @@
 """The ideal digital crossbar: exact float arithmetic of the STPN equations.
 
-Two arithmetic paths give the same numbers to float rounding. When a gradient is needed (training,
-BPTT) every operation is plain differentiable torch. When none is (``torch.no_grad``,
-``torch.inference_mode``, or no input requires grad) read and update run as hand-fused one-pass
-kernels (``hwloop.backends.fused``) over CPU float32/float64 tensors; the choice is made here,
-per call, so the STPN never needs to know.
+The arithmetic paths give the same numbers to float rounding; the choice is made here, per call, so
+the STPN never needs to know. On CPU float32/float64 tensors a whole ``step`` is one hand-fused pass
+per row (``hwloop.backends.fused``), and when a gradient is needed (training, BPTT) the same pass with
+a hand-derived backward (``hwloop.backends.fused_grad``). When no gradient is needed
+(``torch.no_grad``, ``torch.inference_mode``, or no input requires grad) ``read`` and ``update`` are
+fused kernels too. Everything else (other devices or dtypes, ``read``/``update`` under autograd, a
+differentiable step that also reports energy) is plain differentiable torch.
 """
 
 from __future__ import annotations
