@@ -2,6 +2,9 @@
 
 Pulse: a two-entry source configuration list [amplitude, 0 V] is stored with the output off, then the
 trigger model recalls the amplitude, switches the output on, waits ``width_s`` and steps to 0 V.
+Configuration lists outlive sessions (until ``*RST`` or power-off) and creating an existing one is error
+-222, so a session's first pulse asks the catalog whether the list is there and deletes it first; the
+list's size is checked before the trigger model is armed, so a stale list is never run.
 Read train: MEASURE -> DELAY every_s -> BRANCH back ``count`` times, readings with relative timestamps
 in ``defbuffer1``. The 2450 spaces readings by every_s plus the measurement time (about NPLC / line
 frequency), so use the returned instrument timestamps, never the nominal interval.
@@ -14,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from drivers.control import control, parse_bool
+from drivers.errors import InstrumentError, ProtocolError
 from drivers.smu import (
     Smu,
     compliance_within_limits,
@@ -23,7 +27,18 @@ from drivers.smu import (
 )
 
 PULSE_LIST = "HWLOOP_PULSE"
+PULSE_LIST_SIZE = 2  # [amplitude, 0 V]
 BUFFER = "defbuffer1"
+MAX_CATALOG_NAMES = 1000  # a catalog walk longer than this is a misbehaving link, not an instrument
+
+
+def _scpi_string(reply: str) -> str:
+    """A SCPI string reply without its quotes ('"NAME"' or 'NAME' -> 'NAME'; '""' -> '')."""
+    return reply.strip().strip('"')
+
+
+def _count(reply: str) -> int:
+    return int(float(reply))
 
 
 class Keithley2450(Smu):
@@ -52,12 +67,50 @@ class Keithley2450(Smu):
         to_wire={True: "ON", False: "OFF"},
     )
 
-    _list_created = False  # whether this session created the pulse configuration list
+    source_list_catalog = control(
+        ":SOUR:CONF:LIST:CAT?",
+        None,
+        "Next stored source configuration list name; '' after the last (the walk then starts over).",
+        parse=_scpi_string,
+    )
+    pulse_list_size = control(
+        f':SOUR:CONF:LIST:SIZE? "{PULSE_LIST}"',
+        None,
+        "Configuration indexes in the pulse list.",
+        parse=_count,
+    )
+
+    # Whether the pulse list is on the instrument: None = unknown (ask the catalog), else known.
+    _list_created: bool | None = None
 
     def reset(self) -> None:
         """``*RST`` (output off, configuration lists gone); compliance must be set again."""
         super().reset()
         self._list_created = False
+
+    def reconnect(self) -> None:
+        """Reopen a dropped link; the instrument may have been power-cycled, so ask for the list again."""
+        self._list_created = None
+        super().reconnect()
+
+    def _pulse_list_stored(self) -> bool:
+        """Whether the instrument holds the pulse list, from ``CATalog?`` walks (one name per query).
+
+        The walk's position is the instrument's and outlives sessions: the first walk may start where an
+        earlier session stopped, so if it misses the list a second, complete walk decides.
+        """
+        for _ in range(2):
+            names = set()
+            for _ in range(MAX_CATALOG_NAMES):
+                name = self.source_list_catalog
+                if not name:
+                    break
+                names.add(name)
+            else:
+                raise ProtocolError(f"{self.transport.name}: configuration list catalog does not end")
+            if PULSE_LIST in names:
+                return True
+        return False
 
     def _reset_commands(self) -> list[str]:
         return ["*RST", ":SOUR:FUNC VOLT", ':SENS:FUNC "CURR"']
@@ -79,14 +132,23 @@ class Keithley2450(Smu):
         t = self.transport
         self.output_enabled = False
         self.level_v = 0.0
+        if self._list_created is None:
+            self._list_created = self._pulse_list_stored()
         if self._list_created:
             t.write(f':SOUR:CONF:LIST:DEL "{PULSE_LIST}"')
+        self._list_created = None  # unknown until the new list is verified
         t.write(f':SOUR:CONF:LIST:CRE "{PULSE_LIST}"')
-        self._list_created = True
         self.level_v = amplitude_v
         t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
         self.level_v = 0.0
         t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
+        size = self.pulse_list_size
+        self._list_created = True
+        if size != PULSE_LIST_SIZE:  # not the list just stored: never arm the trigger model on it
+            self._check_errors()
+            raise InstrumentError(
+                f"{t.name}: pulse list {PULSE_LIST} has {size} entries, expected {PULSE_LIST_SIZE}"
+            )
         t.write(':TRIG:LOAD "Empty"')
         t.write(f':TRIG:BLOC:CONF:REC 1, "{PULSE_LIST}", 1')
         t.write(":TRIG:BLOC:SOUR:STAT 2, ON")

@@ -32,11 +32,14 @@ def test_k2450_pulse_sequence() -> None:
             (":SYST:ERR?", '0,"No error;0;0 0"'),
             (":OUTP OFF", None),
             (":SOUR:VOLT 0", None),
+            (":SOUR:CONF:LIST:CAT?", '""'),  # first pulse of a session: is the list already stored?
+            (":SOUR:CONF:LIST:CAT?", '""'),  # (a second, complete walk of the catalog)
             (':SOUR:CONF:LIST:CRE "HWLOOP_PULSE"', None),
             (":SOUR:VOLT 1.5", None),
             (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
             (":SOUR:VOLT 0", None),
             (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
+            (':SOUR:CONF:LIST:SIZE? "HWLOOP_PULSE"', "2"),  # the list just stored, before arming
             (':TRIG:LOAD "Empty"', None),
             (':TRIG:BLOC:CONF:REC 1, "HWLOOP_PULSE", 1', None),
             (":TRIG:BLOC:SOUR:STAT 2, ON", None),

@@ -1,7 +1,9 @@
 """Simulated Keithley 2450: SCPI with configuration lists and the trigger model (short command forms).
 
 Implements the commands the ``Keithley2450`` driver uses (and their queries); anything else goes onto
-the error queue as -113 "Undefined header", as the real instrument does.
+the error queue as -113 "Undefined header", as the real instrument does. Like the instrument, the
+configuration lists (and the catalog's walk position) belong to the emulator, not to a session: they
+outlive driver sessions until ``*RST``, and creating a list that exists is error -222.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class K2450Emulator(SmuEmulator):
     def reset_state(self) -> None:
         super().reset_state()
         self.config_lists: dict[str, list[float]] = {}
+        self.catalog_walk: list[str] | None = None  # names CATalog? has still to return; None: not walking
         self.list_index: dict[str, int] = {}
         self.blocks: dict[int, tuple[str, list[str]]] = {}
         self.buffer: list[tuple[float, float]] = []
@@ -94,6 +97,18 @@ class K2450Emulator(SmuEmulator):
             self.error(-222, f"Configuration list {name} already exists")
             return
         self.config_lists[name] = []
+
+    def _list_catalog(self, args: list[str]) -> str:
+        """One stored list name per query, then an empty string; the next query starts a new walk."""
+        if self.catalog_walk is None:
+            self.catalog_walk = list(self.config_lists)
+        if not self.catalog_walk:
+            self.catalog_walk = None
+            return '""'
+        return f'"{self.catalog_walk.pop(0)}"'
+
+    def _list_size(self, args: list[str]) -> str:
+        return str(len(self.config_lists[_unquote(args[0])]))
 
     def _list_delete(self, args: list[str]) -> None:
         self.config_lists.pop(_unquote(args[0]))
@@ -179,6 +194,8 @@ _COMMANDS: dict[str, Callable[[K2450Emulator, list[str]], str | None]] = {
     ":OUTP": K2450Emulator._outp,
     ":OUTP?": K2450Emulator._outp_q,
     ":MEAS:CURR?": K2450Emulator._meas_curr,
+    ":SOUR:CONF:LIST:CAT?": K2450Emulator._list_catalog,
+    ":SOUR:CONF:LIST:SIZE?": K2450Emulator._list_size,
     ":SOUR:CONF:LIST:CRE": K2450Emulator._list_create,
     ":SOUR:CONF:LIST:DEL": K2450Emulator._list_delete,
     ":SOUR:CONF:LIST:STOR": K2450Emulator._list_store,
