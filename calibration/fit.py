@@ -27,7 +27,8 @@ yields a silent wrong tau:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,12 @@ AICC_TIE = (
     2.0  # laws within 2 of the lowest AICc are equally supported: take the simplest (Burnham & Anderson)
 )
 CHUNK_ELEMENTS = 2_000_000  # devices x samples per batched solve (bounds memory at ~100 MB)
+# Below this many devices x samples the torch solve of "biexp" / "stretched" runs on one thread: its
+# per-step products (P x N by N x P per device) are microseconds of work, and a multi-threaded OpenMP
+# region per op costs far more on a busy machine (each region waits for every team thread to be
+# scheduled). numba's first parallel launch (the "exp" kernel) raises OpenMP's thread count for torch
+# as well, so even OMP_NUM_THREADS=1 does not prevent it.
+SERIAL_ELEMENTS = 250_000
 
 
 @dataclass
@@ -234,8 +241,10 @@ def _solve_chunk(law: str, t: Array, g: Array, robust: bool) -> tuple[dict[str, 
         g_scale = np.abs(g - g_ref).max(1, keepdims=True)
         tn = torch.from_numpy(np.ascontiguousarray(t / t_scale))
         yn = torch.from_numpy(np.ascontiguousarray((g - g_ref) / g_scale))
-        p0 = _INIT[law](tn, yn)
-        sol = levenberg_marquardt(_MODELS[law], p0, tn, yn, robust=robust, bounds=_BOUNDS[law])
+        k = _exp_rate(tn, yn)  # numba, parallel: before the thread count is pinned below
+        with _torch_threads(1 if yn.numel() <= SERIAL_ELEMENTS else None):
+            p0 = _INIT[law](tn, yn, k)
+            sol = levenberg_marquardt(_MODELS[law], p0, tn, yn, robust=robust, bounds=_BOUNDS[law])
         p, cov_u, converged = sol.params.numpy(), sol.cov_unscaled.numpy(), sol.converged.numpy()
         w, r = sol.weights.numpy(), sol.residual.numpy()
         wrss, wsum, rss_n = (w * r * r).sum(1), w.sum(1), (r * r).sum(1)
@@ -283,6 +292,20 @@ def _solve_chunk(law: str, t: Array, g: Array, robust: bool) -> tuple[dict[str, 
     status[at_edge & np.isin(status, ("ok", "flat"))] = "tau_unresolved"
     status[gs == 0] = "flat"  # a constant trace
     return out, status
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch on ``threads`` intra-op threads (None: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _judge(out: dict[str, Array], t: Array, converged: NDArray[np.bool_]) -> NDArray[np.str_]:
@@ -355,8 +378,8 @@ def _exp_rate(t: Tensor, y: Tensor) -> Tensor:
     return torch.where(torch.isfinite(k) & (k > 1e-3) & (k < 1e5), k, torch.full_like(k, 3.0))
 
 
-def _biexp_init(t: Tensor, y: Tensor) -> Tensor:
-    k = _exp_rate(t, y)
+def _biexp_init(t: Tensor, y: Tensor, k: Tensor) -> Tensor:
+    """Best of a grid of (k1, k2) around the single-exponential rate k (D,), (c, a1, a2) projected."""
     best_p = torch.zeros(y.shape[0], 5, dtype=y.dtype)
     best_sse = torch.full((y.shape[0],), float("inf"), dtype=y.dtype)
     for m1 in (1.5, 3.0, 10.0, 30.0, 100.0):
@@ -371,8 +394,8 @@ def _biexp_init(t: Tensor, y: Tensor) -> Tensor:
     return best_p
 
 
-def _stretched_init(t: Tensor, y: Tensor) -> Tensor:
-    k = _exp_rate(t, y)
+def _stretched_init(t: Tensor, y: Tensor, k: Tensor) -> Tensor:
+    """Best of a grid of (k, beta) around the single-exponential rate k (D,), (c, a) projected."""
     best_p = torch.zeros(y.shape[0], 4, dtype=y.dtype)
     best_sse = torch.full((y.shape[0],), float("inf"), dtype=y.dtype)
     for beta in (0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 0.95):

@@ -174,3 +174,24 @@ def test_real_vo2_traces_prefer_non_exponential_laws(vo2_dir, group):
     # good fits by residual criteria: RMS residual below 1% of the relaxation amplitude
     assert np.median(best.rmse_rel) < 0.01
     assert np.median(best.r2) > 0.995
+
+
+def test_auto_recovers_biexp_from_a_long_noisy_trace_after_the_exp_kernel():
+    """1000-point trace (an SMU record): "auto" runs numba's parallel exp kernel, then the torch solve of
+    the other laws on a single pinned thread; that solve must still land on the generating biexp."""
+    import torch
+
+    rng = np.random.default_rng(11)
+    t = np.linspace(1e-3, 1.0, 1000)
+    tau1, tau2, w1, amp = 0.012, 0.25, 0.6, 1e-3
+    g = 2e-3 + amp * (w1 * np.exp(-t / tau1) + (1 - w1) * np.exp(-t / tau2))
+    g = g + 1e-3 * amp * rng.standard_normal(t.size)
+    threads = torch.get_num_threads()
+    fit = fit_decay(t, g, model="auto")
+    assert torch.get_num_threads() == threads  # the solve's thread setting does not leak
+    assert list(fit.law) == ["biexp"] and fit.ok.all()
+    assert fit.tau[0] == pytest.approx(tau1, rel=0.02)
+    assert fit.tau2[0] == pytest.approx(tau2, rel=0.02)
+    assert fit.w1[0] == pytest.approx(w1, abs=0.01)
+    assert fit.delta_g[0] == pytest.approx(amp, rel=0.01)
+    assert fit.rmse_rel[0] == pytest.approx(1e-3, rel=0.2)  # residuals at the noise level
