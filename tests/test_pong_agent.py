@@ -149,3 +149,21 @@ def test_step_weights_cover_the_window_before_a_hit() -> None:
     cfg = TrainConfig(hit_weight=4.0, hit_window=12.0)
     to_hit = np.array([99.0, 30.0, 12.5, 12.0, 3.0, 0.5])
     assert step_weights(to_hit, cfg).tolist() == [1.0, 1.0, 1.0, 4.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize(("name", "core", "hidden"), [("stpn64", "stpn", 64), ("lstm48", "lstm", 48)])
+def test_shipped_checkpoints_load_with_their_records(name: str, core: str, hidden: int) -> None:
+    import json
+
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
+    agent = load_agent(folder / f"{name}.safetensors")
+    assert (agent.core_name, agent.hidden) == (core, hidden)
+    record = json.loads((folder / f"{name}.json").read_text())
+    assert record["config"]["core"] == core and record["config"]["hidden"] == hidden
+    # every stage of the chain is one command writing this checkpoint, the first from scratch
+    assert record["reproduce"][0].count("--init") == 0
+    assert all(f"--out experiments/pong/checkpoints/{name}.safetensors" in c for c in record["reproduce"])
+    evaluation = json.loads((folder / f"{name}.eval.json").read_text())
+    assert evaluation["core"] == core and len(evaluation["scores"]) == 10
+    if core == "stpn":  # the plasticity is trained: gamma is not the static phase's zero
+        assert bool(agent.core.weight_gamma.any())  # type: ignore[union-attr]
