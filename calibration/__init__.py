@@ -1,7 +1,7 @@
 """Calibration: measure device decay and pulse response, fit them, and map them onto the STPN.
 
-record.py    CalibrationRecord (JSON): per-device lambda/gamma/tau the backends load
-laws.py      decay laws and the best per-step lambda of a non-exponential law
+The record schema and the decay laws live in ``device_models`` (``record.py``, ``laws.py``).
+
 fit.py       fit_decay: batched, robust decay fits with per-device status and model selection
 expfast.py   the fused single-exponential kernel (numba) behind fit_decay(model="exp")
 lm.py        batched robust Levenberg-Marquardt (torch) for the multi-parameter laws

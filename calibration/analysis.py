@@ -23,8 +23,8 @@ from numpy.typing import NDArray
 
 from calibration.bias import fit_bias_law
 from calibration.fit import DecayFit, fit_decay
-from calibration.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
-from calibration.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
+from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
+from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile, software_version
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from calibration.record import BiasLaw, CalibrationError
+from device_models.record import BiasLaw, CalibrationError
 
 Array = NDArray[np.float64]
 

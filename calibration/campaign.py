@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from calibration.record import CalibrationError
+from device_models.record import CalibrationError
 from calibration.storage import CampaignFile
 from drivers import CrossbarController, SafetyLimits
 

@@ -4,7 +4,7 @@
     fit.tau, fit.g_inf, fit.delta_g        # (D,) s, S, S; with *_err one-sigma uncertainties
     fit.lam(dt)                            # (D,) per-step retention for a time step dt (s)
 
-Laws (``calibration.laws``): "exp", "biexp", "stretched", or "auto" (all three; per device the
+Laws (``device_models.laws``): "exp", "biexp", "stretched", or "auto" (all three; per device the
 simplest law whose AICc is within 2 of the lowest). All devices are solved together: each device's
 time is scaled by its last sample time and its conductance by its range. "exp" runs the fused kernel
 of ``calibration.expfast`` (integral-equation start, variable-projection Levenberg-Marquardt, IRLS);
@@ -38,9 +38,9 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from calibration.expfast import fit_exp_kernel
-from calibration.laws import DEFAULT_HORIZON_STEPS, LAWS, best_step_lambda, lam_from_tau, relaxation
+from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, best_step_lambda, lam_from_tau, relaxation
 from calibration.lm import levenberg_marquardt
-from calibration.record import CalibrationError
+from device_models.record import CalibrationError
 
 Array = NDArray[np.float64]
 MODELS = (*LAWS, "auto")

@@ -3,7 +3,7 @@
 Retention: a single-exponential device realises lambda = exp(-dt/tau) per time step dt; to get a
 target lambda, either choose dt = -tau ln(lambda) or move tau with the decay bias (the device card's
 law tau(V) = tau_ref exp(-(V - V_ref)/V_efold), ``device_models.memristor``). Non-exponential laws
-have a best per-step lambda and its error (``calibration.laws.best_step_lambda``).
+have a best per-step lambda and its error (``device_models.laws.best_step_lambda``).
 
 Plasticity: one Hebbian event gamma * h * z changes F by that many weight units, i.e. a device's
 short-term conductance by dG = gamma h z g_per_weight siemens (``device_models.mapping``). The pulse
@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calibration.laws import tau_from_lam
-from calibration.record import CalibrationError, CalibrationRecord
+from device_models.laws import tau_from_lam
+from device_models.record import CalibrationError, CalibrationRecord
 from device_models.card import DeviceCard
 from device_models.mapping import weight_scale_siemens
 from device_models.memristor import bias_for_tau
-from hwloop.stpn import STPN
 
 Array = NDArray[np.float64]
 
@@ -192,15 +191,18 @@ def map_trained(
 
 
 def map_stpn(
-    layer: STPN,
+    layer: Any,
     record: CalibrationRecord,
     dt_s: float,
     window: PulseWindow,
     g_per_weight: float | None = None,
     seed: int = 0,
 ) -> StpnMapping:
-    """``map_trained`` for a trained ``hwloop.stpn.STPN`` layer. Without ``g_per_weight`` (S per weight
-    unit) the layer's largest |W| spans the record's median long-term window (``device_models.mapping``)."""
+    """``map_trained`` for a trained STPN layer: anything with ``weight``, ``weight_lambda`` and
+    ``weight_gamma`` tensors, e.g. ``hwloop.stpn.STPN`` (calibration does not import hwloop).
+
+    Without ``g_per_weight`` (S per weight unit) the layer's largest |W| spans the record's median
+    long-term window (``device_models.mapping``)."""
     if g_per_weight is None:
         g_min = np.nanmedian(record.array("g_min_siemens"))
         g_max = np.nanmedian(record.array("g_max_siemens"))

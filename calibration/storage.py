@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from calibration.record import CalibrationError
+from device_models.record import CalibrationError
 
 
 def software_version() -> str:

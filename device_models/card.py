@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from hwloop.errors import HwloopError
+from device_models.errors import HwloopError
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 DEFAULT_CARD = CARDS_DIR / "srtio3_illustrative.toml"

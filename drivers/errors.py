@@ -5,7 +5,7 @@ All derive from ``hwloop.errors.HwloopError`` so the CLI prints them as ``error:
 
 from __future__ import annotations
 
-from hwloop.errors import HwloopError
+from device_models.errors import HwloopError
 
 
 class InstrumentError(HwloopError):

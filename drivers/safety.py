@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.clock import Clock
 from drivers.errors import SafetyError
-from hwloop.errors import HwloopError
+from device_models.errors import HwloopError
 
 if TYPE_CHECKING:
     from drivers.transport import Transport

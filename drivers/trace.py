@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hwloop.errors import HwloopError
+from device_models.errors import HwloopError
 
 
 class TraceWriter:

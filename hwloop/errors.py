@@ -1,8 +1,8 @@
 """User-facing errors: the CLI prints these as one line, never as a stack trace."""
 
+from device_models.errors import HwloopError
 
-class HwloopError(Exception):
-    """A mistake in what the user asked for or gave us (bad input, wrong file, unknown name)."""
+__all__ = ["BackendUnavailable", "CheckpointError", "HwloopError", "ShapeError"]
 
 
 class ShapeError(HwloopError, ValueError):

@@ -201,7 +201,7 @@ def test_relaxation_recovers_the_lognormal_tau_spread_of_the_card(tmp_path: Path
 @needs_aihwkit
 @pytest.mark.parametrize("dt_s", [None, 0.2])
 def test_calibrated_lambda_is_each_devices_retention(tmp_path: Path, dt_s: float | None) -> None:
-    from calibration.record import CalibrationRecord
+    from device_models.record import CalibrationRecord
 
     h, k, record_dt = 5, 9, 0.05
     dt = record_dt if dt_s is None else dt_s

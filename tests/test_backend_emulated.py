@@ -286,7 +286,7 @@ def test_stpn_on_emulated_backend_by_name_runs_in_float32() -> None:
 
 def test_calibration_record_devices_are_compensated_by_their_bias(tmp_path: Path) -> None:
     """Per-device tau from a record: device bias V = V_ref - V_e ln(tau_target / tau_dev), by hand."""
-    from calibration.record import CalibrationRecord
+    from device_models.record import CalibrationRecord
 
     h, k = 3, 4
     tau_dev = np.random.default_rng(0).uniform(0.5, 2.0, size=(h, 2 * k))
@@ -315,7 +315,7 @@ def test_calibration_record_devices_are_compensated_by_their_bias(tmp_path: Path
 
 def test_decay_bias_energy_with_per_device_biases_by_hand(tmp_path: Path) -> None:
     """Calibrated devices sit at different biases: P = sum over devices V^2 g, F counted on its device."""
-    from calibration.record import CalibrationRecord
+    from device_models.record import CalibrationRecord
 
     h, k = 2, 3
     tau_dev = np.random.default_rng(1).uniform(0.5, 2.0, size=(h, 2 * k))

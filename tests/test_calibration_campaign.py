@@ -8,7 +8,7 @@ import pytest
 
 from calibration.analysis import build_record
 from calibration.campaign import Campaign, CampaignConfig, DecayProtocol, PulseProtocol
-from calibration.record import CalibrationError
+from device_models.record import CalibrationError
 from calibration.storage import CampaignFile
 from drivers import ConnectionLost, CrossbarController, SafetyLimits, open_instrument
 from drivers.sim.protocol_xbarsim import forget_arrays, sim_array

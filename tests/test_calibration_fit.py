@@ -7,8 +7,8 @@ import pytest
 from scipy.optimize import curve_fit
 
 from calibration.fit import fit_decay
-from calibration.laws import best_step_lambda
-from calibration.record import CalibrationError
+from device_models.laws import best_step_lambda
+from device_models.record import CalibrationError
 
 N = 200
 T = np.linspace(0.01, 5.0, N)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from calibration.record import CalibrationError, CalibrationRecord
+from device_models.record import CalibrationError, CalibrationRecord
 
 TAU = np.array([1.0, 2.0, np.nan, 4.0, 5.0, 6.0])
 

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from calibration.record import CalibrationRecord
+from device_models.record import CalibrationRecord
 from drivers.sim.protocol_xbarsim import forget_arrays, sim_array
 
 CONFIG = {"decay": {"count": 60, "every_s": 0.75, "cycles": 1, "n_pulses": 10}, "pulse": {"reads": 4}}
@@ -86,7 +86,7 @@ def test_user_mistakes_are_one_error_line(tmp_path, hwloop_run, args, message):
 def test_map_reports_trained_against_hardware_per_synapse(tmp_path, hwloop_run):
     from safetensors.numpy import load_file
 
-    from calibration.record import ReferencePulse
+    from device_models.record import ReferencePulse
     from experiments.art import DEFAULT_CHECKPOINT, load_model
 
     tau = np.linspace(0.5, 5.0, 12)

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from calibration.record import CalibrationRecord
+from device_models.record import CalibrationRecord
 from device_models.card import DeviceCard, load_card
 from device_models.memristor import quantise_conductance
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update

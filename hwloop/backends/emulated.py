@@ -29,7 +29,7 @@ long-term conductance and the small-signal pulse width of the intended change (a
 clips is still charged at its intended size); decay-bias energy holds each step's starting state
 over dt_s (rectangle rule); row refreshes in exact mode are counted, not charged energy; biexp and
 stretched cards decay by their best per-step retention over ``HORIZON_STEPS`` steps
-(``calibration.laws.best_step_lambda``), exact only for "exp". Per-device decay biases assume each
+(``device_models.laws.best_step_lambda``), exact only for "exp". Per-device decay biases assume each
 device's bias can be set (1T1R-style access). Inference only: no autograd.
 """
 
@@ -52,7 +52,7 @@ from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_u
 from hwloop.errors import HwloopError, ShapeError
 
 if TYPE_CHECKING:
-    from calibration.record import CalibrationRecord
+    from device_models.record import CalibrationRecord
 
 Normalisation = Literal["exact", "native"]
 HORIZON_STEPS = 100  # memory span over which a non-exponential law is fitted by one per-step retention
@@ -62,7 +62,7 @@ class EmulatedCrossbar:
     """STPN synapses on emulated volatile memristors; every non-ideality has its own switch.
 
     card: device card path or instance (default: the shipped illustrative SrTiO3 card).
-    calibration: a calibration record JSON (``calibration.record.CalibrationRecord``); its per-device
+    calibration: a calibration record JSON (``device_models.record.CalibrationRecord``); its per-device
         decay and pulse response replace the card's nominal values and drawn spreads.
     seed: draws the chip (device spreads, stuck devices) and seeds the noise generator.
     dt_s: seconds of device time one STPN step represents.
@@ -204,7 +204,7 @@ class EmulatedCrossbar:
         d = self.card.decay
         if d.law == "exp":
             return d.tau_s
-        from calibration.laws import best_step_lambda
+        from device_models.laws import best_step_lambda
 
         t = self.dt_s * np.arange(1, HORIZON_STEPS + 1)
         lam = float(best_step_lambda(np.asarray(card_relaxation(self.card, t))[None, :])[0][0])
@@ -437,6 +437,6 @@ class EmulatedCrossbar:
 
 
 def _load_record(path: str | Path) -> CalibrationRecord:
-    from calibration.record import CalibrationRecord
+    from device_models.record import CalibrationRecord
 
     return CalibrationRecord.load(path)

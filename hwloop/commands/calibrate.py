@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from calibration.analysis import build_record
 from calibration.campaign import Campaign, CampaignConfig, check_limits
 from calibration.fit import MODELS
-from calibration.record import CalibrationError, CalibrationRecord
+from device_models.record import CalibrationError, CalibrationRecord
 from calibration.report import summary_text, write_report
 from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile

@@ -1,6 +1,6 @@
 """Decay laws of a volatile conductance and their best per-step (STPN lambda) approximation.
 
-Pure numpy, no hwloop imports: the backends load calibration records through this module.
+Pure numpy: the fits in ``calibration`` and the record schema (``device_models.record``) share it.
 
 Every law is a normalised relaxation phi(t) with phi(0) = 1, t in seconds; a device's short-term
 conductance follows g(t) = g_inf + delta_g * phi(t).

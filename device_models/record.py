@@ -10,7 +10,7 @@ Per device:
     tau_s             effective single-exponential time constant, s: lambda = exp(-dt_s / tau_s)
     lam               per-step retention at the record's dt_s (best per-step approximation)
     step_error        RMS error of lambda^k against the law's phi(k dt_s), k = 1..horizon_steps
-    tau1_s, tau2_s, w1, beta   the law's own parameters (see ``calibration.laws``)
+    tau1_s, tau2_s, w1, beta   the law's own parameters (see ``device_models.laws``)
     g_inf_siemens, delta_g_siemens   baseline and amplitude of the fitted relaxation
     g_min_siemens, g_max_siemens     conductance window
     dg_up_siemens, dg_down_siemens   conductance change of one reference pulse, each polarity
@@ -24,8 +24,8 @@ crossbar-controller campaigns, whose idle lines sit at 0 V; None if unknown). ``
 from SMU campaigns at several biases) is the measured decay-time versus bias relation per device, the
 ``device_models`` law tau(V) = tau_ref_s exp(-(V - bias_ref_v) / efold_v) fitted to tau measured per bias.
 
-This module imports only numpy, pydantic, ``calibration.laws``, ``device_models.memristor`` and
-``hwloop.errors`` (leaf modules), so the backends in ``hwloop`` can import it without cycles.
+The schema lives in ``device_models`` (the lowest package) so that the backends in ``hwloop``, the
+``calibration`` package that writes records and the CLI all import it one way.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from calibration.laws import DEFAULT_HORIZON_STEPS, best_step_lambda, lam_from_tau, relaxation
+from device_models.laws import DEFAULT_HORIZON_STEPS, best_step_lambda, lam_from_tau, relaxation
 from device_models.memristor import tau_at_bias
-from hwloop.errors import HwloopError
+from device_models.errors import HwloopError
 
 Column = list[float | None]
 
@@ -296,7 +296,7 @@ class CalibrationRecord(BaseModel):
         """(D,) per-step retention at another time step dt_s (s), re-derived from each device's law.
 
         Single-exponential devices: exp(-dt/tau). Other laws: the best per-step approximation over
-        ``horizon_steps`` steps of dt_s (``calibration.laws.best_step_lambda``). NaN on bad devices.
+        ``horizon_steps`` steps of dt_s (``device_models.laws.best_step_lambda``). NaN on bad devices.
         """
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise CalibrationError(f"dt_s must be a positive number of seconds, got {dt_s}")
