@@ -23,10 +23,10 @@ from numpy.typing import NDArray
 
 from calibration.bias import fit_bias_law
 from calibration.fit import DecayFit, fit_decay
-from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
-from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile, software_version
+from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
+from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 
 Array = NDArray[np.float64]
 

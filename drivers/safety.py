@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from device_models.errors import HwloopError
 from drivers.clock import Clock
 from drivers.errors import SafetyError
-from device_models.errors import HwloopError
 
 if TYPE_CHECKING:
     from drivers.transport import Transport

@@ -8,8 +8,8 @@ import pytest
 
 from calibration.analysis import build_record
 from calibration.campaign import Campaign, CampaignConfig, DecayProtocol, PulseProtocol
-from device_models.record import CalibrationError
 from calibration.storage import CampaignFile
+from device_models.record import CalibrationError
 from drivers import ConnectionLost, CrossbarController, SafetyLimits, open_instrument
 from drivers.sim.protocol_xbarsim import forget_arrays, sim_array
 

@@ -15,9 +15,9 @@ from calibration.mapping import (
     pulse_width_for_update,
     update_range,
 )
-from device_models.record import CalibrationError, CalibrationRecord, ReferencePulse
 from device_models.card import load_card
 from device_models.memristor import pulse_response, tau_at_bias
+from device_models.record import CalibrationError, CalibrationRecord, ReferencePulse
 from hwloop.stpn import STPN
 
 CARD = load_card(None)

@@ -9,9 +9,9 @@ import pytest
 from calibration.analysis import build_record
 from calibration.bias import fit_bias_law
 from calibration.mapping import measured_bias_for_lambda
-from device_models.record import CalibrationError
 from calibration.smu_campaign import BiasDecayProtocol, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile
+from device_models.record import CalibrationError
 from drivers import ConnectionLost, SafetyError, SafetyLimits, Smu, open_smu
 from drivers.sim import Faults, SimLab
 

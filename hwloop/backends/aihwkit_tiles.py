@@ -43,9 +43,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from device_models.record import CalibrationRecord
 from device_models.card import DeviceCard, load_card
 from device_models.memristor import quantise_conductance
+from device_models.record import CalibrationRecord
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.energy import synaptic_energy_metric
 from hwloop.errors import BackendUnavailable, HwloopError
