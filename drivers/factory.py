@@ -87,11 +87,13 @@ def open_instrument(
     visa_library: str = "",
     timeout_s: float = DEFAULT_TIMEOUT_S,
     baudrate: int = 115_200,
+    allow_v1_pulses: bool = False,
 ) -> Smu | CrossbarController:
     """Open the instrument at ``resource`` for sourcing under ``limits``; the driver follows its ``*IDN?``.
 
     ``sim``: a ``drivers.sim.SimLab`` to serve VISA resources from (default: the process-wide lab for
-    ``*.sim`` hosts). ``baudrate`` applies to serial controllers. Use the result as a context manager
+    ``*.sim`` hosts). ``baudrate`` applies to serial controllers; ``allow_v1_pulses`` lets a serial
+    controller that speaks only protocol v1 (no CRC, no echo) pulse. Use the result as a context manager
     so outputs return to 0 V / off on exit. ``open_smu`` / ``open_controller`` return the narrower types.
     """
     if not isinstance(limits, SafetyLimits):
@@ -101,7 +103,7 @@ def open_instrument(
     )
     try:
         if isinstance(transport, SerialTransport):
-            return CrossbarController(transport, limits, clock)
+            return CrossbarController(transport, limits, clock, allow_v1_pulses=allow_v1_pulses)
         idn = transport.query("*IDN?").strip()
         for driver in SMU_DRIVERS:
             if driver.idn_pattern in idn:
