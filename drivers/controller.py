@@ -87,6 +87,8 @@ class CrossbarController(SafeOffOnClose):
         self.stale_replies = 0  # late replies to earlier commands, recognised by their sequence number
         self._rate = PulseRateGuard(limits, self.clock)
         self._seq = 0
+        self._v1_idn = ""
+        self._v1_suspect = False
         transport.open()
         if isinstance(transport, SerialTransport):
             transport.max_line_bytes = MAX_LINE_BYTES
@@ -107,6 +109,7 @@ class CrossbarController(SafeOffOnClose):
             raise ProtocolError(
                 f"{self.transport.name}: controller answers VER? with {version[:40]!r} but not in protocol v2"
             )
+        self._v1_idn = self.transport.query("*IDN?").strip()  # the resync marker of a v1 link
         return 1
 
     def _v2_exchange(self, body: str, negotiating: bool = False) -> str | None:
@@ -144,13 +147,29 @@ class CrossbarController(SafeOffOnClose):
         if self.protocol >= 2:
             reply = self._v2_exchange(command) or ""
         else:
-            reply = self.transport.query(command).strip()
+            reply = self._v1_exchange(command)
         if reply.startswith("ERR"):
             code, _, message = reply[3:].strip().partition(" ")
             if code == "COMPLIANCE":
                 raise ComplianceError(f"{self.transport.name}: {message} (stuck-on or shorted device?)")
             raise InstrumentError(f"{self.transport.name} refused {command!r}: {code} {message}")
         return reply
+
+    def _v1_exchange(self, command: str) -> str:
+        """One v1 command and its reply. v1 lines carry no sequence number, so after a failed exchange
+        (a reply may still be on its way) the link is resynchronised on ``*IDN?`` first: every line up
+        to the identification string is discarded, so a late reply never answers this command."""
+        if self._v1_suspect:
+            self.transport.write("*IDN?")
+            deadline = time.monotonic() + self.transport.timeout_s
+            while self.transport.read(max(deadline - time.monotonic(), 1e-3)).strip() != self._v1_idn:
+                self.stale_replies += 1
+            self._v1_suspect = False
+        try:
+            return self.transport.query(command).strip()
+        except InstrumentError:
+            self._v1_suspect = True
+            raise
 
     def _ok(self, reply: str, command: str) -> None:
         if reply != "OK":
@@ -362,7 +381,7 @@ class CrossbarController(SafeOffOnClose):
 
 def _parse_v1_number(text: str) -> float:
     """A v1 reply number: decimal or exponent notation, finite (no inf, nan, '_' or junk)."""
-    if _V1_NUMBER.fullmatch(text.strip()) is None:
+    if _V1_NUMBER.fullmatch(text) is None:
         raise ValueError(text)
     return float(text)
 

@@ -246,6 +246,7 @@ def test_crossbar_controller_protocol_v1_is_negotiated_and_stays_readable() -> N
         [
             (v2(1, "VER?"), "ERR SYNTAX unknown command '@1'"),  # a v1 firmware cannot read a frame
             ("VER?", "1.0.0"),
+            ("*IDN?", "ACME,XBAR,7,1.0.0"),
             ("SIZE?", "4,3"),
             ("ILIM 0.0001", "OK"),
             ("SEL 2 1", "OK"),
@@ -271,6 +272,7 @@ def test_v1_pulses_only_with_the_explicit_opt_in() -> None:
         [
             (v2(1, "VER?"), "ERR SYNTAX unknown command '@1'"),
             ("VER?", "1.0.0"),
+            ("*IDN?", "ACME,XBAR,7,1.0.0"),
             ("SIZE?", "4,3"),
             ("ILIM 0.0001", "OK"),
             ("SEL 2 1", "OK"),
