@@ -144,10 +144,7 @@ class CrossbarController(SafeOffOnClose):
 
     def _ask(self, command: str) -> str:
         """Send one command; return its value reply, raising typed errors for ``ERR`` replies."""
-        if self.protocol >= 2:
-            reply = self._v2_exchange(command) or ""
-        else:
-            reply = self._v1_exchange(command)
+        reply = (self._v2_exchange(command) or "") if self.protocol >= 2 else self._v1_exchange(command)
         if reply.startswith("ERR"):
             code, _, message = reply[3:].strip().partition(" ")
             if code == "COMPLIANCE":
