@@ -22,10 +22,12 @@ Opening an instrument (any resource string, real or simulated)::
         xbar.read_row_train(row, read_v, every_s, count) -> RowTrain(t_s (count,), i_a (count, cols))
         xbar.wait(seconds)
 
-``open_smu`` / ``open_controller`` are the same with a narrower return type (``Smu`` /
-``CrossbarController``). The SMU drivers (``Keithley2450``, ``Keithley2600B``, ``KeysightB2900``) share
-the ``Smu`` API above plus ``identify()``, ``reset()``, ``source_voltage(v)``, ``output_off()``,
-``read_current(read_v)`` and ``reconnect()``. Every
+``open_smu`` / ``open_controller`` / ``open_array`` are the same with a narrower return type (``Smu`` /
+``CrossbarController`` / any ``ArrayController``, which includes the ArC TWO driver ``Arc2Controller`` at
+``arc2://<board id>?firmware=PATH`` and its fake with device physics at ``arc2sim://ROWSxCOLS?seed=N``).
+The SMU drivers (``Keithley2450``, ``Keithley2600B``, ``KeysightB2900``) share the ``Smu`` API above
+plus ``identify()``, ``reset()``, ``source_voltage(v)``, ``output_off()``, ``read_current(read_v)`` and
+``reconnect()``. Every
 request is checked against the ``SafetyLimits`` before a byte reaches the transport (``SafetyError``), an
 output is never switched on before compliance is set (``InstrumentStateError``), and the context manager
 returns outputs to 0 V / off on any exception or KeyboardInterrupt.
@@ -51,7 +53,9 @@ Why thin drivers and not PyMeasure: PyMeasure 0.16 has no pulse or trigger-model
 validators inside them so nothing out of range can reach the transport.
 """
 
-from drivers.controller import CrossbarController, Reading, RowReading, RowTrain
+from drivers.arc2 import Arc2Controller
+from drivers.array import ArrayController, Reading, RowReading, RowTrain
+from drivers.controller import CrossbarController
 from drivers.errors import (
     ComplianceError,
     ConnectionLost,
@@ -61,7 +65,7 @@ from drivers.errors import (
     ProtocolError,
     SafetyError,
 )
-from drivers.factory import open_controller, open_instrument, open_smu
+from drivers.factory import open_array, open_controller, open_instrument, open_smu
 from drivers.safety import SafetyLimits
 from drivers.smu import ReadTrain, Smu
 from drivers.smu_b2900 import KeysightB2900
@@ -69,6 +73,8 @@ from drivers.smu_k2450 import Keithley2450
 from drivers.smu_k2600 import Keithley2600B
 
 __all__ = [
+    "Arc2Controller",
+    "ArrayController",
     "ComplianceError",
     "ConnectionLost",
     "CrossbarController",
@@ -86,6 +92,7 @@ __all__ = [
     "SafetyError",
     "SafetyLimits",
     "Smu",
+    "open_array",
     "open_controller",
     "open_instrument",
     "open_smu",

@@ -63,7 +63,7 @@ def sim_firmware(rows: int, cols: int, seed: int, protocol: int = 2) -> XbarFirm
     if firmware is None or firmware.protocol != protocol:
         firmware = XbarFirmware(sim_array(rows, cols, seed), protocol=protocol)
         if key in _FIRMWARES:  # the devices keep their history: carry the time they were settled to
-            firmware._t_devices_s = _FIRMWARES[key]._t_devices_s
+            firmware.lines.t_devices_s = _FIRMWARES[key].lines.t_devices_s
         _FIRMWARES[key] = firmware
     return firmware
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from drivers.sim.array_lines import ArrayLines, Drive
 from drivers.sim.faults import Faults
 from drivers.sim.lab import SimArray
 from drivers.xbar_protocol import (
@@ -53,15 +54,6 @@ class FirmwareError(Exception):
         super().__init__(f"ERR {code} {message}")
 
 
-class Drive(NamedTuple):
-    """One application of voltages to the array, as an oscilloscope on the lines would see it."""
-
-    t_s: float
-    max_abs_v: float
-    duration_s: float
-    what: str
-
-
 class Armed(NamedTuple):
     seq: int
     t_s: float
@@ -88,12 +80,27 @@ class XbarFirmware:
         self.selected: tuple[int, int] | None = None
         self.ilim_a: float | None = None
         self.armed: Armed | None = None
-        self.scope: list[Drive] = []  # every drive applied, for tests to see what reached the devices
         self.discarded_bytes = 0  # bytes dropped by the resync rules
         self._line = bytearray()
         self._overflow = False
         self._t_last_byte_s = array.clock.now_s()
-        self._t_devices_s = array.clock.now_s()
+        self.lines = ArrayLines(array, self.faults)
+
+    @property
+    def faults(self) -> Faults:
+        """The faults in force (set by each connection from its URL)."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
+        if hasattr(self, "lines"):
+            self.lines.faults = faults
+
+    @property
+    def scope(self) -> list[Drive]:
+        """Every drive applied to the array (what an oscilloscope on the lines shows)."""
+        return self.lines.scope
 
     # -- bytes in, lines out -----------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Exchange]:
@@ -303,28 +310,13 @@ class XbarFirmware:
 
     # -- physics -------------------------------------------------------------------------------
     def _settle(self) -> None:
-        """Relax every device at 0 V up to now (shorting the faulty one when its time comes)."""
-        now = self.array.clock.now_s()
-        stuck = self.faults.stuck_at_s
-        if stuck is not None and self._t_devices_s < stuck <= now:
-            self.array.devices.hold(0.0, stuck - self._t_devices_s)
-            self.array.devices.short(self.faults.stuck_device)
-            self._t_devices_s = stuck
-        self.array.devices.hold(0.0, now - self._t_devices_s)
-        self._t_devices_s = now
+        self.lines.settle()
 
     def _drive(self, volts: np.ndarray, duration_s: float, what: str) -> None:
-        self._settle()
-        self.scope.append(Drive(self.array.clock.now_s(), float(np.abs(volts).max()), duration_s, what))
-        self.array.devices.hold(volts, duration_s)
-        self.array.clock.sleep(duration_s)
-        self._t_devices_s = self.array.clock.now_s()
+        self.lines.drive(volts, duration_s, what)
 
     def _read(self, volts: np.ndarray) -> np.ndarray:
-        self._settle()
-        current = self.array.devices.read_current_a(volts)
-        self._drive(volts, self.array.card.read.read_time_s, "read")
-        return current
+        return self.lines.read(volts)
 
     def _pulse(self, r: int, c: int, amplitude_v: float, width_s: float) -> str:
         volts = np.zeros((self.array.rows, self.array.cols))

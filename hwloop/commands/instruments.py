@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from drivers import ComplianceError, CrossbarController, SafetyLimits, Smu, open_instrument
+from drivers import ArrayController, ComplianceError, SafetyLimits, Smu, open_instrument
 from drivers.factory import is_simulated, list_resources, open_transport
 from drivers.smu import MAX_TRAIN_POINTS
 from drivers.trace import TraceWriter
@@ -126,7 +126,7 @@ def pulse_cmd(
         resource, limits, sim=_sim_lab(resource, sim_seed), visa_library=visa_library, baudrate=baudrate
     )
     with inst:
-        if isinstance(inst, CrossbarController) and (row is None or col is None):
+        if not isinstance(inst, Smu) and (row is None or col is None):
             raise HwloopError("a crossbar controller needs --row and --col to address one device")
         attrs = {
             "resource": resource,
@@ -191,7 +191,7 @@ def _smu_trace(
 
 
 def _controller_trace(
-    xbar: CrossbarController,
+    xbar: ArrayController,
     trace: TraceWriter,
     row: int,
     col: int,
