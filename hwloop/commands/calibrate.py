@@ -130,6 +130,13 @@ def run_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted campaign in --out.")
     ] = False,
+    allow_v1_pulses: Annotated[
+        bool,
+        typer.Option(
+            "--allow-v1-pulses",
+            help="Pulse a crossbar controller that speaks only protocol v1 (no CRC, no echo).",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print {out, units_measured, limits} as JSON.")
     ] = False,
@@ -167,7 +174,7 @@ def run_cmd(
         check_smu_limits(config, limits)
     else:
         check_limits(config, limits)
-    with open_instrument(resource, limits) as inst:
+    with open_instrument(resource, limits, allow_v1_pulses=allow_v1_pulses) as inst:
         shape = SMU_SHAPE if isinstance(inst, Smu) else (inst.rows, inst.cols)
         dump = config.model_dump(mode="json")
         if resume:
