@@ -197,6 +197,9 @@ def test_v2_firmware_go_must_follow_its_echo_at_once() -> None:
     assert echo.decode().startswith("@3 ECHO PULSE 0 1 1.500000e+00 1.000000e-04 ILIM 1.000000e-04*")
     exchange(port, (frame(4, "SIZE?") + "\n").encode())  # any other frame disarms
     assert b"nothing armed" in exchange(port, (frame(5, "GO 3") + "\n").encode())[0]
+    exchange(port, (frame(10, "PULSE 0 1 1.5 0.0001") + "\n").encode())
+    assert exchange(port, b"\n") == []  # even an empty line disarms
+    assert b"nothing armed" in exchange(port, (frame(11, "GO 10") + "\n").encode())[0]
     exchange(port, (frame(6, "PULSE 0 1 1.5 0.0001") + "\n").encode())
     sim_array(2, 2, 27).clock.sleep(1.5)  # longer than the arm timeout
     assert b"expired" in exchange(port, (frame(7, "GO 6") + "\n").encode())[0]

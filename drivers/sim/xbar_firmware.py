@@ -134,6 +134,7 @@ class XbarFirmware:
         self.array.clock.sleep(LATENCY_S)
         if self.protocol < 2:
             return Exchange(line.strip(), self._v1(line.strip()))
+        armed, self.armed = self.armed, None  # any line but the matching GO disarms
         at = line.rfind("@")
         if at < 0:
             return Exchange(line, self._unframed(line.strip()))
@@ -142,12 +143,10 @@ class XbarFirmware:
         try:
             seq, body = unframe(line)
         except FrameError as exc:
-            self.armed = None
             return Exchange(line, frame(0, f"ERR FRAME {exc}"))
         if seq == 0:
-            self.armed = None
             return Exchange(body, frame(0, "ERR FRAME sequence number 0 is reserved for frame errors"))
-        subject, reply = self._v2(seq, body)
+        subject, reply = self._v2(seq, body, armed)
         return Exchange(subject, frame(seq, reply))
 
     # -- protocol 2 ------------------------------------------------------------------------------
@@ -156,13 +155,11 @@ class XbarFirmware:
             return None  # an empty line is a harmless separator
         if line.upper() in ("*IDN?", "VER?"):  # identification stays readable by v1 tools
             return self._cmd_STAR_IDN_Q() if line.upper() == "*IDN?" else self._cmd_VER_Q()
-        self.armed = None
         return "ERR VERSION this controller speaks protocol 2: frame commands as @<seq> <command>*<CRC16>"
 
-    def _v2(self, seq: int, body: str) -> tuple[str, str]:
+    def _v2(self, seq: int, body: str, armed: Armed | None) -> tuple[str, str]:
         words = body.split(" ")
         keyword = words[0].upper()
-        armed, self.armed = self.armed, None  # any frame but the matching GO disarms
         try:
             if keyword == "GO":
                 if len(words) != 2:
