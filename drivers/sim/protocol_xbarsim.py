@@ -144,6 +144,18 @@ class Serial(SerialBase):
         del self._rx[:size]
         return chunk
 
+    def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
+        """A whole line at once (pyserial's generic version reads byte by byte); what is there if the line
+        is incomplete (nothing more will come: the timeout elapsed)."""
+        self._check_link()
+        end = self._rx.find(expected)
+        end = len(self._rx) if end < 0 else end + len(expected)
+        if size is not None:
+            end = min(end, size)
+        chunk = bytes(self._rx[:end])
+        del self._rx[:end]
+        return chunk
+
     def write(self, data: Any) -> int:
         self._check_link()
         if self._late is not None:  # a late reply lands after the host's flush, before the new reply

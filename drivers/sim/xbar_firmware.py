@@ -111,14 +111,11 @@ class XbarFirmware:
             self._line.clear()
         self._t_last_byte_s = now
         out: list[Exchange] = []
-        for byte in data:
-            if byte != 0x0A:
-                if self.protocol >= 2 and len(self._line) >= MAX_LINE_BYTES - 1:
-                    self._overflow = True
-                    self.discarded_bytes += 1
-                else:
-                    self._line.append(byte)
-                continue
+        *complete, rest = data.split(b"\n")
+        for k, piece in enumerate([*complete, rest]):
+            self._take(piece)
+            if k == len(complete):
+                break  # the rest has no line end yet: it waits in the buffer
             raw = bytes(self._line).removesuffix(b"\r")
             self._line.clear()
             if self._overflow:
@@ -128,6 +125,15 @@ class XbarFirmware:
                 continue
             out.append(self.handle_line(raw.decode("ascii", errors="replace")))
         return out
+
+    def _take(self, piece: bytes) -> None:
+        """Append bytes of one line to the buffer, dropping what goes past the longest line (v2)."""
+        room = MAX_LINE_BYTES - 1 - len(self._line) if self.protocol >= 2 else len(piece)
+        if len(piece) > room:
+            self._overflow = True
+            self.discarded_bytes += len(piece) - room
+            piece = piece[:room]
+        self._line += piece
 
     def handle_line(self, line: str) -> Exchange:
         """The exchange for one complete line (without its terminator)."""
