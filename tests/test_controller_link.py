@@ -8,11 +8,14 @@ the simulated lines (``XbarFirmware.scope``) is the ground truth of what reached
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
 import pytest
 import serial
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivers import (
     CrossbarController,
@@ -116,6 +119,28 @@ def test_requests_beyond_the_controllers_hardware_range_are_refused_before_sendi
                 call()
         assert len(xbar.transport.log) == sent
     assert pulses_applied(2, 2, 25) == []
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(amplitude=st.floats(-4, 4), width=st.floats(1e-7, 3e-3), read_v=st.floats(-3, 3))
+def test_nothing_beyond_the_limits_ever_reaches_the_array(amplitude, width, read_v) -> None:
+    """Whatever is asked, every level and duration on the simulated lines stays within the limits."""
+    forget_arrays()
+    limits = SafetyLimits(
+        max_abs_voltage_v=2.0, max_pulse_width_s=1e-3, max_compliance_a=1e-3, max_pulses_per_s=1e6
+    )
+    with open_controller("xbarsim://2x2?seed=40", limits) as xbar:
+        xbar.set_compliance(1e-4)
+        for call in (
+            lambda: xbar.pulse_device(0, 1, amplitude, width),
+            lambda: xbar.pulse_row(1, [amplitude, -amplitude], width),
+            lambda: xbar.read_row(0, read_v),
+        ):
+            with contextlib.suppress(SafetyError):
+                call()
+    drives = sim_firmware(2, 2, 40).scope
+    assert all(d.max_abs_v <= 2.0 for d in drives)
+    assert all(d.duration_s <= 1e-3 for d in drives if d.what == "pulse")
 
 
 V2_OPEN = [
