@@ -229,6 +229,10 @@ class CrossbarController(SafeOffOnClose):
                 f"[{hw.min_width_s:g}, {hw.max_width_s:g}] s"
             )
 
+    def check_pulses_allowed(self) -> None:
+        """Raise ``SafetyError`` if this session may not pulse (a v1 controller without the opt-in)."""
+        self._check_v1_pulse()
+
     def _check_v1_pulse(self) -> None:
         if self.protocol < 2 and not self.allow_v1_pulses:
             raise SafetyError(

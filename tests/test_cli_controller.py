@@ -23,6 +23,7 @@ def test_v1_controller_pulses_only_with_the_flag(tmp_path, hwloop_run) -> None:
     code, _, err = hwloop_run(*args, "--out", str(tmp_path / "a.h5"))
     assert code == 2 and "Traceback" not in err
     assert "protocol v1" in err and "--allow-v1-pulses" in err
+    assert not (tmp_path / "a.h5").exists()  # refused before the trace file was created
     assert [d for d in sim_firmware(2, 2, 31, 1).scope if d.what == "pulse"] == []
     code, _, err = hwloop_run(*args, "--out", str(tmp_path / "b.h5"), "--allow-v1-pulses")
     assert code == 0, err

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from drivers import ArrayController, ComplianceError, SafetyLimits, Smu, open_instrument
+from drivers import ArrayController, ComplianceError, CrossbarController, SafetyLimits, Smu, open_instrument
 from drivers.factory import is_arc2, is_simulated, list_resources, open_transport
 from drivers.smu import MAX_TRAIN_POINTS
 from drivers.trace import TraceWriter
@@ -150,6 +150,8 @@ def pulse_cmd(
     with inst:
         if not isinstance(inst, Smu) and (row is None or col is None):
             raise HwloopError("a crossbar controller needs --row and --col to address one device")
+        if isinstance(inst, CrossbarController):
+            inst.check_pulses_allowed()  # before the trace file exists
         attrs = {
             "resource": resource,
             "idn": inst.identify(),
