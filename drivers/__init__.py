@@ -13,7 +13,9 @@ Opening an instrument (any resource string, real or simulated)::
         train.t_s, train.i_a          # numpy: instrument timestamps (s, first reading at 0), current (A)
         smu.wait(10.0)                # host-side wait; on the simulated lab it advances the virtual clock
 
-    with open_instrument("xbarsim://8x8?seed=1", limits) as xbar:        # the crossbar controller
+    # the crossbar controller: protocol v2 (CRC, sequence numbers, echo checked before GO) is negotiated;
+    # a v1 controller is readable, and pulses only with open_instrument(..., allow_v1_pulses=True)
+    with open_instrument("xbarsim://8x8?seed=1", limits) as xbar:
         xbar.set_compliance(1e-4)
         xbar.pulse_device(row, col, amplitude_v, width_s)
         xbar.pulse_row(row, amplitudes_v=[...one per column, 0 = no pulse...], width_s=...)

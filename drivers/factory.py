@@ -85,7 +85,7 @@ def open_arc2(resource: str, limits: SafetyLimits) -> Arc2Controller:
         raise InstrumentError(f"{resource}: no ArC TWO with id {board} (pyarc2.find_ids() lists {found})")
     try:
         instrument = pyarc2.Instrument(board, firmware)
-    except pyarc2.ArC2Error as exc:
+    except (pyarc2.ArC2Error, OSError, ValueError) as exc:  # e.g. a missing or wrong firmware file
         raise InstrumentError(f"{resource}: cannot open the ArC TWO ({exc})") from None
     return Arc2Controller(instrument, limits, rows=rows, cols=cols, name=resource)
 
