@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from device_models.record import CalibrationError
 from calibration.storage import CampaignFile
+from device_models.record import CalibrationError
 from drivers import ArrayController, SafetyLimits
 
 

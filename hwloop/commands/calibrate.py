@@ -15,10 +15,10 @@ from pydantic import BaseModel, ValidationError
 from calibration.analysis import build_record
 from calibration.campaign import Campaign, CampaignConfig, check_limits
 from calibration.fit import MODELS
-from device_models.record import CalibrationError, CalibrationRecord
 from calibration.report import summary_text, write_report
 from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile
+from device_models.record import CalibrationError, CalibrationRecord
 from drivers import ArrayController, InstrumentError, SafetyLimits, Smu, open_instrument
 from drivers.factory import is_serial, is_simulated
 from hwloop.commands.common import console, emit_json, progress_bar
