@@ -176,7 +176,9 @@ class SerialTransport(Transport):
 
     def _open(self) -> None:
         try:
-            self.port = serial.serial_for_url(self.name, baudrate=self.baudrate, timeout=self.timeout_s)
+            self.port = serial.serial_for_url(  # exclusive: a second process cannot interleave its lines
+                self.name, baudrate=self.baudrate, timeout=self.timeout_s, exclusive=True
+            )
         except (serial.SerialException, ValueError) as exc:
             raise ConnectionLost(f"{self.name}: cannot open serial port ({exc})") from None
 

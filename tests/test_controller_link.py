@@ -252,3 +252,24 @@ def test_v2_firmware_resync_rules() -> None:
     (reply,) = exchange(port, b"@3 " + b"9" * 5000 + b"\n")
     assert reply.startswith(b"@0 ERR FRAME line longer than 4096 bytes")
     assert exchange(port, size) == [(frame(1, "2,2") + "\n").encode()]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="needs a POSIX pseudo-terminal")
+def test_a_serial_port_is_opened_exclusively() -> None:
+    """Two host processes on one controller would interleave lines and settings: the second open fails."""
+    import os
+
+    from drivers.errors import ConnectionLost
+    from drivers.transport import SerialTransport
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    first = SerialTransport(path)
+    first.open()
+    try:
+        with pytest.raises(ConnectionLost, match="cannot open serial port"):
+            SerialTransport(path).open()
+    finally:
+        first.close()
+        os.close(master)
+        os.close(slave)
