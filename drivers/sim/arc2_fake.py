@@ -27,7 +27,9 @@ from drivers.sim.lab import SimArray
 N_CHANNELS = 64
 MAX_ABS_V = 10.0  # the DACs' range: the fake refuses beyond it, as pyarc2 does with ArC2Error
 LATENCY_S = 1e-4  # virtual time of one USB transaction
-_ROW_GROUP = frozenset(range(0, 16)) | frozenset(range(32, 48))
+_GROUP_A = frozenset(range(0, 16)) | frozenset(
+    range(32, 48)
+)  # libarc2: a slice on these is a "row read"; here the bitlines
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 _LINES: dict[tuple[int, int, int], ArrayLines] = {}
 
@@ -111,7 +113,7 @@ class FakeInstrument:
         self._check_channels(chan, *highs)
         self.array.clock.sleep(LATENCY_S)
         current = self.lines.read(self._grid([(chan, h) for h in highs], self._volts(vread)))
-        group = sorted(set(range(N_CHANNELS)) - _ROW_GROUP if chan in _ROW_GROUP else _ROW_GROUP)
+        group = sorted(set(range(N_CHANNELS)) - _GROUP_A if chan in _GROUP_A else _GROUP_A)
         out = np.full(len(group), np.nan, dtype=np.float32)
         for k, ch in enumerate(group):
             if ch in highs:
