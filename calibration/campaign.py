@@ -1,4 +1,5 @@
-"""Calibration campaigns over a crossbar array, run through ``drivers``' crossbar controller.
+"""Calibration campaigns over a crossbar array, run through any ``drivers.ArrayController`` (the serial
+crossbar controller or an ArC TWO).
 
 Protocols (row by row: every device of a row is pulsed with one ``pulse_row`` and read with one
 ``read_row``, so a row's devices are measured in parallel):
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from calibration.storage import CampaignFile
 from device_models.record import CalibrationError
-from drivers import CrossbarController, SafetyLimits
+from drivers import ArrayController, SafetyLimits
 
 
 class DecayProtocol(BaseModel):
@@ -82,7 +83,7 @@ Progress = Callable[[int, int], None]
 class Campaign:
     """Runs a ``CampaignConfig`` on an open crossbar controller into an open campaign file."""
 
-    def __init__(self, xbar: CrossbarController, store: CampaignFile, config: CampaignConfig) -> None:
+    def __init__(self, xbar: ArrayController, store: CampaignFile, config: CampaignConfig) -> None:
         self.xbar, self.store, self.config = xbar, store, config
         self.rows = config.rows if config.rows is not None else list(range(xbar.rows))
         self.cols = config.cols if config.cols is not None else list(range(xbar.cols))

@@ -13,7 +13,9 @@ Opening an instrument (any resource string, real or simulated)::
         train.t_s, train.i_a          # numpy: instrument timestamps (s, first reading at 0), current (A)
         smu.wait(10.0)                # host-side wait; on the simulated lab it advances the virtual clock
 
-    with open_instrument("xbarsim://8x8?seed=1", limits) as xbar:        # the crossbar controller
+    # the crossbar controller: protocol v2 (CRC, sequence numbers, echo checked before GO) is negotiated;
+    # a v1 controller is readable, and pulses only with open_instrument(..., allow_v1_pulses=True)
+    with open_instrument("xbarsim://8x8?seed=1", limits) as xbar:
         xbar.set_compliance(1e-4)
         xbar.pulse_device(row, col, amplitude_v, width_s)
         xbar.pulse_row(row, amplitudes_v=[...one per column, 0 = no pulse...], width_s=...)
@@ -22,10 +24,12 @@ Opening an instrument (any resource string, real or simulated)::
         xbar.read_row_train(row, read_v, every_s, count) -> RowTrain(t_s (count,), i_a (count, cols))
         xbar.wait(seconds)
 
-``open_smu`` / ``open_controller`` are the same with a narrower return type (``Smu`` /
-``CrossbarController``). The SMU drivers (``Keithley2450``, ``Keithley2600B``, ``KeysightB2900``) share
-the ``Smu`` API above plus ``identify()``, ``reset()``, ``source_voltage(v)``, ``output_off()``,
-``read_current(read_v)`` and ``reconnect()``. Every
+``open_smu`` / ``open_controller`` / ``open_array`` are the same with a narrower return type (``Smu`` /
+``CrossbarController`` / any ``ArrayController``, which includes the ArC TWO driver ``Arc2Controller`` at
+``arc2://<board id>?firmware=PATH`` and its fake with device physics at ``arc2sim://ROWSxCOLS?seed=N``).
+The SMU drivers (``Keithley2450``, ``Keithley2600B``, ``KeysightB2900``) share the ``Smu`` API above
+plus ``identify()``, ``reset()``, ``source_voltage(v)``, ``output_off()``, ``read_current(read_v)`` and
+``reconnect()``. Every
 request is checked against the ``SafetyLimits`` before a byte reaches the transport (``SafetyError``), an
 output is never switched on before compliance is set (``InstrumentStateError``), and the context manager
 returns outputs to 0 V / off on any exception or KeyboardInterrupt.
@@ -51,7 +55,9 @@ Why thin drivers and not PyMeasure: PyMeasure 0.16 has no pulse or trigger-model
 validators inside them so nothing out of range can reach the transport.
 """
 
-from drivers.controller import CrossbarController, Reading, RowReading, RowTrain
+from drivers.arc2 import Arc2Controller
+from drivers.array import ArrayController, Reading, RowReading, RowTrain
+from drivers.controller import CrossbarController
 from drivers.errors import (
     ComplianceError,
     ConnectionLost,
@@ -61,7 +67,7 @@ from drivers.errors import (
     ProtocolError,
     SafetyError,
 )
-from drivers.factory import open_controller, open_instrument, open_smu
+from drivers.factory import open_array, open_controller, open_instrument, open_smu
 from drivers.safety import SafetyLimits
 from drivers.smu import ReadTrain, Smu
 from drivers.smu_b2900 import KeysightB2900
@@ -69,6 +75,8 @@ from drivers.smu_k2450 import Keithley2450
 from drivers.smu_k2600 import Keithley2600B
 
 __all__ = [
+    "Arc2Controller",
+    "ArrayController",
     "ComplianceError",
     "ConnectionLost",
     "CrossbarController",
@@ -86,6 +94,7 @@ __all__ = [
     "SafetyError",
     "SafetyLimits",
     "Smu",
+    "open_array",
     "open_controller",
     "open_instrument",
     "open_smu",

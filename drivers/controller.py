@@ -1,66 +1,150 @@
 """Crossbar controller driver: the line protocol of ``docs/crossbar-controller-protocol.md`` over serial.
 
-One command per line, one reply per command: ``OK``, ``ERR <CODE> <message>`` or values. The driver
-checks every request against the ``SafetyLimits`` (and the array size) before sending it, and turns
-``ERR`` replies into typed errors (``ERR COMPLIANCE`` -> ``ComplianceError``).
+Protocol v2 (negotiated when the port opens): every line carries a sequence number and a CRC-16, so a
+corrupted line is refused and a late reply is never taken for the answer to a later command. Every
+command that acts on the array (``ILIM``, ``PULSE``, ``PULSEROW``, ``READ``, ``READROW``) runs in two
+phases: the controller echoes the values it parsed, the driver compares them with what it meant, and
+only then sends ``GO``; a misparsed command never executes.
+
+A v1 controller (no CRC, no echo) stays readable: identify, compliance, reads. Its pulses are refused
+unless the user opts in (``allow_v1_pulses=True``, CLI ``--allow-v1-pulses``).
+
+Every request is checked against the ``SafetyLimits``, the array size and the controller's hardware
+ranges (``LIMITS?``) before anything is sent; ``ERR`` replies become typed errors
+(``ERR COMPLIANCE`` -> ``ComplianceError``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import re
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from drivers.array import Reading, RowReading, RowTrain, check_row_train
 from drivers.clock import Clock, WallClock
 from drivers.errors import ComplianceError, InstrumentError, InstrumentStateError, ProtocolError, SafetyError
 from drivers.safety import PulseRateGuard, SafeOffOnClose, SafetyLimits
-from drivers.transport import Transport
+from drivers.transport import SerialTransport, Transport
+from drivers.xbar_protocol import (
+    MAX_LINE_BYTES,
+    SEQ_MODULUS,
+    FrameError,
+    format_number,
+    frame,
+    parse_int,
+    parse_number,
+    sent_value,
+    unframe,
+)
+
+__all__ = ["CrossbarController", "HardwareRanges", "Reading", "RowReading", "RowTrain"]
+
+_V1_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+EchoValue = int | float | str | tuple[float, ...]
 
 
-class Reading(NamedTuple):
-    """One device read: controller timestamp (s) and current (A)."""
+class HardwareRanges(NamedTuple):
+    """What the controller itself can do (``LIMITS?``): |V| (V), pulse widths (s), ILIM (A)."""
 
-    t_s: float
-    i_a: float
-
-
-class RowReading(NamedTuple):
-    """One row read: controller timestamp (s) and the current of every column (A), shape (cols,)."""
-
-    t_s: float
-    i_a: np.ndarray
+    max_abs_v: float
+    min_width_s: float
+    max_width_s: float
+    min_ilim_a: float
+    max_ilim_a: float
 
 
-class RowTrain(NamedTuple):
-    """Repeated row reads: controller timestamps (s, first read at 0), shape (count,), and currents (A),
-    shape (count, cols)."""
-
-    t_s: np.ndarray
-    i_a: np.ndarray
+V1_RANGES = HardwareRanges(math.inf, 0.0, 1.0, 0.0, math.inf)  # v1 only promises widths in (0, 1] s
 
 
 class CrossbarController(SafeOffOnClose):
-    """A serial crossbar controller addressing ``rows`` x ``cols`` devices; use as a context manager."""
+    """A serial crossbar controller addressing ``rows`` x ``cols`` devices; use as a context manager.
+
+    ``allow_v1_pulses``: pulse a controller that speaks only protocol v1 (no CRC, no echo) anyway.
+    """
 
     model = "crossbar controller"
 
-    def __init__(self, transport: Transport, limits: SafetyLimits, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        limits: SafetyLimits,
+        clock: Clock | None = None,
+        *,
+        allow_v1_pulses: bool = False,
+    ) -> None:
         if not isinstance(limits, SafetyLimits):
             raise SafetyError("opening an instrument for sourcing requires SafetyLimits")
         self.transport = transport
         self.limits = limits
         self.clock: Clock = clock or WallClock()
+        self.allow_v1_pulses = allow_v1_pulses
         self.compliance_set_a: float | None = None
+        self.stale_replies = 0  # late replies to earlier commands, recognised by their sequence number
         self._rate = PulseRateGuard(limits, self.clock)
+        self._seq = 0
+        self._v1_idn = ""
+        self._v1_suspect = False
         transport.open()
+        if isinstance(transport, SerialTransport):
+            transport.max_line_bytes = MAX_LINE_BYTES
+        self.protocol = self._negotiate()
         self.rows, self.cols = self._size()
+        self.hardware = self._hardware_ranges()
 
     # -- protocol plumbing -------------------------------------------------------------------
+    def _negotiate(self) -> int:
+        """2 if the controller answers a framed ``VER?``, 1 if it answers only the unframed one."""
+        reply = self._v2_exchange("VER?", negotiating=True)
+        if reply is not None:
+            if not reply.startswith("2."):
+                raise ProtocolError(f"{self.transport.name}: framed VER? answered {reply[:40]!r}, not 2.x")
+            return 2
+        version = self.transport.query("VER?").strip()
+        if not version.startswith("1."):
+            raise ProtocolError(
+                f"{self.transport.name}: controller answers VER? with {version[:40]!r} but not in protocol v2"
+            )
+        self._v1_idn = self.transport.query("*IDN?").strip()  # the resync marker of a v1 link
+        return 1
+
+    def _v2_exchange(self, body: str, negotiating: bool = False) -> str | None:
+        """Send ``body`` framed with the next sequence number; return the payload of the reply carrying
+        that number. Late replies (other numbers) are skipped; a damaged reply is a ``ProtocolError``."""
+        self._seq = self._seq % (SEQ_MODULUS - 1) + 1
+        seq, line = self._seq, frame(self._seq, body)
+        if len(line) + 1 > MAX_LINE_BYTES:
+            raise InstrumentError(
+                f"{self.transport.name}: command of {len(line) + 1} bytes exceeds the protocol's "
+                f"{MAX_LINE_BYTES}-byte line"
+            )
+        self.transport.write(line)
+        deadline = time.monotonic() + self.transport.timeout_s
+        while True:
+            reply = self.transport.read(max(deadline - time.monotonic(), 1e-3)).strip()
+            if not reply.startswith("@"):
+                if negotiating:
+                    return None
+                raise ProtocolError(f"{self.transport.name}: unframed reply {reply[:60]!r} to {body!r}")
+            try:
+                got, payload = unframe(reply)
+            except FrameError as exc:
+                raise ProtocolError(f"{self.transport.name}: damaged reply to {body!r}: {exc}") from None
+            if got == seq:
+                return payload
+            if got == 0:
+                raise ProtocolError(
+                    f"{self.transport.name}: the controller could not read {body!r}: {payload}"
+                )
+            self.stale_replies += 1  # a late answer to an earlier command: never this command's answer
+
     def _ask(self, command: str) -> str:
         """Send one command; return its value reply, raising typed errors for ``ERR`` replies."""
-        reply = self.transport.query(command).strip()
+        reply = (self._v2_exchange(command) or "") if self.protocol >= 2 else self._v1_exchange(command)
         if reply.startswith("ERR"):
             code, _, message = reply[3:].strip().partition(" ")
             if code == "COMPLIANCE":
@@ -68,15 +152,42 @@ class CrossbarController(SafeOffOnClose):
             raise InstrumentError(f"{self.transport.name} refused {command!r}: {code} {message}")
         return reply
 
-    def _ok(self, command: str) -> None:
-        reply = self._ask(command)
+    def _v1_exchange(self, command: str) -> str:
+        """One v1 command and its reply. v1 lines carry no sequence number, so after a failed exchange
+        (a reply may still be on its way) the link is resynchronised on ``*IDN?`` first: every line up
+        to the identification string is discarded, so a late reply never answers this command."""
+        if self._v1_suspect:
+            self.transport.write("*IDN?")
+            deadline = time.monotonic() + self.transport.timeout_s
+            while self.transport.read(max(deadline - time.monotonic(), 1e-3)).strip() != self._v1_idn:
+                self.stale_replies += 1
+            self._v1_suspect = False
+        try:
+            return self.transport.query(command).strip()
+        except InstrumentError:
+            self._v1_suspect = True
+            raise
+
+    def _ok(self, reply: str, command: str) -> None:
         if reply != "OK":
             raise ProtocolError(f"{self.transport.name}: expected OK to {command!r}, got {reply[:60]!r}")
 
-    def _values(self, command: str, n: int) -> np.ndarray:
-        reply = self._ask(command)
+    def _act(self, command: str, expected: Sequence[EchoValue]) -> str:
+        """Two-phase command (v2): arm it, check the controller's echo against ``expected`` (the command's
+        arguments as sent, then ILIM), and only then ``GO``; returns the GO's reply."""
+        echo = self._ask(command)
+        armed = self._seq
+        if not _echo_matches(echo, command.split(" ", 1)[0], expected):
+            raise ProtocolError(
+                f"{self.transport.name}: the controller parsed {command!r} as {echo[:120]!r}, not as sent "
+                "(ILIM included); nothing was executed"
+            )
+        return self._ask(f"GO {armed}")
+
+    def _numbers(self, reply: str, n: int, command: str) -> np.ndarray:
+        parse = parse_number if self.protocol >= 2 else _parse_v1_number
         try:
-            values = np.array([float(x) for x in reply.split(",")], dtype=float)
+            values = np.array([parse(x) for x in reply.split(",")], dtype=float)
         except ValueError:
             raise ProtocolError(f"{self.transport.name}: cannot parse numbers from {reply[:60]!r}") from None
         if len(values) != n:
@@ -86,8 +197,17 @@ class CrossbarController(SafeOffOnClose):
         return values
 
     def _size(self) -> tuple[int, int]:
-        rows, cols = self._values("SIZE?", 2)
+        rows, cols = self._numbers(self._ask("SIZE?"), 2, "SIZE?")
         return int(rows), int(cols)
+
+    def _hardware_ranges(self) -> HardwareRanges:
+        if self.protocol < 2:
+            return V1_RANGES
+        return HardwareRanges(*(float(x) for x in self._numbers(self._ask("LIMITS?"), 5, "LIMITS?")))
+
+    def _echo_ilim(self) -> list[EchoValue]:
+        assert self.compliance_set_a is not None
+        return ["ILIM", sent_value(self.compliance_set_a)]
 
     def _check_address(self, row: int, col: int | None = None) -> None:
         if not (isinstance(row, int | np.integer) and 0 <= row < self.rows):
@@ -98,6 +218,28 @@ class CrossbarController(SafeOffOnClose):
     def _require_compliance(self) -> None:
         if self.compliance_set_a is None:
             raise InstrumentStateError(f"{self.transport.name}: set the compliance before pulsing or reading")
+
+    def _check_hardware(self, volts: float, width_s: float | None = None) -> None:
+        hw = self.hardware
+        if abs(volts) > hw.max_abs_v:
+            raise SafetyError(f"{volts:g} V is beyond the controller's hardware range of ±{hw.max_abs_v:g} V")
+        if width_s is not None and not hw.min_width_s <= width_s <= hw.max_width_s:
+            raise SafetyError(
+                f"pulse width {width_s:g} s is outside the controller's hardware range "
+                f"[{hw.min_width_s:g}, {hw.max_width_s:g}] s"
+            )
+
+    def check_pulses_allowed(self) -> None:
+        """Raise ``SafetyError`` if this session may not pulse (a v1 controller without the opt-in)."""
+        self._check_v1_pulse()
+
+    def _check_v1_pulse(self) -> None:
+        if self.protocol < 2 and not self.allow_v1_pulses:
+            raise SafetyError(
+                f"{self.transport.name} speaks crossbar protocol v1 (no CRC, no echo before acting): one "
+                "corrupted byte can change a pulse's amplitude or width. Update its firmware to v2, or opt "
+                "in with allow_v1_pulses=True (CLI: --allow-v1-pulses)"
+            )
 
     # -- operations --------------------------------------------------------------------------
     def identify(self) -> str:
@@ -110,29 +252,50 @@ class CrossbarController(SafeOffOnClose):
 
     def reset(self) -> None:
         """All lines to 0 V, selection cleared, compliance cleared (must be set again)."""
-        self._ok("RST")
+        self._ok(self._ask("RST"), "RST")
         self.compliance_set_a = None
 
     def set_compliance(self, current_a: float) -> None:
         """Set the current limit (A) of every read and pulse."""
         current_a = self.limits.check_compliance(current_a)
-        self._ok(f"ILIM {current_a:.6g}")
+        hw = self.hardware
+        if not hw.min_ilim_a <= current_a <= hw.max_ilim_a:
+            raise SafetyError(
+                f"compliance {current_a:g} A is outside the controller's hardware range "
+                f"[{hw.min_ilim_a:g}, {hw.max_ilim_a:g}] A"
+            )
+        command = f"ILIM {format_number(current_a)}"
+        if self.protocol >= 2:
+            self._ok(self._act(command, [sent_value(current_a)]), command)
+        else:
+            self._ok(self._ask(command), command)
         self.compliance_set_a = current_a
 
     def select(self, row: int, col: int) -> None:
-        """Select the device at (row, col) for ``PULSE`` / ``READ``."""
+        """Select the device at (row, col) for v1 ``PULSE`` / ``READ`` (v2 commands carry the address:
+        there it only checks it)."""
         self._check_address(row, col)
-        self._ok(f"SEL {row} {col}")
+        if self.protocol < 2:
+            self._ok(self._ask(f"SEL {row} {col}"), "SEL")
 
     def pulse_device(self, row: int, col: int, amplitude_v: float, width_s: float) -> None:
         """One voltage pulse (V, s) on the device at (row, col)."""
         amplitude_v, width_s = self.limits.check_pulse(amplitude_v, width_s)
         self._check_address(row, col)
         self._require_compliance()
+        self._check_hardware(amplitude_v, width_s)
+        self._check_v1_pulse()
         self._rate.check()
+        amp, width = format_number(amplitude_v), format_number(width_s)
+        if self.protocol >= 2:
+            self._rate.record()
+            command = f"PULSE {row} {col} {amp} {width}"
+            expected = [int(row), int(col), float(amp), float(width), *self._echo_ilim()]
+            self._ok(self._act(command, expected), command)
+            return
         self.select(row, col)
         self._rate.record()
-        self._ok(f"PULSE {amplitude_v:.6g} {width_s:.6g}")
+        self._ok(self._ask(f"PULSE {amp} {width}"), "PULSE")
 
     def pulse_row(self, row: int, amplitudes_v: Sequence[float], width_s: float) -> None:
         """Pulse every device of ``row`` at once, column j with ``amplitudes_v[j]`` (V; 0 = no pulse)."""
@@ -144,17 +307,34 @@ class CrossbarController(SafeOffOnClose):
         checked = [self.limits.check_pulse(a, width_s)[0] for a in amplitudes_v]
         width_s = self.limits.check_pulse(0.0, width_s)[1]
         self._require_compliance()
+        for a in checked:
+            self._check_hardware(a, width_s)
+        self._check_v1_pulse()
         self._rate.check()
         self._rate.record()
-        self._ok(f"PULSEROW {row} {width_s:.6g} " + ",".join(f"{a:.6g}" for a in checked))
+        amps = [format_number(a) for a in checked]
+        command = f"PULSEROW {row} {format_number(width_s)} " + ",".join(amps)
+        if self.protocol >= 2:
+            expected = [int(row), sent_value(width_s), tuple(float(a) for a in amps), *self._echo_ilim()]
+            self._ok(self._act(command, expected), command)
+        else:
+            self._ok(self._ask(command), command)
 
     def read_device(self, row: int, col: int, read_v: float) -> Reading:
         """Current (A) of the device at (row, col) at ``read_v`` (V), with the controller's timestamp (s)."""
         read_v = self.limits.check_voltage(read_v, "read voltage")
         self._check_address(row, col)
         self._require_compliance()
-        self.select(row, col)
-        t_s, i_a = self._values(f"READ {read_v:.6g}", 2)
+        self._check_hardware(read_v)
+        v = format_number(read_v)
+        if self.protocol >= 2:
+            command = f"READ {row} {col} {v}"
+            reply = self._act(command, [int(row), int(col), float(v), *self._echo_ilim()])
+        else:
+            self.select(row, col)
+            command = f"READ {v}"
+            reply = self._ask(command)
+        t_s, i_a = self._numbers(reply, 2, command)
         return Reading(float(t_s), float(i_a))
 
     def read_row(self, row: int, read_v: float) -> RowReading:
@@ -162,16 +342,19 @@ class CrossbarController(SafeOffOnClose):
         read_v = self.limits.check_voltage(read_v, "read voltage")
         self._check_address(row)
         self._require_compliance()
-        values = self._values(f"READROW {row} {read_v:.6g}", self.cols + 1)
+        self._check_hardware(read_v)
+        command = f"READROW {row} {format_number(read_v)}"
+        if self.protocol >= 2:
+            reply = self._act(command, [int(row), sent_value(read_v), *self._echo_ilim()])
+        else:
+            reply = self._ask(command)
+        values = self._numbers(reply, self.cols + 1, command)
         return RowReading(float(values[0]), values[1:])
 
     def read_row_train(self, row: int, read_v: float, every_s: float, count: int) -> RowTrain:
         """``count`` reads of ``row`` at ``read_v`` (V), waiting ``every_s`` (s) between them (host-timed:
         the spacing is every_s plus one read's round trip; use the returned controller timestamps)."""
-        if not (isinstance(count, int) and count >= 1):
-            raise SafetyError(f"read count must be a positive integer, got {count!r}")
-        if not every_s >= 0:
-            raise SafetyError(f"read interval must be >= 0 s, got {every_s!r}")
+        check_row_train(every_s, count)
         t = np.empty(count)
         i = np.empty((count, self.cols))
         for k in range(count):
@@ -195,3 +378,36 @@ class CrossbarController(SafeOffOnClose):
         """Best effort: every line back to 0 V (``RST``); never raises."""
         with contextlib.suppress(Exception):  # the link may be down: there is nothing more a driver can do
             self.reset()
+
+
+def _parse_v1_number(text: str) -> float:
+    """A v1 reply number: decimal or exponent notation, finite (no inf, nan, '_' or junk)."""
+    if _V1_NUMBER.fullmatch(text) is None:
+        raise ValueError(text)
+    return float(text)
+
+
+def _echo_matches(echo: str, keyword: str, expected: Sequence[EchoValue]) -> bool:
+    """Whether ``ECHO <keyword> <values...>`` carries exactly ``expected`` (numbers to 1e-6 relative:
+    the echo has 7 significant digits of what the controller parsed from our 6)."""
+    words = echo.split(" ")
+    if len(words) != 2 + len(expected) or words[0] != "ECHO" or words[1].upper() != keyword.upper():
+        return False
+    try:
+        for word, want in zip(words[2:], expected, strict=True):
+            if isinstance(want, str):
+                ok = word.upper() == want.upper()
+            elif isinstance(want, int):
+                ok = parse_int(word) == want
+            elif isinstance(want, tuple):
+                got = [parse_number(x) for x in word.split(",")]
+                ok = len(got) == len(want) and all(
+                    math.isclose(g, w, rel_tol=1e-6, abs_tol=0.0) for g, w in zip(got, want, strict=True)
+                )
+            else:
+                ok = math.isclose(parse_number(word), want, rel_tol=1e-6, abs_tol=0.0)
+            if not ok:
+                return False
+    except ValueError:
+        return False
+    return True

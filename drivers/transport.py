@@ -172,10 +172,13 @@ class SerialTransport(Transport):
         super().__init__(url, timeout_s)
         self.baudrate = baudrate
         self.port: Any = None
+        self.max_line_bytes: int | None = None  # a reply longer than this (terminator included) is refused
 
     def _open(self) -> None:
         try:
-            self.port = serial.serial_for_url(self.name, baudrate=self.baudrate, timeout=self.timeout_s)
+            self.port = serial.serial_for_url(  # exclusive: a second process cannot interleave its lines
+                self.name, baudrate=self.baudrate, timeout=self.timeout_s, exclusive=True
+            )
         except (serial.SerialException, ValueError) as exc:
             raise ConnectionLost(f"{self.name}: cannot open serial port ({exc})") from None
 
@@ -192,9 +195,11 @@ class SerialTransport(Transport):
     def _receive(self, timeout_s: float) -> str:
         self.port.timeout = timeout_s
         try:
-            raw = self.port.read_until(b"\n")
+            raw = self.port.read_until(b"\n", self.max_line_bytes)
         except (serial.SerialException, OSError) as exc:
             raise ConnectionLost(f"{self.name}: connection lost while reading ({exc})") from None
+        if self.max_line_bytes is not None and len(raw) >= self.max_line_bytes and not raw.endswith(b"\n"):
+            raise ProtocolError(f"{self.name}: reply longer than {self.max_line_bytes} bytes (no line end)")
         if not raw:
             raise InstrumentTimeout(f"{self.name}: no reply within {timeout_s:g} s")
         if not raw.endswith(b"\n"):

@@ -47,7 +47,7 @@ def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path, hwloop_run):
     cfg.write_text(json.dumps({**CONFIG, "pulse": None}))
     data = tmp_path / "data.h5"
     args = ["calibrate", "run", "--out", str(data), "--config", str(cfg)]
-    code, _, err = hwloop_run(*args, "--resource", "xbarsim://2x2?seed=12&drop_after=100")
+    code, _, err = hwloop_run(*args, "--resource", "xbarsim://2x2?seed=12&drop_after=200")
     assert code == 2
     last = err.strip().splitlines()[-1]  # above it: the progress bar
     assert last.startswith("error: campaign interrupted") and "--resume" in last and "Traceback" not in err

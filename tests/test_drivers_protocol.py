@@ -3,11 +3,13 @@ reference manuals (and the crossbar protocol document), against scripted replies
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from drivers import CrossbarController, Keithley2450, Keithley2600B, KeysightB2900, SafetyLimits
-from drivers.errors import ProtocolError
+from drivers.errors import ProtocolError, SafetyError
 from drivers.sim.clock import VirtualClock
 from drivers.smu_k2600 import SCRIPT
 from drivers.testing import ProtocolMismatch, ScriptedTransport
@@ -176,27 +178,58 @@ def test_instrument_error_queue_is_surfaced() -> None:
         smu.set_compliance(1e-4)
 
 
-def test_crossbar_controller_protocol() -> None:
+def _crc16_ccitt_false(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE bit by bit from its definition (poly 0x1021, init 0xFFFF), independent of
+    the driver's table-driven one."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def v2(seq: int, body: str) -> str:
+    """A protocol v2 line as the spec defines it: ``@<seq> <body>*<CRC16 hex>``."""
+    head = f"@{seq} {body}"
+    return f"{head}*{_crc16_ccitt_false(head.encode()):04X}"
+
+
+def test_crc_is_the_named_standard_and_the_spec_example_holds() -> None:
+    assert _crc16_ccitt_false(b"123456789") == 0x29B1  # the catalogued check value of CRC-16/CCITT-FALSE
+    assert v2(7, "PULSE 2 3 1.5 0.0001") == "@7 PULSE 2 3 1.5 0.0001*CB23"  # the spec's worked example
+
+
+def test_crossbar_controller_protocol_v2() -> None:
+    ilim = "ILIM 1.000000e-04"
     t = ScriptedTransport(
         [
-            ("SIZE?", "4,3"),
-            ("*IDN?", "HWLOOP,XBAR-CTRL,0001,1.0.0"),
-            ("VER?", "1.0.0"),
-            ("ILIM 0.0001", "OK"),
-            ("SEL 2 1", "OK"),
-            ("PULSE 1.5 0.0001", "OK"),
-            ("SEL 2 1", "OK"),
-            ("READ 0.1", "0.500000,1.5e-09"),
-            ("READROW 3 0.1", "0.600000,1e-09,2e-09,3e-09"),
-            ("PULSEROW 0 0.0001 1.5,0,-1", "OK"),
-            ("RST", "OK"),
+            (v2(1, "VER?"), v2(1, "2.0.0")),
+            (v2(2, "SIZE?"), v2(2, "4,3")),
+            (v2(3, "LIMITS?"), v2(3, "10,1e-06,1,1e-09,0.1")),
+            (v2(4, "*IDN?"), v2(4, "HWLOOP,XBAR-CTRL,0001,2.0.0")),
+            (v2(5, "VER?"), v2(5, "2.0.0")),
+            (v2(6, "ILIM 0.0001"), v2(6, "ECHO ILIM 1.000000e-04")),
+            (v2(7, "GO 6"), v2(7, "OK")),
+            (v2(8, "PULSE 2 1 1.5 0.0001"), v2(8, f"ECHO PULSE 2 1 1.500000e+00 1.000000e-04 {ilim}")),
+            (v2(9, "GO 8"), v2(9, "OK")),
+            (v2(10, "READ 2 1 0.1"), v2(10, f"ECHO READ 2 1 1.000000e-01 {ilim}")),
+            (v2(11, "GO 10"), v2(11, "0.500000,1.5e-09")),
+            (v2(12, "READROW 3 0.1"), v2(12, f"ECHO READROW 3 1.000000e-01 {ilim}")),
+            (v2(13, "GO 12"), v2(13, "0.600000,1e-09,2e-09,3e-09")),
+            (
+                v2(14, "PULSEROW 0 0.0001 1.5,0,-1"),
+                v2(14, f"ECHO PULSEROW 0 1.000000e-04 1.500000e+00,0.000000e+00,-1.000000e+00 {ilim}"),
+            ),
+            (v2(15, "GO 14"), v2(15, "OK")),
+            (v2(16, "RST"), v2(16, "OK")),
         ]
     )
     clock = VirtualClock()
     with CrossbarController(t, LIMITS, clock) as xbar:
-        assert (xbar.rows, xbar.cols) == (4, 3)
+        assert (xbar.rows, xbar.cols, xbar.protocol) == (4, 3, 2)
         assert xbar.identify().startswith("HWLOOP")
-        assert xbar.firmware_version() == "1.0.0"
+        assert xbar.firmware_version() == "2.0.0"
         xbar.set_compliance(1e-4)
         xbar.pulse_device(2, 1, 1.5, 1e-4)
         assert xbar.read_device(2, 1, 0.1) == (0.5, 1.5e-9)
@@ -208,23 +241,72 @@ def test_crossbar_controller_protocol() -> None:
     assert t.done()
 
 
+def test_crossbar_controller_protocol_v1_is_negotiated_and_stays_readable() -> None:
+    t = ScriptedTransport(
+        [
+            (v2(1, "VER?"), "ERR SYNTAX unknown command '@1'"),  # a v1 firmware cannot read a frame
+            ("VER?", "1.0.0"),
+            ("*IDN?", "ACME,XBAR,7,1.0.0"),
+            ("SIZE?", "4,3"),
+            ("ILIM 0.0001", "OK"),
+            ("SEL 2 1", "OK"),
+            ("READ 0.1", "0.500000,1.5e-09"),
+            ("READROW 3 0.1", "0.600000,1e-09,2e-09,3e-09"),
+            ("RST", "OK"),
+        ]
+    )
+    with CrossbarController(t, LIMITS, VirtualClock()) as xbar:
+        assert xbar.protocol == 1
+        xbar.set_compliance(1e-4)
+        assert xbar.read_device(2, 1, 0.1) == (0.5, 1.5e-9)
+        np.testing.assert_allclose(xbar.read_row(3, 0.1).i_a, [1e-9, 2e-9, 3e-9])
+        with pytest.raises(SafetyError, match=r"protocol v1.*--allow-v1-pulses"):
+            xbar.pulse_device(2, 1, 1.5, 1e-4)
+        with pytest.raises(SafetyError, match="protocol v1"):
+            xbar.pulse_row(0, [1.5, 0.0, 0.0], 1e-4)
+    assert t.done()
+
+
+def test_v1_pulses_only_with_the_explicit_opt_in() -> None:
+    t = ScriptedTransport(
+        [
+            (v2(1, "VER?"), "ERR SYNTAX unknown command '@1'"),
+            ("VER?", "1.0.0"),
+            ("*IDN?", "ACME,XBAR,7,1.0.0"),
+            ("SIZE?", "4,3"),
+            ("ILIM 0.0001", "OK"),
+            ("SEL 2 1", "OK"),
+            ("PULSE 1.5 0.0001", "OK"),
+        ]
+    )
+    xbar = CrossbarController(t, LIMITS, VirtualClock(), allow_v1_pulses=True)
+    xbar.set_compliance(1e-4)
+    xbar.pulse_device(2, 1, 1.5, 1e-4)
+    assert t.done()
+
+
 def test_controller_err_replies_become_typed_errors() -> None:
     from drivers import ComplianceError, InstrumentError
 
+    ilim = "ILIM 1.000000e-04"
     t = ScriptedTransport(
         [
-            ("SIZE?", "2,2"),
-            ("ILIM 0.0001", "OK"),
-            ("READROW 1 0.1", "ERR COMPLIANCE row 1: current limited at 0.0001 A"),
-            ("SEL 0 0", "ERR STATE busy"),
+            (v2(1, "VER?"), v2(1, "2.0.0")),
+            (v2(2, "SIZE?"), v2(2, "2,2")),
+            (v2(3, "LIMITS?"), v2(3, "10,1e-06,1,1e-09,0.1")),
+            (v2(4, "ILIM 0.0001"), v2(4, "ECHO ILIM 1.000000e-04")),
+            (v2(5, "GO 4"), v2(5, "OK")),
+            (v2(6, "READROW 1 0.1"), v2(6, f"ECHO READROW 1 1.000000e-01 {ilim}")),
+            (v2(7, "GO 6"), v2(7, "ERR COMPLIANCE row 1: current limited at 0.0001 A")),
+            (v2(8, "READ 0 0 0.1"), v2(8, "ERR STATE busy")),
         ]
     )
     xbar = CrossbarController(t, LIMITS, VirtualClock())
     xbar.set_compliance(1e-4)
     with pytest.raises(ComplianceError, match="row 1: current limited"):
         xbar.read_row(1, 0.1)
-    with pytest.raises(InstrumentError, match="refused 'SEL 0 0': STATE busy"):
-        xbar.select(0, 0)
+    with pytest.raises(InstrumentError, match=re.escape("refused 'READ 0 0 0.1': STATE busy")):
+        xbar.read_device(0, 0, 0.1)
 
 
 @pytest.mark.parametrize(

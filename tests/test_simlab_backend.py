@@ -41,7 +41,7 @@ def test_at_name_spec_opens_the_simulated_backend() -> None:
 
 def test_pyserial_url_handler_speaks_the_controller_protocol() -> None:
     forget_arrays()
-    port = serial.serial_for_url("xbarsim://2x3?seed=1", timeout=0.1)
+    port = serial.serial_for_url("xbarsim://2x3?seed=1&protocol=1", timeout=0.1)  # a v1 firmware
     for command, reply in [
         (b"SIZE?\n", b"2,3\n"),
         (b"VER?\n", b"1.0.0\n"),

@@ -109,7 +109,7 @@ def test_serial_faults_are_typed() -> None:
             xbar.read_row(1, 0.1)
     with pytest.raises(ProtocolError, match="garbage"):
         open_instrument(url + "&garbage_on=SIZE?", LIMITS)
-    with open_instrument(url + "&drop_after=2", LIMITS) as xbar:
+    with open_instrument(url + "&drop_after=5", LIMITS) as xbar:  # open: 3 lines, compliance: 2
         xbar.set_compliance(1e-4)
         with pytest.raises(ConnectionLost, match="disconnected"):
             xbar.read_row(0, 0.1)

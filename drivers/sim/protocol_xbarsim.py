@@ -1,11 +1,16 @@
 """pyserial URL handler ``xbarsim://ROWSxCOLS?seed=N&<fault>=<value>``: a simulated crossbar controller.
 
 Registered through ``serial.protocol_handler_packages`` (see ``drivers.transport``), so
-``serial.serial_for_url("xbarsim://8x8?seed=1")`` opens a port whose replies come from
-``XbarFirmware``. Query parameters: ``seed`` (int), and any ``Faults`` field (``timeout_on=READ``,
-``drop_after=5``, ``garbage_on=SIZE?``, ``truncate_on=READROW``, ``stuck_at_s=0.5``, ``stuck_device=2,3``).
-The array behind a URL (without its fault parameters) persists across connections, as hardware
-does; ``forget_arrays()`` drops them all.
+``serial.serial_for_url("xbarsim://8x8?seed=1")`` opens a port whose other end is ``XbarFirmware``.
+Query parameters: ``seed`` (int), ``protocol`` (2, the default, or 1 for a legacy v1 firmware), and any
+``ControllerFaults`` field (``timeout_on=READ``, ``drop_after=5``, ``garbage_on=SIZE?``,
+``truncate_on=READROW``, ``stuck_at_s=0.5``, ``stuck_device=2,3``, ``corrupt_on=PULSE``,
+``late_on=READROW``). Reply faults hit the reply that carries a command's result (for a v2 two-phase
+command, the reply to its ``GO``).
+
+The controller behind a URL (array and firmware, without the URL's fault parameters) persists across
+connections, as hardware does: its settings, an armed command and a partial line left by a crashed
+host survive a close and reopen. ``forget_arrays()`` drops them all (a fresh lab).
 """
 
 from __future__ import annotations
@@ -15,14 +20,31 @@ import urllib.parse
 from typing import Any
 
 import serial
+from pydantic import Field
 from serial.serialutil import SerialBase, SerialException
 
 from drivers.sim.faults import Faults
 from drivers.sim.lab import SimArray
 from drivers.sim.xbar_firmware import XbarFirmware
+from drivers.xbar_protocol import body_text
 
 _ARRAYS: dict[tuple[int, int, int], SimArray] = {}
+_FIRMWARES: dict[tuple[int, int, int], XbarFirmware] = {}
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+class ControllerFaults(Faults):
+    """``Faults`` plus the serial-link faults of a crossbar controller."""
+
+    corrupt_on: str | None = Field(
+        default=None,
+        description="on the way to the controller, these commands lose the last '.' of their line "
+        "('PULSE 1.5 0.0001' arrives as 'PULSE 1.5 00001': a 1 s pulse to a v1 firmware)",
+    )
+    late_on: str | None = Field(
+        default=None,
+        description="the first reply to these commands arrives late: after the host's next command",
+    )
 
 
 def sim_array(rows: int, cols: int, seed: int) -> SimArray:
@@ -33,13 +55,27 @@ def sim_array(rows: int, cols: int, seed: int) -> SimArray:
     return _ARRAYS[key]
 
 
+def sim_firmware(rows: int, cols: int, seed: int, protocol: int = 2) -> XbarFirmware:
+    """The persistent controller behind ``xbarsim://ROWSxCOLS?seed=SEED``; asking for another
+    ``protocol`` than it runs reflashes it (its settings and line buffer start over, the array stays)."""
+    key = (rows, cols, seed)
+    firmware = _FIRMWARES.get(key)
+    if firmware is None or firmware.protocol != protocol:
+        firmware = XbarFirmware(sim_array(rows, cols, seed), protocol=protocol)
+        if key in _FIRMWARES:  # the devices keep their history: carry the time they were settled to
+            firmware.lines.t_devices_s = _FIRMWARES[key].lines.t_devices_s
+        _FIRMWARES[key] = firmware
+    return firmware
+
+
 def forget_arrays() -> None:
-    """Drop every persistent simulated array (a fresh lab)."""
+    """Drop every persistent simulated array and controller (a fresh lab)."""
     _ARRAYS.clear()
+    _FIRMWARES.clear()
 
 
-def parse_url(url: str) -> tuple[int, int, int, Faults]:
-    """(rows, cols, seed, faults) from an ``xbarsim://`` URL; ValueError naming the problem."""
+def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults]:
+    """(rows, cols, seed, protocol, faults) from an ``xbarsim://`` URL; ValueError naming the problem."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "xbarsim":
         raise ValueError(f"not an xbarsim:// URL: {url!r}")
@@ -48,13 +84,16 @@ def parse_url(url: str) -> tuple[int, int, int, Faults]:
         raise ValueError(f"xbarsim URL needs a size ROWSxCOLS, e.g. xbarsim://8x8, got {parts.netloc!r}")
     params = dict(urllib.parse.parse_qsl(parts.query))
     seed = int(params.pop("seed", 0))
+    protocol = int(params.pop("protocol", 2))
+    if protocol not in (1, 2):
+        raise ValueError(f"xbarsim protocol must be 1 or 2, got {protocol}")
     if "stuck_device" in params:
         params["stuck_device"] = tuple(int(x) for x in params["stuck_device"].split(","))  # type: ignore[assignment]
     try:
-        faults = Faults.model_validate(params)
+        faults = ControllerFaults.model_validate(params)
     except Exception as exc:
         raise ValueError(f"bad xbarsim URL parameters {sorted(params)}: {exc}") from None
-    return int(m.group(1)), int(m.group(2)), seed, faults
+    return int(m.group(1)), int(m.group(2)), seed, protocol, faults
 
 
 class Serial(SerialBase):
@@ -69,13 +108,16 @@ class Serial(SerialBase):
         if self.is_open:
             raise SerialException("port already open")
         try:
-            rows, cols, seed, faults = parse_url(self._port)
+            rows, cols, seed, protocol, faults = parse_url(self._port)
         except ValueError as exc:
             raise SerialException(str(exc)) from None
-        self.firmware = XbarFirmware(sim_array(rows, cols, seed), faults)
+        self.firmware = sim_firmware(rows, cols, seed, protocol)
+        self.firmware.faults = faults
+        self.faults = faults
         self.array = self.firmware.array
         self._rx = bytearray()
-        self._line = bytearray()
+        self._late: bytes | None = None
+        self._late_done = False
         self._commands = 0
         self._dropped = False
         self.is_open = True
@@ -102,31 +144,61 @@ class Serial(SerialBase):
         del self._rx[:size]
         return chunk
 
+    def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
+        """A whole line at once (pyserial's generic version reads byte by byte); what is there if the line
+        is incomplete (nothing more will come: the timeout elapsed)."""
+        self._check_link()
+        end = self._rx.find(expected)
+        end = len(self._rx) if end < 0 else end + len(expected)
+        if size is not None:
+            end = min(end, size)
+        chunk = bytes(self._rx[:end])
+        del self._rx[:end]
+        return chunk
+
     def write(self, data: Any) -> int:
         self._check_link()
-        self._line += bytes(data)
-        while b"\n" in self._line:
-            raw, _, rest = bytes(self._line).partition(b"\n")
-            self._line = bytearray(rest)
-            self._command(raw.decode("ascii", errors="replace").strip())
+        if self._late is not None:  # a late reply lands after the host's flush, before the new reply
+            self._rx += self._late
+            self._late = None
+        data = self._corrupt(bytes(data))
+        for exchange in self.firmware.receive(data):
+            self._deliver(exchange.subject, exchange.reply)
         return len(data)
 
-    def _command(self, line: str) -> None:
-        faults = self.firmware.faults
+    def _corrupt(self, data: bytes) -> bytes:
+        """Apply ``corrupt_on``: each matching line loses its last '.' on the wire."""
+        if self.faults.corrupt_on is None:
+            return data
+        lines = data.split(b"\n")
+        for k, line in enumerate(lines[:-1]):
+            text = line.decode("ascii", errors="replace")
+            if self.faults.matches(self.faults.corrupt_on, body_text(text)) and b"." in line:
+                cut = line.rindex(b".")
+                lines[k] = line[:cut] + line[cut + 1 :]
+        return b"\n".join(lines)
+
+    def _deliver(self, subject: str, reply: str | None) -> None:
+        faults = self.faults
         self._commands += 1
         if faults.drop_after is not None and self._commands > faults.drop_after:
             self._dropped = True
             raise SerialException("device disconnected (simulated dropped link)")
-        reply = self.firmware.handle(line).encode("ascii")
-        fault = faults.reply_fault(line)
+        if reply is None:
+            return
+        data = reply.encode("ascii")
+        fault = faults.reply_fault(subject)
         if fault == "timeout":
             return
         if fault == "garbage":
             self._rx += b"\xff\xfe\x9a#@!\xc3\n"
         elif fault == "truncate":
-            self._rx += reply[: len(reply) // 2]
+            self._rx += data[: len(data) // 2]
+        elif not self._late_done and faults.matches(faults.late_on, subject):
+            self._late_done = True
+            self._late = data + b"\n"
         else:
-            self._rx += reply + b"\n"
+            self._rx += data + b"\n"
 
     def reset_input_buffer(self) -> None:
         self._rx.clear()

@@ -1,22 +1,50 @@
-"""Firmware of the simulated crossbar controller: the protocol of ``docs/crossbar-controller-protocol.md``.
+"""Firmware of the simulated crossbar controller: ``docs/crossbar-controller-protocol.md``, v2 or v1.
 
 Idle lines sit at 0 V, so between commands every device relaxes at tau(0 V). A pulse or read drives
-only the addressed devices; the others keep relaxing. Each command costs ``latency_s`` of virtual time
+only the addressed devices; the others keep relaxing. Each command costs ``LATENCY_S`` of virtual time
 (one serial round trip), a pulse its width, a read the card's read time.
+
+The firmware is the controller, not the link: it persists across connections (``sim_firmware``), so
+its settings (ILIM, selection), an armed command and a partial line left by a crashed host are still
+there when the next session opens the port, as on hardware.
+
+Protocol 2 (default) is strict: framed lines with a CRC, the strict number grammar, two-phase commands
+(``ECHO`` before ``GO``), the resync rules (longest line, inter-byte timeout, a frame starts at the last
+``@`` of a line). Protocol 1 is modelled as v1 firmwares are commonly written: C ``strtod`` parsing
+(``inf``, ``nan`` and trailing characters accepted), no line limit, a partial line kept until its ``\\n``.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any, NamedTuple
+
 import numpy as np
 
+from drivers.sim.array_lines import ArrayLines, Drive
 from drivers.sim.faults import Faults
 from drivers.sim.lab import SimArray
+from drivers.xbar_protocol import (
+    ARM_TIMEOUT_S,
+    ARMED_COMMANDS,
+    INTER_BYTE_TIMEOUT_S,
+    MAX_LINE_BYTES,
+    FrameError,
+    echo_number,
+    frame,
+    parse_int,
+    parse_number,
+    unframe,
+)
 
-FIRMWARE_VERSION = "1.0.0"
+FIRMWARE_VERSIONS = {1: "1.0.0", 2: "2.0.0"}
 MAX_ABS_V = 10.0  # the controller's own hardware range
+MIN_WIDTH_S = 1e-6  # the pulse timer's resolution
 MAX_WIDTH_S = 1.0
+MIN_ILIM_A = 1e-9
 MAX_ILIM_A = 0.1
 LATENCY_S = 1e-3
+_STRTOD = re.compile(r"\s*([+-]?(?:inf(?:inity)?|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))", re.IGNORECASE)
 
 
 class FirmwareError(Exception):
@@ -26,55 +54,298 @@ class FirmwareError(Exception):
         super().__init__(f"ERR {code} {message}")
 
 
-class XbarFirmware:
-    """Answers one protocol line at a time for a ``SimArray``."""
+class Armed(NamedTuple):
+    seq: int
+    t_s: float
+    keyword: str
+    args: tuple[Any, ...]
+    text: str
 
-    def __init__(self, array: SimArray, faults: Faults | None = None) -> None:
+
+class Exchange(NamedTuple):
+    """One line the firmware took in: the command text whose result ``reply`` carries (for faults to
+    match on; for a ``GO`` the armed command's text) and the reply line (None: no reply)."""
+
+    subject: str
+    reply: str | None
+
+
+class XbarFirmware:
+    """The controller behind ``xbarsim://``: takes bytes, answers lines, drives a ``SimArray``."""
+
+    def __init__(self, array: SimArray, faults: Faults | None = None, protocol: int = 2) -> None:
         self.array = array
         self.faults = faults or Faults()
+        self.protocol = protocol
         self.selected: tuple[int, int] | None = None
         self.ilim_a: float | None = None
-        self._t_devices_s = array.clock.now_s()
+        self.armed: Armed | None = None
+        self.discarded_bytes = 0  # bytes dropped by the resync rules
+        self._line = bytearray()
+        self._overflow = False
+        self._t_last_byte_s = array.clock.now_s()
+        self.lines = ArrayLines(array, self.faults)
 
-    def handle(self, line: str) -> str:
-        """The reply line to one command line."""
+    @property
+    def faults(self) -> Faults:
+        """The faults in force (set by each connection from its URL)."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
+        if hasattr(self, "lines"):
+            self.lines.faults = faults
+
+    @property
+    def scope(self) -> list[Drive]:
+        """Every drive applied to the array (what an oscilloscope on the lines shows)."""
+        return self.lines.scope
+
+    # -- bytes in, lines out -----------------------------------------------------------------------
+    def receive(self, data: bytes) -> list[Exchange]:
+        """Take ``data`` from the host; one ``Exchange`` per complete line it finished."""
+        now = self.array.clock.now_s()
+        if self.protocol >= 2 and self._line and now - self._t_last_byte_s > INTER_BYTE_TIMEOUT_S:
+            self.discarded_bytes += len(self._line)  # resync: a partial line followed by silence is dropped
+            self._line.clear()
+        self._t_last_byte_s = now
+        out: list[Exchange] = []
+        *complete, rest = data.split(b"\n")
+        for k, piece in enumerate([*complete, rest]):
+            self._take(piece)
+            if k == len(complete):
+                break  # the rest has no line end yet: it waits in the buffer
+            raw = bytes(self._line).removesuffix(b"\r")
+            self._line.clear()
+            if self._overflow:
+                self._overflow = False
+                self.armed = None
+                out.append(Exchange("", frame(0, f"ERR FRAME line longer than {MAX_LINE_BYTES} bytes")))
+                continue
+            out.append(self.handle_line(raw.decode("ascii", errors="replace")))
+        return out
+
+    def _take(self, piece: bytes) -> None:
+        """Append bytes of one line to the buffer, dropping what goes past the longest line (v2)."""
+        room = MAX_LINE_BYTES - 1 - len(self._line) if self.protocol >= 2 else len(piece)
+        if len(piece) > room:
+            self._overflow = True
+            self.discarded_bytes += len(piece) - room
+            piece = piece[:room]
+        self._line += piece
+
+    def handle_line(self, line: str) -> Exchange:
+        """The exchange for one complete line (without its terminator)."""
         self.array.clock.sleep(LATENCY_S)
+        if self.protocol < 2:
+            return Exchange(line.strip(), self._v1(line.strip()))
+        armed, self.armed = self.armed, None  # any line but the matching GO disarms
+        at = line.rfind("@")
+        if at < 0:
+            return Exchange(line, self._unframed(line.strip()))
+        self.discarded_bytes += at  # resync: whatever precedes the last '@' is a leftover, never executed
+        line = line[at:]
+        try:
+            seq, body = unframe(line)
+        except FrameError as exc:
+            return Exchange(line, frame(0, f"ERR FRAME {exc}"))
+        if seq == 0:
+            return Exchange(body, frame(0, "ERR FRAME sequence number 0 is reserved for frame errors"))
+        subject, reply = self._v2(seq, body, armed)
+        return Exchange(subject, frame(seq, reply))
+
+    # -- protocol 2 ------------------------------------------------------------------------------
+    def _unframed(self, line: str) -> str | None:
+        if not line:
+            return None  # an empty line is a harmless separator
+        if line.upper() in ("*IDN?", "VER?"):  # identification stays readable by v1 tools
+            return self._cmd_STAR_IDN_Q() if line.upper() == "*IDN?" else self._cmd_VER_Q()
+        return "ERR VERSION this controller speaks protocol 2: frame commands as @<seq> <command>*<CRC16>"
+
+    def _v2(self, seq: int, body: str, armed: Armed | None) -> tuple[str, str]:
+        words = body.split(" ")
+        keyword = words[0].upper()
+        try:
+            if keyword == "GO":
+                if len(words) != 2:
+                    raise FirmwareError("SYNTAX", "GO takes one sequence number")
+                target = parse_int(words[1])
+                if armed is None or armed.seq != target:
+                    raise FirmwareError("STATE", f"nothing armed under sequence number {target}")
+                if self.array.clock.now_s() - armed.t_s > ARM_TIMEOUT_S:
+                    raise FirmwareError(
+                        "STATE", f"command {target} expired (GO later than {ARM_TIMEOUT_S:g} s)"
+                    )
+                return armed.text, self._execute(armed.keyword, armed.args)
+            if keyword in ARMED_COMMANDS:
+                args = self._parse(keyword, words[1:])
+                self.armed = Armed(seq, self.array.clock.now_s(), keyword, args, body)
+                return "ARM " + body, "ECHO " + self._echo(keyword, args)
+            if keyword in ("SEL", "SEL?"):
+                raise FirmwareError("SYNTAX", f"{keyword} is protocol 1 only (v2 commands carry row and col)")
+            return body, self._dispatch(words, strict=True)
+        except FirmwareError as exc:
+            return body, str(exc)
+        except (TypeError, ValueError):
+            return body, f"ERR SYNTAX bad arguments to {words[0]}"
+
+    def _parse(self, keyword: str, args: list[str]) -> tuple[Any, ...]:
+        """Parse and check a two-phase command completely, as its execution would (nothing applied)."""
+        if keyword == "ILIM":
+            (value,) = args
+            return (self._ilim(parse_number(value)),)
+        self._need_ilim()
+        if keyword == "PULSE":
+            row, col, amplitude, width = args
+            return (
+                self._row(parse_int(row)),
+                self._col(parse_int(col)),
+                self._volts(parse_number(amplitude)),
+                self._width(parse_number(width)),
+            )
+        if keyword == "PULSEROW":
+            row, width, amplitudes = args
+            amps = tuple(self._volts(parse_number(a)) for a in amplitudes.split(","))
+            self._check_count(amps)
+            return (self._row(parse_int(row)), self._width(parse_number(width)), amps)
+        if keyword == "READ":
+            row, col, read_v = args
+            return (self._row(parse_int(row)), self._col(parse_int(col)), self._volts(parse_number(read_v)))
+        row, read_v = args  # READROW
+        return (self._row(parse_int(row)), self._volts(parse_number(read_v)))
+
+    def _echo(self, keyword: str, args: tuple[Any, ...]) -> str:
+        words = [keyword]
+        for arg in args:
+            if isinstance(arg, tuple):
+                words.append(",".join(echo_number(float(a)) for a in arg))
+            elif isinstance(arg, int):
+                words.append(str(arg))
+            else:
+                words.append(echo_number(float(arg)))
+        if keyword != "ILIM":
+            words += ["ILIM", echo_number(self._need_ilim())]
+        return " ".join(words)
+
+    def _execute(self, keyword: str, args: tuple[Any, ...]) -> str:
+        if keyword == "ILIM":
+            self.ilim_a = float(args[0])
+            return "OK"
+        if keyword == "PULSE":
+            r, c, amplitude, width = args
+            return self._pulse(int(r), int(c), float(amplitude), float(width))
+        if keyword == "PULSEROW":
+            r, width, amps = args
+            return self._pulse_row(int(r), float(width), amps)
+        if keyword == "READ":
+            r, c, read_v = args
+            return self._read_one(int(r), int(c), float(read_v))
+        r, read_v = args
+        return self._read_row(int(r), float(read_v))
+
+    # -- protocol 1 ------------------------------------------------------------------------------
+    def _v1(self, line: str) -> str:
         words = line.split()
         if not words:
             return "ERR SYNTAX empty command"
-        handler = getattr(self, "_cmd_" + words[0].upper().replace("*", "STAR_").replace("?", "_Q"), None)
-        if handler is None:
-            return f"ERR SYNTAX unknown command {words[0]!r}"
         try:
-            return str(handler(*words[1:]))
+            return self._dispatch(words, strict=False)
         except FirmwareError as exc:
             return str(exc)
         except (TypeError, ValueError):
             return f"ERR SYNTAX bad arguments to {words[0]}"
 
+    def _dispatch(self, words: list[str], strict: bool) -> str:
+        keyword, args = words[0].upper(), words[1:]
+        number = parse_number if strict else _strtod
+        index = parse_int if strict else _atoi
+        if keyword == "*IDN?":
+            return self._cmd_STAR_IDN_Q()
+        if keyword == "VER?":
+            return self._cmd_VER_Q()
+        if keyword == "SIZE?":
+            return f"{self.array.rows},{self.array.cols}"
+        if keyword == "TIME?":
+            return f"{self.array.clock.now_s():.6f}"
+        if keyword == "ILIM?":
+            return "0" if self.ilim_a is None else f"{self.ilim_a:.6g}"
+        if keyword == "RST" and not args:
+            self._settle()
+            self.selected, self.ilim_a, self.armed = None, None, None
+            return "OK"
+        if keyword == "LIMITS?" and strict:
+            return f"{MAX_ABS_V:g},{MIN_WIDTH_S:g},{MAX_WIDTH_S:g},{MIN_ILIM_A:g},{MAX_ILIM_A:g}"
+        if strict:
+            raise FirmwareError("SYNTAX", f"unknown command {words[0]!r}")
+        if keyword == "ILIM":
+            (value,) = args
+            self.ilim_a = self._ilim(number(value))
+            return "OK"
+        if keyword == "SEL":
+            row, col = args
+            self.selected = (self._row(index(row)), self._col(index(col)))
+            return "OK"
+        if keyword == "SEL?":
+            r, c = self._selection()
+            return f"{r},{c}"
+        if keyword == "PULSE":
+            amplitude, width = args
+            self._need_ilim()
+            r, c = self._selection()
+            return self._pulse(r, c, self._volts(number(amplitude)), self._width(number(width)))
+        if keyword == "PULSEROW":
+            row, width, amplitudes = args
+            self._need_ilim()
+            amps = tuple(self._volts(number(a)) for a in amplitudes.split(","))
+            self._check_count(amps)
+            return self._pulse_row(self._row(index(row)), self._width(number(width)), amps)
+        if keyword == "READ":
+            (read_v,) = args
+            self._need_ilim()
+            r, c = self._selection()
+            return self._read_one(r, c, self._volts(number(read_v)))
+        if keyword == "READROW":
+            row, read_v = args
+            self._need_ilim()
+            return self._read_row(self._row(index(row)), self._volts(number(read_v)))
+        raise FirmwareError("SYNTAX", f"unknown command {words[0]!r}")
+
     # -- physics -------------------------------------------------------------------------------
     def _settle(self) -> None:
-        """Relax every device at 0 V up to now (shorting the faulty one when its time comes)."""
-        now = self.array.clock.now_s()
-        stuck = self.faults.stuck_at_s
-        if stuck is not None and self._t_devices_s < stuck <= now:
-            self.array.devices.hold(0.0, stuck - self._t_devices_s)
-            self.array.devices.short(self.faults.stuck_device)
-            self._t_devices_s = stuck
-        self.array.devices.hold(0.0, now - self._t_devices_s)
-        self._t_devices_s = now
+        self.lines.settle()
 
-    def _drive(self, volts: np.ndarray, duration_s: float) -> None:
-        self._settle()
-        self.array.devices.hold(volts, duration_s)
-        self.array.clock.sleep(duration_s)
-        self._t_devices_s = self.array.clock.now_s()
+    def _drive(self, volts: np.ndarray, duration_s: float, what: str) -> None:
+        self.lines.drive(volts, duration_s, what)
 
     def _read(self, volts: np.ndarray) -> np.ndarray:
-        self._settle()
-        current = self.array.devices.read_current_a(volts)
-        self._drive(volts, self.array.card.read.read_time_s)
-        return current
+        return self.lines.read(volts)
+
+    def _pulse(self, r: int, c: int, amplitude_v: float, width_s: float) -> str:
+        volts = np.zeros((self.array.rows, self.array.cols))
+        volts[r, c] = amplitude_v
+        self._drive(volts, width_s, "pulse")
+        return "OK"
+
+    def _pulse_row(self, r: int, width_s: float, amps: tuple[float, ...]) -> str:
+        volts = np.zeros((self.array.rows, self.array.cols))
+        volts[r, :] = amps
+        self._drive(volts, width_s, "pulse")
+        return "OK"
+
+    def _read_one(self, r: int, c: int, read_v: float) -> str:
+        volts = np.zeros((self.array.rows, self.array.cols))
+        volts[r, c] = read_v
+        t = self.array.clock.now_s()
+        current = self._compliance(self._read(volts)[r, c : c + 1], f"row {r} col {c}")
+        return f"{t:.6f},{current[0]:.6e}"
+
+    def _read_row(self, r: int, read_v: float) -> str:
+        volts = np.zeros((self.array.rows, self.array.cols))
+        volts[r, :] = read_v
+        t = self.array.clock.now_s()
+        current = self._compliance(self._read(volts)[r], f"row {r}")
+        return f"{t:.6f}," + ",".join(f"{i:.6e}" for i in current)
 
     # -- checks --------------------------------------------------------------------------------
     def _need_ilim(self) -> float:
@@ -82,31 +353,42 @@ class XbarFirmware:
             raise FirmwareError("STATE", "set ILIM before pulsing or reading")
         return self.ilim_a
 
-    def _row(self, text: str) -> int:
-        row = int(text)
+    def _selection(self) -> tuple[int, int]:
+        if self.selected is None:
+            raise FirmwareError("STATE", "no device selected (SEL row col)")
+        return self.selected
+
+    def _row(self, row: int) -> int:
         if not 0 <= row < self.array.rows:
             raise FirmwareError("RANGE", f"row {row} outside 0..{self.array.rows - 1}")
         return row
 
-    def _col(self, text: str) -> int:
-        col = int(text)
+    def _col(self, col: int) -> int:
         if not 0 <= col < self.array.cols:
             raise FirmwareError("RANGE", f"column {col} outside 0..{self.array.cols - 1}")
         return col
 
+    def _check_count(self, amps: tuple[float, ...]) -> None:
+        if len(amps) != self.array.cols:
+            raise FirmwareError("SYNTAX", f"PULSEROW needs {self.array.cols} amplitudes, got {len(amps)}")
+
     @staticmethod
-    def _volts(text: str) -> float:
-        v = float(text)
+    def _volts(v: float) -> float:
         if not abs(v) <= MAX_ABS_V:
             raise FirmwareError("RANGE", f"{v:g} V outside ±{MAX_ABS_V:g} V")
         return v
 
-    @staticmethod
-    def _width(text: str) -> float:
-        w = float(text)
-        if not 0 < w <= MAX_WIDTH_S:
-            raise FirmwareError("RANGE", f"pulse width {w:g} s outside (0, {MAX_WIDTH_S:g}] s")
+    def _width(self, w: float) -> float:
+        ok = MIN_WIDTH_S <= w <= MAX_WIDTH_S if self.protocol >= 2 else 0 < w <= MAX_WIDTH_S
+        if not ok:
+            raise FirmwareError("RANGE", f"pulse width {w:g} s outside [{MIN_WIDTH_S:g}, {MAX_WIDTH_S:g}] s")
         return w
+
+    @staticmethod
+    def _ilim(i: float) -> float:
+        if not MIN_ILIM_A <= i <= MAX_ILIM_A:
+            raise FirmwareError("RANGE", f"ILIM {i:g} A outside [{MIN_ILIM_A:g}, {MAX_ILIM_A:g}] A")
+        return i
 
     def _compliance(self, current: np.ndarray, where: str) -> np.ndarray:
         limit = self._need_ilim()
@@ -115,82 +397,26 @@ class XbarFirmware:
             raise FirmwareError("COMPLIANCE", f"{where}: current limited at {limit:g} A")
         return current
 
-    # -- commands ------------------------------------------------------------------------------
     def _cmd_STAR_IDN_Q(self) -> str:
         a = self.array
-        return f"HWLOOP,XBAR-SIM,{a.rows}x{a.cols}-seed{a.seed},{FIRMWARE_VERSION}"
+        return f"HWLOOP,XBAR-SIM,{a.rows}x{a.cols}-seed{a.seed},{FIRMWARE_VERSIONS[self.protocol]}"
 
     def _cmd_VER_Q(self) -> str:
-        return FIRMWARE_VERSION
+        return FIRMWARE_VERSIONS[self.protocol]
 
-    def _cmd_SIZE_Q(self) -> str:
-        return f"{self.array.rows},{self.array.cols}"
 
-    def _cmd_TIME_Q(self) -> str:
-        return f"{self.array.clock.now_s():.6f}"
+def _strtod(text: str) -> float:
+    """C ``strtod`` as v1 firmwares use it: the longest numeric prefix (inf, nan included), the rest
+    ignored; ValueError only when there is no number at all."""
+    m = _STRTOD.match(text)
+    if m is None:
+        raise ValueError(f"no number in {text!r}")
+    return float(m.group(1))
 
-    def _cmd_RST(self) -> str:
-        self._settle()
-        self.selected, self.ilim_a = None, None
-        return "OK"
 
-    def _cmd_ILIM(self, value: str) -> str:
-        i = float(value)
-        if not 0 < i <= MAX_ILIM_A:
-            raise FirmwareError("RANGE", f"ILIM {i:g} A outside (0, {MAX_ILIM_A:g}] A")
-        self.ilim_a = i
-        return "OK"
-
-    def _cmd_ILIM_Q(self) -> str:
-        return "0" if self.ilim_a is None else f"{self.ilim_a:.6g}"
-
-    def _cmd_SEL(self, row: str, col: str) -> str:
-        self.selected = (self._row(row), self._col(col))
-        return "OK"
-
-    def _cmd_SEL_Q(self) -> str:
-        if self.selected is None:
-            raise FirmwareError("STATE", "no device selected")
-        return f"{self.selected[0]},{self.selected[1]}"
-
-    def _selection(self) -> tuple[int, int]:
-        if self.selected is None:
-            raise FirmwareError("STATE", "no device selected (SEL row col)")
-        return self.selected
-
-    def _cmd_PULSE(self, amplitude: str, width: str) -> str:
-        self._need_ilim()
-        r, c = self._selection()
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, c] = self._volts(amplitude)
-        self._drive(volts, self._width(width))
-        return "OK"
-
-    def _cmd_PULSEROW(self, row: str, width: str, amplitudes: str) -> str:
-        self._need_ilim()
-        r = self._row(row)
-        amps = [self._volts(a) for a in amplitudes.split(",")]
-        if len(amps) != self.array.cols:
-            raise FirmwareError("SYNTAX", f"PULSEROW needs {self.array.cols} amplitudes, got {len(amps)}")
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, :] = amps
-        self._drive(volts, self._width(width))
-        return "OK"
-
-    def _cmd_READ(self, read_v: str) -> str:
-        self._need_ilim()
-        r, c = self._selection()
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, c] = self._volts(read_v)
-        t = self.array.clock.now_s()
-        current = self._compliance(self._read(volts)[r, c : c + 1], f"row {r} col {c}")
-        return f"{t:.6f},{current[0]:.6e}"
-
-    def _cmd_READROW(self, row: str, read_v: str) -> str:
-        self._need_ilim()
-        r = self._row(row)
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, :] = self._volts(read_v)
-        t = self.array.clock.now_s()
-        current = self._compliance(self._read(volts)[r], f"row {r}")
-        return f"{t:.6f}," + ",".join(f"{i:.6e}" for i in current)
+def _atoi(text: str) -> int:
+    """C ``atoi``-like parsing of an index (leading digits; the rest ignored)."""
+    m = re.match(r"\s*([+-]?\d+)", text)
+    if m is None:
+        raise ValueError(f"no integer in {text!r}")
+    return int(m.group(1))

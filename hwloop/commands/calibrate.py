@@ -19,7 +19,7 @@ from calibration.report import summary_text, write_report
 from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile
 from device_models.record import CalibrationError, CalibrationRecord
-from drivers import CrossbarController, InstrumentError, SafetyLimits, Smu, open_instrument
+from drivers import ArrayController, InstrumentError, SafetyLimits, Smu, open_instrument
 from drivers.factory import is_serial, is_simulated
 from hwloop.commands.common import console, emit_json, progress_bar
 from hwloop.errors import HwloopError
@@ -79,14 +79,14 @@ def _load_smu_config(path: Path | None, overrides: dict[str, Any]) -> SmuCampaig
 
 
 def _campaign(
-    inst: Smu | CrossbarController,
+    inst: Smu | ArrayController,
     store: CampaignFile,
     config: CampaignConfig | SmuCampaignConfig,
     resource: str,
 ) -> Campaign | SmuCampaign:
     if isinstance(inst, Smu) and isinstance(config, SmuCampaignConfig):
         return SmuCampaign(inst, store, config)
-    if isinstance(inst, CrossbarController) and isinstance(config, CampaignConfig):
+    if isinstance(inst, ArrayController) and isinstance(config, CampaignConfig):
         return Campaign(inst, store, config)
     kind = "an SMU" if isinstance(inst, Smu) else "a crossbar controller"
     raise HwloopError(f"{resource} is {kind}, which this campaign configuration does not fit")
@@ -130,6 +130,13 @@ def run_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted campaign in --out.")
     ] = False,
+    allow_v1_pulses: Annotated[
+        bool,
+        typer.Option(
+            "--allow-v1-pulses",
+            help="Pulse a crossbar controller that speaks only protocol v1 (no CRC, no echo).",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print {out, units_measured, limits} as JSON.")
     ] = False,
@@ -167,7 +174,7 @@ def run_cmd(
         check_smu_limits(config, limits)
     else:
         check_limits(config, limits)
-    with open_instrument(resource, limits) as inst:
+    with open_instrument(resource, limits, allow_v1_pulses=allow_v1_pulses) as inst:
         shape = SMU_SHAPE if isinstance(inst, Smu) else (inst.rows, inst.cols)
         dump = config.model_dump(mode="json")
         if resume:

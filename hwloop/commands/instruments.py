@@ -10,8 +10,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from drivers import ComplianceError, CrossbarController, SafetyLimits, Smu, open_instrument
-from drivers.factory import is_simulated, list_resources, open_transport
+from drivers import ArrayController, ComplianceError, CrossbarController, SafetyLimits, Smu, open_instrument
+from drivers.factory import is_arc2, is_simulated, list_resources, open_transport
 from drivers.smu import MAX_TRAIN_POINTS
 from drivers.trace import TraceWriter
 from hwloop.commands.common import console, emit_json
@@ -28,10 +28,18 @@ VisaLibrary = Annotated[
 ]
 SimSeed = Annotated[int, typer.Option("--sim-seed", help="Seed of the simulated lab (*.sim resources).")]
 Baudrate = Annotated[int, typer.Option("--baudrate", min=1, help="Serial baud rate (crossbar controllers).")]
+AllowV1Pulses = Annotated[
+    bool,
+    typer.Option(
+        "--allow-v1-pulses",
+        help="Pulse a crossbar controller that speaks only protocol v1 (no CRC, no echo: a corrupted byte "
+        "can change a pulse). Refused without this flag.",
+    ),
+]
 
 
 def _sim_lab(resource: str, seed: int) -> SimLab | None:
-    if resource.startswith("xbarsim://") or not is_simulated(resource):
+    if resource.startswith(("xbarsim://", "arc2sim://")) or not is_simulated(resource):
         return None
     from drivers.sim import SimLab  # loads the device physics only when a simulated resource is used
 
@@ -69,6 +77,14 @@ def identify_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print {resource, idn} as JSON.")] = False,
 ) -> None:
     """Print the instrument's identification (``*IDN?``); sends nothing that sources."""
+    if is_arc2(resource):  # no line transport: the driver describes the board (it only grounds channels)
+        with open_instrument(resource, SafetyLimits.conservative()) as board:
+            idn = board.identify()
+        if as_json:
+            emit_json({"resource": resource, "idn": idn})
+        else:
+            typer.echo(idn)
+        return
     transport, _ = open_transport(
         resource,
         sim=_sim_lab(resource, sim_seed),
@@ -107,6 +123,7 @@ def pulse_cmd(
     visa_library: VisaLibrary = "",
     sim_seed: SimSeed = 0,
     baudrate: Baudrate = 115_200,
+    allow_v1_pulses: AllowV1Pulses = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary (settings, readings, current span).")
     ] = False,
@@ -123,11 +140,18 @@ def pulse_cmd(
     if count > MAX_TRAIN_POINTS:
         raise HwloopError(f"--count must be at most {MAX_TRAIN_POINTS} (the SMUs' buffer), got {count}")
     inst = open_instrument(
-        resource, limits, sim=_sim_lab(resource, sim_seed), visa_library=visa_library, baudrate=baudrate
+        resource,
+        limits,
+        sim=_sim_lab(resource, sim_seed),
+        visa_library=visa_library,
+        baudrate=baudrate,
+        allow_v1_pulses=allow_v1_pulses,
     )
     with inst:
-        if isinstance(inst, CrossbarController) and (row is None or col is None):
+        if not isinstance(inst, Smu) and (row is None or col is None):
             raise HwloopError("a crossbar controller needs --row and --col to address one device")
+        if isinstance(inst, CrossbarController):
+            inst.check_pulses_allowed()  # before the trace file exists
         attrs = {
             "resource": resource,
             "idn": inst.identify(),
@@ -191,7 +215,7 @@ def _smu_trace(
 
 
 def _controller_trace(
-    xbar: CrossbarController,
+    xbar: ArrayController,
     trace: TraceWriter,
     row: int,
     col: int,
