@@ -9,9 +9,9 @@ import pytest
 from calibration.analysis import build_record
 from calibration.bias import fit_bias_law
 from calibration.mapping import measured_bias_for_lambda
-from device_models.record import CalibrationError
 from calibration.smu_campaign import BiasDecayProtocol, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile
+from device_models.record import CalibrationError
 from drivers import ConnectionLost, SafetyError, SafetyLimits, Smu, open_smu
 from drivers.sim import Faults, SimLab
 
@@ -122,7 +122,7 @@ def test_bias_law_fit_recovers_a_known_law_and_flags_bad_devices():
         fit_bias_law(np.array([0.2, 0.2]), tau[:2])
 
 
-@pytest.mark.parametrize("drop_after", [150, 300])  # mid pulse train, mid read train
+@pytest.mark.parametrize("drop_after", [200, 290])  # mid pulse train, mid read train
 def test_interrupted_bias_campaign_resumes_without_repeating_or_corrupting(tmp_path, monkeypatch, drop_after):
     lab = SimLab(seed=4, faults={"k2450.sim": Faults(drop_after=drop_after)})
     path = tmp_path / "resume.h5"

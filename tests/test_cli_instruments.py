@@ -39,6 +39,7 @@ def test_pulse_writes_a_flushed_trace_and_a_plot(hwloop_run, tmp_path) -> None:
     code, _, err = hwloop_run(
         "instruments", "pulse", "TCPIP::b2912a.sim::INSTR",
         "--amplitude", "1.5", "--width", "100e-6", "--read", "0.1", "--every", "1e-3", "--count", "500",
+        "--nplc", "0.01",
         "--out", str(out), "--plot", str(png),
     )  # fmt: skip
     assert code == 0, err
@@ -90,6 +91,7 @@ def test_limits_file_is_used_and_bad_ones_are_one_line(hwloop_run, tmp_path) -> 
     )
     code, _, err = hwloop_run(
         "instruments", "pulse", "TCPIP::k2450.sim::INSTR", "--amplitude", "2.5", "--count", "10",
+        "--every", "0.03",
         "--limits", str(limits), "--out", str(tmp_path / "t.h5"),
     )  # fmt: skip
     assert code == 0, err
