@@ -197,6 +197,7 @@ class Smu(SafeOffOnClose):
         """Source a DC voltage (V) with the output on; needs compliance set first."""
         volts = self.hardware.check_voltage(self.limits.check_voltage(volts, "source level"), "source level")
         self._require_compliance()
+        self._begin()
         self.level_v = volts
         self.output_enabled = True
         self._check_errors()

@@ -85,6 +85,7 @@ class KeysightB2900(Smu):
     def set_compliance(self, current_a: float) -> None:
         """Select voltage source / current measure, then set the compliance (A)."""
         self._checked_compliance(current_a)
+        self._begin()
         self.transport.write(":SOUR:FUNC:MODE VOLT")
         self.transport.write(':SENS:FUNC "CURR"')
         super().set_compliance(current_a)

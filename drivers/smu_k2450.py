@@ -136,6 +136,7 @@ class Keithley2450(Smu):
     def set_compliance(self, current_a: float) -> None:
         """Select voltage source / current measure, then set the current limit (A)."""
         self._checked_compliance(current_a)
+        self._begin()
         self.transport.write(":SOUR:FUNC VOLT")
         self.transport.write(':SENS:FUNC "CURR"')
         super().set_compliance(current_a)

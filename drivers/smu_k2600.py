@@ -139,6 +139,7 @@ class Keithley2600B(Smu):
     def set_compliance(self, current_a: float) -> None:
         """Select the DC voltage source, then set the current limit (A)."""
         self._checked_compliance(current_a)
+        self._begin()
         self.transport.write("smua.source.func = smua.OUTPUT_DCVOLTS")
         super().set_compliance(current_a)
 

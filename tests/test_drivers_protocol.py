@@ -26,6 +26,7 @@ def test_k2450_pulse_sequence() -> None:
     smu, t = play(
         Keithley2450,
         [
+            ("*CLS", None),
             (":SOUR:FUNC VOLT", None),
             (':SENS:FUNC "CURR"', None),
             (":SOUR:VOLT:ILIM 0.0001", None),
@@ -117,6 +118,7 @@ def test_k2600_loads_the_script_once_then_calls_it() -> None:
     smu, t = play(
         Keithley2600B,
         [
+            ("errorqueue.clear()", None),
             ("smua.source.func = smua.OUTPUT_DCVOLTS", None),
             ("smua.source.limiti = 0.0001", None),
             ("print(errorqueue.count)", "0.00000e+00"),
@@ -221,6 +223,7 @@ def test_instrument_error_queue_is_surfaced() -> None:
     smu, _ = play(
         Keithley2450,
         [
+            ("*CLS", None),
             (":SOUR:FUNC VOLT", None),
             (':SENS:FUNC "CURR"', None),
             (":SOUR:VOLT:ILIM 0.0001", None),
@@ -302,6 +305,7 @@ def test_leaving_the_context_on_an_interrupt_aborts_and_switches_off(driver_cls,
     with pytest.raises(KeyboardInterrupt), smu:
         raise KeyboardInterrupt
     assert t.done()
+    assert t.log[0].text == "<device clear>"  # first: frees a parser held by a script or an *OPC?
 
 
 def test_declared_settings_query_and_parse_their_replies() -> None:

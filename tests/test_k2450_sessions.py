@@ -151,6 +151,7 @@ def test_first_pulse_sequence_on_an_instrument_holding_the_list() -> None:
     """Exact wire sequence (2450 reference manual: CATalog? returns one name per query, "" after the last)."""
     transport = ScriptedTransport(
         [
+            ("*CLS", None),
             (":SOUR:FUNC VOLT", None),
             (':SENS:FUNC "CURR"', None),
             (":SOUR:VOLT:ILIM 0.0001", None),

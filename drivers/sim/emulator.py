@@ -119,6 +119,9 @@ class SmuEmulator:
 
     def execute(self, command: str) -> None:
         """Run one command at ``now_s``; its reply, if any, goes to the output queue."""
+        if self.faults.matches(self.faults.reject_on, command):
+            self.error(-222, f"Parameter data out of range; {command[:40]}")
+            return
         reply = self.dispatch(command.strip())
         if reply is not None:
             self.emit(command, reply)

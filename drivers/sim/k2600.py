@@ -254,6 +254,9 @@ class K2600Emulator(SmuEmulator):
             if name == "hwloop_pulse_v1":
                 amplitude, width = args
                 self.start(name, self._pulse(amplitude, width), blocking=True)
+            elif name == "hwloop_train_v1":
+                level, every, count = args
+                self.start(name, self._train(level, every, int(count)), blocking=True)
             elif name == "hwloop_pulse_setup_v2":
                 amplitude, width, limit = args
                 self.set_source(level_v=0.0)
