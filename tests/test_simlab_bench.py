@@ -324,3 +324,15 @@ def test_5_an_old_error_in_the_queue_is_not_blamed_on_the_next_command(host) -> 
     with open_instrument(resource(host), LIMITS, sim=lab) as smu:
         smu.set_compliance(1e-4)
         smu.pulse(1.5, 100e-6)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_6_a_reply_an_earlier_program_left_unread_does_not_answer_the_next_query(host) -> None:
+    """A program that crashed between *OPC? and its read left "1" in the instrument's output queue; the
+    next session clears the device before its first query."""
+    lab = SimLab(seed=6)
+    other = raw_session(lab, host)
+    other.write("*OPC?")
+    other.close()
+    with open_instrument(resource(host), LIMITS, sim=lab) as smu:
+        assert smu.identify() == lab.instrument(host).idn
