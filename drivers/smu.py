@@ -77,6 +77,7 @@ class Smu(SafeOffOnClose):
     abort_command: ClassVar[str] = ""  # stops a running trigger model / sweep
     clear_status_command: ClassVar[str] = "*CLS"  # empties the error queue
     line_frequency_query: ClassVar[str] = ":SYST:LFR?"
+    nplc_command: ClassVar[str] = ":SENS:CURR:NPLC {:.6g}"  # integration of immediate readings
     hardware: ClassVar[HardwareLimits]
     read_overhead_s: ClassVar[float] = 1e-3  # upper bound on one reading's time beyond the integration
     compliance_a: Any
@@ -111,7 +112,7 @@ class Smu(SafeOffOnClose):
         spacing = max(every_s, self.reading_time_s()) + self.read_overhead_s
         return 2 * self.integration_s() + (count - 1) * spacing + self.reading_time_s()
 
-    def _measure_current(self) -> float:
+    def _measure_current(self, timeout_s: float) -> float:
         raise NotImplementedError
 
     def _check_errors(self) -> None:
@@ -236,9 +237,12 @@ class Smu(SafeOffOnClose):
         return ReadTrain(t_s, i_a, read_v)
 
     def read_current(self, read_v: float) -> float:
-        """One current reading (A) with the source at ``read_v`` (V); the output is left on."""
+        """One current reading (A) integrated over ``nplc`` cycles with the source at ``read_v`` (V); the
+        output is left on."""
         self.source_voltage(read_v)
-        current = self._measure_current()
+        self.transport.write(self.nplc_command.format(self.nplc))
+        # autozero (left as the user set it) may add a reference and a zero integration to the reading
+        current = self._measure_current(TIMEOUT_MARGIN * 3 * self.reading_time_s() + TIMEOUT_SLACK_S)
         self._check_compliance(np.zeros(1), np.array([current]))
         return current
 

@@ -93,8 +93,9 @@ class KeysightB2900(Smu):
     def _check_errors(self) -> None:
         self._scpi_check_errors(":SYST:ERR?")
 
-    def _measure_current(self) -> float:
-        return float(self._parse_floats(self.transport.query(":MEAS:CURR? (@1)"), "current")[0])
+    def _measure_current(self, timeout_s: float) -> float:
+        reply = self.transport.query(":MEAS:CURR? (@1)", timeout_s=timeout_s)
+        return float(self._parse_floats(reply, "current")[0])
 
     def _single_shot(self) -> None:
         """One arm, automatic triggers, no trigger delays (what a previous program may have changed)."""

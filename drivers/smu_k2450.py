@@ -144,8 +144,9 @@ class Keithley2450(Smu):
     def _check_errors(self) -> None:
         self._scpi_check_errors(":SYST:ERR?")
 
-    def _measure_current(self) -> float:
-        return float(self._parse_floats(self.transport.query(":MEAS:CURR?"), "current")[0])
+    def _measure_current(self, timeout_s: float) -> float:
+        reply = self.transport.query(":MEAS:CURR?", timeout_s=timeout_s)
+        return float(self._parse_floats(reply, "current")[0])
 
     def _pulse(self, amplitude_v: float, width_s: float) -> None:
         t = self.transport

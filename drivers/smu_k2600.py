@@ -97,6 +97,7 @@ class Keithley2600B(Smu):
     abort_command: ClassVar[str] = "smua.abort()"
     clear_status_command: ClassVar[str] = "errorqueue.clear()"
     line_frequency_query: ClassVar[str] = "print(localnode.linefreq)"
+    nplc_command: ClassVar[str] = "smua.measure.nplc = {:.6g}"
     hardware: ClassVar[HardwareLimits] = HardwareLimits(
         instrument="Keithley 2600B",
         max_abs_voltage_v=202.0,  # 200 V range (2601B/02B/04B: 40 V; the instrument refuses beyond)
@@ -155,8 +156,9 @@ class Keithley2600B(Smu):
                 f"{self.transport.name} reported error {code.strip()}: {message.split(chr(9))[0]}"
             )
 
-    def _measure_current(self) -> float:
-        return float(self._parse_floats(self.transport.query("print(smua.measure.i())"), "current")[0])
+    def _measure_current(self, timeout_s: float) -> float:
+        reply = self.transport.query("print(smua.measure.i())", timeout_s=timeout_s)
+        return float(self._parse_floats(reply, "current")[0])
 
     def _ensure_script(self) -> None:
         if self._script_loaded:

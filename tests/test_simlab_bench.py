@@ -336,3 +336,20 @@ def test_6_a_reply_an_earlier_program_left_unread_does_not_answer_the_next_query
     other.close()
     with open_instrument(resource(host), LIMITS, sim=lab) as smu:
         assert smu.identify() == lab.instrument(host).idn
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_1_a_single_reading_integrates_over_the_sessions_nplc(host) -> None:
+    """read_current sets the integration time too: a leftover NPLC 10 would make it take 0.2 s."""
+    lab = SimLab(seed=1)
+    other = raw_session(lab, host)
+    other.write(NPLC_10[host])
+    other.close()
+    with open_instrument(resource(host), LIMITS, sim=lab) as smu:
+        smu.set_compliance(1e-4)
+        smu.nplc = 0.1
+        start = lab.clock.now_s()
+        current = smu.read_current(0.1)
+        took = lab.clock.now_s() - start
+    assert 0 < current < 1e-6
+    assert took < 0.02  # 2 ms of integration and a few commands, not 200 ms
