@@ -187,8 +187,12 @@ class K2600Emulator(SmuEmulator):
     def _value(self, text: str) -> float:
         return CONSTANTS[text] if text in CONSTANTS else float(text)
 
-    def _out_of_range(self, what: str, value: float) -> None:
-        self.error(1102, f"Parameter too big or too small; {what} {value:g}")
+    def _out_of_range(self, what: str, value: float, low: float) -> None:
+        """The 2600B's range errors: 1101 "Parameter too large", 1102 "Parameter too small"."""
+        if abs(value) < low:
+            self.error(1102, f"Parameter too small; {what} {value:g}")
+        else:
+            self.error(1101, f"Parameter too large; {what} {value:g}")
 
     def _assign(self, name: str, text: str) -> None:
         try:
@@ -200,12 +204,12 @@ class K2600Emulator(SmuEmulator):
             if LIMIT_RANGE_A[0] <= value <= LIMIT_RANGE_A[1]:
                 self.limit_a = value
             else:
-                self._out_of_range("limiti", value)
+                self._out_of_range("limiti", value, LIMIT_RANGE_A[0])
         elif name == "smua.source.levelv":
             if abs(value) <= MAX_ABS_VOLTAGE_V:
                 self.set_source(level_v=value)
             else:
-                self._out_of_range("levelv", value)
+                self._out_of_range("levelv", value, 0.0)
         elif name == "smua.source.output":
             self.set_source(output_on=value == 1.0)
         elif name == "smua.trigger.source.limiti":
@@ -214,7 +218,7 @@ class K2600Emulator(SmuEmulator):
             if NPLC_RANGE[0] <= value <= NPLC_RANGE[1]:
                 self.nplc = value
             else:
-                self._out_of_range("nplc", value)
+                self._out_of_range("nplc", value, NPLC_RANGE[0])
         elif name == "smua.measure.autozero":
             self._set_autozero(value)
         elif name == "format.data":
@@ -267,7 +271,7 @@ class K2600Emulator(SmuEmulator):
             elif name == "hwloop_train_setup_v2":
                 level, every, count, nplc = args
                 if not NPLC_RANGE[0] <= nplc <= NPLC_RANGE[1]:
-                    self._out_of_range("nplc", nplc)
+                    self._out_of_range("nplc", nplc, NPLC_RANGE[0])
                     return
                 self.nplc = nplc
                 self.measure_delay_s = 0.0
