@@ -73,6 +73,12 @@ def test_pulse_on_a_crossbar_device(hwloop_run, tmp_path) -> None:
         (["--compliance", "0.01"], "error: compliance 0.01 A exceeds the safety limit of 0.001 A"),
         (["--every", "0"], "error: --every must be a positive interval in seconds, got 0"),
         (["--count", "200000"], "error: --count must be at most 100000"),
+        (  # the README's old example at the default NPLC 1: refused before the pulse, naming the bound
+            ["--every", "1e-3"],
+            "error: --every: TCPIP::k2450.sim::INSTR: read interval 0.001 s is shorter than one reading at "
+            "NPLC 1 (50 Hz mains); the shortest possible interval is 0.0205 s (or lower the NPLC)",
+        ),
+        (["--nplc", "50"], "error: NPLC 50 is outside the Keithley 2450's range 0.01 .. 10"),
     ],
 )
 def test_pulse_beyond_limits_is_refused_before_anything(hwloop_run, tmp_path, args, message) -> None:
