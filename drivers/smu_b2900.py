@@ -114,6 +114,7 @@ class KeysightB2900(Smu):
         self.triggered_level_v = amplitude_v
         t.write(":SOUR:PULS:DEL 0")
         self.pulse_width_s = width_s
+        t.write(":SENS:CURR:APER:AUTO OFF")
         t.write(f":SENS:CURR:NPLC {self.nplc:.6g}")
         self._single_shot()
         t.write(":TRIG:SOUR AINT")
@@ -129,6 +130,7 @@ class KeysightB2900(Smu):
         t.write(":SOUR:VOLT:MODE FIX")
         self.level_v = read_v
         self.triggered_level_v = read_v
+        t.write(":SENS:CURR:APER:AUTO OFF")
         t.write(f":SENS:CURR:NPLC {self.nplc:.6g}")
         t.write(":FORM:DATA ASC")
         self.output_enabled = True

@@ -176,7 +176,8 @@ def test_b2900_pulse_and_timer_read_train_sequences() -> None:
             (":SOUR:VOLT:TRIG 1.5", None),
             (":SOUR:PULS:DEL 0", None),
             (":SOUR:PULS:WIDT 0.0001", None),
-            (":SENS:CURR:NPLC 1", None),  # the acquisition each pulse triggers
+            (":SENS:CURR:APER:AUTO OFF", None),  # the acquisition each pulse triggers
+            (":SENS:CURR:NPLC 1", None),
             (":TRIG:TRAN:DEL 0", None),
             (":TRIG:ACQ:DEL 0", None),
             (":ARM:SOUR AINT", None),
@@ -193,6 +194,7 @@ def test_b2900_pulse_and_timer_read_train_sequences() -> None:
             (":SOUR:VOLT:MODE FIX", None),
             (":SOUR:VOLT 0.1", None),
             (":SOUR:VOLT:TRIG 0.1", None),
+            (":SENS:CURR:APER:AUTO OFF", None),
             (":SENS:CURR:NPLC 0.01", None),
             (":FORM:DATA ASC", None),
             (":OUTP ON", None),

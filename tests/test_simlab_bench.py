@@ -353,3 +353,17 @@ def test_1_a_single_reading_integrates_over_the_sessions_nplc(host) -> None:
         took = lab.clock.now_s() - start
     assert 0 < current < 1e-6
     assert took < 0.02  # 2 ms of integration and a few commands, not 200 ms
+
+
+def test_5_b2900_leftover_auto_aperture_does_not_set_the_integration() -> None:
+    """With auto aperture on, the B2900 picks the integration itself (here one cycle, 20 ms): the train
+    switches it off, so its NPLC 0.01 (0.2 ms) readings are 1 ms apart as asked."""
+    lab = SimLab(seed=5)
+    other = raw_session(lab, "b2912a.sim")
+    other.write(":SENS:CURR:APER:AUTO ON")
+    other.close()
+    with open_instrument(resource("b2912a.sim"), LIMITS, sim=lab) as smu:
+        smu.set_compliance(1e-4)
+        smu.nplc = 0.01
+        train = smu.read_train(0.1, 1e-3, 50)
+    np.testing.assert_allclose(np.diff(train.t_s), 1e-3, rtol=1e-6)

@@ -11,7 +11,8 @@ What the programming guide says and the driver depends on is modelled:
   the pulse delay; widths outside 50 us .. 100 ks and levels beyond 210 V are error -222 and leave the
   old value in force;
 * DC shape with the timer trigger takes readings ``max(:TRIG:TIM, one reading)`` apart; one reading takes
-  NPLC / line frequency plus 0.1 ms (an aperture, when set, replaces NPLC / line frequency);
+  NPLC / line frequency plus 0.1 ms (an aperture, when set, replaces NPLC / line frequency; with auto
+  aperture on the instrument picks the integration, modelled as one power-line cycle);
 * ``:FORM:DATA REAL,32`` / ``REAL,64`` makes fetches answer in binary;
 * the sequence runs on the virtual clock; ``*OPC?`` answers when it has ended (holding the commands after
   it until then); ``:ABOR`` stops it.
@@ -30,6 +31,8 @@ MAX_ABS_VOLTAGE_V = 210.0
 PULSE_WIDTH_RANGE_S = (50e-6, 1e5)
 NPLC_RANGE = (4e-4, 100.0)
 TIMER_RANGE_S = (2e-5, 1e5)
+APERTURE_RANGE_S = (8e-6, 2.0)
+AUTO_APERTURE_PLC = 1.0  # simplification: with auto aperture on, the instrument integrates one cycle
 
 
 class B2900Emulator(SmuEmulator):
@@ -52,6 +55,7 @@ class B2900Emulator(SmuEmulator):
         self.sweep_v = (0.0, 0.0)
         self.nplc = 1.0
         self.aperture_s: float | None = None
+        self.aperture_auto = False
         self.format_data = "ASC"
         self.readings: list[tuple[float, float]] = []
 
@@ -69,7 +73,12 @@ class B2900Emulator(SmuEmulator):
             return None
 
     def reading_time_s(self) -> float:
-        integration = self.aperture_s if self.aperture_s is not None else self.nplc / self.line_frequency_hz
+        if self.aperture_auto:
+            integration = AUTO_APERTURE_PLC / self.line_frequency_hz
+        elif self.aperture_s is not None:
+            integration = self.aperture_s
+        else:
+            integration = self.nplc / self.line_frequency_hz
         return integration + self.measure_overhead_s
 
     def _checked(self, arg: str, low: float, high: float, what: str) -> float | None:
@@ -157,6 +166,14 @@ class B2900Emulator(SmuEmulator):
         if value is not None:
             self.nplc, self.aperture_s = value, None
 
+    def _set_aperture(self, arg: str) -> None:
+        value = self._checked(arg, *APERTURE_RANGE_S, "aperture")
+        if value is not None:
+            self.aperture_s = value
+
+    def _set_aperture_auto(self, arg: str) -> None:
+        self.aperture_auto = arg.upper() in {"ON", "1"}
+
     def _set_timer(self, arg: str) -> None:
         value = self._checked(arg, *TIMER_RANGE_S, "trigger timer")
         if value is not None:
@@ -217,6 +234,8 @@ _COMMANDS: dict[str, Callable[[B2900Emulator, str], str | None]] = {
     ":SENS:CURR:PROT?": _getter("limit_a"),
     ":SENS:CURR:NPLC": B2900Emulator._set_nplc,
     ":SENS:CURR:NPLC?": _getter("nplc"),
+    ":SENS:CURR:APER": B2900Emulator._set_aperture,
+    ":SENS:CURR:APER:AUTO": B2900Emulator._set_aperture_auto,
     ":SOUR:VOLT": B2900Emulator._set_level,
     ":SOUR:VOLT?": _getter("level_v"),
     ":SOUR:VOLT:TRIG": B2900Emulator._set_triggered,
