@@ -33,6 +33,7 @@ def smu_run(host: str) -> dict[str, float]:
     with open_instrument(f"TCPIP::{host}::INSTR", LIMITS, sim=lab) as smu:
         start = lab.clock.now_s()
         smu.set_compliance(1e-4)
+        smu.nplc = 0.01  # 0.2 ms integrations (50 Hz mains): a 1 ms interval is possible
         smu.pulse(1.5, 1e-4)
         smu.read_train(0.1, 1e-3, 10_000)
         virtual = lab.clock.now_s() - start

@@ -8,6 +8,7 @@ Opening an instrument (any resource string, real or simulated)::
                           max_compliance_a=1e-3, max_pulses_per_s=100)   # or SafetyLimits.load("limits.toml")
     with open_instrument("TCPIP::k2450.sim::INSTR", limits) as smu:       # outputs 0 V / off on exit or error
         smu.set_compliance(1e-4)                                          # required before any output
+        smu.nplc = 0.01                    # integration per reading, power-line cycles (default 1)
         smu.pulse(amplitude_v=1.5, width_s=100e-6)
         train = smu.read_train(read_v=0.1, every_s=1e-3, count=1000)     # hardware-timed
         train.t_s, train.i_a          # numpy: instrument timestamps (s, first reading at 0), current (A)
@@ -27,12 +28,14 @@ Opening an instrument (any resource string, real or simulated)::
 ``open_smu`` / ``open_controller`` / ``open_array`` are the same with a narrower return type (``Smu`` /
 ``CrossbarController`` / any ``ArrayController``, which includes the ArC TWO driver ``Arc2Controller`` at
 ``arc2://<board id>?firmware=PATH`` and its fake with device physics at ``arc2sim://ROWSxCOLS?seed=N``).
-The SMU drivers (``Keithley2450``, ``Keithley2600B``, ``KeysightB2900``) share the ``Smu`` API above
-plus ``identify()``, ``reset()``, ``source_voltage(v)``, ``output_off()``, ``read_current(read_v)`` and
-``reconnect()``. Every
-request is checked against the ``SafetyLimits`` before a byte reaches the transport (``SafetyError``), an
-output is never switched on before compliance is set (``InstrumentStateError``), and the context manager
-returns outputs to 0 V / off on any exception or KeyboardInterrupt.
+The SMU drivers (``Keithley2450``, ``Keithley2600B``, ``KeysightB2900``) share
+the ``Smu`` API above plus ``identify()``, ``reset()``, ``source_voltage(v)``, ``output_off()``,
+``read_current(read_v)``, ``reconnect()``, ``reading_time_s()`` (the shortest read interval at the
+session's ``nplc``) and ``check_read_train(...)``. Every request is checked against the ``SafetyLimits``
+and the instrument's ``HardwareLimits`` before a byte reaches the transport (``SafetyError``), an output
+is never switched on before compliance is set (``InstrumentStateError``), every sequence reads the
+instrument's error queue before it arms, and the context manager returns outputs to 0 V / off (device
+clear first) on any exception or KeyboardInterrupt.
 
 Simulated lab (``drivers.sim``): a PyVISA backend (``pyvisa.ResourceManager(SimVisaLibrary.for_lab(lab))``
 or ``pyvisa.ResourceManager("@hwloopsim")``) answering as the real instruments at

@@ -157,6 +157,8 @@ def open_instrument(
     try:
         if isinstance(transport, SerialTransport):
             return CrossbarController(transport, limits, clock, allow_v1_pulses=allow_v1_pulses)
+        # a reply left unread by an earlier program (an *OPC? it never collected) would answer *IDN?
+        transport.clear()
         idn = transport.query("*IDN?").strip()
         for driver in SMU_DRIVERS:
             if driver.idn_pattern in idn:

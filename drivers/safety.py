@@ -8,7 +8,9 @@ instrument untouched. Limits are loaded from TOML or JSON, e.g. ``limits.toml``:
     max_compliance_a = 1e-3      # highest current limit (compliance) the user may set
     max_pulses_per_s = 10        # pulses start at least 1 / max_pulses_per_s apart
 
-``SafeOffOnClose`` is every driver's way out: outputs to 0 V / off first, then the link closes.
+``HardwareLimits`` holds what an instrument family can do at all (its manual's ranges); drivers check a
+request against both before sending. ``SafeOffOnClose`` is every driver's way out: outputs to 0 V / off
+first, then the link closes.
 """
 
 from __future__ import annotations
@@ -101,6 +103,69 @@ class SafetyLimits(BaseModel):
             f"|V| <= {self.max_abs_voltage_v:g} V, pulse width <= {self.max_pulse_width_s:g} s, "
             f"compliance <= {self.max_compliance_a:g} A, <= {self.max_pulses_per_s:g} pulses/s"
         )
+
+
+class HardwareLimits(BaseModel):
+    """What one instrument family can do at all, from its reference manual (SI units).
+
+    Checked next to the user's ``SafetyLimits`` and before anything is sent, so a value the instrument
+    would reject (keeping its old setting in force, and maybe firing with it) never reaches it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instrument: str = Field(description="instrument family, for messages")
+    max_abs_voltage_v: float = Field(gt=0, description="largest |V| the source can be set to")
+    min_compliance_a: float = Field(gt=0, description="smallest current limit")
+    max_compliance_a: float = Field(gt=0, description="largest DC current limit")
+    min_pulse_width_s: float = Field(gt=0, description="shortest programmable pulse")
+    max_pulse_width_s: float = Field(gt=0, description="longest programmable pulse")
+    min_nplc: float = Field(gt=0, description="shortest integration, power-line cycles")
+    max_nplc: float = Field(gt=0, description="longest integration, power-line cycles")
+
+    def check_voltage(self, volts: float, what: str = "voltage") -> float:
+        """``volts`` if within the instrument's source range, else ``SafetyError``."""
+        v = _finite(volts, what, "V")
+        if abs(v) > self.max_abs_voltage_v:
+            raise SafetyError(
+                f"{what} {v:g} V is beyond the {self.instrument}'s range of ±{self.max_abs_voltage_v:g} V"
+            )
+        return v
+
+    def check_compliance(self, current_a: float) -> float:
+        """A current limit (A) the instrument accepts, else ``SafetyError``."""
+        i = _finite(current_a, "compliance", "A")
+        if not self.min_compliance_a <= i <= self.max_compliance_a:
+            raise SafetyError(
+                f"compliance {i:g} A is outside the {self.instrument}'s range "
+                f"{self.min_compliance_a:g} .. {self.max_compliance_a:g} A"
+            )
+        return i
+
+    def check_pulse(self, amplitude_v: float, width_s: float) -> tuple[float, float]:
+        """A pulse (V, s) the instrument can produce as programmed, else ``SafetyError``."""
+        amp = self.check_voltage(amplitude_v, "pulse amplitude")
+        width = _finite(width_s, "pulse width", "s")
+        if width < self.min_pulse_width_s:
+            raise SafetyError(
+                f"pulse width {width:g} s is below the {self.instrument}'s minimum of "
+                f"{self.min_pulse_width_s:g} s"
+            )
+        if width > self.max_pulse_width_s:
+            raise SafetyError(
+                f"pulse width {width:g} s is above the {self.instrument}'s maximum of "
+                f"{self.max_pulse_width_s:g} s"
+            )
+        return amp, width
+
+    def check_nplc(self, nplc: float) -> float:
+        """An integration time in power-line cycles the instrument accepts, else ``SafetyError``."""
+        n = _finite(nplc, "NPLC", "power-line cycles")
+        if not self.min_nplc <= n <= self.max_nplc:
+            raise SafetyError(
+                f"NPLC {n:g} is outside the {self.instrument}'s range {self.min_nplc:g} .. {self.max_nplc:g}"
+            )
+        return n
 
 
 class PulseRateGuard:

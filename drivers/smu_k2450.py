@@ -1,13 +1,19 @@
 """Keithley 2450 SourceMeter: SCPI, hardware-timed pulses and read trains through the trigger model.
 
 Pulse: a two-entry source configuration list [amplitude, 0 V] is stored with the output off, then the
-trigger model recalls the amplitude, switches the output on, waits ``width_s`` and steps to 0 V.
+trigger model recalls the amplitude, switches the output on, waits ``width_s`` and steps to 0 V. A
+configuration-list entry stores the source settings in force, source delay included; the 2450's source
+auto delay (1 ms, up to 50 ms on the nA ranges) would hold the amplitude that much longer than asked, so
+auto delay is switched off and the delay set to 0 before the entries are stored.
 Configuration lists outlive sessions (until ``*RST`` or power-off) and creating an existing one is error
 -222, so a session's first pulse asks the catalog whether the list is there and deletes it first; the
 list's size is checked before the trigger model is armed, so a stale list is never run.
-Read train: MEASURE -> DELAY every_s -> BRANCH back ``count`` times, readings with relative timestamps
-in ``defbuffer1``. The 2450 spaces readings by every_s plus the measurement time (about NPLC / line
-frequency), so use the returned instrument timestamps, never the nominal interval.
+Read train: integration ``nplc`` set explicitly, autozero once then off, source readback off, then
+MEASURE -> DELAY -> BRANCH back ``count`` times, readings with relative timestamps in ``defbuffer1``. The
+delay is ``every_s`` minus the integration time, so readings are ``every_s`` plus the instrument's
+per-reading overhead (well under a millisecond) apart; use the returned instrument timestamps, never the
+nominal interval.
+Errors are read before ``:INIT``: a setting the instrument refused stops the sequence before it runs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 
 from drivers.control import control, parse_bool
 from drivers.errors import InstrumentError, ProtocolError
+from drivers.safety import HardwareLimits
 from drivers.smu import (
     Smu,
     compliance_within_limits,
@@ -47,6 +54,17 @@ class Keithley2450(Smu):
     model: ClassVar[str] = "Keithley 2450"
     idn_pattern: ClassVar[str] = "MODEL 2450"
     abort_command: ClassVar[str] = ":ABOR"
+    hardware: ClassVar[HardwareLimits] = HardwareLimits(
+        instrument="Keithley 2450",
+        max_abs_voltage_v=210.0,
+        min_compliance_a=1e-9,
+        max_compliance_a=1.05,
+        min_pulse_width_s=50e-6,  # trigger-model timing resolution and source settling, conservatively
+        max_pulse_width_s=10_000.0,  # longest constant delay block
+        min_nplc=0.01,
+        max_nplc=10.0,
+    )
+    read_overhead_s: ClassVar[float] = 0.5e-3  # A/D, buffer, trigger-model time per reading (upper bound)
 
     compliance_a = control(
         ":SOUR:VOLT:ILIM?",
@@ -113,11 +131,12 @@ class Keithley2450(Smu):
         return False
 
     def _reset_commands(self) -> list[str]:
-        return ["*RST", ":SOUR:FUNC VOLT", ':SENS:FUNC "CURR"']
+        return ["*RST", "*CLS", ":SOUR:FUNC VOLT", ':SENS:FUNC "CURR"']  # *RST keeps the error queue
 
     def set_compliance(self, current_a: float) -> None:
         """Select voltage source / current measure, then set the current limit (A)."""
-        self.limits.check_compliance(current_a)
+        self._checked_compliance(current_a)
+        self._begin()
         self.transport.write(":SOUR:FUNC VOLT")
         self.transport.write(':SENS:FUNC "CURR"')
         super().set_compliance(current_a)
@@ -125,13 +144,16 @@ class Keithley2450(Smu):
     def _check_errors(self) -> None:
         self._scpi_check_errors(":SYST:ERR?")
 
-    def _measure_current(self) -> float:
-        return float(self._parse_floats(self.transport.query(":MEAS:CURR?"), "current")[0])
+    def _measure_current(self, timeout_s: float) -> float:
+        reply = self.transport.query(":MEAS:CURR?", timeout_s=timeout_s)
+        return float(self._parse_floats(reply, "current")[0])
 
     def _pulse(self, amplitude_v: float, width_s: float) -> None:
         t = self.transport
         self.output_enabled = False
         self.level_v = 0.0
+        t.write(":SOUR:VOLT:DEL:AUTO OFF")  # stored in each list entry: no settling delay in the pulse
+        t.write(":SOUR:VOLT:DEL 0")
         if self._list_created is None:
             self._list_created = self._pulse_list_stored()
         if self._list_created:
@@ -154,19 +176,26 @@ class Keithley2450(Smu):
         t.write(":TRIG:BLOC:SOUR:STAT 2, ON")
         t.write(f":TRIG:BLOC:DEL:CONS 3, {width_s:.6g}")
         t.write(f':TRIG:BLOC:CONF:NEXT 4, "{PULSE_LIST}"')
+        self._check_errors()  # before arming: a refused setting must not fire with the old one
         t.write(":INIT")
         self._wait_complete(width_s)
 
     def _read_train(self, read_v: float, every_s: float, count: int) -> tuple[np.ndarray, np.ndarray]:
         t = self.transport
+        delay = max(every_s - self.integration_s(), 0.0)  # readings at least every_s apart
+        t.write(f":SENS:CURR:NPLC {self.nplc:.6g}")
+        t.write(":SENS:CURR:AZER OFF")
+        t.write(":SOUR:VOLT:READ:BACK OFF")
         self.level_v = read_v
         self.output_enabled = True
+        t.write(":SENS:AZER:ONCE")
         t.write(f':TRAC:CLE "{BUFFER}"')
         t.write(':TRIG:LOAD "Empty"')
         t.write(f':TRIG:BLOC:MEAS 1, "{BUFFER}"')
-        t.write(f":TRIG:BLOC:DEL:CONS 2, {every_s:.6g}")
+        t.write(f":TRIG:BLOC:DEL:CONS 2, {delay:.6g}")
         t.write(f":TRIG:BLOC:BRAN:COUN 3, {count}, 1")
+        self._check_errors()
         t.write(":INIT")
-        self._wait_complete(count * every_s)
+        self._wait_complete(self._train_duration_s(every_s, count))
         values = self._parse_floats(t.query(f':TRAC:DATA? 1, {count}, "{BUFFER}", READ, REL'), "buffer data")
         return values[1::2].copy(), values[0::2].copy()

@@ -3,8 +3,16 @@
 The pulse and read-train sequences are TSP functions in one script, loaded into the instrument once
 per session (``loadscript`` ... ``endscript``, then ``run()`` defines the functions) and afterwards
 called with validated arguments only. The functions source nothing but their arguments and 0 V.
-Timestamps come from ``smua.nvbuffer1.timestamps``; readings are spaced by ``trigger.timer[1]``.
 Loaded scripts survive ``reset()``, so the script is checked for (and loaded) once per session.
+
+Each sequence is two calls: a setup function that sets every setting the sequence depends on (the sweep
+source limit ``smua.trigger.source.limiti`` to the user's compliance, source and measure delays, the
+integration time, autozero once, ``format.data`` ASCII, the trigger stimuli), then ``hwloop_run_v2()``,
+which arms and waits (``waitcomplete()``). The error queue is read between the two, so a refused setting
+never fires. Timestamps come from ``smua.nvbuffer1.timestamps``; readings are paced by
+``trigger.timer[1]``, whose events are dropped (overrun) if one arrives while the measure event detector
+is still set; the interval is therefore refused below one reading time, and if a train still does not
+finish in time the driver clears the device, aborts, and reports the overrun register.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ from typing import ClassVar
 import numpy as np
 
 from drivers.control import control, parse_bool
-from drivers.errors import InstrumentError, ProtocolError
+from drivers.errors import InstrumentError, InstrumentTimeout, ProtocolError
+from drivers.safety import HardwareLimits
 from drivers.smu import (
     Smu,
     compliance_within_limits,
@@ -23,14 +32,20 @@ from drivers.smu import (
     voltage_within_limits,
 )
 
-SCRIPT_NAME = "hwloop_v1"
+SCRIPT_NAME = "hwloop_v2"
 SCRIPT = """\
-function hwloop_pulse_v1(amplitude, width)
+function hwloop_pulse_setup_v2(amplitude, width, limit)
+  smua.source.func = smua.OUTPUT_DCVOLTS
   smua.source.levelv = 0
+  smua.source.delay = 0
+  smua.trigger.source.limiti = limit
   smua.trigger.source.listv({amplitude})
   smua.trigger.source.action = smua.ENABLE
   smua.trigger.measure.action = smua.DISABLE
   smua.trigger.endpulse.action = smua.SOURCE_IDLE
+  smua.trigger.arm.stimulus = 0
+  smua.trigger.source.stimulus = 0
+  trigger.timer[1].reset()
   trigger.timer[1].delay = width
   trigger.timer[1].count = 1
   trigger.timer[1].passthrough = false
@@ -39,18 +54,24 @@ function hwloop_pulse_v1(amplitude, width)
   smua.trigger.arm.count = 1
   smua.trigger.count = 1
   smua.source.output = smua.OUTPUT_ON
-  smua.trigger.initiate()
-  waitcomplete()
 end
-function hwloop_train_v1(level, every, count)
+function hwloop_train_setup_v2(level, every, count, nplc)
+  smua.source.func = smua.OUTPUT_DCVOLTS
+  smua.measure.nplc = nplc
+  smua.measure.delay = 0
+  smua.measure.autozero = smua.AUTOZERO_ONCE
+  format.data = format.ASCII
   smua.nvbuffer1.clear()
+  smua.nvbuffer1.appendmode = 0
   smua.nvbuffer1.collecttimestamps = 1
   smua.source.levelv = level
   smua.source.output = smua.OUTPUT_ON
+  trigger.timer[1].reset()
   trigger.timer[1].delay = every
   trigger.timer[1].count = math.max(count - 1, 1)
   trigger.timer[1].passthrough = true
   trigger.timer[1].stimulus = smua.trigger.ARMED_EVENT_ID
+  smua.trigger.arm.stimulus = 0
   smua.trigger.source.action = smua.DISABLE
   smua.trigger.measure.i(smua.nvbuffer1)
   smua.trigger.measure.action = smua.ENABLE
@@ -58,9 +79,14 @@ function hwloop_train_v1(level, every, count)
   smua.trigger.endpulse.action = smua.SOURCE_HOLD
   smua.trigger.arm.count = 1
   smua.trigger.count = count
+  local overrun = status.operation.instrument.smua.trigger_overrun.event  -- reading clears it
+end
+function hwloop_run_v2()
   smua.trigger.initiate()
   waitcomplete()
 end"""
+OVERRUN_EVENT = "print(status.operation.instrument.smua.trigger_overrun.event)"
+OVERRUN_MEAS = 8  # bit B3: the measure event detector was already set when a trigger arrived
 
 
 class Keithley2600B(Smu):
@@ -69,6 +95,20 @@ class Keithley2600B(Smu):
     model: ClassVar[str] = "Keithley 2600B"
     idn_pattern: ClassVar[str] = "Model 26"
     abort_command: ClassVar[str] = "smua.abort()"
+    clear_status_command: ClassVar[str] = "errorqueue.clear()"
+    line_frequency_query: ClassVar[str] = "print(localnode.linefreq)"
+    nplc_command: ClassVar[str] = "smua.measure.nplc = {:.6g}"
+    hardware: ClassVar[HardwareLimits] = HardwareLimits(
+        instrument="Keithley 2600B",
+        max_abs_voltage_v=202.0,  # 200 V range (2601B/02B/04B: 40 V; the instrument refuses beyond)
+        min_compliance_a=1e-9,
+        max_compliance_a=1.515,  # DC region (3 A on the 2601B/02B/04B)
+        min_pulse_width_s=100e-6,  # minimum programmable pulse width
+        max_pulse_width_s=100_000.0,  # trigger timer delay
+        min_nplc=0.001,
+        max_nplc=25.0,
+    )
+    read_overhead_s: ClassVar[float] = 0.2e-3  # A/D, buffer and trigger time per reading, upper bound
 
     compliance_a = control(
         "print(smua.source.limiti)",
@@ -99,7 +139,8 @@ class Keithley2600B(Smu):
 
     def set_compliance(self, current_a: float) -> None:
         """Select the DC voltage source, then set the current limit (A)."""
-        self.limits.check_compliance(current_a)
+        self._checked_compliance(current_a)
+        self._begin()
         self.transport.write("smua.source.func = smua.OUTPUT_DCVOLTS")
         super().set_compliance(current_a)
 
@@ -115,13 +156,14 @@ class Keithley2600B(Smu):
                 f"{self.transport.name} reported error {code.strip()}: {message.split(chr(9))[0]}"
             )
 
-    def _measure_current(self) -> float:
-        return float(self._parse_floats(self.transport.query("print(smua.measure.i())"), "current")[0])
+    def _measure_current(self, timeout_s: float) -> float:
+        reply = self.transport.query("print(smua.measure.i())", timeout_s=timeout_s)
+        return float(self._parse_floats(reply, "current")[0])
 
     def _ensure_script(self) -> None:
         if self._script_loaded:
             return
-        present = self.transport.query("print(hwloop_pulse_v1 ~= nil)").strip().lower()
+        present = self.transport.query("print(hwloop_run_v2 ~= nil)").strip().lower()
         if present != "true":
             self.transport.write(f"loadscript {SCRIPT_NAME}")
             for line in SCRIPT.splitlines():
@@ -132,14 +174,36 @@ class Keithley2600B(Smu):
 
     def _pulse(self, amplitude_v: float, width_s: float) -> None:
         self._ensure_script()
-        self.transport.write(f"hwloop_pulse_v1({amplitude_v:.6g}, {width_s:.6g})")
+        limit = self.compliance_set_a
+        assert limit is not None  # Smu.pulse checked it
+        self.transport.write(f"hwloop_pulse_setup_v2({amplitude_v:.6g}, {width_s:.6g}, {limit:.6g})")
+        self._check_errors()  # before arming: a refused setting must not fire with the old one
+        self.transport.write("hwloop_run_v2()")
         self._wait_complete(width_s)
 
     def _read_train(self, read_v: float, every_s: float, count: int) -> tuple[np.ndarray, np.ndarray]:
         self._ensure_script()
         t = self.transport
-        t.write(f"hwloop_train_v1({read_v:.6g}, {every_s:.6g}, {count})")
-        self._wait_complete(count * every_s)
+        t.write(f"hwloop_train_setup_v2({read_v:.6g}, {every_s:.6g}, {count}, {self.nplc:.6g})")
+        self._check_errors()
+        t.write("hwloop_run_v2()")
+        try:
+            self._wait_complete(self._train_duration_s(every_s, count))
+        except InstrumentTimeout:
+            self._raise_if_overrun()
+            raise
         reply = t.query(f"printbuffer(1, {count}, smua.nvbuffer1.readings, smua.nvbuffer1.timestamps)")
         values = self._parse_floats(reply, "buffer data")
         return values[1::2].copy(), values[0::2].copy()
+
+    def _raise_if_overrun(self) -> None:
+        """After a train that did not finish: free the instrument, stop the sweep, and name an overrun."""
+        t = self.transport
+        t.clear()  # ends the waiting script command and drops its late *OPC? reply
+        t.write(self.abort_command)
+        register = int(float(t.query(OVERRUN_EVENT)))
+        if register & OVERRUN_MEAS:
+            raise InstrumentError(
+                f"{t.name}: trigger overrun: readings took longer than the read interval, timer events "
+                f"were dropped and the train could not finish (raise the interval or lower the NPLC)"
+            )

@@ -64,6 +64,10 @@ class Transport:
     def _receive(self, timeout_s: float) -> str:
         raise NotImplementedError
 
+    def _clear(self) -> None:
+        """Device clear; links without one (plain serial lines) have nothing to do here."""
+        return None
+
     # -- public API ----------------------------------------------------------------------------
     def open(self) -> None:
         """Open the link (idempotent)."""
@@ -103,6 +107,15 @@ class Transport:
         self.write(command)
         return self.read(timeout_s)
 
+    def clear(self) -> None:
+        """Device clear (VISA ``viClear``, IEEE 488.2 DCL/SDC): the instrument empties its input and
+        output queues, cancels a pending ``*OPC?`` and frees its parser; settings are kept. Logged as
+        ``<device clear>``."""
+        if not self._is_open:
+            raise ConnectionLost(f"{self.name}: not connected")
+        self.log.append(LogEntry(time.time(), ">", "<device clear>"))
+        self._clear()
+
 
 class VisaTransport(Transport):
     """A pyvisa message-based resource; ``resource_manager`` picks the VISA library (NI/IVI, @py, sim)."""
@@ -138,6 +151,10 @@ class VisaTransport(Transport):
     def _send(self, line: str) -> None:
         with _visa_errors(self.name):
             self._resource.write(line)
+
+    def _clear(self) -> None:
+        with _visa_errors(self.name):
+            self._resource.clear()
 
     def _receive(self, timeout_s: float) -> str:
         self._resource.timeout = max(1, int(timeout_s * 1000))

@@ -122,7 +122,7 @@ def test_bias_law_fit_recovers_a_known_law_and_flags_bad_devices():
         fit_bias_law(np.array([0.2, 0.2]), tau[:2])
 
 
-@pytest.mark.parametrize("drop_after", [150, 300])  # mid pulse train, mid read train
+@pytest.mark.parametrize("drop_after", [200, 290])  # mid pulse train, mid read train
 def test_interrupted_bias_campaign_resumes_without_repeating_or_corrupting(tmp_path, monkeypatch, drop_after):
     lab = SimLab(seed=4, faults={"k2450.sim": Faults(drop_after=drop_after)})
     path = tmp_path / "resume.h5"

@@ -191,7 +191,7 @@ def test_interrupted_smu_campaign_resumes_from_the_cli(tmp_path, hwloop_run):
     data = tmp_path / "bias.h5"
     args = ["calibrate", "run", "--resource", "TCPIP::k2636b.sim::INSTR", "--out", str(data)]
     args += ["--biases", "0.1,0.3", "--cycles", "2"]
-    default_lab().inject("k2636b.sim", Faults(drop_after=120))  # during the second relaxation
+    default_lab().inject("k2636b.sim", Faults(drop_after=340))  # during the second relaxation
     try:
         code, _, err = hwloop_run(*args)
     finally:

@@ -39,6 +39,7 @@ def test_pulse_writes_a_flushed_trace_and_a_plot(hwloop_run, tmp_path) -> None:
     code, _, err = hwloop_run(
         "instruments", "pulse", "TCPIP::b2912a.sim::INSTR",
         "--amplitude", "1.5", "--width", "100e-6", "--read", "0.1", "--every", "1e-3", "--count", "500",
+        "--nplc", "0.01",
         "--out", str(out), "--plot", str(png),
     )  # fmt: skip
     assert code == 0, err
@@ -72,6 +73,12 @@ def test_pulse_on_a_crossbar_device(hwloop_run, tmp_path) -> None:
         (["--compliance", "0.01"], "error: compliance 0.01 A exceeds the safety limit of 0.001 A"),
         (["--every", "0"], "error: --every must be a positive interval in seconds, got 0"),
         (["--count", "200000"], "error: --count must be at most 100000"),
+        (  # the README's old example at the default NPLC 1: refused before the pulse, naming the bound
+            ["--every", "1e-3"],
+            "error: --every: TCPIP::k2450.sim::INSTR: read interval 0.001 s is shorter than one reading at "
+            "NPLC 1 (50 Hz mains); the shortest possible interval is 0.0205 s (or lower the NPLC)",
+        ),
+        (["--nplc", "50"], "error: NPLC 50 is outside the Keithley 2450's range 0.01 .. 10"),
     ],
 )
 def test_pulse_beyond_limits_is_refused_before_anything(hwloop_run, tmp_path, args, message) -> None:
@@ -90,6 +97,7 @@ def test_limits_file_is_used_and_bad_ones_are_one_line(hwloop_run, tmp_path) -> 
     )
     code, _, err = hwloop_run(
         "instruments", "pulse", "TCPIP::k2450.sim::INSTR", "--amplitude", "2.5", "--count", "10",
+        "--every", "0.03",
         "--limits", str(limits), "--out", str(tmp_path / "t.h5"),
     )  # fmt: skip
     assert code == 0, err

@@ -28,12 +28,16 @@ def test_k2450_pulse_sequence() -> None:
     smu, t = play(
         Keithley2450,
         [
+            ("*CLS", None),
             (":SOUR:FUNC VOLT", None),
             (':SENS:FUNC "CURR"', None),
             (":SOUR:VOLT:ILIM 0.0001", None),
             (":SYST:ERR?", '0,"No error;0;0 0"'),
+            ("*CLS", None),  # each sequence starts from an empty error queue
             (":OUTP OFF", None),
             (":SOUR:VOLT 0", None),
+            (":SOUR:VOLT:DEL:AUTO OFF", None),  # stored with each list entry: no 1-50 ms settling delay
+            (":SOUR:VOLT:DEL 0", None),
             (":SOUR:CONF:LIST:CAT?", '""'),  # first pulse of a session: is the list already stored?
             (":SOUR:CONF:LIST:CAT?", '""'),  # (a second, complete walk of the catalog)
             (':SOUR:CONF:LIST:CRE "HWLOOP_PULSE"', None),
@@ -47,6 +51,7 @@ def test_k2450_pulse_sequence() -> None:
             (":TRIG:BLOC:SOUR:STAT 2, ON", None),
             (":TRIG:BLOC:DEL:CONS 3, 0.0001", None),
             (':TRIG:BLOC:CONF:NEXT 4, "HWLOOP_PULSE"', None),
+            (":SYST:ERR?", '0,"No error;0;0 0"'),  # every setting accepted before arming
             (":INIT", None),
             ("*OPC?", "1"),
             (":SYST:ERR?", '0,"No error;0;0 0"'),
@@ -61,23 +66,37 @@ def test_k2450_second_pulse_deletes_the_old_list_first() -> None:
     smu, t = play(Keithley2450, [])
     smu.compliance_set_a = 1e-4
     smu._list_created = True
-    t.script = [(":OUTP OFF", None), (":SOUR:VOLT 0", None), (':SOUR:CONF:LIST:DEL "HWLOOP_PULSE"', None)]
+    t.script = [
+        ("*CLS", None),
+        (":OUTP OFF", None),
+        (":SOUR:VOLT 0", None),
+        (":SOUR:VOLT:DEL:AUTO OFF", None),
+        (":SOUR:VOLT:DEL 0", None),
+        (':SOUR:CONF:LIST:DEL "HWLOOP_PULSE"', None),
+    ]
     with pytest.raises(ProtocolMismatch, match="after the end of the script"):
         smu.pulse(1.0, 1e-4)
-    assert t.sent[2] == ':SOUR:CONF:LIST:DEL "HWLOOP_PULSE"'
+    assert t.sent[5] == ':SOUR:CONF:LIST:DEL "HWLOOP_PULSE"'
 
 
 def test_k2450_read_train_sequence_and_parsing() -> None:
     smu, t = play(
         Keithley2450,
         [
+            (":SYST:LFR?", "60"),  # once per session: NPLC 0.01 = 0.167 ms at 60 Hz
+            ("*CLS", None),
+            (":SENS:CURR:NPLC 0.01", None),
+            (":SENS:CURR:AZER OFF", None),  # autozero once before the train, not per reading
+            (":SOUR:VOLT:READ:BACK OFF", None),
             (":SOUR:VOLT 0.1", None),
             (":OUTP ON", None),
+            (":SENS:AZER:ONCE", None),
             (':TRAC:CLE "defbuffer1"', None),
             (':TRIG:LOAD "Empty"', None),
             (':TRIG:BLOC:MEAS 1, "defbuffer1"', None),
-            (":TRIG:BLOC:DEL:CONS 2, 0.001", None),
+            (":TRIG:BLOC:DEL:CONS 2, 0.000833333", None),  # 1 ms minus the integration
             (":TRIG:BLOC:BRAN:COUN 3, 3, 1", None),
+            (":SYST:ERR?", '0,"No error;0;0 0"'),
             (":INIT", None),
             ("*OPC?", "1"),
             (':TRAC:DATA? 1, 3, "defbuffer1", READ, REL', "1.0e-9,0.000,2.0e-9,0.0012,3.0e-9,0.0024"),
@@ -85,6 +104,7 @@ def test_k2450_read_train_sequence_and_parsing() -> None:
         ],
     )
     smu.compliance_set_a = 1e-4
+    smu.nplc = 0.01
     train = smu.read_train(0.1, 1e-3, 3)
     assert t.done()
     np.testing.assert_allclose(train.i_a, [1e-9, 2e-9, 3e-9])
@@ -93,23 +113,31 @@ def test_k2450_read_train_sequence_and_parsing() -> None:
 
 def test_k2600_loads_the_script_once_then_calls_it() -> None:
     load = [
-        ("loadscript hwloop_v1", None),
+        ("loadscript hwloop_v2", None),
         *[(line, None) for line in SCRIPT.splitlines()],
         ("endscript", None),
     ]
     smu, t = play(
         Keithley2600B,
         [
+            ("errorqueue.clear()", None),
             ("smua.source.func = smua.OUTPUT_DCVOLTS", None),
             ("smua.source.limiti = 0.0001", None),
             ("print(errorqueue.count)", "0.00000e+00"),
-            ("print(hwloop_pulse_v1 ~= nil)", "false"),
+            ("errorqueue.clear()", None),
+            ("print(hwloop_run_v2 ~= nil)", "false"),
             *load,
-            ("hwloop_v1.run()", None),
-            ("hwloop_pulse_v1(1.5, 0.0001)", None),
+            ("hwloop_v2.run()", None),
+            ("hwloop_pulse_setup_v2(1.5, 0.0001, 0.0001)", None),  # sweep limit = the user's compliance
+            ("print(errorqueue.count)", "0.00000e+00"),  # every setting accepted before arming
+            ("hwloop_run_v2()", None),
             ("*OPC?", "1"),
             ("print(errorqueue.count)", "0.00000e+00"),
-            ("hwloop_train_v1(0.1, 0.001, 2)", None),
+            ("print(localnode.linefreq)", "5.00000e+01"),
+            ("errorqueue.clear()", None),
+            ("hwloop_train_setup_v2(0.1, 0.001, 2, 0.01)", None),
+            ("print(errorqueue.count)", "0.00000e+00"),
+            ("hwloop_run_v2()", None),
             ("*OPC?", "1"),
             (
                 "printbuffer(1, 2, smua.nvbuffer1.readings, smua.nvbuffer1.timestamps)",
@@ -121,35 +149,65 @@ def test_k2600_loads_the_script_once_then_calls_it() -> None:
     smu.set_compliance(1e-4)
     smu.clock.sleep(1.0)
     smu.pulse(1.5, 100e-6)
+    smu.nplc = 0.01
     train = smu.read_train(0.1, 1e-3, 2)
     assert t.done()
     np.testing.assert_allclose(train.t_s, [0.0, 0.001])  # relative to the first reading
     np.testing.assert_allclose(train.i_a, [1e-9, 2e-9])
-    assert "function hwloop_pulse_v1(amplitude, width)" in SCRIPT
+    for line in (  # what the sequences depend on is set inside the setup functions (2600B reference manual)
+        "function hwloop_pulse_setup_v2(amplitude, width, limit)",
+        "  smua.trigger.source.limiti = limit",
+        "  smua.source.delay = 0",
+        "  smua.measure.nplc = nplc",
+        "  smua.measure.autozero = smua.AUTOZERO_ONCE",
+        "  format.data = format.ASCII",
+        "  smua.trigger.arm.stimulus = 0",
+    ):
+        assert line in SCRIPT.splitlines()
 
 
 def test_b2900_pulse_and_timer_read_train_sequences() -> None:
     smu, t = play(
         KeysightB2900,
         [
+            ("*CLS", None),
+            (":SYST:LFR?", "+50"),  # once per session
             (":SOUR:FUNC:SHAP PULS", None),
+            (":SOUR:VOLT:MODE FIX", None),  # not a leftover LIST / SWE
             (":SOUR:VOLT 0", None),
             (":SOUR:VOLT:TRIG 1.5", None),
             (":SOUR:PULS:DEL 0", None),
             (":SOUR:PULS:WIDT 0.0001", None),
+            (":SENS:CURR:APER:AUTO OFF", None),  # the acquisition each pulse triggers
+            (":SENS:CURR:NPLC 1", None),
+            (":TRIG:TRAN:DEL 0", None),
+            (":TRIG:ACQ:DEL 0", None),
+            (":ARM:SOUR AINT", None),
+            (":ARM:COUN 1", None),  # one pulse per :INIT, whatever an earlier program left
             (":TRIG:SOUR AINT", None),
             (":TRIG:COUN 1", None),
             (":OUTP ON", None),
+            (":SYST:ERR?", '+0,"No error"'),
             (":INIT (@1)", None),
             ("*OPC?", "1"),
             (":SYST:ERR?", '+0,"No error"'),
+            ("*CLS", None),
             (":SOUR:FUNC:SHAP DC", None),
+            (":SOUR:VOLT:MODE FIX", None),
             (":SOUR:VOLT 0.1", None),
             (":SOUR:VOLT:TRIG 0.1", None),
+            (":SENS:CURR:APER:AUTO OFF", None),
+            (":SENS:CURR:NPLC 0.01", None),
+            (":FORM:DATA ASC", None),
             (":OUTP ON", None),
+            (":TRIG:TRAN:DEL 0", None),
+            (":TRIG:ACQ:DEL 0", None),
+            (":ARM:SOUR AINT", None),
+            (":ARM:COUN 1", None),
             (":TRIG:SOUR TIM", None),
             (":TRIG:TIM 0.001", None),
             (":TRIG:COUN 2", None),
+            (":SYST:ERR?", '+0,"No error"'),
             (":INIT (@1)", None),
             ("*OPC?", "1"),
             (":FETC:ARR:CURR? (@1)", "+1.000000E-09,+2.000000E-09"),
@@ -159,6 +217,7 @@ def test_b2900_pulse_and_timer_read_train_sequences() -> None:
     )
     smu.compliance_set_a = 1e-4
     smu.pulse(1.5, 100e-6)
+    smu.nplc = 0.01
     train = smu.read_train(0.1, 1e-3, 2)
     assert t.done()
     np.testing.assert_allclose(train.t_s, [0.0, 1e-3])
@@ -168,6 +227,7 @@ def test_instrument_error_queue_is_surfaced() -> None:
     smu, _ = play(
         Keithley2450,
         [
+            ("*CLS", None),
             (":SOUR:FUNC VOLT", None),
             (':SENS:FUNC "CURR"', None),
             (":SOUR:VOLT:ILIM 0.0001", None),
@@ -329,6 +389,7 @@ def test_leaving_the_context_on_an_interrupt_aborts_and_switches_off(driver_cls,
     with pytest.raises(KeyboardInterrupt), smu:
         raise KeyboardInterrupt
     assert t.done()
+    assert t.log[0].text == "<device clear>"  # first: frees a parser held by a script or an *OPC?
 
 
 def test_declared_settings_query_and_parse_their_replies() -> None:

@@ -57,6 +57,9 @@ def silent_smu(driver_cls, compliance=True):
         (lambda s: s.read_train(0.1, -1e-3, 10), "read interval must be a positive"),
         (lambda s: s.read_train(0.1, 1e-3, 0), "read count must be an integer"),
         (lambda s: setattr(s, "level_v", 2.2), "source level 2.2 V exceeds"),
+        (lambda s: setattr(s, "nplc", 1e-5), "NPLC 1e-05 is outside the"),
+        (lambda s: setattr(s, "nplc", 1e3), "NPLC 1000 is outside the"),
+        (lambda s: s.set_compliance(1e-13), "compliance 1e-13 A is outside the"),
     ],
 )
 def test_out_of_range_requests_send_nothing(driver_cls, call, message) -> None:
@@ -80,6 +83,21 @@ def test_no_output_before_compliance(driver_cls, call) -> None:
     smu, transport = silent_smu(driver_cls, compliance=False)
     with pytest.raises(InstrumentStateError, match="set the compliance"):
         call(smu)
+    assert transport.sent == []
+
+
+@pytest.mark.parametrize(
+    ("driver_cls", "width_s", "message"),
+    [
+        (KeysightB2900, 20e-6, "pulse width 2e-05 s is below the Keysight B2900's minimum of 5e-05 s"),
+        (Keithley2600B, 50e-6, "pulse width 5e-05 s is below the Keithley 2600B's minimum of 0.0001 s"),
+    ],
+)
+def test_widths_the_instrument_cannot_make_are_refused_before_sending(driver_cls, width_s, message) -> None:
+    """Within the user's limits (<= 1 ms) but below the instrument's minimum programmable pulse width."""
+    smu, transport = silent_smu(driver_cls)
+    with pytest.raises(SafetyError, match=re.escape(message)):
+        smu.pulse(1.0, width_s)
     assert transport.sent == []
 
 
@@ -153,23 +171,59 @@ def test_controller_returns_lines_to_zero_on_exception() -> None:
     assert xbar.transport.log[-2].text.startswith("@") and " RST*" in xbar.transport.log[-2].text
 
 
-@settings(max_examples=40, deadline=None)
-@given(amplitude=st.floats(-4, 4), width=st.floats(1e-6, 3e-3), read_v=st.floats(-3, 3))
-def test_no_command_ever_exceeds_the_limits(amplitude, width, read_v) -> None:
-    """Whatever is asked, every level and duration on the wire stays within the limits."""
+def _wire_values(host: str, sent: list[str]) -> tuple[list[float], list[float], list[float]]:
+    """(levels V, pulse widths s, compliances A) in the commands sent, read the way each instrument does."""
+    levels: list[float] = []
+    widths: list[float] = []
+    limits: list[float] = []
+    for c in sent:
+        if host == "k2636b.sim":
+            if m := re.match(r"hwloop_pulse_setup_v2\((.*)\)$", c):
+                amp, width, limit = (float(x) for x in m.group(1).split(","))
+                levels.append(amp)
+                widths.append(width)
+                limits.append(limit)
+            elif m := re.match(r"hwloop_train_setup_v2\((.*)\)$", c):
+                levels.append(float(m.group(1).split(",")[0]))
+            elif m := re.match(r"smua\.source\.(levelv|limiti) = (\S+)$", c):
+                (levels if m.group(1) == "levelv" else limits).append(float(m.group(2)))
+            continue
+        if m := re.match(r":SOUR:VOLT(:TRIG)? (\S+)$", c):
+            levels.append(float(m.group(2)))
+        elif m := re.match(r":(TRIG:BLOC:DEL:CONS 3,|SOUR:PULS:WIDT) (\S+)$", c):
+            widths.append(float(m.group(2)))
+        elif m := re.match(r":(SOUR:VOLT:ILIM|SENS:CURR:PROT) (\S+)$", c):
+            limits.append(float(m.group(2)))
+    return levels, widths, limits
+
+
+@pytest.mark.parametrize("host", ["k2450.sim", "k2636b.sim", "b2912a.sim"])
+@settings(max_examples=25, deadline=None)
+@given(
+    amplitude=st.floats(-4, 4),
+    width=st.floats(1e-6, 3e-3),
+    read_v=st.floats(-3, 3),
+    compliance=st.floats(1e-7, 3e-3),
+)
+def test_no_command_ever_exceeds_the_limits(host, amplitude, width, read_v, compliance) -> None:
+    """Whatever is asked, every level, duration and compliance on the wire stays within the limits."""
     limits = SafetyLimits(
         max_abs_voltage_v=2.0, max_pulse_width_s=1e-3, max_compliance_a=1e-3, max_pulses_per_s=1e6
     )
-    with open_instrument("TCPIP::k2450.sim::INSTR", limits, sim=SimLab(seed=0)) as smu:
-        smu.set_compliance(1e-4)
-        for call in (lambda: smu.pulse(amplitude, width), lambda: smu.read_train(read_v, 1e-3, 3)):
+    with open_instrument(f"TCPIP::{host}::INSTR", limits, sim=SimLab(seed=0)) as smu:
+        with contextlib.suppress(SafetyError):
+            smu.set_compliance(compliance)
+        if smu.compliance_set_a is None:
+            smu.set_compliance(1e-4)
+        for call in (lambda: smu.pulse(amplitude, width), lambda: smu.read_train(read_v, 0.03, 3)):
             with contextlib.suppress(SafetyError):
                 call()
         sent = [e.text for e in smu.transport.log if e.direction == ">"]
-    levels = [float(c.split()[1]) for c in sent if c.startswith(":SOUR:VOLT ")]
-    widths = [float(c.split(",")[1]) for c in sent if c.startswith(":TRIG:BLOC:DEL:CONS 3,")]
+    levels, widths, compliances = _wire_values(host, sent)
+    assert compliances  # the parsing found the compliance commands
     assert all(abs(v) <= 2.0 for v in levels)
     assert all(w <= 1e-3 for w in widths)
+    assert all(0 < i <= 1e-3 for i in compliances)
 
 
 def test_limits_load_from_toml_and_json(tmp_path) -> None:

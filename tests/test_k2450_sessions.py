@@ -57,7 +57,7 @@ def test_a_second_session_without_reset_pulses_correctly(monkeypatch) -> None:
     lab = SimLab(seed=5)
     emulator = lab.instrument(HOST)
     first_session(lab, amplitude_v=1.0)
-    assert emulator.config_lists == {PULSE_LIST: [1.0, 0.0]}  # the list outlived the session
+    assert emulator.list_levels() == {PULSE_LIST: [1.0, 0.0]}  # the list outlived the session
 
     held = record_voltage(monkeypatch, lab)
     with open_instrument(RESOURCE, LIMITS, sim=lab) as smu:
@@ -71,7 +71,7 @@ def test_a_second_session_without_reset_pulses_correctly(monkeypatch) -> None:
     delete = commands.index(f':SOUR:CONF:LIST:DEL "{PULSE_LIST}"')
     create = commands.index(f':SOUR:CONF:LIST:CRE "{PULSE_LIST}"')
     assert catalog < delete < create < commands.index(":INIT")
-    assert emulator.config_lists == {PULSE_LIST: [1.5, 0.0]}
+    assert emulator.list_levels() == {PULSE_LIST: [1.5, 0.0]}
     pulses = [(v, s) for v, s in held if v != 0.0]
     assert len(pulses) == 1  # exactly one excursion from 0 V: the new amplitude for the asked width
     assert pulses[0][0] == pytest.approx(1.5)
@@ -104,7 +104,7 @@ def test_the_old_sequence_is_refused_before_the_output_goes_on(monkeypatch) -> N
         with pytest.raises(InstrumentError, match="-222"):
             smu.pulse(1.0, 1e-4)
         assert ":INIT" not in sent(smu)
-    assert emulator.config_lists[PULSE_LIST] == [1.9, 0.0, 1.0, 0.0]
+    assert emulator.list_levels()[PULSE_LIST] == [1.9, 0.0, 1.0, 0.0]
     assert all(v == 0.0 for v, _ in held)  # the device never saw a pulse
     assert not emulator.output_on and emulator.level_v == 0.0
 
@@ -121,7 +121,7 @@ def test_a_catalog_walk_left_half_done_by_another_program_does_not_hide_the_list
         smu.set_compliance(1e-4)
         smu.pulse(1.2, 1e-4)
         assert sent(smu).count(":SOUR:CONF:LIST:CAT?") == 2 + 3  # the stale walk's rest, then a full walk
-    assert emulator.config_lists == {PULSE_LIST: [1.2, 0.0], "OTHER": []}
+    assert emulator.list_levels() == {PULSE_LIST: [1.2, 0.0], "OTHER": []}
     assert emulator.errors == []
     assert emulator.catalog_walk is None  # every walk finished: the next program starts at the top
 
@@ -136,14 +136,14 @@ def test_only_the_first_pulse_of_a_session_asks_and_reset_needs_no_asking() -> N
             smu.wait(0.01)
         assert sent(smu).count(":SOUR:CONF:LIST:CAT?") == 2  # two empty walks on a fresh instrument
         smu.reset()  # *RST deletes every configuration list: known absent without asking
-        assert emulator.config_lists == {}
+        assert emulator.list_levels() == {}
         smu.set_compliance(1e-4)
         before = len(sent(smu))
         smu.pulse(1.0, 1e-4)
         after_reset = sent(smu)[before:]
     assert ":SOUR:CONF:LIST:CAT?" not in after_reset
     assert f':SOUR:CONF:LIST:DEL "{PULSE_LIST}"' not in after_reset
-    assert emulator.config_lists == {PULSE_LIST: [1.0, 0.0]}
+    assert emulator.list_levels() == {PULSE_LIST: [1.0, 0.0]}
     assert emulator.errors == []
 
 
@@ -151,12 +151,16 @@ def test_first_pulse_sequence_on_an_instrument_holding_the_list() -> None:
     """Exact wire sequence (2450 reference manual: CATalog? returns one name per query, "" after the last)."""
     transport = ScriptedTransport(
         [
+            ("*CLS", None),
             (":SOUR:FUNC VOLT", None),
             (':SENS:FUNC "CURR"', None),
             (":SOUR:VOLT:ILIM 0.0001", None),
             (":SYST:ERR?", NO_ERROR),
+            ("*CLS", None),
             (":OUTP OFF", None),
             (":SOUR:VOLT 0", None),
+            (":SOUR:VOLT:DEL:AUTO OFF", None),
+            (":SOUR:VOLT:DEL 0", None),
             (":SOUR:CONF:LIST:CAT?", "HWLOOP_PULSE"),  # unquoted replies are read too
             (":SOUR:CONF:LIST:CAT?", '""'),
             (':SOUR:CONF:LIST:DEL "HWLOOP_PULSE"', None),
@@ -171,6 +175,7 @@ def test_first_pulse_sequence_on_an_instrument_holding_the_list() -> None:
             (":TRIG:BLOC:SOUR:STAT 2, ON", None),
             (":TRIG:BLOC:DEL:CONS 3, 0.0001", None),
             (':TRIG:BLOC:CONF:NEXT 4, "HWLOOP_PULSE"', None),
+            (":SYST:ERR?", NO_ERROR),
             (":INIT", None),
             ("*OPC?", "1"),
             (":SYST:ERR?", NO_ERROR),

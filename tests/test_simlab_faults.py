@@ -35,6 +35,7 @@ def smu_with(host: str, faults: Faults):
     lab = SimLab(seed=1)
     smu = open_instrument(f"TCPIP::{host}::INSTR", LIMITS, sim=lab)
     smu.set_compliance(1e-4)
+    smu.nplc = 0.01  # 0.2 ms integrations: a 1 ms read interval is possible
     lab.inject(host, faults)
     return smu, lab
 
@@ -84,6 +85,7 @@ def test_device_stuck_mid_train_is_a_compliance_error_with_the_data(host) -> Non
     lab = SimLab(seed=1)
     smu = open_instrument(f"TCPIP::{host}::INSTR", LIMITS, sim=lab)
     smu.set_compliance(1e-5)
+    smu.nplc = 0.1
     stuck_at = lab.clock.now_s() + 0.5
     lab.inject(host, Faults(stuck_at_s=stuck_at))
     with pytest.raises(ComplianceError, match="stuck-on or shorted") as info, smu:

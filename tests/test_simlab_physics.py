@@ -53,6 +53,7 @@ def test_virtual_clock_makes_long_measurements_fast_and_reproducible(host) -> No
         wall = time.perf_counter()
         with open_instrument(f"TCPIP::{host}::INSTR", LIMITS, sim=lab) as smu:
             smu.set_compliance(1e-4)
+            smu.nplc = 0.1
             smu.pulse(1.5, 1e-3)
             smu.wait(10.0)
             results.append(smu.read_train(0.1, 1e-2, 200))
@@ -69,6 +70,7 @@ def test_pulse_potentiates_and_the_short_term_part_relaxes_at_tau() -> None:
     device = lab.device("k2636b.sim")
     with open_instrument("TCPIP::k2636b.sim::INSTR", LIMITS, sim=lab) as smu:
         smu.set_compliance(1e-4)
+        smu.nplc = 0.1
         rest = smu.read_train(0.1, 1e-2, 50).i_a.mean()
         for _ in range(5):
             smu.pulse(2.0, 1e-2)

@@ -1,14 +1,38 @@
 """Simulated Keysight B2912A, channel 1: the SCPI subset of the ``KeysightB2900`` driver.
 
-Pulse shape applies the triggered level for the pulse width on top of the immediate (base) level; DC
-shape with the timer trigger source takes ``:TRIG:COUN`` readings ``:TRIG:TIM`` apart.
+What the programming guide says and the driver depends on is modelled:
+
+* settings and the error queue outlive driver sessions; ``*RST`` resets settings (not the error queue;
+  ``*CLS`` empties it);
+* one ``:INIT`` runs ``:ARM:COUN`` x ``:TRIG:COUN`` output steps; the level of each step comes from the
+  voltage mode: FIX uses ``:SOUR:VOLT:TRIG``, LIST the stored ``:SOUR:VOLT:LIST`` values, SWE the
+  ``:SOUR:VOLT:STAR`` .. ``STOP`` staircase;
+* pulse shape applies each step's level for the pulse width on top of the base (immediate) level, after
+  the pulse delay; widths outside 50 us .. 100 ks and levels beyond 210 V are error -222 and leave the
+  old value in force;
+* DC shape with the timer trigger takes readings ``max(:TRIG:TIM, one reading)`` apart; one reading takes
+  NPLC / line frequency plus 0.1 ms (an aperture, when set, replaces NPLC / line frequency; with auto
+  aperture on the instrument picks the integration, modelled as one power-line cycle);
+* ``:FORM:DATA REAL,32`` / ``REAL,64`` makes fetches answer in binary;
+* the sequence runs on the virtual clock; ``*OPC?`` answers when it has ended (holding the commands after
+  it until then); ``:ABOR`` stops it.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
-from drivers.sim.emulator import SmuEmulator
+import numpy as np
+
+from drivers.sim.emulator import SmuEmulator, Steps, train_steps
+
+MAX_ABS_VOLTAGE_V = 210.0
+PULSE_WIDTH_RANGE_S = (50e-6, 1e5)
+NPLC_RANGE = (4e-4, 100.0)
+TIMER_RANGE_S = (2e-5, 1e5)
+APERTURE_RANGE_S = (8e-6, 2.0)
+AUTO_APERTURE_PLC = 1.0  # simplification: with auto aperture on, the instrument integrates one cycle
 
 
 class B2900Emulator(SmuEmulator):
@@ -21,9 +45,18 @@ class B2900Emulator(SmuEmulator):
         self.triggered_v = 0.0
         self.shape = "DC"
         self.width_s = 1e-3
+        self.pulse_delay_s = 0.0
         self.trigger_source = "AINT"
         self.timer_s = 1e-3
         self.trigger_count = 1
+        self.arm_count = 1
+        self.voltage_mode = "FIX"
+        self.list_v: list[float] = [0.0]
+        self.sweep_v = (0.0, 0.0)
+        self.nplc = 1.0
+        self.aperture_s: float | None = None
+        self.aperture_auto = False
+        self.format_data = "ASC"
         self.readings: list[tuple[float, float]] = []
 
     def dispatch(self, command: str) -> str | None:
@@ -39,23 +72,73 @@ class B2900Emulator(SmuEmulator):
             self.error(-109, f"Missing or bad parameter; {command[:40]}")
             return None
 
-    def _initiate(self, arg: str) -> None:
-        if self.shape == "PULS":
-            base = self.level_v
-            self.set_source(level_v=self.triggered_v)
-            self.hold_for(self.width_s)
-            self.set_source(level_v=base)
-            return
-        self.set_source(level_v=self.triggered_v)
-        period = max(self.timer_s, self.aperture_s) if self.trigger_source == "TIM" else self.aperture_s
-        self.readings = self.measure_train(self.trigger_count, period)
+    def reading_time_s(self) -> float:
+        if self.aperture_auto:
+            integration = AUTO_APERTURE_PLC / self.line_frequency_hz
+        elif self.aperture_s is not None:
+            integration = self.aperture_s
+        else:
+            integration = self.nplc / self.line_frequency_hz
+        return integration + self.measure_overhead_s
 
-    def _fetch(self, column: int) -> str:
+    def _checked(self, arg: str, low: float, high: float, what: str) -> float | None:
+        value = float(arg)
+        if low <= abs(value) <= high:
+            return value
+        self.error(-222, f"Data out of range; {what} {value:g}")
+        return None
+
+    def _step_levels(self) -> list[float]:
+        """The level of each output step of one :INIT (V)."""
+        steps = self.arm_count * self.trigger_count
+        if self.voltage_mode == "LIST":
+            return [self.list_v[k % len(self.list_v)] for k in range(steps)]
+        if self.voltage_mode == "SWE":
+            return list(np.linspace(*self.sweep_v, self.trigger_count)) * self.arm_count
+        return [self.triggered_v] * steps
+
+    def _initiate(self, arg: str) -> None:
+        if self.operation is not None:
+            self.error(-213, "Init ignored")
+            return
+        levels = self._step_levels()
+        if self.shape == "PULS":
+            self.start("pulse", self._pulses(levels))
+            return
+        self.set_source(level_v=levels[-1])
+        period = max(self.timer_s, self.reading_time_s()) if self.trigger_source == "TIM" else 0.0
+        period = max(period, self.reading_time_s())
+        times = self.now_s() + np.arange(len(levels)) * period
+        self.readings = []
+        self.start("read train", train_steps(self, times, self.readings))
+
+    def _pulses(self, levels: list[float]) -> Steps:
+        base = self.level_v
+        t = self.now_s()
+        for level in levels:
+            t += self.pulse_delay_s
+            yield t
+            self.set_source(level_v=level, at_s=t)
+            t_end = t + self.width_s
+            try:
+                yield t_end
+            except GeneratorExit:
+                t_end = min(max(self.now_s(), t), t_end)
+                self.set_source(level_v=base, at_s=t_end)
+                return
+            self.set_source(level_v=base, at_s=t_end)
+            t = t_end + self.reading_time_s()  # the acquisition of this step
+
+    def _fetch(self, command: str, column: int) -> str | None:
         if not self.readings:
             self.error(-230, "Data corrupt or stale")
             return ""
         t0 = self.readings[0][0]
-        return ",".join(f"{(r[1] if column else r[0] - t0):+.6E}" for r in self.readings)
+        values = [(r[1] if column else r[0] - t0) for r in self.readings]
+        if self.format_data != "ASC":
+            self.emit_raw(command, b"#0" + struct.pack(f">{len(values)}d", *values))
+            return None
+        return ",".join(f"{v:+.6E}" for v in values)
 
     def _error(self, arg: str) -> str:
         if not self.errors:
@@ -64,12 +147,46 @@ class B2900Emulator(SmuEmulator):
         return f'{code:+d},"{message}"'
 
     def _set_level(self, arg: str) -> None:
-        self.set_source(level_v=float(arg))
+        value = self._checked(arg, 0.0, MAX_ABS_VOLTAGE_V, "voltage")
+        if value is not None:
+            self.set_source(level_v=value)
+
+    def _set_triggered(self, arg: str) -> None:
+        value = self._checked(arg, 0.0, MAX_ABS_VOLTAGE_V, "voltage")
+        if value is not None:
+            self.triggered_v = value
+
+    def _set_width(self, arg: str) -> None:
+        value = self._checked(arg, *PULSE_WIDTH_RANGE_S, "pulse width")
+        if value is not None:
+            self.width_s = value
+
+    def _set_nplc(self, arg: str) -> None:
+        value = self._checked(arg, *NPLC_RANGE, "NPLC")
+        if value is not None:
+            self.nplc, self.aperture_s = value, None
+
+    def _set_aperture(self, arg: str) -> None:
+        value = self._checked(arg, *APERTURE_RANGE_S, "aperture")
+        if value is not None:
+            self.aperture_s = value
+
+    def _set_aperture_auto(self, arg: str) -> None:
+        self.aperture_auto = arg.upper() in {"ON", "1"}
+
+    def _set_timer(self, arg: str) -> None:
+        value = self._checked(arg, *TIMER_RANGE_S, "trigger timer")
+        if value is not None:
+            self.timer_s = value
+
+    def _set_list(self, arg: str) -> None:
+        self.list_v = [float(v) for v in arg.split(",")]
 
     def _set_output(self, arg: str) -> None:
         self.set_source(output_on=arg.upper() in {"ON", "1"})
 
     def _reset(self, arg: str) -> None:
+        self.abort()
         self.set_source(level_v=0.0, output_on=False)
         self.reset_state()
 
@@ -84,7 +201,9 @@ def _setter(name: str, cast: Callable[[str], object]) -> Callable[[B2900Emulator
 def _getter(name: str) -> Callable[[B2900Emulator, str], str]:
     def handler(emulator: B2900Emulator, arg: str) -> str:
         value = getattr(emulator, name)
-        return f"{int(value)}" if isinstance(value, bool) else f"{value:+.6E}"
+        if isinstance(value, str):
+            return value
+        return f"{int(value)}" if isinstance(value, bool | int) else f"{value:+.6E}"
 
     return handler
 
@@ -93,31 +212,57 @@ def _ignore(emulator: B2900Emulator, arg: str) -> None:
     return None
 
 
+def _sweep_end(index: int) -> Callable[[B2900Emulator, str], None]:
+    def handler(emulator: B2900Emulator, arg: str) -> None:
+        ends = list(emulator.sweep_v)
+        ends[index] = float(arg)
+        emulator.sweep_v = (ends[0], ends[1])
+
+    return handler
+
+
 _COMMANDS: dict[str, Callable[[B2900Emulator, str], str | None]] = {
     "*IDN?": lambda e, a: e.idn,
     "*RST": B2900Emulator._reset,
-    "*OPC?": lambda e, a: "1",
+    "*CLS": lambda e, a: e.errors.clear(),
+    "*OPC?": lambda e, a: e.opc(),
     ":SYST:ERR?": B2900Emulator._error,
+    ":SYST:LFR?": lambda e, a: f"{e.line_frequency_hz:g}",
     ":SOUR:FUNC:MODE": _ignore,
     ":SENS:FUNC": _ignore,
     ":SENS:CURR:PROT": _setter("limit_a", float),
     ":SENS:CURR:PROT?": _getter("limit_a"),
+    ":SENS:CURR:NPLC": B2900Emulator._set_nplc,
+    ":SENS:CURR:NPLC?": _getter("nplc"),
+    ":SENS:CURR:APER": B2900Emulator._set_aperture,
+    ":SENS:CURR:APER:AUTO": B2900Emulator._set_aperture_auto,
     ":SOUR:VOLT": B2900Emulator._set_level,
     ":SOUR:VOLT?": _getter("level_v"),
-    ":SOUR:VOLT:TRIG": _setter("triggered_v", float),
+    ":SOUR:VOLT:TRIG": B2900Emulator._set_triggered,
     ":SOUR:VOLT:TRIG?": _getter("triggered_v"),
+    ":SOUR:VOLT:MODE": _setter("voltage_mode", lambda a: a.upper()[:4].replace("FIXE", "FIX")),
+    ":SOUR:VOLT:MODE?": _getter("voltage_mode"),
+    ":SOUR:LIST:VOLT": B2900Emulator._set_list,
+    ":SOUR:VOLT:STAR": _sweep_end(0),
+    ":SOUR:VOLT:STOP": _sweep_end(1),
     ":SOUR:FUNC:SHAP": _setter("shape", lambda a: a.upper()[:4]),
-    ":SOUR:PULS:DEL": _ignore,
-    ":SOUR:PULS:WIDT": _setter("width_s", float),
+    ":SOUR:PULS:DEL": _setter("pulse_delay_s", float),
+    ":SOUR:PULS:WIDT": B2900Emulator._set_width,
     ":SOUR:PULS:WIDT?": _getter("width_s"),
     ":TRIG:SOUR": _setter("trigger_source", lambda a: a.upper()[:4]),
-    ":TRIG:TIM": _setter("timer_s", float),
+    ":TRIG:TIM": B2900Emulator._set_timer,
     ":TRIG:COUN": _setter("trigger_count", int),
+    ":TRIG:TRAN:DEL": _ignore,
+    ":TRIG:ACQ:DEL": _ignore,
+    ":ARM:COUN": _setter("arm_count", int),
+    ":ARM:COUN?": _getter("arm_count"),
+    ":ARM:SOUR": _ignore,
+    ":FORM:DATA": _setter("format_data", lambda a: a.upper()[:3]),
     ":OUTP": B2900Emulator._set_output,
     ":OUTP?": _getter("output_on"),
     ":MEAS:CURR?": lambda e, a: f"{e.measure()[1]:+.6E}",
     ":INIT": B2900Emulator._initiate,
-    ":ABOR": _ignore,  # sequences complete instantly in virtual time: nothing left to abort
-    ":FETC:ARR:CURR?": lambda e, a: e._fetch(1),
-    ":FETC:ARR:TIME?": lambda e, a: e._fetch(0),
+    ":ABOR": lambda e, a: e.abort(),
+    ":FETC:ARR:CURR?": lambda e, a: e._fetch(":FETC:ARR:CURR?", 1),
+    ":FETC:ARR:TIME?": lambda e, a: e._fetch(":FETC:ARR:TIME?", 0),
 }

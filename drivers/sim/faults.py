@@ -24,6 +24,10 @@ class Faults(BaseModel):
         default=None, ge=0, description="virtual time (s) at which the device breaks down into a short"
     )
     stuck_device: tuple[int, int] = Field(default=(0, 0), description="(row, col) that shorts, for arrays")
+    reject_on: str | None = Field(
+        default=None,
+        description="SMUs: commands with this prefix are refused (error -222) and the old value stays",
+    )
 
     @staticmethod
     def matches(prefix: str | None, command: str) -> bool:

@@ -13,7 +13,7 @@ from device_models.card import DeviceCard, load_card
 from drivers.sim.b2900 import B2900Emulator
 from drivers.sim.clock import VirtualClock
 from drivers.sim.devices import DeviceArray
-from drivers.sim.emulator import SmuEmulator
+from drivers.sim.emulator import DEFAULT_LINE_FREQUENCY_HZ, SmuEmulator
 from drivers.sim.faults import Faults
 from drivers.sim.k2450 import K2450Emulator
 from drivers.sim.k2600 import K2600Emulator
@@ -27,15 +27,18 @@ SIM_RESOURCES = tuple(f"TCPIP::{host}::INSTR" for host in SIM_HOSTS)
 
 
 class SimLab:
-    """Simulated SMUs sharing one virtual clock; ``faults`` maps a host (e.g. "k2450.sim") to its faults."""
+    """Simulated SMUs sharing one virtual clock and mains (``line_frequency_hz``, 50 or 60 Hz);
+    ``faults`` maps a host (e.g. "k2450.sim") to its faults."""
 
     def __init__(
         self,
         seed: int = 0,
         card: DeviceCard | None = None,
         faults: dict[str, Faults] | None = None,
+        line_frequency_hz: float = DEFAULT_LINE_FREQUENCY_HZ,
     ) -> None:
         self.seed = seed
+        self.line_frequency_hz = line_frequency_hz
         self.card = load_card(card)
         self.clock = VirtualClock()
         self.faults = dict(faults or {})
@@ -43,7 +46,9 @@ class SimLab:
         for k, (host, emulator_cls) in enumerate(SIM_HOSTS.items()):
             rng = np.random.default_rng([seed, k])
             device = DeviceArray(self.card, (), rng)
-            self.instruments[host] = emulator_cls(self.clock, device, self.faults.get(host))
+            self.instruments[host] = emulator_cls(
+                self.clock, device, self.faults.get(host), line_frequency_hz
+            )
 
     def instrument(self, host: str) -> SmuEmulator:
         """The emulator answering at ``host`` (e.g. "k2450.sim")."""

@@ -23,17 +23,20 @@ from drivers.sim.lab import SIM_HOSTS, SIM_RESOURCES, SimLab
 
 _LABS: dict[str, SimLab] = {}  # library path "lab=<n>" -> lab passed to for_lab
 _TOKENS = itertools.count()
-GARBAGE = b"\xff\xfe\x9a#@!\xc3"
 
 
 class SimSession:
-    """One open simulated resource: feeds written lines to the emulator and queues its replies."""
+    """One open simulated resource: feeds written lines to the instrument and reads its output queue.
+
+    The queues belong to the instrument, not the session: a reply left unread by one session is what the
+    next read (of any session) gets, until a device clear empties the queue.
+    """
 
     def __init__(self, emulator: SmuEmulator) -> None:
         self.emulator = emulator
         self.commands = 0
         self.dropped = False
-        self.pending = bytearray()
+        self.partial = bytearray()  # bytes of a reply line read only in part
         self.attrs: dict[int, Any] = {constants.ResourceAttribute.timeout_value: 2000}
 
     def write(self, data: bytes) -> int:
@@ -48,32 +51,36 @@ class SimSession:
             self.dropped = True
         if self.dropped:
             raise errors.VisaIOError(constants.StatusCode.error_connection_lost)
-        reply = self.emulator.handle(line)
-        if reply is None:
-            return
-        fault = faults.reply_fault(line)
-        if fault == "timeout":
-            return
-        raw = reply.encode("ascii")
-        if fault == "garbage":
-            raw = GARBAGE
-        elif fault == "truncate":
-            raw = raw[: len(raw) // 2]
-        self.pending += raw + b"\n"
+        self.emulator.receive(line)
+
+    def timeout_s(self) -> float:
+        """The VISA timeout of this session (s); VI_TMO_INFINITE counts as an hour of virtual time."""
+        ms = self.attrs.get(constants.ResourceAttribute.timeout_value, 2000)
+        if ms is None or ms >= constants.VI_TMO_INFINITE:
+            return 3600.0
+        return float(ms) / 1000.0
 
     def read(self, count: int) -> tuple[bytes, constants.StatusCode]:
         if self.dropped:
             raise errors.VisaIOError(constants.StatusCode.error_connection_lost)
-        if not self.pending:  # nothing will ever arrive: the timeout elapses (instantly, in virtual time)
-            raise errors.VisaIOError(constants.StatusCode.error_timeout)
-        end = self.pending.find(b"\n")
+        if not self.partial:
+            raw = self.emulator.wait_for_output(self.timeout_s())
+            if raw is None:  # nothing arrived while the host waited: the timeout elapsed in virtual time
+                raise errors.VisaIOError(constants.StatusCode.error_timeout)
+            self.partial += raw
+        end = self.partial.find(b"\n")
         if 0 <= end < count:
-            chunk = bytes(self.pending[: end + 1])
-            del self.pending[: end + 1]
+            chunk = bytes(self.partial[: end + 1])
+            del self.partial[: end + 1]
             return chunk, constants.StatusCode.success_termination_character_read
-        chunk = bytes(self.pending[:count])
-        del self.pending[:count]
+        chunk = bytes(self.partial[:count])
+        del self.partial[:count]
         return chunk, constants.StatusCode.success_max_count_read
+
+    def clear(self) -> None:
+        """viClear: a device clear of the instrument (and of what this session had half read)."""
+        self.partial.clear()
+        self.emulator.device_clear()
 
 
 class SimVisaLibrary(highlevel.VisaLibraryBase):
@@ -175,5 +182,5 @@ class SimVisaLibrary(highlevel.VisaLibraryBase):
         return constants.StatusCode.success
 
     def clear(self, session: Any) -> constants.StatusCode:
-        self._session(session).pending.clear()
+        self._session(session).clear()
         return constants.StatusCode.success

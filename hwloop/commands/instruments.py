@@ -10,7 +10,15 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from drivers import ArrayController, ComplianceError, CrossbarController, SafetyLimits, Smu, open_instrument
+from drivers import (
+    ArrayController,
+    ComplianceError,
+    CrossbarController,
+    SafetyError,
+    SafetyLimits,
+    Smu,
+    open_instrument,
+)
 from drivers.factory import is_arc2, is_simulated, list_resources, open_transport
 from drivers.smu import MAX_TRAIN_POINTS
 from drivers.trace import TraceWriter
@@ -109,8 +117,14 @@ def pulse_cmd(
     amplitude: Annotated[float, typer.Option("--amplitude", help="Pulse amplitude, V.")] = 1.5,
     width: Annotated[float, typer.Option("--width", help="Pulse width, s.")] = 100e-6,
     read: Annotated[float, typer.Option("--read", help="Read voltage, V.")] = 0.1,
-    every: Annotated[float, typer.Option("--every", help="Read interval, s.")] = 1e-3,
+    every: Annotated[
+        float, typer.Option("--every", help="Read interval, s (at least one reading: NPLC / mains + ~1 ms).")
+    ] = 0.05,
     count: Annotated[int, typer.Option("--count", min=1, help="Number of readings.")] = 1000,
+    nplc: Annotated[
+        float,
+        typer.Option("--nplc", help="SMU integration per reading, power-line cycles (1 = 20 ms at 50 Hz)."),
+    ] = 1.0,
     compliance: Annotated[float, typer.Option("--compliance", help="Current compliance, A.")] = 1e-4,
     limits_file: Annotated[
         Path | None, typer.Option("--limits", help="Safety limits (.toml / .json); default: conservative.")
@@ -165,6 +179,13 @@ def pulse_cmd(
             "limits": json.dumps(limits.model_dump()),
         }
         inst.set_compliance(compliance)
+        if isinstance(inst, Smu):  # refuse a train the SMU cannot time before the pulse it would record
+            inst.nplc = nplc
+            try:
+                inst.check_read_train(read, every, count)
+            except SafetyError as exc:
+                raise HwloopError(f"--every: {exc}") from None
+            attrs["nplc"] = nplc
         with TraceWriter(out, attrs) as trace:
             if isinstance(inst, Smu):
                 _smu_trace(inst, trace, amplitude, width, read, every, count)
