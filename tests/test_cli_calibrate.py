@@ -152,12 +152,12 @@ def test_smu_bias_campaign_run_fit_report(tmp_path, hwloop_run):
 def test_smu_campaign_mistakes_are_refused_before_anything_is_sent(
     tmp_path, monkeypatch, hwloop_run, extra, message
 ):
-    import hwloop.commands.calibrate as calibrate_cmd
+    import drivers  # the command imports open_instrument from drivers when it runs
 
     def never(*args, **kwargs):
         raise AssertionError("the instrument must not be opened")
 
-    monkeypatch.setattr(calibrate_cmd, "open_instrument", never)
+    monkeypatch.setattr(drivers, "open_instrument", never)
     (tmp_path / "wide.toml").write_text(
         "max_abs_voltage_v = 2.4\nmax_pulse_width_s = 1e-3\nmax_compliance_a = 1e-3\nmax_pulses_per_s = 10\n"
     )

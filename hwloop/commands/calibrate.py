@@ -6,25 +6,28 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from pydantic import BaseModel, ValidationError
 
-from calibration.analysis import build_record
-from calibration.campaign import Campaign, CampaignConfig, check_limits
-from calibration.fit import MODELS
-from device_models.record import CalibrationError, CalibrationRecord
-from calibration.report import summary_text, write_report
-from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, check_smu_limits
-from calibration.storage import CampaignFile
-from drivers import CrossbarController, InstrumentError, SafetyLimits, Smu, open_instrument
-from drivers.factory import is_serial, is_simulated
 from hwloop.commands.common import console, emit_json, progress_bar
 from hwloop.errors import HwloopError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from calibration.campaign import Campaign, CampaignConfig
+    from calibration.smu_campaign import SmuCampaign, SmuCampaignConfig
+    from calibration.storage import CampaignFile
+    from device_models.record import CalibrationRecord
+    from drivers import CrossbarController, Smu
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+# The decay laws of calibration.fit.MODELS, mirrored for the --model help so that `--help` need not
+# import the fitting code (fit_cmd checks against the owner's tuple); tests/test_cli_imports.py checks
+# that they still match.
+MODELS = ("exp", "biexp", "stretched", "auto")
 
 
 def _read_config_file(path: Path | None) -> dict[str, Any]:
@@ -41,6 +44,8 @@ def _read_config_file(path: Path | None) -> dict[str, Any]:
 
 def _numbers(option: str, value: str | None, kind: type = float) -> list[Any] | None:
     """A comma-separated option value as numbers, or None if the option was not given."""
+    import numpy as np
+
     if value is None:
         return None
     try:
@@ -54,6 +59,8 @@ def _numbers(option: str, value: str | None, kind: type = float) -> list[Any] | 
 
 
 def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -62,6 +69,8 @@ def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
 
 
 def _load_config(path: Path | None, rows: str | None, cols: str | None) -> CampaignConfig:
+    from calibration.campaign import CampaignConfig
+
     data = _read_config_file(path)
     for key, value in (("rows", rows), ("cols", cols)):
         if (numbers := _numbers(f"--{key}", value, int)) is not None:
@@ -71,6 +80,8 @@ def _load_config(path: Path | None, rows: str | None, cols: str | None) -> Campa
 
 
 def _load_smu_config(path: Path | None, overrides: dict[str, Any]) -> SmuCampaignConfig:
+    from calibration.smu_campaign import SmuCampaignConfig
+
     data = _read_config_file(path)
     protocol = dict(data.get("bias_decay") or {})
     protocol.update({k: v for k, v in overrides.items() if v is not None})
@@ -84,6 +95,10 @@ def _campaign(
     config: CampaignConfig | SmuCampaignConfig,
     resource: str,
 ) -> Campaign | SmuCampaign:
+    from calibration.campaign import Campaign, CampaignConfig
+    from calibration.smu_campaign import SmuCampaign, SmuCampaignConfig
+    from drivers import CrossbarController, Smu
+
     if isinstance(inst, Smu) and isinstance(config, SmuCampaignConfig):
         return SmuCampaign(inst, store, config)
     if isinstance(inst, CrossbarController) and isinstance(config, CampaignConfig):
@@ -136,6 +151,12 @@ def run_cmd(
 ) -> None:
     """Run a campaign: decay + pulse response over an array (crossbar controller), or decay versus
     bias on one device (SMU). Every measurement is flushed as it is taken."""
+    from calibration.campaign import check_limits
+    from calibration.smu_campaign import SMU_SHAPE, SmuCampaignConfig, check_smu_limits
+    from calibration.storage import CampaignFile
+    from drivers import InstrumentError, SafetyLimits, Smu, open_instrument
+    from drivers.factory import is_serial, is_simulated
+
     smu_options = {"--biases": biases, "--amplitudes": amplitudes, "--widths": widths, "--cycles": cycles}
     if is_serial(resource):
         given = [name for name, value in smu_options.items() if value is not None]
@@ -211,6 +232,11 @@ def fit_cmd(
     ] = False,
 ) -> None:
     """Fit every relaxation and pulse response of a campaign into a per-device calibration record."""
+    from calibration.analysis import build_record
+    from calibration.fit import MODELS
+    from calibration.report import summary_text
+    from calibration.storage import CampaignFile
+
     if model not in MODELS:
         raise HwloopError(f"unknown decay model {model!r}; choose one of {', '.join(MODELS)}")
     CampaignFile(data).close()  # a missing or foreign file fails here, before any progress output
@@ -233,6 +259,8 @@ def fit_cmd(
 
 def _fit_summary(record: CalibrationRecord, out: Path) -> dict[str, Any]:
     """Devices, usable count, laws and the median / range of tau (s) and lambda of a record."""
+    import numpy as np
+
     good = record.good()
     tau, lam = record.array("tau_s")[good], record.array("lam")[good]
     laws: dict[str, int] = {}
@@ -268,6 +296,9 @@ def report_cmd(
     ] = None,
 ) -> None:
     """Plot decay fits, tau/lambda histograms and pulse responses, and write a text summary."""
+    from calibration.report import write_report
+    from device_models.record import CalibrationError, CalibrationRecord
+
     record = CalibrationRecord.load(record_path)
     if data is None and record.provenance.source_file and Path(record.provenance.source_file).exists():
         data = Path(record.provenance.source_file)
@@ -295,10 +326,12 @@ def map_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synapse -> device draw.")] = 0,
 ) -> None:
     """How far a trained STPN's lambda and gamma are from what the calibrated array realises, per synapse."""
+    import numpy as np
     from safetensors.numpy import save_file
 
     from calibration.mapping import PulseWindow, map_stpn
     from calibration.report import mapping_plot
+    from device_models.record import CalibrationRecord
     from experiments.art import DEFAULT_CHECKPOINT, load_model
 
     record = CalibrationRecord.load(record_path)
