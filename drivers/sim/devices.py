@@ -30,6 +30,9 @@ from device_models.memristor import (
 )
 
 SHORTED_SIEMENS = 1e-2  # a broken-down (stuck-on, shorted) device: 10 mA at 1 V
+_PARAMETERS = ("tau_ref_s", "g_st_max_siemens", "pulse_scale", "g_lt_siemens", "stuck_on", "stuck_off")
+# evolved in place (never rebound), so that a ``part`` sees and makes every change
+_STATE = ("shorted", "g_fast_siemens", "g_slow_siemens", "age_s")
 
 
 class DeviceArray:
@@ -57,6 +60,16 @@ class DeviceArray:
         self.g_fast_siemens = np.zeros(shape)  # the whole short-term part for the exp and stretched laws
         self.g_slow_siemens = np.zeros(shape)  # biexp only
         self.age_s = np.zeros(shape)  # time since the last pulse (stretched law)
+
+    def part(self, index: int | tuple[int, ...]) -> DeviceArray:
+        """The devices at ``index`` (e.g. one row of an array) as a ``DeviceArray`` of views into this one:
+        evolving, reading or shorting the part does so to these devices here (and shares the rng)."""
+        sub = object.__new__(DeviceArray)
+        sub.card, sub._rng = self.card, self._rng
+        for name in (*_PARAMETERS, *_STATE):
+            setattr(sub, name, getattr(self, name)[index])
+        sub.shape = sub.g_fast_siemens.shape
+        return sub
 
     # -- ground truth --------------------------------------------------------------------------
     def tau_s(self, bias_v: float) -> np.ndarray:
@@ -126,9 +139,9 @@ class DeviceArray:
 
     def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray) -> None:
         fast, slow = self._decayed(bias_v, dt_s)
-        self.g_fast_siemens = np.where(where, fast, self.g_fast_siemens)
-        self.g_slow_siemens = np.where(where, slow, self.g_slow_siemens)
-        self.age_s = np.where(where, self.age_s + dt_s, self.age_s)
+        np.copyto(self.g_fast_siemens, fast, where=where)
+        np.copyto(self.g_slow_siemens, slow, where=where)
+        np.add(self.age_s, dt_s, out=self.age_s, where=where)
 
     def _pulse(self, amplitude_v: np.ndarray, width_s: float, where: np.ndarray) -> None:
         kw: dict[str, Any] = dict(card_pulse_kwargs(self.card))
@@ -146,6 +159,6 @@ class DeviceArray:
             slow = np.maximum(self.g_slow_siemens + (1 - a) * (new - g_st), 0.0)
         else:
             fast, slow = new, self.g_slow_siemens
-        self.g_fast_siemens = np.where(where, fast, self.g_fast_siemens)
-        self.g_slow_siemens = np.where(where, slow, self.g_slow_siemens)
-        self.age_s = np.where(where, 0.0, self.age_s)
+        np.copyto(self.g_fast_siemens, fast, where=where)
+        np.copyto(self.g_slow_siemens, slow, where=where)
+        np.copyto(self.age_s, 0.0, where=where)

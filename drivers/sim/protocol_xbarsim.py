@@ -102,6 +102,16 @@ class Serial(SerialBase):
         del self._rx[:size]
         return chunk
 
+    def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
+        """What pyserial's ``read_until`` returns (up to and including ``expected``, at most ``size``
+        bytes, or everything there is when it never comes), in one step instead of a ``read(1)`` per byte."""
+        self._check_link()
+        end = self._rx.find(expected)
+        n = len(self._rx) if end < 0 else end + len(expected)
+        if size is not None:
+            n = min(n, size)
+        return self.read(n)
+
     def write(self, data: Any) -> int:
         self._check_link()
         self._line += bytes(data)

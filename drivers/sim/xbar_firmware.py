@@ -34,7 +34,7 @@ class XbarFirmware:
         self.faults = faults or Faults()
         self.selected: tuple[int, int] | None = None
         self.ilim_a: float | None = None
-        self._t_devices_s = array.clock.now_s()
+        self._rows = [array.devices.part(r) for r in range(array.rows)]  # views: one row's devices
 
     def handle(self, line: str) -> str:
         """The reply line to one command line."""
@@ -53,27 +53,34 @@ class XbarFirmware:
             return f"ERR SYNTAX bad arguments to {words[0]}"
 
     # -- physics -------------------------------------------------------------------------------
-    def _settle(self) -> None:
-        """Relax every device at 0 V up to now (shorting the faulty one when its time comes)."""
-        now = self.array.clock.now_s()
-        stuck = self.faults.stuck_at_s
-        if stuck is not None and self._t_devices_s < stuck <= now:
-            self.array.devices.hold(0.0, stuck - self._t_devices_s)
-            self.array.devices.short(self.faults.stuck_device)
-            self._t_devices_s = stuck
-        self.array.devices.hold(0.0, now - self._t_devices_s)
-        self._t_devices_s = now
+    # A command drives one row (all lines of the others sit at 0 V), so only that row is evolved:
+    # the devices of every row carry their own time (``array.settled_s``) and relax at 0 V up to
+    # "now" when their row is next addressed. Decay at 0 V composes exactly, so this is the same
+    # physics as evolving the whole array at every command, at the cost of one row.
+    def _settle(self, row: int) -> None:
+        """Relax the devices of ``row`` at 0 V up to now (shorting the faulty one when its time comes)."""
+        now, since = self.array.clock.now_s(), float(self.array.settled_s[row])
+        devices = self._rows[row]
+        stuck, (stuck_row, stuck_col) = self.faults.stuck_at_s, self.faults.stuck_device
+        if stuck is not None and row == stuck_row and since < stuck <= now:
+            devices.hold(0.0, stuck - since)
+            devices.short((stuck_col,))
+            since = stuck
+        devices.hold(0.0, now - since)
+        self.array.settled_s[row] = now
 
-    def _drive(self, volts: np.ndarray, duration_s: float) -> None:
-        self._settle()
-        self.array.devices.hold(volts, duration_s)
+    def _drive(self, row: int, volts: np.ndarray, duration_s: float) -> None:
+        """Hold the lines of ``row`` at ``volts`` (V, one per column) for ``duration_s``."""
+        self._settle(row)
+        self._rows[row].hold(volts, duration_s)
         self.array.clock.sleep(duration_s)
-        self._t_devices_s = self.array.clock.now_s()
+        self.array.settled_s[row] = self.array.clock.now_s()
 
-    def _read(self, volts: np.ndarray) -> np.ndarray:
-        self._settle()
-        current = self.array.devices.read_current_a(volts)
-        self._drive(volts, self.array.card.read.read_time_s)
+    def _read(self, row: int, volts: np.ndarray) -> np.ndarray:
+        """Currents (A) of the devices of ``row`` with its lines at ``volts`` (V, one per column)."""
+        self._settle(row)
+        current = self._rows[row].read_current_a(volts)
+        self._drive(row, volts, self.array.card.read.read_time_s)
         return current
 
     # -- checks --------------------------------------------------------------------------------
@@ -130,7 +137,8 @@ class XbarFirmware:
         return f"{self.array.clock.now_s():.6f}"
 
     def _cmd_RST(self) -> str:
-        self._settle()
+        for row in range(self.array.rows):
+            self._settle(row)
         self.selected, self.ilim_a = None, None
         return "OK"
 
@@ -161,9 +169,9 @@ class XbarFirmware:
     def _cmd_PULSE(self, amplitude: str, width: str) -> str:
         self._need_ilim()
         r, c = self._selection()
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, c] = self._volts(amplitude)
-        self._drive(volts, self._width(width))
+        volts = np.zeros(self.array.cols)
+        volts[c] = self._volts(amplitude)
+        self._drive(r, volts, self._width(width))
         return "OK"
 
     def _cmd_PULSEROW(self, row: str, width: str, amplitudes: str) -> str:
@@ -172,25 +180,22 @@ class XbarFirmware:
         amps = [self._volts(a) for a in amplitudes.split(",")]
         if len(amps) != self.array.cols:
             raise FirmwareError("SYNTAX", f"PULSEROW needs {self.array.cols} amplitudes, got {len(amps)}")
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, :] = amps
-        self._drive(volts, self._width(width))
+        self._drive(r, np.array(amps), self._width(width))
         return "OK"
 
     def _cmd_READ(self, read_v: str) -> str:
         self._need_ilim()
         r, c = self._selection()
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, c] = self._volts(read_v)
+        volts = np.zeros(self.array.cols)
+        volts[c] = self._volts(read_v)
         t = self.array.clock.now_s()
-        current = self._compliance(self._read(volts)[r, c : c + 1], f"row {r} col {c}")
+        current = self._compliance(self._read(r, volts)[c : c + 1], f"row {r} col {c}")
         return f"{t:.6f},{current[0]:.6e}"
 
     def _cmd_READROW(self, row: str, read_v: str) -> str:
         self._need_ilim()
         r = self._row(row)
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, :] = self._volts(read_v)
+        volts = np.full(self.array.cols, self._volts(read_v))
         t = self.array.clock.now_s()
-        current = self._compliance(self._read(volts)[r], f"row {r}")
-        return f"{t:.6f}," + ",".join(f"{i:.6e}" for i in current)
+        current = self._compliance(self._read(r, volts), f"row {r}")
+        return f"{t:.6f}," + ",".join(map("{:.6e}".format, current.tolist()))
