@@ -38,8 +38,8 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from calibration.expfast import fit_exp_kernel
-from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, best_step_lambda, lam_from_tau, relaxation
 from calibration.lm import levenberg_marquardt
+from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, best_step_lambda, lam_from_tau, relaxation
 from device_models.record import CalibrationError
 
 Array = NDArray[np.float64]

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from device_models.laws import tau_from_lam
-from device_models.record import CalibrationError, CalibrationRecord
 from device_models.card import DeviceCard
+from device_models.laws import tau_from_lam
 from device_models.mapping import weight_scale_siemens
 from device_models.memristor import bias_for_tau
+from device_models.record import CalibrationError, CalibrationRecord
 
 Array = NDArray[np.float64]
 

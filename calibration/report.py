@@ -22,9 +22,9 @@ import numpy as np
 from calibration.analysis import load_decays, load_pulses, unit_biases
 from calibration.fit import fit_decay
 from calibration.mapping import StpnMapping
-from device_models.record import CalibrationRecord
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile
+from device_models.record import CalibrationRecord
 
 SHOWN_DEVICES = 6
 

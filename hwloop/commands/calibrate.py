@@ -4,6 +4,8 @@ decay versus bias (SMU), fit them, report them."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -188,27 +190,42 @@ def run_cmd(
         check_smu_limits(config, limits)
     else:
         check_limits(config, limits)
-    with open_instrument(resource, limits) as inst:
-        shape = SMU_SHAPE if isinstance(inst, Smu) else (inst.rows, inst.cols)
-        dump = config.model_dump(mode="json")
-        if resume:
-            store = CampaignFile.resume(out, config=dump)
-        else:
-            store = CampaignFile.create(
-                out, config=dump, shape=shape, safety_limits=limits.model_dump(mode="json")
-            )
-        with store, progress_bar() as bar:
-            if store.shape != shape:
-                raise HwloopError(f"{out} holds a {store.shape} array but {resource} is {shape}")
-            campaign = _campaign(inst, store, config, resource)
-            task = bar.add_task("measuring", total=len(campaign.units()))
-            try:
-                measured = campaign.run(lambda done, total: bar.update(task, completed=done))
-            except InstrumentError as exc:
-                raise HwloopError(
-                    f"campaign interrupted: {exc}; everything measured so far is saved in {out}; "
-                    "continue with --resume"
-                ) from None
+    kept: tuple[int, int] | None = None  # (units in the file, units planned) when Ctrl-C stops the run
+    try:
+        with open_instrument(resource, limits) as inst:
+            shape = SMU_SHAPE if isinstance(inst, Smu) else (inst.rows, inst.cols)
+            dump = config.model_dump(mode="json")
+            if resume:
+                store = CampaignFile.resume(out, config=dump)
+            else:
+                store = CampaignFile.create(
+                    out, config=dump, shape=shape, safety_limits=limits.model_dump(mode="json")
+                )
+            with store, progress_bar() as bar:
+                if store.shape != shape:
+                    raise HwloopError(f"{out} holds a {store.shape} array but {resource} is {shape}")
+                campaign = _campaign(inst, store, config, resource)
+                task = bar.add_task("measuring", total=len(campaign.units()))
+                try:
+                    measured = campaign.run(lambda done, total: bar.update(task, completed=done))
+                except InstrumentError as exc:
+                    raise HwloopError(
+                        f"campaign interrupted: {exc}; everything measured so far is saved in {out}; "
+                        "continue with --resume"
+                    ) from None
+                except KeyboardInterrupt:
+                    kept = (campaign.completed(), len(campaign.units()))
+                    raise  # on through the instrument, which returns its outputs to 0 V / off
+    except KeyboardInterrupt:
+        if kept is None:
+            raise
+        again = [*sys.argv[1:], *([] if resume else ["--resume"])]
+        console.print(
+            f"interrupted: {kept[0]} of {kept[1]} units are saved in {out} (a unit cut short is measured "
+            f"again); continue with: hwloop {shlex.join(again)}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     console.print(f"measured {measured} units into {out} (limits: {limits.summary()})")
     if as_json:
         emit_json({"out": str(out), "units_measured": measured, "limits": limits.model_dump()})
