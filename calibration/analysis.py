@@ -165,6 +165,7 @@ def _per_device_decay(
     devices: medians per device over its "ok" relaxations, most common status / law)."""
     lam_u, err_u = fit.lam_and_error(dt_s, horizon)
     ok_u = fit.status == "ok"
+    base = np.where(np.isfinite(base), base, fit.g_inf)  # imported traces without a baseline: g_inf
     measured = np.bincount(idx, minlength=n) > 0
     n_ok = np.bincount(idx[ok_u], minlength=n)
     status = np.full(n, "not_measured", dtype=object)
@@ -343,7 +344,7 @@ def build_record(
         if bias_v is not None and not per_bias:
             raise CalibrationError(f"{path} holds no decay-versus-bias measurement to choose a bias from")
         if store.units("decay"):  # crossbar campaigns: devices relax on idle lines at 0 V
-            decay_bias: float = 0.0
+            decay_bias: float | None = None if "import" in store.config() else 0.0  # imports: unknown
             fit, status, law, cols = _fit_relaxations(
                 store,
                 "decay",

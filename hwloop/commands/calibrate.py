@@ -231,6 +231,86 @@ def run_cmd(
         emit_json({"out": str(out), "units_measured": measured, "limits": limits.model_dump()})
 
 
+@app.command("import")
+def import_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Trace files: .csv (one or many traces), .npz, .h5.")],
+    out: Annotated[Path, typer.Option("--out", help="Campaign file to write (HDF5), for fit/report/map.")],
+    time: Annotated[
+        str | None, typer.Option("--time", help="Time column (name or 0-based index) or array key.")
+    ] = None,
+    time_unit: Annotated[str, typer.Option("--time-unit", help="s, ms or us.")] = "s",
+    conductance: Annotated[
+        str | None, typer.Option("--conductance", help="Conductance column or key (default: 2nd column).")
+    ] = None,
+    conductance_unit: Annotated[str, typer.Option("--conductance-unit", help="S, mS, uS or nS.")] = "S",
+    current: Annotated[
+        str | None, typer.Option("--current", help="Current column or key, instead of a conductance.")
+    ] = None,
+    current_unit: Annotated[str, typer.Option("--current-unit", help="A, mA, uA or nA.")] = "A",
+    read_voltage: Annotated[
+        float | None, typer.Option("--read-voltage", help="Read voltage of --current, V (g = i / V).")
+    ] = None,
+    current_sign: Annotated[
+        str,
+        typer.Option(
+            "--current-sign", help="as-measured, or flip for SMUs that report inflowing current < 0."
+        ),
+    ] = "as-measured",
+    device: Annotated[str | None, typer.Option("--device", help="Column or key with device ids.")] = None,
+    condition: Annotated[
+        str | None, typer.Option("--condition", help="Column or key with conditions.")
+    ] = None,
+    cycle: Annotated[str | None, typer.Option("--cycle", help="Column or key with cycle numbers.")] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--pattern",
+            help="Regex over file names with groups device, row, col, condition, cycle, e.g. "
+            "'r(?P<row>\\d+)c(?P<col>\\d+)_(?P<condition>.+)'.",
+        ),
+    ] = None,
+    shape: Annotated[
+        str | None, typer.Option("--shape", help="Array ROWSxCOLS the devices belong to (default: inferred).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Import relaxation traces measured elsewhere (CSV, NPZ, HDF5) into a campaign file."""
+    from calibration.importer import ImportSpec, import_files
+
+    dims = None
+    if shape is not None:
+        rows_text, _, cols_text = shape.lower().partition("x")
+        if not (rows_text.isdigit() and cols_text.isdigit()):
+            raise HwloopError(f"--shape must be ROWSxCOLS, e.g. 16x16, got {shape!r}")
+        dims = (int(rows_text), int(cols_text))
+    spec = ImportSpec(
+        time=time,
+        conductance=conductance,
+        current=current,
+        read_v=read_voltage,
+        time_unit=time_unit,
+        conductance_unit=conductance_unit,
+        current_unit=current_unit,
+        current_sign=current_sign,
+        device=device,
+        condition=condition,
+        cycle=cycle,
+        pattern=pattern,
+        shape=dims,
+    )
+    summary = import_files(files, out, spec)
+    if "relaxations" in summary:
+        console.print(
+            f"imported {summary['relaxations']} relaxations of {summary['devices']} devices "
+            f"({len(summary['conditions'])} condition(s)) from {summary['files']} file(s) into {out}"
+        )
+    else:
+        console.print(f"converted {files[0]} (campaign format version 1) into {out}")
+    console.print(f"next: hwloop calibrate fit {out} --out record.json")
+    if as_json:
+        emit_json(summary)
+
+
 @app.command("fit")
 def fit_cmd(
     data: Annotated[Path, typer.Argument(help="Campaign file (HDF5) from `hwloop calibrate run`.")],
@@ -361,7 +441,8 @@ def map_cmd(
     mapping = map_stpn(layer, record, dt, window, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     summary = mapping.summary()
-    (out / "mapping.json").write_text(json.dumps(summary, indent=2) + "\n")
+    known = {key: (value if np.isfinite(value) else None) for key, value in summary.items()}  # JSON: null
+    (out / "mapping.json").write_text(json.dumps(known, indent=2) + "\n")
     arrays = {
         k: getattr(mapping, k).astype(np.float64)
         for k in ("lam_trained", "lam_hardware", "gamma_trained", "gamma_hardware")
@@ -371,6 +452,6 @@ def map_cmd(
         str(out / "mapping.safetensors"),
     )
     mapping_plot(mapping, out / "mapping.png")
-    for key, value in summary.items():
-        console.print(f"{key:<28} {value:.4g}")
+    for key, value in known.items():
+        console.print(f"{key:<28} {'not measured (no pulse response)' if value is None else f'{value:.4g}'}")
     console.print(f"wrote {out / 'mapping.json'}, {out / 'mapping.safetensors'}, {out / 'mapping.png'}")
