@@ -38,9 +38,12 @@ from device_models.record import CalibrationError
 
 FORMAT = "hwloop-campaign"
 FORMAT_VERSION = 2
-COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-TRACE_CHUNK_BYTES = 1 << 18  # ~256 kB per trace chunk: a few hundred relaxations
-COLUMN_CHUNK = 16_384  # rows per chunk of a 1-D column
+COMPRESSION: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+# Chunks are rewritten (decompressed, recompressed) whenever a unit lands in them, so they stay small:
+# a trace chunk holds as many relaxations as the table's first append (one unit of a row, at most
+# ~256 kB), a column chunk 2048 rows.
+TRACE_CHUNK_BYTES = 1 << 18
+COLUMN_CHUNK = 2048
 UNKNOWN_INT = -1  # an integer setting that is not known (e.g. n_pulses of imported data)
 
 _KEY = ("device", "row", "col", "condition", "cycle")
@@ -267,7 +270,7 @@ class CampaignFile:
             if name in group:
                 dset = group[name]
             else:
-                chunk_rows = max(1, min(4096, TRACE_CHUNK_BYTES // (8 * n)))
+                chunk_rows = max(1, min(n_new, TRACE_CHUNK_BYTES // (8 * n)))
                 dset = group.create_dataset(
                     name,
                     shape=(0, n),

@@ -87,6 +87,9 @@ class DeviceArray:
         """Apply ``volts`` (per device, broadcast) for ``duration_s``: pulse above threshold, decay below."""
         if duration_s <= 0:
             return
+        if np.max(np.abs(volts)) < self.card.pulse.v_threshold_v:  # all below threshold: only decay
+            self._decay(np.asarray(volts, dtype=float), duration_s, np.True_)
+            return
         v = np.broadcast_to(np.asarray(volts, dtype=float), self.shape)
         pulsing = (np.abs(v) >= self.card.pulse.v_threshold_v) & ~(self.stuck_on | self.stuck_off)
         self._decay(np.where(pulsing, 0.0, v), duration_s, ~pulsing)
@@ -128,14 +131,18 @@ class DeviceArray:
         v = np.clip(bias_v, b.bias_min_v, b.bias_max_v)
         tau = tau_at_bias(v, self.tau_ref_s, b.bias_ref_v, b.bias_efold_v)
         if d.law == "exp":
-            return decay_exp(self.g_fast_siemens, dt_s, tau), np.broadcast_to(
-                self.g_slow_siemens, np.shape(tau)
-            )
+            fast = decay_exp(self.g_fast_siemens, dt_s, tau)
+            return fast, self._like(self.g_slow_siemens, fast)
         if d.law == "biexp":
             tau_slow = tau * (d.tau_slow_s / d.tau_s)
             return decay_biexp(self.g_fast_siemens, self.g_slow_siemens, dt_s, tau, tau_slow)
         fast = decay_stretched(self.g_fast_siemens, self.age_s, dt_s, tau, d.stretch_beta)
-        return fast, np.broadcast_to(self.g_slow_siemens, np.shape(fast))
+        return fast, self._like(self.g_slow_siemens, fast)
+
+    @staticmethod
+    def _like(part: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """``part`` broadcast to the shape of ``other`` (itself when the shapes already agree)."""
+        return part if part.shape == np.shape(other) else np.broadcast_to(part, np.shape(other))
 
     def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray) -> None:
         fast, slow = self._decayed(bias_v, dt_s)
