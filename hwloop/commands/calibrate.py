@@ -313,7 +313,7 @@ def import_cmd(
 
 @app.command("fit")
 def fit_cmd(
-    data: Annotated[Path, typer.Argument(help="Campaign file (HDF5) from `hwloop calibrate run`.")],
+    data: Annotated[Path, typer.Argument(help="Campaign file (HDF5): `calibrate run` or `import`.")],
     out: Annotated[Path, typer.Option("--out", help="Calibration record to write (JSON).")],
     model: Annotated[str, typer.Option("--model", help=f"Decay law: {', '.join(MODELS)}.")] = "auto",
     dt: Annotated[float, typer.Option("--dt", help="STPN time step the record's lambda refers to, s.")] = 0.1,
