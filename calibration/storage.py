@@ -116,6 +116,8 @@ class CampaignFile:
         if mode in ("r", "r+"):
             self._check_format()
         self._done: dict[str, set[tuple[int, int, int]]] = {}
+        self._rows: dict[str, int] = {}  # committed rows per table, as in its attribute
+        self._datasets: dict[str, dict[str, h5py.Dataset]] = {}  # open handles, for appending
 
     def _check_format(self) -> None:
         attrs = self.h5.attrs
@@ -189,8 +191,10 @@ class CampaignFile:
     @property
     def shape(self) -> tuple[int, int]:
         """(rows, cols) of the measured array."""
-        rows, cols = (int(x) for x in self.h5.attrs["shape"])
-        return rows, cols
+        if not hasattr(self, "_shape"):
+            rows, cols = (int(x) for x in self.h5.attrs["shape"])
+            self._shape = (rows, cols)
+        return self._shape
 
     def add_instrument(self, identity: str) -> None:
         """Record an instrument's identity string (once)."""
@@ -256,19 +260,24 @@ class CampaignFile:
 
         group = self.h5.require_group(kind)
         start = self.n_units(kind)
+        handles = self._datasets.setdefault(kind, {})
         for name, dtype in schema.columns.items():
-            if name in group:
-                dset = group[name]
+            if name in handles:
+                dset = handles[name]
+            elif name in group:
+                dset = handles[name] = group[name]
             else:
-                dset = group.create_dataset(
+                dset = handles[name] = group.create_dataset(
                     name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(COLUMN_CHUNK,), **COMPRESSION
                 )
             dset.resize(start + n_new, axis=0)
             dset[start:] = data[name].astype(dtype)
         for name, wave in waves.items():
             n = wave.shape[1]
-            if name in group:
-                dset = group[name]
+            if name in handles:
+                dset = handles[name]
+            elif name in group:
+                dset = handles[name] = group[name]
             else:
                 chunk_rows = max(1, min(n_new, TRACE_CHUNK_BYTES // (8 * n)))
                 dset = group.create_dataset(
@@ -280,9 +289,11 @@ class CampaignFile:
                     fillvalue=np.nan,
                     **COMPRESSION,
                 )
+                handles[name] = dset
             dset.resize((start + n_new, max(n, dset.shape[1])))
             dset[start:, :n] = wave
         group.attrs["rows"] = start + n_new
+        self._rows[kind] = start + n_new
         done.update(keys)
 
     def flush(self) -> None:
@@ -296,7 +307,9 @@ class CampaignFile:
 
     def n_units(self, kind: str) -> int:
         """Committed rows of table ``kind`` (0 if absent)."""
-        return int(self.h5[kind].attrs.get("rows", 0)) if kind in self.h5 else 0
+        if kind not in self._rows:
+            self._rows[kind] = int(self.h5[kind].attrs.get("rows", 0)) if kind in self.h5 else 0
+        return self._rows[kind]
 
     def units(self, kind: str) -> int:
         """Number of committed units of ``kind`` (0, falsy, when the file holds none)."""
