@@ -144,7 +144,7 @@ class DeviceArray:
         """``part`` broadcast to the shape of ``other`` (itself when the shapes already agree)."""
         return part if part.shape == np.shape(other) else np.broadcast_to(part, np.shape(other))
 
-    def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray) -> None:
+    def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray | np.bool_) -> None:
         fast, slow = self._decayed(bias_v, dt_s)
         np.copyto(self.g_fast_siemens, fast, where=where)
         np.copyto(self.g_slow_siemens, slow, where=where)
