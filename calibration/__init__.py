@@ -9,7 +9,9 @@ mapping.py   tau <-> lambda, dt / bias for a target lambda, pulse <-> gamma, tra
 campaign.py  decay and pulse-response protocols through a crossbar controller (drivers)
 smu_campaign.py  decay versus bias on one device through an SMU (drivers)
 bias.py      the device_models tau-versus-bias law fitted to tau measured per bias
-storage.py   the HDF5 campaign file: flushed per measurement, resumable
-analysis.py  campaign file -> CalibrationRecord
+storage.py   the HDF5 campaign file (docs/campaign-format.md): one table per measurement kind, flushed
+             per unit, resumable
+importer.py  traces measured elsewhere (CSV, NPZ, HDF5) -> a campaign file
+analysis.py  campaign file -> CalibrationRecord, streamed in chunks
 report.py    PNG plots and a text summary
 """

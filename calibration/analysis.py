@@ -8,6 +8,10 @@ Decay versus bias (SMU campaigns, ``calibration.smu_campaign``): the relaxations
 the same way, giving tau per bias per device; the ``device_models`` bias law is fitted to them
 (``calibration.bias``) and the record's own tau/lambda columns hold the chosen bias (default: the first).
 
+Streaming: relaxations are read from the campaign file and fitted in chunks of units
+(``FIT_CHUNK_ELEMENTS`` samples at a time), so memory stays bounded at any array size; units of one chunk
+with the same number of samples are fitted in one ``fit_decay`` call.
+
 Pulse response: dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b per polarity, dG read as the averaged conductance
 after minus before each pulse; array-wide exponents, per-device scale (``fit_pulse_law``). The record
 keeps the potentiation exponents a, b.
@@ -15,7 +19,9 @@ keeps the potentiation exponents a, b.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,124 +35,226 @@ from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
 from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 
 Array = NDArray[np.float64]
+FIT_CHUNK_ELEMENTS = 4_000_000  # units x samples read and fitted at a time (~100 MB of traces and work)
 
 
 def load_decays(
-    store: CampaignFile, protocol: str = "decay"
+    store: CampaignFile, protocol: str = "decay", start: int = 0, stop: int | None = None
 ) -> tuple[NDArray[np.int64], Array, Array, Array]:
-    """(device index (U,), t (U, N) s since the train, g (U, N) S, baseline (U,) S) of every relaxation
-    unit of ``protocol`` ("decay" or "bias_decay")."""
-    units = store.units(protocol)
-    if not units:
+    """(device index (U,), t (U, N) s since the train, g (U, N) S, baseline (U,) S) of the relaxation
+    units [start, stop) of ``protocol`` ("decay" or "bias_decay"); traces shorter than the longest are
+    NaN-padded (their ``n_samples`` is where the NaNs start)."""
+    if not store.units(protocol):
         raise CalibrationError(f"{store.path} holds no decay measurement")
-    _, cols = store.shape
-    lengths = {len(u[3]["t_s"]) for u in units}
-    if len(lengths) != 1:
-        raise CalibrationError(f"{store.path}: decay traces of different lengths {sorted(lengths)}")
-    idx = np.array([r * cols + c for r, c, _, _ in units], dtype=np.int64)
-    t = np.stack([u[3]["t_s"][()] - u[3]["t_s"][0] + u[3].attrs["delay_s"] for u in units])
-    g = np.stack([u[3]["g_siemens"][()] for u in units])
-    base = np.array([u[3]["baseline_g_siemens"][0] for u in units])
-    return idx, t, g, base
+    cols = store.columns(protocol, ("device", "delay_s", "baseline_g_siemens"), start, stop)
+    traces = store.traces(protocol, start, stop)
+    t = traces["t_s"] - traces["t_s"][:, :1] + cols["delay_s"][:, None]
+    return cols["device"].astype(np.int64), t, traces["g_siemens"], cols["baseline_g_siemens"]
+
+
+def _concat_fits(parts: list[tuple[NDArray[np.int64], DecayFit]], n_units: int) -> DecayFit:
+    """One ``DecayFit`` over ``n_units`` units from fits of disjoint unit subsets (unit indices, fit).
+
+    Generic over the fields of ``DecayFit``: per-unit arrays are scattered into place, per-law dicts
+    likewise (NaN where a part lacks a law), ``n_points`` is the longest trace, other fields the first part's.
+    """
+    order = np.argsort(np.concatenate([units for units, _ in parts]), kind="stable")
+    if order.size != n_units:
+        raise CalibrationError(f"internal: fitted {order.size} of {n_units} relaxations")
+
+    def per_unit(values: list[np.ndarray]) -> bool:
+        return all(v.shape[:1] == u.shape for v, (u, _) in zip(values, parts, strict=True))
+
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(DecayFit):
+        values = [getattr(fit, f.name) for _, fit in parts]
+        first = values[0]
+        if isinstance(first, np.ndarray) and per_unit(values):
+            out[f.name] = np.concatenate(values)[order]
+        elif isinstance(first, dict):
+            keys = dict.fromkeys(k for v in values for k in v)
+            out[f.name] = {
+                k: np.concatenate(
+                    [v.get(k, np.full(u.size, np.nan)) for v, (u, _) in zip(values, parts, strict=True)]
+                )[order]
+                for k in keys
+            }
+        elif f.name == "n_points":
+            out[f.name] = max(values)
+        else:
+            out[f.name] = first
+    return DecayFit(**out)  # type: ignore[arg-type]
+
+
+def fit_relaxations(
+    store: CampaignFile,
+    protocol: str,
+    model: str,
+    select: NDArray[np.bool_] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[NDArray[np.int64], Array, DecayFit]:
+    """Fit the relaxation units of ``protocol`` (all, or those where ``select``), streamed from the file
+    in chunks: (device index (U,), baseline (U,) S, fit over the U units in file order)."""
+    n = store.units(protocol)
+    chosen = np.ones(n, dtype=bool) if select is None else np.asarray(select, dtype=bool)
+    n_samples = store.columns(protocol, ("n_samples",))["n_samples"]
+    total = int(chosen.sum())
+    chunk = max(1, FIT_CHUNK_ELEMENTS // max(1, int(n_samples.max(initial=1))))
+    parts: list[tuple[NDArray[np.int64], DecayFit]] = []
+    devices, bases = [], []
+    done = 0
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        sel = chosen[start:stop]
+        if not sel.any():
+            continue
+        idx, t, g, base = load_decays(store, protocol, start, stop)
+        idx, t, g, base, lengths = idx[sel], t[sel], g[sel], base[sel], n_samples[start:stop][sel]
+        for length in np.unique(lengths):
+            same = np.flatnonzero(lengths == length)
+            tt, gg = t[same, :length], g[same, :length]
+            if (tt == tt[:1]).all():  # one time base for every unit (the common case): fit it once
+                tt = tt[0]
+            parts.append((done + same, fit_decay(tt, gg, model=model)))
+        devices.append(idx)
+        bases.append(base)
+        done += int(sel.sum())
+        if progress is not None:
+            progress(done, total)
+    if not parts:
+        raise CalibrationError(f"{store.path} holds no decay measurement")
+    return np.concatenate(devices), np.concatenate(bases), _concat_fits(parts, done)
+
+
+def _group_median(dev: NDArray[np.int64], values: Array, n: int) -> Array:
+    """(n,) median of ``values`` per device index ``dev`` (NaN for devices without values)."""
+    out = np.full(n, np.nan)
+    if dev.size == 0:
+        return out
+    order = np.lexsort((values, dev))
+    d, v = dev[order], values[order]
+    first = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+    count = np.diff(np.r_[first, d.size])
+    lo, hi = first + (count - 1) // 2, first + count // 2
+    out[d[first]] = 0.5 * (v[lo] + v[hi])
+    return out
+
+
+def _most_common(dev: NDArray[np.int64], labels: NDArray[np.object_], n: int) -> NDArray[np.object_]:
+    """(n,) most common label per device over its units in order (ties: the one seen first, as
+    ``Counter.most_common``), None for devices without units."""
+    out = np.full(n, None, dtype=object)
+    if dev.size == 0:
+        return out
+    devices, first_unit = np.unique(dev, return_index=True)
+    first = np.full(n, -1, dtype=np.int64)
+    first[devices] = first_unit
+    uniform = np.ones(n, dtype=bool)
+    np.logical_and.at(uniform, dev, labels == labels[first[dev]])
+    has = first >= 0
+    out[has & uniform] = labels[first[has & uniform]]
+    for d in np.flatnonzero(has & ~uniform):  # devices whose units disagree: rare, count them
+        out[d] = Counter(str(x) for x in labels[dev == d]).most_common(1)[0][0]
+    return out
 
 
 def _per_device_decay(
     n: int, idx: NDArray[np.int64], fit: DecayFit, base: Array, dt_s: float, horizon: int
 ) -> tuple[NDArray[np.object_], NDArray[np.object_], dict[str, Array]]:
-    """Per-device (status, law, numeric columns) from the fits of all its relaxations."""
+    """Per-device (status, law, numeric columns) from the fits of all its relaxations (vectorised over
+    devices: medians per device over its "ok" relaxations, most common status / law)."""
     lam_u, err_u = fit.lam_and_error(dt_s, horizon)
-    cols: dict[str, Array] = {
-        k: np.full(n, np.nan)
-        for k in (
-            "tau_s",
-            "tau_err_s",
-            "lam",
-            "lam_err",
-            "step_error",
-            "tau1_s",
-            "tau2_s",
-            "w1",
-            "beta",
-            "g_inf_siemens",
-            "delta_g_siemens",
-            "g_min_siemens",
-            "g_max_siemens",
-            "rmse_rel",
-        )
-    }
+    ok_u = fit.status == "ok"
+    base = np.where(np.isfinite(base), base, fit.g_inf)  # imported traces without a baseline: g_inf
+    measured = np.bincount(idx, minlength=n) > 0
+    n_ok = np.bincount(idx[ok_u], minlength=n)
     status = np.full(n, "not_measured", dtype=object)
+    failed = measured & (n_ok == 0)
+    status[failed] = _most_common(idx, fit.status.astype(object), n)[failed]
+    good = n_ok > 0
+    status[good] = "ok"
     law = np.full(n, "exp", dtype=object)
-    by_dev: dict[int, list[int]] = defaultdict(list)
-    for u, d in enumerate(idx):
-        by_dev[int(d)].append(u)
-    for d, us in by_dev.items():
-        ok = [u for u in us if fit.status[u] == "ok"]
-        if not ok:
-            status[d] = Counter(str(fit.status[u]) for u in us).most_common(1)[0][0]
-            continue
-        status[d] = "ok"
-        law[d] = Counter(str(fit.law[u]) for u in ok).most_common(1)[0][0]
-        same = [u for u in ok if fit.law[u] == law[d]]
-        lam = float(np.median(lam_u[ok]))
-        lam = min(max(lam, 1e-300), 1 - 1e-16)
-        cols["lam"][d] = lam
-        cols["tau_s"][d] = float(tau_from_lam(np.array(lam), dt_s))
-        spread = np.std(lam_u[ok], ddof=1) if len(ok) > 1 else 0.0
-        fit_err = float(np.median(np.abs(fit.tau_err[ok] / fit.tau[ok]))) * cols["tau_s"][d]
-        cols["tau_err_s"][d] = float(np.hypot(fit_err, cols["tau_s"][d] * spread / lam)) / np.sqrt(len(ok))
-        cols["lam_err"][d] = lam * dt_s / cols["tau_s"][d] ** 2 * cols["tau_err_s"][d]
-        cols["step_error"][d] = float(np.median(err_u[ok]))
-        for key, src in (
-            ("tau1_s", fit.tau),
-            ("tau2_s", fit.tau2),
-            ("w1", fit.w1),
-            ("beta", fit.beta),
-            ("g_inf_siemens", fit.g_inf),
-            ("delta_g_siemens", fit.delta_g),
-            ("rmse_rel", fit.rmse_rel),
-        ):
-            cols[key][d] = float(np.median(src[same]))
-        cols["g_min_siemens"][d] = float(np.min(base[us]))
-        cols["g_max_siemens"][d] = float(np.max(base[ok] + np.abs(fit.delta_g[ok])))
+    law[good] = _most_common(idx[ok_u], fit.law[ok_u].astype(object), n)[good]
+    same = ok_u & (fit.law.astype(object) == law[idx])  # ok relaxations of the device's law
+
+    cols: dict[str, Array] = {}
+    lam = np.clip(_group_median(idx[ok_u], lam_u[ok_u], n), 1e-300, 1 - 1e-16)
+    lam[~good] = np.nan
+    cols["lam"] = lam
+    tau = np.where(good, tau_from_lam(np.where(good, lam, 0.5), dt_s), np.nan)
+    cols["tau_s"] = tau
+    # cycle-to-cycle scatter: sample std of lambda over a device's ok relaxations (0 for a single one)
+    s1 = np.bincount(idx[ok_u], weights=lam_u[ok_u], minlength=n)
+    s2 = np.bincount(idx[ok_u], weights=lam_u[ok_u] ** 2, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(n_ok > 1, (s2 - s1**2 / np.maximum(n_ok, 1)) / np.maximum(n_ok - 1, 1), 0.0)
+        spread = np.sqrt(np.maximum(var, 0.0))
+        fit_err = _group_median(idx[ok_u], np.abs(fit.tau_err[ok_u] / fit.tau[ok_u]), n) * tau
+        cols["tau_err_s"] = np.hypot(fit_err, tau * spread / lam) / np.sqrt(np.maximum(n_ok, 1))
+        cols["lam_err"] = lam * dt_s / tau**2 * cols["tau_err_s"]
+    cols["step_error"] = _group_median(idx[ok_u], err_u[ok_u], n)
+    for key, src in (
+        ("tau1_s", fit.tau),
+        ("tau2_s", fit.tau2),
+        ("w1", fit.w1),
+        ("beta", fit.beta),
+        ("g_inf_siemens", fit.g_inf),
+        ("delta_g_siemens", fit.delta_g),
+        ("rmse_rel", fit.rmse_rel),
+    ):
+        cols[key] = _group_median(idx[same], src[same], n)
+    g_min = np.full(n, np.inf)
+    np.minimum.at(g_min, idx, base)
+    g_max = np.full(n, -np.inf)
+    np.maximum.at(g_max, idx[ok_u], base[ok_u] + np.abs(fit.delta_g[ok_u]))
+    cols["g_min_siemens"] = np.where(good, g_min, np.nan)
+    cols["g_max_siemens"] = np.where(good, g_max, np.nan)
+    for key in cols:
+        cols[key][~good] = np.nan
     return status, law, cols
 
 
 def unit_biases(store: CampaignFile) -> Array:
     """(U,) decay bias (V) of every bias-decay unit, in ``load_decays(store, "bias_decay")`` order."""
-    return np.array([float(u[3].attrs["bias_v"]) for u in store.units(BIAS_PROTOCOL)])
+    return np.asarray(store.columns(BIAS_PROTOCOL, ("bias_v",))["bias_v"], dtype=np.float64)
+
+
+Relaxations = tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]
 
 
 def _fit_relaxations(
+    store: CampaignFile,
+    protocol: str,
     n: int,
-    relaxations: tuple[NDArray[np.int64], Array, Array, Array],
     model: str,
     dt_s: float,
     horizon: int,
-    progress: object,
-) -> tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]:
-    idx, t, g, base = relaxations
-    fit = fit_decay(t, g, model=model, progress=progress)  # type: ignore[arg-type]
+    progress: Callable[[int, int], None] | None,
+    select: NDArray[np.bool_] | None = None,
+) -> Relaxations:
+    idx, base, fit = fit_relaxations(store, protocol, model, select, progress)
     return (fit, *_per_device_decay(n, idx, fit, base, dt_s, horizon))
 
 
 def _bias_decays(
-    store: CampaignFile, n: int, model: str, dt_s: float, horizon: int, progress: object
-) -> dict[float, tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]]:
+    store: CampaignFile,
+    n: int,
+    model: str,
+    dt_s: float,
+    horizon: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict[float, Relaxations]:
     """Per measured bias (V): the fit of its relaxations and the per-device (status, law, columns)."""
     if not store.units(BIAS_PROTOCOL):
         return {}
-    idx, t, g, base = load_decays(store, BIAS_PROTOCOL)
     bias = unit_biases(store)
-    out = {}
-    for b in sorted(set(bias.tolist())):
-        sel = bias == b
-        out[b] = _fit_relaxations(n, (idx[sel], t[sel], g[sel], base[sel]), model, dt_s, horizon, progress)
-    return out
+    return {
+        b: _fit_relaxations(store, BIAS_PROTOCOL, n, model, dt_s, horizon, progress, bias == b)
+        for b in sorted(set(bias.tolist()))
+    }
 
 
-def _bias_law(
-    per_bias: dict[float, tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]],
-) -> BiasLaw | None:
+def _bias_law(per_bias: dict[float, Relaxations]) -> BiasLaw | None:
     """The measured bias law over every measured bias (a bias where a device has no clean relaxation,
     e.g. one at or above its pulse threshold, is NaN there); None unless two or more biases are usable."""
     if sum(bool(np.any(r[1] == "ok")) for r in per_bias.values()) < 2:
@@ -156,22 +264,20 @@ def _bias_law(
 
 def load_pulses(store: CampaignFile) -> dict[str, tuple[NDArray[np.int64], Array, Array, Array]]:
     """Per polarity ("up", "down"): (device index, amplitude V, width s, dG S) of every pulse unit."""
-    _, cols = store.shape
-    out: dict[str, list[tuple[int, float, float, float]]] = {"up": [], "down": []}
-    for r, c, name, g in store.units("pulse"):
-        dg = float(g["g_after_siemens"][0] - g["g_before_siemens"][0])
-        out[name.split("_")[0]].append(
-            (r * cols + c, float(g.attrs["amplitude_v"]), float(g.attrs["width_s"]), dg)
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+    if not store.units("pulse"):
+        return {"up": empty, "down": empty}
+    c = store.columns("pulse", ("device", "amplitude_v", "width_s", "g_before_siemens", "g_after_siemens"))
+    dg = c["g_after_siemens"] - c["g_before_siemens"]
+    out = {}
+    for polarity, sel in (("up", c["amplitude_v"] > 0), ("down", c["amplitude_v"] < 0)):
+        out[polarity] = (
+            c["device"][sel].astype(np.int64),
+            c["amplitude_v"][sel].astype(np.float64),
+            c["width_s"][sel].astype(np.float64),
+            dg[sel].astype(np.float64),
         )
-    return {
-        k: (
-            np.array([x[0] for x in v], dtype=np.int64),
-            np.array([x[1] for x in v]),
-            np.array([x[2] for x in v]),
-            np.array([x[3] for x in v]),
-        )
-        for k, v in out.items()
-    }
+    return out
 
 
 def fit_pulse_law(
@@ -233,14 +339,20 @@ def build_record(
     with CampaignFile(path) as store:
         shape = store.shape
         n = shape[0] * shape[1]
-        per_bias = _bias_decays(store, n, model, dt_s, horizon_steps, progress)
+        per_bias = _bias_decays(store, n, model, dt_s, horizon_steps, progress)  # type: ignore[arg-type]
         bias_law = _bias_law(per_bias)
         if bias_v is not None and not per_bias:
             raise CalibrationError(f"{path} holds no decay-versus-bias measurement to choose a bias from")
         if store.units("decay"):  # crossbar campaigns: devices relax on idle lines at 0 V
-            decay_bias: float = 0.0
+            decay_bias: float | None = None if "import" in store.config() else 0.0  # imports: unknown
             fit, status, law, cols = _fit_relaxations(
-                n, load_decays(store), model, dt_s, horizon_steps, progress
+                store,
+                "decay",
+                n,
+                model,
+                dt_s,
+                horizon_steps,
+                progress,  # type: ignore[arg-type]
             )
         elif per_bias:
             wanted = float(store.config()["bias_decay"]["biases_v"][0]) if bias_v is None else float(bias_v)

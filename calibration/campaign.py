@@ -11,10 +11,10 @@ pulse_response  from rest, one pulse of each (amplitude, width) in the grid; con
                 after (``reads`` each, averaged); depression: the same negative pulses from the state the
                 decay train reaches. Energy per pulse: V^2 G w with G the conductance read before it.
 
-Storage and resume (``calibration.storage``): each (row, condition, cycle) is one unit, written and
-flushed for every device of the row before the next unit starts. On resume a device that already has a
-unit gets amplitude 0 in that unit's pulses (``pulse_row`` leaves it untouched), so no device is ever
-pulsed twice for the same data, and completed data are never rewritten.
+Storage and resume (``calibration.storage``): each (row, condition, cycle) is one unit, appended to its
+table for every device of the row and flushed before the next unit starts. On resume a device that
+already has a unit gets amplitude 0 in that unit's pulses (``pulse_row`` leaves it untouched), so no
+device is ever pulsed twice for the same data, and completed data are never rewritten.
 """
 
 from __future__ import annotations
@@ -95,19 +95,27 @@ class Campaign:
         self._last_pulse_s: float | None = None
 
     # -- plan ------------------------------------------------------------------------------------
-    def units(self) -> list[tuple[str, int, str]]:
-        """Every (protocol, row, unit name) the campaign measures, in order."""
-        plan: list[tuple[str, int, str]] = []
+    def units(self) -> list[tuple[str, int, int, int]]:
+        """Every (kind, row, condition, cycle) the campaign measures, in order. Decay conditions index
+        the amplitude x width grid; pulse conditions are potentiation k = 0..K-1, then depression K + k."""
+        plan: list[tuple[str, int, int, int]] = []
         for row in self.rows:
             if (d := self.config.decay) is not None:
                 n_cond = len(d.amplitudes_v) * len(d.widths_s)
-                plan += [
-                    ("decay", row, f"cond{j:02d}_cyc{c:02d}") for j in range(n_cond) for c in range(d.cycles)
-                ]
+                plan += [("decay", row, j, c) for j in range(n_cond) for c in range(d.cycles)]
             if (p := self.config.pulse) is not None:
                 k = len(p.amplitudes_v) * len(p.widths_s)
-                plan += [("pulse", row, f"{pol}_k{i:02d}") for pol in ("up", "down") for i in range(k)]
+                plan += [("pulse", row, i, 0) for i in range(2 * k)]
         return plan
+
+    def todo(self, kind: str, row: int, condition: int, cycle: int) -> list[int]:
+        """Columns of ``row`` still missing unit (kind, condition, cycle) in the file."""
+        cols = self.xbar.cols
+        return [c for c in self.cols if not self.store.has(kind, row * cols + c, condition, cycle)]
+
+    def completed(self) -> int:
+        """How many units of the plan the file holds for every selected device."""
+        return sum(not self.todo(*unit) for unit in self.units())
 
     def run(self, progress: Progress | None = None) -> int:
         """Measure every unit not yet in the file; returns how many units were measured now."""
@@ -115,13 +123,13 @@ class Campaign:
         self.xbar.set_compliance(self.config.compliance_a)
         plan = self.units()
         measured = 0
-        for i, (protocol, row, unit) in enumerate(plan):
-            todo = [c for c in self.cols if not self.store.has(row, c, protocol, unit)]
+        for i, (kind, row, condition, cycle) in enumerate(plan):
+            todo = self.todo(kind, row, condition, cycle)
             if todo:
-                if protocol == "decay":
-                    self._decay_unit(row, unit, todo)
+                if kind == "decay":
+                    self._decay_unit(row, condition, cycle, todo)
                 else:
-                    self._pulse_unit(row, unit, todo)
+                    self._pulse_unit(row, condition, todo)
                 self.store.flush()
                 measured += 1
             if progress is not None:
@@ -147,11 +155,19 @@ class Campaign:
     def _mean_g(self, row: int, read_v: float, reads: int) -> np.ndarray:
         return np.mean([self.xbar.read_row(row, read_v).i_a for _ in range(reads)], axis=0) / read_v
 
-    def _decay_unit(self, row: int, unit: str, cols: list[int]) -> None:
+    def _key(self, row: int, cols: list[int], condition: int, cycle: int) -> dict[str, np.ndarray]:
+        n = len(cols)
+        return {
+            "device": row * self.xbar.cols + np.asarray(cols),
+            "condition": np.full(n, condition),
+            "cycle": np.full(n, cycle),
+        }
+
+    def _decay_unit(self, row: int, condition: int, cycle: int, cols: list[int]) -> None:
         d = self.config.decay
         assert d is not None
-        j = int(unit[4:6])
-        amp, width = d.amplitudes_v[j // len(d.widths_s)], d.widths_s[j % len(d.widths_s)]
+        amp = d.amplitudes_v[condition // len(d.widths_s)]
+        width = d.widths_s[condition % len(d.widths_s)]
         self.xbar.wait(d.settle_s)
         baseline = self._mean_g(row, d.read_v, d.baseline_reads)
         for _ in range(d.n_pulses):
@@ -165,58 +181,51 @@ class Campaign:
             reading = self.xbar.read_row(row, d.read_v)
             t[k], i[k] = reading.t_s, reading.i_a
             self.xbar.wait(d.every_s)
-        energy = d.n_pulses * amp**2 * baseline * width  # V^2 G w per pulse, G read before the train
-        for c in cols:
-            self.store.write_unit(
-                row,
-                c,
-                "decay",
-                unit,
-                {
-                    "t_s": t,
-                    "i_a": i[:, c],
-                    "g_siemens": i[:, c] / d.read_v,
-                    "baseline_g_siemens": baseline[c : c + 1],
-                },
-                {
-                    "amplitude_v": amp,
-                    "width_s": width,
-                    "n_pulses": d.n_pulses,
-                    "read_v": d.read_v,
-                    "every_s": d.every_s,
-                    "delay_s": delay,
-                    "pulse_energy_j": energy[c] / d.n_pulses,
-                },
-            )
+        n = len(cols)
+        self.store.append(
+            "decay",
+            {
+                **self._key(row, cols, condition, cycle),
+                "amplitude_v": np.full(n, amp),
+                "width_s": np.full(n, width),
+                "n_pulses": np.full(n, d.n_pulses),
+                "read_v": np.full(n, d.read_v),
+                "every_s": np.full(n, d.every_s),
+                "delay_s": np.full(n, delay),
+                "pulse_energy_j": amp**2 * baseline[cols] * width,  # V^2 G w per pulse, G read before
+                "baseline_g_siemens": baseline[cols],
+            },
+            {"t_s": np.broadcast_to(t, (n, d.count)), "g_siemens": i[:, cols].T / d.read_v},
+        )
 
-    def _pulse_unit(self, row: int, unit: str, cols: list[int]) -> None:
+    def _pulse_unit(self, row: int, condition: int, cols: list[int]) -> None:
         p = self.config.pulse
         assert p is not None
-        polarity, k = unit.split("_k")
-        amp, width = p.amplitudes_v[int(k) // len(p.widths_s)], p.widths_s[int(k) % len(p.widths_s)]
+        grid = len(p.amplitudes_v) * len(p.widths_s)
+        up, k = condition < grid, condition % grid
+        amp, width = p.amplitudes_v[k // len(p.widths_s)], p.widths_s[k % len(p.widths_s)]
         self.xbar.wait(p.settle_s)
-        if polarity == "down":  # depression is measured from the state the decay train reaches
+        if not up:  # depression is measured from the state the decay train reaches
             d = self.config.decay or DecayProtocol()
             for _ in range(d.n_pulses):
                 self._pulse(row, cols, d.amplitudes_v[0], d.widths_s[0])
         before = self._mean_g(row, p.read_v, p.reads)
-        self._pulse(row, cols, amp if polarity == "up" else -amp, width)
+        self._pulse(row, cols, amp if up else -amp, width)
         after = self._mean_g(row, p.read_v, p.reads)
-        for c in cols:
-            self.store.write_unit(
-                row,
-                c,
-                "pulse",
-                unit,
-                {"g_before_siemens": before[c : c + 1], "g_after_siemens": after[c : c + 1]},
-                {
-                    "amplitude_v": amp if polarity == "up" else -amp,
-                    "width_s": width,
-                    "read_v": p.read_v,
-                    "reads": p.reads,
-                    "pulse_energy_j": amp**2 * before[c] * width,
-                },
-            )
+        n = len(cols)
+        self.store.append(
+            "pulse",
+            {
+                **self._key(row, cols, condition, 0),
+                "amplitude_v": np.full(n, amp if up else -amp),
+                "width_s": np.full(n, width),
+                "read_v": np.full(n, p.read_v),
+                "reads": np.full(n, p.reads),
+                "g_before_siemens": before[cols],
+                "g_after_siemens": after[cols],
+                "pulse_energy_j": amp**2 * before[cols] * width,
+            },
+        )
 
 
 def check_limits(config: CampaignConfig, limits: SafetyLimits) -> None:

@@ -146,14 +146,17 @@ class StpnMapping:
         dl = np.abs(self.lam_hardware - self.lam_trained)[good]
         with np.errstate(divide="ignore", invalid="ignore"):
             dg_rel = np.abs(self.gamma_hardware / self.gamma_trained - 1)[good & (self.gamma_trained != 0)]
+        gamma_known = bool(np.isfinite(self.gamma_hardware).any())  # False: no pulse response measured
         return {
             "synapses": float(self.lam_trained.size),
             "broken_device_fraction": float(1 - good.mean()),
             "lambda_abs_err_median": float(np.median(dl)),
             "lambda_abs_err_p95": float(np.percentile(dl, 95)),
             "lambda_within_0.05_fraction": float(np.mean(dl <= 0.05)),
-            "gamma_in_range_fraction": float(self.gamma_in_range[good].mean()),
-            "gamma_rel_err_median": float(np.median(dg_rel)) if dg_rel.size else 0.0,
+            "gamma_in_range_fraction": float(self.gamma_in_range[good].mean()) if gamma_known else np.nan,
+            "gamma_rel_err_median": (float(np.median(dg_rel)) if dg_rel.size else 0.0)
+            if gamma_known
+            else np.nan,
         }
 
 
@@ -170,7 +173,8 @@ def map_trained(
 
     The hardware lambda is each device's retention at dt_s (``CalibrationRecord.lam_at``); the
     hardware gamma is the trained one clipped to the |dG| range the pulse window writes, converted
-    with g_per_weight (S per weight unit). Synapses map to devices by ``record.device_index``.
+    with g_per_weight (S per weight unit); NaN (and never in range) when the record has no pulse
+    response (decays only, e.g. imported traces). Synapses map to devices by ``record.device_index``.
     """
     lam_t = np.asarray(lam_trained, dtype=np.float64)
     gam_t = np.asarray(gamma_trained, dtype=np.float64)
@@ -182,6 +186,9 @@ def map_trained(
         raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
     idx = record.device_index((lam_t.shape[0], lam_t.shape[1]), seed)
     lam_hw = record.lam_at(dt_s)[idx]
+    if record.reference_pulse is None:  # decays only (e.g. imported traces): no gamma on the array
+        nan = np.full(lam_t.shape, np.nan)
+        return StpnMapping(lam_t, lam_hw, gam_t, nan, np.zeros(lam_t.shape, dtype=bool), idx)
     low, high = update_range(record, window)
     g_low, g_high = low[idx] / g_per_weight, high[idx] / g_per_weight
     mag = np.abs(gam_t)

@@ -149,13 +149,15 @@ def _decays(store: CampaignFile, record: CalibrationRecord, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, u in enumerate(first):
         law = record.law[int(idx[u])]
-        fit = fit_decay(t[u], g[u][None, :], model=law)
+        n = int(np.isfinite(t[u]).sum())  # traces shorter than the longest are NaN-padded
+        tu, gu = t[u][:n], g[u][:n]
+        fit = fit_decay(tu, gu[None, :], model=law)
         color = f"C{k}"
         r, c = divmod(int(idx[u]), record.shape[1])
-        ax.plot(t[u], g[u] * 1e9, ".", ms=2, color=color, alpha=0.5)
+        ax.plot(tu, gu * 1e9, ".", ms=2, color=color, alpha=0.5)
         name = f"({r},{c}){where[u]}"
         label = f"{name} {law}, tau {fit.tau[0]:.3g} s" if fit.ok[0] else f"{name} {fit.status[0]}"
-        ax.plot(t[u], fit.predict(t[u])[0] * 1e9, "-", color=color, label=label)
+        ax.plot(tu, fit.predict(tu)[0] * 1e9, "-", color=color, label=label)
     ax.set_xlabel("time since the potentiating train (s)")
     ax.set_ylabel("conductance (nS)")
     ax.set_title("measured relaxations (dots) and fits (lines)")

@@ -10,10 +10,9 @@ Protocol ``bias_decay``, for every bias x amplitude x width condition and ``cycl
 3. a hardware-timed read train of ``count`` readings every ``every_s`` at the bias: the device relaxes at
    tau(bias) while it is read, since the bias is below the pulse threshold.
 
-Storage (``calibration.storage``, device r000_c000, protocol ``bias_decay``): each (bias, condition,
-cycle) is one unit, written with its raw instrument-timestamped samples and settings and flushed before
-the next starts; on ``--resume`` units already complete are skipped, so no pulse is repeated for data
-that exist.
+Storage (``calibration.storage``, device 0, table ``bias_decay``): each (bias, condition, cycle) is one
+unit, written with its instrument-timestamped samples and settings and flushed before the next starts;
+on ``--resume`` units already complete are skipped, so no pulse is repeated for data that exist.
 """
 
 from __future__ import annotations
@@ -107,14 +106,20 @@ class SmuCampaign:
         self.smu.set_compliance(self.config.compliance_a)
         plan = self.units()
         measured = 0
-        for i, (unit, bias, amp, width) in enumerate(plan):
-            if not self.store.has(0, 0, PROTOCOL, unit):
-                self._decay_unit(unit, bias, amp, width)
+        for i, (_, bias, amp, width) in enumerate(plan):
+            condition, cycle = divmod(i, self.config.bias_decay.cycles)  # units() is condition-major
+            if not self.store.has(PROTOCOL, 0, condition, cycle):
+                self._decay_unit(condition, cycle, bias, amp, width)
                 self.store.flush()
                 measured += 1
             if progress is not None:
                 progress(i + 1, len(plan))
         return measured
+
+    def completed(self) -> int:
+        """How many units of the plan the file holds."""
+        cycles = self.config.bias_decay.cycles
+        return sum(self.store.has(PROTOCOL, 0, *divmod(i, cycles)) for i in range(len(self.units())))
 
     def _pulse(self, amplitude_v: float, width_s: float) -> None:
         """One pulse, waiting first as long as the safety pulse-rate limit requires."""
@@ -124,7 +129,7 @@ class SmuCampaign:
         self._last_pulse_s = self.smu.clock.now_s()
         self.smu.pulse(amplitude_v, width_s)
 
-    def _decay_unit(self, unit: str, bias: float, amp: float, width: float) -> None:
+    def _decay_unit(self, condition: int, cycle: int, bias: float, amp: float, width: float) -> None:
         d = self.config.bias_decay
         self.smu.source_voltage(bias)
         self.smu.wait(d.settle_s)
@@ -132,19 +137,12 @@ class SmuCampaign:
         for _ in range(d.n_pulses):
             self._pulse(amp, width)
         train = self.smu.read_train(bias, d.every_s, d.count)
-        energy = amp**2 * baseline * width  # V^2 G w, G read before the train
-        self.store.write_unit(
-            0,
-            0,
+        self.store.append(
             PROTOCOL,
-            unit,
             {
-                "t_s": train.t_s,
-                "i_a": train.i_a,
-                "g_siemens": train.i_a / bias,
-                "baseline_g_siemens": np.array([baseline]),
-            },
-            {
+                "device": 0,
+                "condition": condition,
+                "cycle": cycle,
                 "bias_v": bias,
                 "read_v": bias,
                 "amplitude_v": amp,
@@ -152,8 +150,10 @@ class SmuCampaign:
                 "n_pulses": d.n_pulses,
                 "every_s": d.every_s,
                 "delay_s": 0.0,  # lower bound: the train starts right after the last pulse returned
-                "pulse_energy_j": energy,
+                "pulse_energy_j": amp**2 * baseline * width,  # V^2 G w, G read before the train
+                "baseline_g_siemens": baseline,
             },
+            {"t_s": train.t_s[None, :], "g_siemens": (train.i_a / bias)[None, :]},
         )
 
 

@@ -24,7 +24,7 @@ app.add_typer(art_app, name="art", help="Associative retrieval task (Ba et al. 2
 app.add_typer(
     pong_app, name="pong", help="Atari Pong from pixels with an STPN agent: evaluate (default) and train."
 )
-app.add_typer(calibrate_app, name="calibrate", help="Measure decay and pulse response, fit, report.")
+app.add_typer(calibrate_app, name="calibrate", help="Measure or import decays; fit, report, map.")
 app.add_typer(devices_app, name="devices", help="Device cards: show one, simulate a pulse-then-decay trace.")
 app.add_typer(
     instruments_app,

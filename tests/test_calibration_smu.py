@@ -88,11 +88,13 @@ def test_campaign_file_holds_raw_samples_settings_and_provenance(tmp_path):
     with h5py.File(path) as f:
         assert "B2912A" in f.attrs["instruments"] and f.attrs["software_version"]
         assert "max_abs_voltage_v" in f.attrs["safety_limits"]
-        unit = f["devices/r000_c000/bias_decay/b00_cond00_cyc00"]
-        assert unit.attrs["complete"] and unit.attrs["bias_v"] == 0.2 and unit.attrs["n_pulses"] == 20
-        t = unit["t_s"][()]
+        table = f["bias_decay"]
+        assert table.attrs["rows"] == 1 and table["device"][0] == 0
+        assert (table["condition"][0], table["cycle"][0]) == (0, 0)
+        assert table["bias_v"][0] == 0.2 and table["read_v"][0] == 0.2 and table["n_pulses"][0] == 20
+        t = table["t_s"][0]
         assert t.size == 50 and t[0] == 0 and np.all(np.diff(t) > 0.0299)  # instrument timestamps
-        np.testing.assert_allclose(unit["g_siemens"][()], unit["i_a"][()] / 0.2)
+        assert table["n_samples"][0] == 50 and np.all(table["g_siemens"][0] > 0)
 
 
 def test_limits_are_checked_before_anything_is_sent():
@@ -131,36 +133,44 @@ def test_interrupted_bias_campaign_resumes_without_repeating_or_corrupting(tmp_p
     )
     with pytest.raises(ConnectionLost):
         run(lab, "k2450.sim", path, cfg)
-    with h5py.File(path) as f:  # readable, and only completed units in it
-        group = f["devices/r000_c000/bias_decay"]
-        done = {name: {k: v[()].copy() for k, v in unit.items()} for name, unit in group.items()}
-        assert all(unit.attrs["complete"] for unit in group.values())
+    done = committed_units(path)  # readable, and only completed units in it
     assert 0 < len(done) < 4, "the fault should hit mid-campaign"
 
     pulses: list[float] = []
-    writes: list[tuple[str, int]] = []
-    real_pulse, real_write = Smu.pulse, CampaignFile.write_unit
+    writes: list[tuple[tuple[int, int], int]] = []
+    real_pulse, real_append = Smu.pulse, CampaignFile.append
 
     def spy_pulse(self, amplitude_v, width_s):
         pulses.append(amplitude_v)
         return real_pulse(self, amplitude_v, width_s)
 
-    def spy_write(self, row, col, protocol, unit, data, attrs):
-        writes.append((unit, len(pulses)))
-        return real_write(self, row, col, protocol, unit, data, attrs)
+    def spy_append(self, kind, columns, traces=None):
+        writes.append(((int(columns["condition"]), int(columns["cycle"])), len(pulses)))
+        return real_append(self, kind, columns, traces)
 
     monkeypatch.setattr(Smu, "pulse", spy_pulse)
-    monkeypatch.setattr(CampaignFile, "write_unit", spy_write)
+    monkeypatch.setattr(CampaignFile, "append", spy_append)
     lab.inject("k2450.sim", Faults())  # the link is back
     assert run(lab, "k2450.sim", path, cfg, resume=True) == 4 - len(done)
 
     # each unit written now got exactly its own pulse train, and no unit that had data was pulsed for again
-    assert [unit for unit, _ in writes] == [u for u, *_ in cfg.bias_decay.units() if u not in done]
+    plan = [divmod(i, 2) for i in range(4)]  # (condition, cycle), condition-major, 2 cycles
+    assert [unit for unit, _ in writes] == [u for u in plan if u not in done]
     assert [n for _, n in writes] == [5 * (k + 1) for k in range(len(writes))]
     assert len(pulses) == 5 * len(writes)
-    with h5py.File(path) as f:  # earlier data untouched, and the campaign is complete
-        group = f["devices/r000_c000/bias_decay"]
-        for name, data in done.items():
-            for key, values in data.items():
-                np.testing.assert_array_equal(group[name][key][()], values)
-        assert len(group) == 4 and all(unit.attrs["complete"] for unit in group.values())
+    after = committed_units(path)  # earlier data untouched, and the campaign is complete
+    for unit, data in done.items():
+        for key, values in data.items():
+            np.testing.assert_array_equal(after[unit][key], values)
+    assert sorted(after) == plan
+
+
+def committed_units(path) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    """(condition, cycle) -> every column and trace of that committed bias-decay unit (plain h5py)."""
+    with h5py.File(path) as f:
+        table = f["bias_decay"]
+        n = int(table.attrs["rows"])
+        data = {name: table[name][:n] for name in table}
+    keys = [(int(c), int(y)) for c, y in zip(data["condition"], data["cycle"], strict=True)]
+    assert len(set(keys)) == len(keys), "a unit stored twice"
+    return {key: {name: np.copy(v[k]) for name, v in data.items()} for k, key in enumerate(keys)}

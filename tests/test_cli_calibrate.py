@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import h5py
 import numpy as np
@@ -52,7 +53,7 @@ def test_interrupted_run_says_how_to_resume_and_resumes(tmp_path, hwloop_run):
     last = err.strip().splitlines()[-1]  # above it: the progress bar
     assert last.startswith("error: campaign interrupted") and "--resume" in last and "Traceback" not in err
     with h5py.File(data) as f:
-        before = sum(len(g) for dev in f["devices"].values() for g in dev.values())
+        before = int(f["decay"].attrs["rows"]) if "decay" in f else 0  # one row per device and unit
     assert 0 < before < 4
     code, _, err = hwloop_run(*args, "--resource", "xbarsim://2x2?seed=12", "--resume")
     assert code == 0, err
@@ -152,12 +153,12 @@ def test_smu_bias_campaign_run_fit_report(tmp_path, hwloop_run):
 def test_smu_campaign_mistakes_are_refused_before_anything_is_sent(
     tmp_path, monkeypatch, hwloop_run, extra, message
 ):
-    import hwloop.commands.calibrate as calibrate_cmd
+    import drivers  # the command imports open_instrument from drivers when it runs
 
     def never(*args, **kwargs):
         raise AssertionError("the instrument must not be opened")
 
-    monkeypatch.setattr(calibrate_cmd, "open_instrument", never)
+    monkeypatch.setattr(drivers, "open_instrument", never)
     (tmp_path / "wide.toml").write_text(
         "max_abs_voltage_v = 2.4\nmax_pulse_width_s = 1e-3\nmax_compliance_a = 1e-3\nmax_pulses_per_s = 10\n"
     )
@@ -198,8 +199,51 @@ def test_interrupted_smu_campaign_resumes_from_the_cli(tmp_path, hwloop_run):
         default_lab().inject("k2636b.sim", Faults())
     assert code == 2 and "error: campaign interrupted" in err and "--resume" in err
     with h5py.File(data) as f:
-        before = len(f["devices/r000_c000/bias_decay"])
+        before = int(f["bias_decay"].attrs["rows"])
     assert 0 < before < 4
     code, _, err = hwloop_run(*args, "--resume")
     assert code == 0, err
     assert f"measured {4 - before} units" in err
+
+
+def test_ctrl_c_says_what_was_kept_and_the_printed_command_resumes(tmp_path, monkeypatch, hwloop_run):
+    from calibration.storage import CampaignFile
+
+    cfg = tmp_path / "campaign.json"
+    cfg.write_text(json.dumps({"decay": {"count": 20, "cycles": 2, "n_pulses": 3}, "pulse": None}))
+    data = tmp_path / "data.h5"
+    args = [
+        "calibrate",
+        "run",
+        "--resource",
+        "xbarsim://3x2?seed=13",
+        "--out",
+        str(data),
+        "--config",
+        str(cfg),
+    ]
+    real_flush = CampaignFile.flush
+    flushes = {"n": 0}
+
+    def ctrl_c_after_three_units(self):
+        real_flush(self)
+        flushes["n"] += 1
+        if flushes["n"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CampaignFile, "flush", ctrl_c_after_three_units)
+    code, _, err = hwloop_run(*args)
+    monkeypatch.undo()
+    assert code == 130 and "Traceback" not in err
+    message = " ".join(err.split())  # rich may wrap the line
+    assert f"interrupted: 3 of 6 units are saved in {data}" in message
+    resume = shlex.split(message.split("continue with: hwloop ")[1])
+    assert resume == [*args, "--resume"]
+    code, _, err = hwloop_run(*resume)
+    assert code == 0, err
+    assert "measured 3 units" in err
+    with h5py.File(data) as f:
+        keys = list(
+            zip(f["decay"]["device"][:], f["decay"]["condition"][:], f["decay"]["cycle"][:], strict=True)
+        )
+    assert len(keys) == len(set(keys)) == 6 * 2  # 6 devices x 2 cycles, each exactly once

@@ -30,6 +30,9 @@ from device_models.memristor import (
 )
 
 SHORTED_SIEMENS = 1e-2  # a broken-down (stuck-on, shorted) device: 10 mA at 1 V
+_PARAMETERS = ("tau_ref_s", "g_st_max_siemens", "pulse_scale", "g_lt_siemens", "stuck_on", "stuck_off")
+# evolved in place (never rebound), so that a ``part`` sees and makes every change
+_STATE = ("shorted", "g_fast_siemens", "g_slow_siemens", "age_s")
 
 
 class DeviceArray:
@@ -58,6 +61,16 @@ class DeviceArray:
         self.g_slow_siemens = np.zeros(shape)  # biexp only
         self.age_s = np.zeros(shape)  # time since the last pulse (stretched law)
 
+    def part(self, index: int | tuple[int, ...]) -> DeviceArray:
+        """The devices at ``index`` (e.g. one row of an array) as a ``DeviceArray`` of views into this one:
+        evolving, reading or shorting the part does so to these devices here (and shares the rng)."""
+        sub = object.__new__(DeviceArray)
+        sub.card, sub._rng = self.card, self._rng
+        for name in (*_PARAMETERS, *_STATE):
+            setattr(sub, name, getattr(self, name)[index])
+        sub.shape = sub.g_fast_siemens.shape
+        return sub
+
     # -- ground truth --------------------------------------------------------------------------
     def tau_s(self, bias_v: float) -> np.ndarray:
         """Each device's (fast) decay time constant in seconds at decay bias ``bias_v`` (V)."""
@@ -73,6 +86,9 @@ class DeviceArray:
     def hold(self, volts: np.ndarray | float, duration_s: float) -> None:
         """Apply ``volts`` (per device, broadcast) for ``duration_s``: pulse above threshold, decay below."""
         if duration_s <= 0:
+            return
+        if np.max(np.abs(volts)) < self.card.pulse.v_threshold_v:  # all below threshold: only decay
+            self._decay(np.asarray(volts, dtype=float), duration_s, np.True_)
             return
         v = np.broadcast_to(np.asarray(volts, dtype=float), self.shape)
         pulsing = (np.abs(v) >= self.card.pulse.v_threshold_v) & ~(self.stuck_on | self.stuck_off)
@@ -115,20 +131,24 @@ class DeviceArray:
         v = np.clip(bias_v, b.bias_min_v, b.bias_max_v)
         tau = tau_at_bias(v, self.tau_ref_s, b.bias_ref_v, b.bias_efold_v)
         if d.law == "exp":
-            return decay_exp(self.g_fast_siemens, dt_s, tau), np.broadcast_to(
-                self.g_slow_siemens, np.shape(tau)
-            )
+            fast = decay_exp(self.g_fast_siemens, dt_s, tau)
+            return fast, self._like(self.g_slow_siemens, fast)
         if d.law == "biexp":
             tau_slow = tau * (d.tau_slow_s / d.tau_s)
             return decay_biexp(self.g_fast_siemens, self.g_slow_siemens, dt_s, tau, tau_slow)
         fast = decay_stretched(self.g_fast_siemens, self.age_s, dt_s, tau, d.stretch_beta)
-        return fast, np.broadcast_to(self.g_slow_siemens, np.shape(fast))
+        return fast, self._like(self.g_slow_siemens, fast)
 
-    def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray) -> None:
+    @staticmethod
+    def _like(part: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """``part`` broadcast to the shape of ``other`` (itself when the shapes already agree)."""
+        return part if part.shape == np.shape(other) else np.broadcast_to(part, np.shape(other))
+
+    def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray | np.bool_) -> None:
         fast, slow = self._decayed(bias_v, dt_s)
-        self.g_fast_siemens = np.where(where, fast, self.g_fast_siemens)
-        self.g_slow_siemens = np.where(where, slow, self.g_slow_siemens)
-        self.age_s = np.where(where, self.age_s + dt_s, self.age_s)
+        np.copyto(self.g_fast_siemens, fast, where=where)
+        np.copyto(self.g_slow_siemens, slow, where=where)
+        np.add(self.age_s, dt_s, out=self.age_s, where=where)
 
     def _pulse(self, amplitude_v: np.ndarray, width_s: float, where: np.ndarray) -> None:
         kw: dict[str, Any] = dict(card_pulse_kwargs(self.card))
@@ -146,6 +166,6 @@ class DeviceArray:
             slow = np.maximum(self.g_slow_siemens + (1 - a) * (new - g_st), 0.0)
         else:
             fast, slow = new, self.g_slow_siemens
-        self.g_fast_siemens = np.where(where, fast, self.g_fast_siemens)
-        self.g_slow_siemens = np.where(where, slow, self.g_slow_siemens)
-        self.age_s = np.where(where, 0.0, self.age_s)
+        np.copyto(self.g_fast_siemens, fast, where=where)
+        np.copyto(self.g_slow_siemens, slow, where=where)
+        np.copyto(self.age_s, 0.0, where=where)

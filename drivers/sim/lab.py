@@ -74,6 +74,8 @@ class SimArray:
         self.devices = DeviceArray(
             self.card, (rows, cols), np.random.default_rng([seed, 1000 + rows * 1000 + cols])
         )
+        # the virtual time (s) up to which each row's devices have been evolved (see XbarFirmware)
+        self.settled_s = np.full(rows, self.clock.now_s())
 
     def tau_s(self, bias_v: float = 0.0) -> np.ndarray:
         """Ground truth: each device's decay time constant (s) at ``bias_v`` (V), shape (rows, cols)."""

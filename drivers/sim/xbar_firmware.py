@@ -315,36 +315,27 @@ class XbarFirmware:
     def _settle(self) -> None:
         self.lines.settle()
 
-    def _drive(self, volts: np.ndarray, duration_s: float, what: str) -> None:
-        self.lines.drive(volts, duration_s, what)
-
-    def _read(self, volts: np.ndarray) -> np.ndarray:
-        return self.lines.read(volts)
-
     def _pulse(self, r: int, c: int, amplitude_v: float, width_s: float) -> str:
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, c] = amplitude_v
-        self._drive(volts, width_s, "pulse")
+        volts = np.zeros(self.array.cols)
+        volts[c] = amplitude_v
+        self.lines.drive(volts, width_s, "pulse", row=r)
         return "OK"
 
     def _pulse_row(self, r: int, width_s: float, amps: tuple[float, ...]) -> str:
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, :] = amps
-        self._drive(volts, width_s, "pulse")
+        self.lines.drive(np.array(amps, dtype=float), width_s, "pulse", row=r)
         return "OK"
 
     def _read_one(self, r: int, c: int, read_v: float) -> str:
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, c] = read_v
+        volts = np.zeros(self.array.cols)
+        volts[c] = read_v
         t = self.array.clock.now_s()
-        current = self._compliance(self._read(volts)[r, c : c + 1], f"row {r} col {c}")
+        current = self._compliance(self.lines.read(volts, row=r)[c : c + 1], f"row {r} col {c}")
         return f"{t:.6f},{current[0]:.6e}"
 
     def _read_row(self, r: int, read_v: float) -> str:
-        volts = np.zeros((self.array.rows, self.array.cols))
-        volts[r, :] = read_v
+        volts = np.full(self.array.cols, read_v)
         t = self.array.clock.now_s()
-        current = self._compliance(self._read(volts)[r], f"row {r}")
+        current = self._compliance(self.lines.read(volts, row=r), f"row {r}")
         return f"{t:.6f}," + ",".join(f"{i:.6e}" for i in current)
 
     # -- checks --------------------------------------------------------------------------------

@@ -8,18 +8,22 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 
-from experiments.art import DEFAULT_CHECKPOINT, load_model, save_checkpoint
-from experiments.art.evaluate import TEST_SEED, TEST_SIZE, fresh_accuracy
-from experiments.art.model import ARCHS
-from experiments.art.train import BATCH_SIZE, EPOCHS, TRAIN_SIZE, EpochLog, make_record, train
 from hwloop.commands.common import backend_from_options, console, emit_json, progress_bar
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+# Option defaults, mirrored from experiments.art so that `--help` need not import torch (the commands
+# import the owners' values); tests/test_cli_imports.py checks that they still match.
+ARCHS = ("stpn", "lstm")
+BATCH_SIZE, EPOCHS, TRAIN_SIZE = 128, 40, 100_000
+TEST_SEED, TEST_SIZE = 0, 20_000
+DEFAULT_CHECKPOINT = (
+    Path(__file__).resolve().parents[2] / "experiments" / "art" / "checkpoints" / "stpn11.safetensors"
+)
 
 
 @app.command("train")
@@ -43,6 +47,13 @@ def train_cmd(
     ] = False,
 ) -> None:
     """Train an ART model (batch 128, Adam 1e-3) and write its checkpoint and training record."""
+    import torch
+
+    from experiments.art import save_checkpoint
+    from experiments.art.evaluate import TEST_SIZE
+    from experiments.art.model import ARCHS
+    from experiments.art.train import BATCH_SIZE, EpochLog, make_record, train
+
     if model not in ARCHS:
         raise HwloopError(f"unknown ART model {model!r}; choose one of: {', '.join(ARCHS)}")
     if out.suffix != ".safetensors":
@@ -113,6 +124,9 @@ def eval_cmd(
     ] = None,
 ) -> None:
     """Accuracy of an ART checkpoint on fresh sequences, with its STPN layer on a crossbar backend."""
+    from experiments.art import load_model
+    from experiments.art.evaluate import fresh_accuracy
+
     net = load_model(checkpoint)
     options = {"card": card, "calibration": calibration, "seed": backend_seed, "extra": backend_option}
     if net.arch == "stpn":

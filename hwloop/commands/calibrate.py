@@ -4,27 +4,32 @@ decay versus bias (SMU), fit them, report them."""
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from pydantic import BaseModel, ValidationError
 
-from calibration.analysis import build_record
-from calibration.campaign import Campaign, CampaignConfig, check_limits
-from calibration.fit import MODELS
-from calibration.report import summary_text, write_report
-from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, check_smu_limits
-from calibration.storage import CampaignFile
-from device_models.record import CalibrationError, CalibrationRecord
-from drivers import ArrayController, InstrumentError, SafetyLimits, Smu, open_instrument
-from drivers.factory import is_serial, is_simulated
 from hwloop.commands.common import console, emit_json, progress_bar
 from hwloop.errors import HwloopError
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from calibration.campaign import Campaign, CampaignConfig
+    from calibration.smu_campaign import SmuCampaign, SmuCampaignConfig
+    from calibration.storage import CampaignFile
+    from device_models.record import CalibrationRecord
+    from drivers import ArrayController, Smu
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+# The decay laws of calibration.fit.MODELS, mirrored for the --model help so that `--help` need not
+# import the fitting code (fit_cmd checks against the owner's tuple); tests/test_cli_imports.py checks
+# that they still match.
+MODELS = ("exp", "biexp", "stretched", "auto")
 
 
 def _read_config_file(path: Path | None) -> dict[str, Any]:
@@ -41,6 +46,8 @@ def _read_config_file(path: Path | None) -> dict[str, Any]:
 
 def _numbers(option: str, value: str | None, kind: type = float) -> list[Any] | None:
     """A comma-separated option value as numbers, or None if the option was not given."""
+    import numpy as np
+
     if value is None:
         return None
     try:
@@ -54,6 +61,8 @@ def _numbers(option: str, value: str | None, kind: type = float) -> list[Any] | 
 
 
 def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -62,6 +71,8 @@ def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
 
 
 def _load_config(path: Path | None, rows: str | None, cols: str | None) -> CampaignConfig:
+    from calibration.campaign import CampaignConfig
+
     data = _read_config_file(path)
     for key, value in (("rows", rows), ("cols", cols)):
         if (numbers := _numbers(f"--{key}", value, int)) is not None:
@@ -71,6 +82,8 @@ def _load_config(path: Path | None, rows: str | None, cols: str | None) -> Campa
 
 
 def _load_smu_config(path: Path | None, overrides: dict[str, Any]) -> SmuCampaignConfig:
+    from calibration.smu_campaign import SmuCampaignConfig
+
     data = _read_config_file(path)
     protocol = dict(data.get("bias_decay") or {})
     protocol.update({k: v for k, v in overrides.items() if v is not None})
@@ -84,6 +97,10 @@ def _campaign(
     config: CampaignConfig | SmuCampaignConfig,
     resource: str,
 ) -> Campaign | SmuCampaign:
+    from calibration.campaign import Campaign, CampaignConfig
+    from calibration.smu_campaign import SmuCampaign, SmuCampaignConfig
+    from drivers import ArrayController, Smu
+
     if isinstance(inst, Smu) and isinstance(config, SmuCampaignConfig):
         return SmuCampaign(inst, store, config)
     if isinstance(inst, ArrayController) and isinstance(config, CampaignConfig):
@@ -143,6 +160,12 @@ def run_cmd(
 ) -> None:
     """Run a campaign: decay + pulse response over an array (crossbar controller), or decay versus
     bias on one device (SMU). Every measurement is flushed as it is taken."""
+    from calibration.campaign import check_limits
+    from calibration.smu_campaign import SMU_SHAPE, SmuCampaignConfig, check_smu_limits
+    from calibration.storage import CampaignFile
+    from drivers import InstrumentError, SafetyLimits, Smu, open_instrument
+    from drivers.factory import is_serial, is_simulated
+
     smu_options = {"--biases": biases, "--amplitudes": amplitudes, "--widths": widths, "--cycles": cycles}
     if is_serial(resource):
         given = [name for name, value in smu_options.items() if value is not None]
@@ -174,35 +197,130 @@ def run_cmd(
         check_smu_limits(config, limits)
     else:
         check_limits(config, limits)
-    with open_instrument(resource, limits, allow_v1_pulses=allow_v1_pulses) as inst:
-        shape = SMU_SHAPE if isinstance(inst, Smu) else (inst.rows, inst.cols)
-        dump = config.model_dump(mode="json")
-        if resume:
-            store = CampaignFile.resume(out, config=dump)
-        else:
-            store = CampaignFile.create(
-                out, config=dump, shape=shape, safety_limits=limits.model_dump(mode="json")
-            )
-        with store, progress_bar() as bar:
-            if store.shape != shape:
-                raise HwloopError(f"{out} holds a {store.shape} array but {resource} is {shape}")
-            campaign = _campaign(inst, store, config, resource)
-            task = bar.add_task("measuring", total=len(campaign.units()))
-            try:
-                measured = campaign.run(lambda done, total: bar.update(task, completed=done))
-            except InstrumentError as exc:
-                raise HwloopError(
-                    f"campaign interrupted: {exc}; everything measured so far is saved in {out}; "
-                    "continue with --resume"
-                ) from None
+    kept: tuple[int, int] | None = None  # (units in the file, units planned) when Ctrl-C stops the run
+    try:
+        with open_instrument(resource, limits, allow_v1_pulses=allow_v1_pulses) as inst:
+            shape = SMU_SHAPE if isinstance(inst, Smu) else (inst.rows, inst.cols)
+            dump = config.model_dump(mode="json")
+            if resume:
+                store = CampaignFile.resume(out, config=dump)
+            else:
+                store = CampaignFile.create(
+                    out, config=dump, shape=shape, safety_limits=limits.model_dump(mode="json")
+                )
+            with store, progress_bar() as bar:
+                if store.shape != shape:
+                    raise HwloopError(f"{out} holds a {store.shape} array but {resource} is {shape}")
+                campaign = _campaign(inst, store, config, resource)
+                task = bar.add_task("measuring", total=len(campaign.units()))
+                try:
+                    measured = campaign.run(lambda done, total: bar.update(task, completed=done))
+                except InstrumentError as exc:
+                    raise HwloopError(
+                        f"campaign interrupted: {exc}; everything measured so far is saved in {out}; "
+                        "continue with --resume"
+                    ) from None
+                except KeyboardInterrupt:
+                    kept = (campaign.completed(), len(campaign.units()))
+                    raise  # on through the instrument, which returns its outputs to 0 V / off
+    except KeyboardInterrupt:
+        if kept is None:
+            raise
+        again = [*sys.argv[1:], *([] if resume else ["--resume"])]
+        console.print(
+            f"interrupted: {kept[0]} of {kept[1]} units are saved in {out} (a unit cut short is measured "
+            f"again); continue with: hwloop {shlex.join(again)}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     console.print(f"measured {measured} units into {out} (limits: {limits.summary()})")
     if as_json:
         emit_json({"out": str(out), "units_measured": measured, "limits": limits.model_dump()})
 
 
+@app.command("import")
+def import_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Trace files: .csv (one or many traces), .npz, .h5.")],
+    out: Annotated[Path, typer.Option("--out", help="Campaign file to write (HDF5), for fit/report/map.")],
+    time: Annotated[
+        str | None, typer.Option("--time", help="Time column (name or 0-based index) or array key.")
+    ] = None,
+    time_unit: Annotated[str, typer.Option("--time-unit", help="s, ms or us.")] = "s",
+    conductance: Annotated[
+        str | None, typer.Option("--conductance", help="Conductance column or key (default: 2nd column).")
+    ] = None,
+    conductance_unit: Annotated[str, typer.Option("--conductance-unit", help="S, mS, uS or nS.")] = "S",
+    current: Annotated[
+        str | None, typer.Option("--current", help="Current column or key, instead of a conductance.")
+    ] = None,
+    current_unit: Annotated[str, typer.Option("--current-unit", help="A, mA, uA or nA.")] = "A",
+    read_voltage: Annotated[
+        float | None, typer.Option("--read-voltage", help="Read voltage of --current, V (g = i / V).")
+    ] = None,
+    current_sign: Annotated[
+        str,
+        typer.Option(
+            "--current-sign", help="as-measured, or flip for SMUs that report inflowing current < 0."
+        ),
+    ] = "as-measured",
+    device: Annotated[str | None, typer.Option("--device", help="Column or key with device ids.")] = None,
+    condition: Annotated[
+        str | None, typer.Option("--condition", help="Column or key with conditions.")
+    ] = None,
+    cycle: Annotated[str | None, typer.Option("--cycle", help="Column or key with cycle numbers.")] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--pattern",
+            help="Regex over file names with groups device, row, col, condition, cycle, e.g. "
+            "'r(?P<row>\\d+)c(?P<col>\\d+)_(?P<condition>.+)'.",
+        ),
+    ] = None,
+    shape: Annotated[
+        str | None, typer.Option("--shape", help="Array ROWSxCOLS the devices belong to (default: inferred).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Import relaxation traces measured elsewhere (CSV, NPZ, HDF5) into a campaign file."""
+    from calibration.importer import ImportSpec, import_files
+
+    dims = None
+    if shape is not None:
+        rows_text, _, cols_text = shape.lower().partition("x")
+        if not (rows_text.isdigit() and cols_text.isdigit()):
+            raise HwloopError(f"--shape must be ROWSxCOLS, e.g. 16x16, got {shape!r}")
+        dims = (int(rows_text), int(cols_text))
+    spec = ImportSpec(
+        time=time,
+        conductance=conductance,
+        current=current,
+        read_v=read_voltage,
+        time_unit=time_unit,
+        conductance_unit=conductance_unit,
+        current_unit=current_unit,
+        current_sign=current_sign,
+        device=device,
+        condition=condition,
+        cycle=cycle,
+        pattern=pattern,
+        shape=dims,
+    )
+    summary = import_files(files, out, spec)
+    if "relaxations" in summary:
+        console.print(
+            f"imported {summary['relaxations']} relaxations of {summary['devices']} devices "
+            f"({len(summary['conditions'])} condition(s)) from {summary['files']} file(s) into {out}"
+        )
+    else:
+        console.print(f"converted {files[0]} (campaign format version 1) into {out}")
+    console.print(f"next: hwloop calibrate fit {out} --out record.json")
+    if as_json:
+        emit_json(summary)
+
+
 @app.command("fit")
 def fit_cmd(
-    data: Annotated[Path, typer.Argument(help="Campaign file (HDF5) from `hwloop calibrate run`.")],
+    data: Annotated[Path, typer.Argument(help="Campaign file (HDF5): `calibrate run` or `import`.")],
     out: Annotated[Path, typer.Option("--out", help="Calibration record to write (JSON).")],
     model: Annotated[str, typer.Option("--model", help=f"Decay law: {', '.join(MODELS)}.")] = "auto",
     dt: Annotated[float, typer.Option("--dt", help="STPN time step the record's lambda refers to, s.")] = 0.1,
@@ -218,6 +336,11 @@ def fit_cmd(
     ] = False,
 ) -> None:
     """Fit every relaxation and pulse response of a campaign into a per-device calibration record."""
+    from calibration.analysis import build_record
+    from calibration.fit import MODELS
+    from calibration.report import summary_text
+    from calibration.storage import CampaignFile
+
     if model not in MODELS:
         raise HwloopError(f"unknown decay model {model!r}; choose one of {', '.join(MODELS)}")
     CampaignFile(data).close()  # a missing or foreign file fails here, before any progress output
@@ -240,6 +363,8 @@ def fit_cmd(
 
 def _fit_summary(record: CalibrationRecord, out: Path) -> dict[str, Any]:
     """Devices, usable count, laws and the median / range of tau (s) and lambda of a record."""
+    import numpy as np
+
     good = record.good()
     tau, lam = record.array("tau_s")[good], record.array("lam")[good]
     laws: dict[str, int] = {}
@@ -275,6 +400,9 @@ def report_cmd(
     ] = None,
 ) -> None:
     """Plot decay fits, tau/lambda histograms and pulse responses, and write a text summary."""
+    from calibration.report import write_report
+    from device_models.record import CalibrationError, CalibrationRecord
+
     record = CalibrationRecord.load(record_path)
     if data is None and record.provenance.source_file and Path(record.provenance.source_file).exists():
         data = Path(record.provenance.source_file)
@@ -302,10 +430,12 @@ def map_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synapse -> device draw.")] = 0,
 ) -> None:
     """How far a trained STPN's lambda and gamma are from what the calibrated array realises, per synapse."""
+    import numpy as np
     from safetensors.numpy import save_file
 
     from calibration.mapping import PulseWindow, map_stpn
     from calibration.report import mapping_plot
+    from device_models.record import CalibrationRecord
     from experiments.art import DEFAULT_CHECKPOINT, load_model
 
     record = CalibrationRecord.load(record_path)
@@ -318,7 +448,8 @@ def map_cmd(
     mapping = map_stpn(layer, record, dt, window, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     summary = mapping.summary()
-    (out / "mapping.json").write_text(json.dumps(summary, indent=2) + "\n")
+    known = {key: (value if np.isfinite(value) else None) for key, value in summary.items()}  # JSON: null
+    (out / "mapping.json").write_text(json.dumps(known, indent=2) + "\n")
     arrays = {
         k: getattr(mapping, k).astype(np.float64)
         for k in ("lam_trained", "lam_hardware", "gamma_trained", "gamma_hardware")
@@ -328,6 +459,6 @@ def map_cmd(
         str(out / "mapping.safetensors"),
     )
     mapping_plot(mapping, out / "mapping.png")
-    for key, value in summary.items():
-        console.print(f"{key:<28} {value:.4g}")
+    for key, value in known.items():
+        console.print(f"{key:<28} {'not measured (no pulse response)' if value is None else f'{value:.4g}'}")
     console.print(f"wrote {out / 'mapping.json'}, {out / 'mapping.safetensors'}, {out / 'mapping.png'}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hwloop.crossbar import Crossbar, make_backend
 from hwloop.errors import HwloopError
+
+if TYPE_CHECKING:
+    from hwloop.crossbar import Crossbar
 
 console = Console(stderr=True)  # progress and tables go to stderr so stdout stays machine-readable
 
@@ -64,6 +66,8 @@ def backend_from_options(
     A backend that does not take a given option refuses it with one clear error (``make_backend``),
     so nothing is silently ignored.
     """
+    from hwloop.crossbar import make_backend
+
     given = {"card": card, "calibration": calibration, "seed": seed, **parse_backend_options(extra or [])}
     return make_backend(name, **{key: value for key, value in given.items() if value is not None})
 

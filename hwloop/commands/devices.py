@@ -5,23 +5,17 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from device_models.card import DEFAULT_CARD, DeviceCard, load_card
-from device_models.memristor import (
-    card_pulse_kwargs,
-    card_relaxation,
-    pulse_energy_j,
-    pulse_response,
-    tau_at_bias,
-)
 from hwloop.commands.common import console, emit_json
 from hwloop.errors import HwloopError
+
+if TYPE_CHECKING:
+    from device_models.card import DeviceCard
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -43,6 +37,8 @@ def show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON instead.")] = False,
 ) -> None:
     """Print every parameter of a device card with its unit and meaning."""
+    from device_models.card import DEFAULT_CARD, load_card
+
     c = load_card(card)
     if as_json:
         emit_json({"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json")})
@@ -96,6 +92,16 @@ def relaxation_trace(
     c: DeviceCard, amplitude_v: float, width_s: float, duration_s: float, bias_v: float, points: int
 ) -> dict[str, Any]:
     """One pulse from rest (g_st = 0) on the nominal device, then its relaxation at ``bias_v``."""
+    import numpy as np
+
+    from device_models.memristor import (
+        card_pulse_kwargs,
+        card_relaxation,
+        pulse_energy_j,
+        pulse_response,
+        tau_at_bias,
+    )
+
     g_peak = float(pulse_response(0.0, amplitude_v, width_s, **card_pulse_kwargs(c)))
     t = np.linspace(0.0, duration_s, points)
     g_st = g_peak * card_relaxation(c, t, bias_v)
@@ -120,9 +126,12 @@ def relaxation_trace(
 def _plot(trace: dict[str, Any], c: DeviceCard, out: Path) -> None:
     """The trace (solid), the same pulse decaying at both ends of the bias window (dashed)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from device_models.memristor import card_relaxation, tau_at_bias
 
     t = np.asarray(trace["time_s"])
     peak = trace["g_st_peak_siemens"]
@@ -174,6 +183,8 @@ def relax_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON on stdout.")] = False,
 ) -> None:
     """Simulate one pulse on the card's nominal device followed by its relaxation."""
+    from device_models.card import load_card
+
     c = load_card(card)
     amplitude_v, width_s = parse_pulse(pulse)
     duration_s = parse_quantity(duration, "s", "--for")

@@ -6,27 +6,16 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from drivers import (
-    ArrayController,
-    ComplianceError,
-    CrossbarController,
-    SafetyError,
-    SafetyLimits,
-    Smu,
-    open_instrument,
-)
-from drivers.factory import is_arc2, is_simulated, list_resources, open_transport
-from drivers.smu import MAX_TRAIN_POINTS
-from drivers.trace import TraceWriter
 from hwloop.commands.common import console, emit_json
 from hwloop.errors import HwloopError
 
 if TYPE_CHECKING:
+    from drivers import ArrayController, Smu
     from drivers.sim import SimLab
+    from drivers.trace import TraceWriter
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -47,6 +36,8 @@ AllowV1Pulses = Annotated[
 
 
 def _sim_lab(resource: str, seed: int) -> SimLab | None:
+    from drivers.factory import is_simulated
+
     if resource.startswith(("xbarsim://", "arc2sim://")) or not is_simulated(resource):
         return None
     from drivers.sim import SimLab  # loads the device physics only when a simulated resource is used
@@ -60,6 +51,8 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the resources as JSON on stdout.")] = False,
 ) -> None:
     """List VISA resources, serial ports, and the simulated lab's instruments."""
+    from drivers.factory import list_resources
+
     found = list_resources(visa_library)
     if as_json:
         emit_json(found)
@@ -85,6 +78,9 @@ def identify_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print {resource, idn} as JSON.")] = False,
 ) -> None:
     """Print the instrument's identification (``*IDN?``); sends nothing that sources."""
+    from drivers import SafetyLimits, open_instrument
+    from drivers.factory import is_arc2, open_transport
+
     if is_arc2(resource):  # no line transport: the driver describes the board (it only grounds channels)
         with open_instrument(resource, SafetyLimits.conservative()) as board:
             idn = board.identify()
@@ -143,6 +139,10 @@ def pulse_cmd(
     ] = False,
 ) -> None:
     """Apply one pulse, then take a timed read train of the device's current; write it to ``--out``."""
+    from drivers import CrossbarController, SafetyError, SafetyLimits, Smu, open_instrument
+    from drivers.smu import MAX_TRAIN_POINTS
+    from drivers.trace import TraceWriter
+
     limits = SafetyLimits.load(limits_file) if limits_file is not None else SafetyLimits.conservative()
     source = str(limits_file) if limits_file is not None else "conservative defaults"
     console.print(f"safety limits ({source}): {limits.summary()}", soft_wrap=True)
@@ -220,6 +220,8 @@ def _summary(trace_path: Path, plot: Path | None) -> dict[str, object]:
 def _smu_trace(
     smu: Smu, trace: TraceWriter, amplitude: float, width: float, read: float, every: float, n: int
 ) -> None:
+    from drivers import ComplianceError
+
     smu.pulse(amplitude, width)
     try:
         train = smu.read_train(read, every, n)
@@ -269,6 +271,7 @@ def _plot(trace_path: Path, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from drivers.trace import read_trace
 

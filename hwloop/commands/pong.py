@@ -9,24 +9,25 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments.pong.agent import load_agent, save_agent
-from experiments.pong.env import STICKY
-from experiments.pong.evaluate import EpisodeTrace, evaluate
-from experiments.pong.media import GifRecorder, plot_traces
-from experiments.pong.train import TrainConfig, train
 from hwloop.commands.common import backend_from_options, console, emit_json
 from hwloop.errors import HwloopError
+
+if TYPE_CHECKING:
+    from experiments.pong.evaluate import EpisodeTrace
 
 app = typer.Typer(pretty_exceptions_enable=False)
 
 DEFAULT_CHECKPOINT = (
     Path(__file__).resolve().parents[2] / "experiments" / "pong" / "checkpoints" / "stpn64.safetensors"
 )
+# experiments.pong.env.STICKY, mirrored so that `--help` need not import torch;
+# tests/test_cli_imports.py checks that it still matches.
+STICKY = 0.25
 
 
 @app.callback(invoke_without_command=True)
@@ -68,6 +69,10 @@ def evaluate_cmd(
     if ctx.invoked_subcommand is not None:
         return
     import torch
+
+    from experiments.pong.agent import load_agent
+    from experiments.pong.evaluate import evaluate
+    from experiments.pong.media import GifRecorder, plot_traces
 
     torch.set_num_threads(threads)
     agent = load_agent(checkpoint)
@@ -182,6 +187,9 @@ def train_cmd(
 ) -> None:
     """Imitation-train a Pong agent (BC + DAgger from the RAM expert) and write checkpoint and record."""
     import torch
+
+    from experiments.pong.agent import save_agent
+    from experiments.pong.train import TrainConfig, train
 
     if out.suffix != ".safetensors":
         raise HwloopError(f"--out must end in .safetensors, got {out}")
