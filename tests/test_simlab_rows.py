@@ -14,6 +14,13 @@ from drivers.sim.xbar_firmware import LATENCY_S, XbarFirmware
 ROWS, COLS, SEED = 3, 4, 5
 
 
+def _handle(firmware: XbarFirmware, line: str) -> str:
+    """The reply to one protocol-1 line (one command, one latency: the reference's unit of time)."""
+    reply = firmware.handle_line(line).reply
+    assert reply is not None
+    return reply
+
+
 def quiet_card(law: str):
     """The shipped card with the given law and no cycle-to-cycle or read noise (so both sides agree
     exactly whatever order they draw random numbers in)."""
@@ -46,8 +53,8 @@ SESSION = [
 def test_row_wise_evolution_equals_whole_array_evolution(law: str) -> None:
     card = quiet_card(law)
     array = SimArray(ROWS, COLS, SEED, card=card)
-    firmware = XbarFirmware(array)
-    assert firmware.handle("ILIM 1e-3") == "OK"
+    firmware = XbarFirmware(array, protocol=1)
+    assert _handle(firmware, "ILIM 1e-3") == "OK"
     ref = DeviceArray(card, (ROWS, COLS), np.random.default_rng([SEED, 1000 + ROWS * 1000 + COLS]))
     np.testing.assert_array_equal(ref.tau_ref_s, array.devices.tau_ref_s)  # same devices
 
@@ -69,16 +76,16 @@ def test_row_wise_evolution_equals_whole_array_evolution(law: str) -> None:
         full = np.zeros((ROWS, COLS))
         full[row] = volts
         if kind == "pulse":
-            reply = firmware.handle(f"PULSEROW {row} {duration:g} " + ",".join(f"{v:g}" for v in volts))
+            reply = _handle(firmware, f"PULSEROW {row} {duration:g} " + ",".join(f"{v:g}" for v in volts))
             assert reply == "OK"
             ref_command(full, duration)
         else:
-            reply = firmware.handle(f"READROW {row} 0.2")
+            reply = _handle(firmware, f"READROW {row} 0.2")
             got = np.array([float(x) for x in reply.split(",")[1:]])
             want = ref_command(full, card.read.read_time_s)
             assert want is not None
             np.testing.assert_allclose(got, want[row], rtol=1e-6)  # the reply carries 7 digits
-    firmware.handle("RST")  # settles every row up to now
+    _handle(firmware, "RST")  # settles every row up to now
     ref_command(None, 0.0)  # its latency
     np.testing.assert_allclose(array.devices.conductance_siemens(), ref.conductance_siemens(), rtol=1e-12)
     assert np.all(array.settled_s == array.clock.now_s())
@@ -87,14 +94,14 @@ def test_row_wise_evolution_equals_whole_array_evolution(law: str) -> None:
 def test_a_row_left_unaddressed_still_relaxes_across_connections() -> None:
     card = quiet_card("exp")
     array = SimArray(2, 2, SEED, card=card)
-    first = XbarFirmware(array)
-    first.handle("ILIM 1e-3")
-    first.handle("PULSEROW 0 1e-3 1.8,1.8")
-    peak = np.array([float(x) for x in first.handle("READROW 0 0.2").split(",")[1:]])
+    first = XbarFirmware(array, protocol=1)
+    _handle(first, "ILIM 1e-3")
+    _handle(first, "PULSEROW 0 1e-3 1.8,1.8")
+    peak = np.array([float(x) for x in _handle(first, "READROW 0 0.2").split(",")[1:]])
     array.clock.sleep(3.0)  # row 0 is not addressed again on this connection
-    second = XbarFirmware(array)  # a new connection to the same (persistent) array
-    second.handle("ILIM 1e-3")
-    later = np.array([float(x) for x in second.handle("READROW 0 0.2").split(",")[1:]])
+    second = XbarFirmware(array, protocol=1)  # a new connection to the same (persistent) array
+    _handle(second, "ILIM 1e-3")
+    later = np.array([float(x) for x in _handle(second, "READROW 0 0.2").split(",")[1:]])
     g_lt = array.devices.g_lt_siemens[0] * 0.2
     tau = array.devices.tau_s(0.0)[0]
     # the short-term part decayed by about exp(-3 s / tau) (plus a few ms of reads and latency)

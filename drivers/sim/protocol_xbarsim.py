@@ -61,9 +61,8 @@ def sim_firmware(rows: int, cols: int, seed: int, protocol: int = 2) -> XbarFirm
     key = (rows, cols, seed)
     firmware = _FIRMWARES.get(key)
     if firmware is None or firmware.protocol != protocol:
+        # the devices keep their history: the array carries the time each row was settled to
         firmware = XbarFirmware(sim_array(rows, cols, seed), protocol=protocol)
-        if key in _FIRMWARES:  # the devices keep their history: carry the time they were settled to
-            firmware.lines.t_devices_s = _FIRMWARES[key].lines.t_devices_s
         _FIRMWARES[key] = firmware
     return firmware
 
