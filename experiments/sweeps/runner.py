@@ -273,7 +273,8 @@ def ray_session(address: str | None, workers: int | None) -> Iterator[Any]:
         return
     try:
         if address is None:
-            ray.init(
+            ray.init(  # "local": a new cluster on this machine, even when another one runs here
+                address="local",
                 num_cpus=workers or os.cpu_count(),
                 include_dashboard=False,
                 log_to_driver=False,

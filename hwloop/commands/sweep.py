@@ -5,7 +5,9 @@ Heavy modules (ray, pyarrow, torch, matplotlib, experiments.*) are imported insi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,14 +96,15 @@ def run_cmd(
     )
     progress = _RichProgress(f"{spec.name}")
     try:
-        outcome = run_sweep(
-            spec,
-            out,
-            executor=executor,  # type: ignore[arg-type]  # checked above
-            address=address,
-            workers=workers,
-            progress=progress,
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # Ray's own messages must not mix into --json output
+            outcome = run_sweep(
+                spec,
+                out,
+                executor=executor,  # type: ignore[arg-type]  # checked above
+                address=address,
+                workers=workers,
+                progress=progress,
+            )
     except KeyboardInterrupt:
         progress.stop()
         console.print(f"interrupted: finished points are in {out}; run the same command to resume")
