@@ -114,7 +114,8 @@ def _art_train_eval(spec: SweepSpec, point: Point) -> dict[str, float]:
         kwargs["card"] = point_card(spec, point)
     if "init_checkpoint" in params and task.checkpoint is not None:
         kwargs["init_checkpoint"] = task.checkpoint
-    net, history, _ = art_train.train("stpn", task.epochs, task.train_seed, hardware_aware=True, **kwargs)
+    kwargs["hardware_aware"] = True  # checked above: this training takes the option
+    net, history, _ = art_train.train("stpn", task.epochs, task.train_seed, **kwargs)
     net.set_backend(point_backend(spec, point))
     metrics = _art_metrics(net, task.n, task.test_seed + point.repeat)
     metrics["train_val_accuracy"] = float(history[-1].val_accuracy)

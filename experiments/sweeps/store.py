@@ -117,7 +117,7 @@ class ResultStore:
             part.unlink()
 
     def _complete(self, row: dict[str, Any]) -> dict[str, Any]:
-        full = {name: None for name in self.schema.names}
+        full: dict[str, Any] = {name: None for name in self.schema.names}
         full.update(row)
         full["run_id"] = self.run_id
         return full
