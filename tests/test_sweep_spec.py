@@ -168,3 +168,20 @@ def test_the_cli_prints_one_error_line_for_a_bad_spec(tmp_path: Path, hwloop_run
     assert result.code == 2
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: sweep spec") and "read_noise" in lines[0]
+
+
+def test_train_then_eval_needs_hardware_aware_training_and_says_so_before_running(tmp_path: Path) -> None:
+    """Without hardware-aware ART training in this hwloop, the task is one clear error up front; with it,
+    a tiny point trains on the aware backend and evaluates on the emulated one."""
+    from experiments.sweeps.point import NoHardwareAwareTraining, evaluate_point, hardware_aware_training
+
+    text = BASE.replace('kind = "art-eval"', 'kind = "art-train-eval"\nepochs = 1\ntrain_size = 128')
+    spec = load_spec(write(tmp_path, text))
+    try:
+        hardware_aware_training()
+    except NoHardwareAwareTraining:
+        with pytest.raises(NoHardwareAwareTraining, match="this hwloop has no hardware-aware training"):
+            preflight(spec)
+        return
+    metrics = evaluate_point(spec, spec.points()[0])
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["train_val_accuracy"] <= 1.0

@@ -7,6 +7,7 @@ point's chip seed (the backend's ``seed``) and repeat index (the test stream / g
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import socket
@@ -95,27 +96,59 @@ def _art_eval(spec: SweepSpec, point: Point) -> dict[str, float]:
     return _art_metrics(net, task.n, task.test_seed + point.repeat)
 
 
-def _art_train_eval(spec: SweepSpec, point: Point) -> dict[str, float]:
-    """Hardware-aware training on the point's card and chip, then evaluation on the same backend."""
+def hardware_aware_training() -> tuple[Any, Any]:
+    """The ART training entry point and the ``hwloop.backends.aware`` module, if this hwloop trains
+    hardware-aware (``train`` takes a ``backend`` and a ``lambda_range``); else one clear
+    ``NoHardwareAwareTraining``."""
     from experiments.art import train as art_train
 
+    params = inspect.signature(art_train.train).parameters
+    try:
+        aware_module = importlib.import_module("hwloop.backends.aware")
+    except ImportError:
+        aware_module = None
+    if aware_module is None or "backend" not in params or "lambda_range" not in params:
+        raise NoHardwareAwareTraining(
+            "this hwloop has no hardware-aware training (experiments.art.train.train takes no backend / "
+            "lambda_range, or hwloop.backends.aware is missing); use task kind 'art-eval'"
+        )
+    return art_train.train, aware_module
+
+
+def _art_train_eval(spec: SweepSpec, point: Point) -> dict[str, float]:
+    """Hardware-aware training on the point's card (``hwloop art train --hardware-aware``: the aware
+    backend draws chips from the card, seeded by the chip seed), then evaluation on the spec's backend
+    with the point's chip."""
+    from experiments.art import load_model
+    from experiments.art.model import N_SYMBOLS
+    from hwloop.crossbar import make_backend
+
+    train, aware_module = hardware_aware_training()
     task = spec.task
     assert task.kind == "art-train-eval"
-    params = inspect.signature(art_train.train).parameters
-    if "hardware_aware" not in params:
-        raise NoHardwareAwareTraining(
-            "this hwloop has no hardware-aware training (experiments.art.train.train takes no "
-            "hardware_aware option); use task kind 'art-eval'"
-        )
-    kwargs: dict[str, Any] = {"hidden_size": task.hidden, "train_size": task.train_size}
-    if "backend" in params:
-        kwargs["backend"] = point_backend(spec, point)
-    if "card" in params:
-        kwargs["card"] = point_card(spec, point)
-    if "init_checkpoint" in params and task.checkpoint is not None:
-        kwargs["init_checkpoint"] = task.checkpoint
-    kwargs["hardware_aware"] = True  # checked above: this training takes the option
-    net, history, _ = art_train.train("stpn", task.epochs, task.train_seed, **kwargs)
+    card = point_card(spec, point)
+    options = {**spec.backend.options, **point.backend_options()}
+    aware_params = inspect.signature(aware_module.AwareCrossbar).parameters
+    aware_options = {k: v for k, v in options.items() if k in aware_params}
+    aware = make_backend(
+        "aware", card=card, calibration=spec.backend.calibration, seed=point.chip_seed, **aware_options
+    )
+    hidden = task.hidden or 11
+    dt_s = float(options.get("dt_s", 0.1))  # type: ignore[arg-type]
+    lambda_range = aware_module.trainable_lambda_range(
+        card, dt_s, (hidden, N_SYMBOLS + hidden), spec.backend.calibration
+    )
+    init = load_model(task.checkpoint) if task.checkpoint is not None else None
+    net, history, _ = train(
+        "stpn",
+        task.epochs,
+        task.train_seed,
+        hidden_size=hidden,
+        train_size=task.train_size,
+        backend=aware,
+        lambda_range=lambda_range,
+        init=init,
+    )
     net.set_backend(point_backend(spec, point))
     metrics = _art_metrics(net, task.n, task.test_seed + point.repeat)
     metrics["train_val_accuracy"] = float(history[-1].val_accuracy)

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from experiments.sweeps.point import point_backend, run_point
+from experiments.sweeps.point import hardware_aware_training, point_backend, run_point
 from experiments.sweeps.spec import Point, SweepSpec
 from experiments.sweeps.store import ResultStore
 from hwloop.errors import HwloopError
@@ -74,6 +74,8 @@ def ray_available() -> bool:
 def preflight(spec: SweepSpec) -> None:
     """Build every point's backend option combination once, here, so a bad option or value is one error
     before any work is sent out (the card values were checked when the spec was loaded)."""
+    if spec.task.kind == "art-train-eval":
+        hardware_aware_training()  # one clear error if this hwloop cannot train hardware-aware
     seen: set[str] = set()
     for point in spec.points():
         key = repr(sorted(point.backend_options().items()))
