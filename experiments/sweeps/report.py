@@ -263,7 +263,7 @@ MAX_LINES = 6
 
 def plot_report(grid: Grid, found: list[Threshold], margin: float, out: Path, title: str) -> None:
     """Write the report figure: one panel per parameter (metric vs value, seed spread, thresholds),
-    plus a heat map of the first two parameters (others averaged) with the target contour."""
+    plus a heat map of the first two parameters (others averaged) with the best - margin contour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -358,15 +358,17 @@ def _heatmap(ax: Any, grid: Grid, target: float) -> None:
     )
     ax.figure.colorbar(im, ax=ax, label=grid.metric + (" (mean over others)" if len(grid.axes) > 2 else ""))
     if np.nanmin(image) < target < np.nanmax(image) and min(image.shape) >= 2:
-        ax.contour(
-            np.nan_to_num(image, nan=np.nanmin(image)), levels=[target], colors="white", linewidths=1.5
-        )
+        ax.contour(np.nan_to_num(image, nan=np.nanmin(image)), levels=[target], colors="red", linewidths=1.5)
+    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
     for j in range(len(a1)):
         for i in range(len(a0)):
             if not np.isnan(image[j, i]):
-                ax.text(i, j, f"{image[j, i]:.3g}", ha="center", va="center", fontsize=7, color="white")
+                bright = (image[j, i] - lo) / ((hi - lo) or 1.0)
+                bright = bright if grid.higher_is_better else 1 - bright
+                color = "black" if bright > 0.6 else "white"  # readable on viridis' light and dark ends
+                ax.text(i, j, f"{image[j, i]:.3g}", ha="center", va="center", fontsize=7, color=color)
     ax.set_xticks(range(len(a0)), [f"{v:g}" if isinstance(v, float) else str(v) for v in a0], fontsize=7)
     ax.set_yticks(range(len(a1)), [f"{v:g}" if isinstance(v, float) else str(v) for v in a1], fontsize=7)
     ax.set_xlabel(grid.params[0])
     ax.set_ylabel(grid.params[1])
-    ax.set_title("mean over seeds; white: target contour", fontsize=8)
+    ax.set_title("mean over seeds; red: the best - margin contour", fontsize=8)

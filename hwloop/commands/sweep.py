@@ -165,7 +165,7 @@ def report_cmd(
         else "tolerance"
     )
     for name in ("parameter", "others at", "threshold"):
-        rows.add_column(name)
+        rows.add_column(name, overflow="fold")
     for t in found:
         axis = grid.axes[grid.params.index(t.param)]
         at = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.at.items()) or "-"
