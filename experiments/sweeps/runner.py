@@ -160,8 +160,8 @@ class _Tracker:
         row = self._row(point, "ok", None)
         row.update({k: metrics.get(k) for k in metrics if k in self.store.schema.names})
         row.update(value=metrics[self.spec.metric], seconds=result["seconds"], worker=result["worker"])
+        self.outcome.done += 1  # before storing: the progress report after the store counts it
         self._store(row)
-        self.outcome.done += 1
 
     def errored(self, point: Point, error: BaseException) -> None:
         self.running -= 1
@@ -171,8 +171,8 @@ class _Tracker:
             self._report()
             return
         message = _one_line(error)
-        self._store(self._row(point, "failed", message))
         self.outcome.failed += 1
+        self._store(self._row(point, "failed", message))
         where = f"{point.params} chip {point.chip_seed} repeat {point.repeat}"
         self.outcome.failures.append(f"{where}: {message}")
 

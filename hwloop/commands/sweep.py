@@ -52,7 +52,7 @@ class _RichProgress:
 
     def update(self, done: int, failed: int, running: int) -> None:
         counts = f"[green]{done} done[/] [red]{failed} failed[/] {running} running"
-        self.bar.update(self.task, completed=done + failed, counts=counts)
+        self.bar.update(self.task, completed=done + failed, counts=counts, refresh=True)
 
     def stop(self) -> None:
         self.bar.stop()
