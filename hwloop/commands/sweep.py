@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-from hwloop.commands.common import console, emit_json
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -32,6 +31,8 @@ class _RichProgress:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+
+        from hwloop.commands.common import console
 
         self.bar = Progress(
             TextColumn("{task.description}"),
@@ -83,6 +84,7 @@ def run_cmd(
     """Evaluate every point of a sweep spec not yet in the results; rows are stored as points finish."""
     from experiments.sweeps.runner import run_sweep
     from experiments.sweeps.spec import load_spec
+    from hwloop.commands.common import console, emit_json
 
     if executor not in ("auto", "ray", "pool"):
         raise HwloopError(f"--executor must be auto, ray or pool, got {executor!r}")
@@ -144,6 +146,7 @@ def report_cmd(
 
     from experiments.sweeps.report import describe, grid_from, plot_report, thresholds
     from experiments.sweeps.store import read_results
+    from hwloop.commands.common import console, emit_json
 
     spec, table = read_results(results)
     margin = spec.report.margin if margin is None else margin
