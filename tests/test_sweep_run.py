@@ -149,3 +149,19 @@ def test_a_worker_that_dies_mid_point_is_replaced_and_the_point_retried(
     assert rows[victim.id]["attempts"] == 2
     assert not rows[victim.id]["worker"].endswith(f":{marker.read_text()}")  # finished on another process
     assert rows[victim.id]["accuracy"] == known_accuracy(victim)
+
+
+def test_an_address_nobody_answers_is_one_error_at_once_and_writes_nothing(tmp_path: Path) -> None:
+    """Ray alone would retry such an address for minutes; the sweep refuses it before doing anything."""
+    import socket
+
+    from experiments.sweeps.runner import SweepError
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SweepError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        run_sweep(tiny_spec(), tmp_path / "res", executor="ray", address=f"127.0.0.1:{port}")
+    with pytest.raises(SweepError, match="expected HOST:PORT"):
+        run_sweep(tiny_spec(), tmp_path / "res", executor="ray", address="nonsense")
+    assert not (tmp_path / "res").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -110,6 +111,8 @@ def run_sweep(
         raise SweepError("executor 'ray' asked for, but Ray is not installed (pip install 'ray>=2.40')")
     if address is not None and executor != "ray":
         raise SweepError("--address needs the Ray executor")
+    if address is not None:
+        check_reachable(address)  # before anything is written
     preflight(spec)
     store = ResultStore(out, spec)
     finished = store.finished_ids()
@@ -265,6 +268,23 @@ def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
         proc.join(timeout=5)
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raise ``SweepError`` unless something accepts TCP connections at ``address`` (HOST:PORT, or
+    ray://HOST:PORT): Ray itself would keep retrying an address nobody answers for minutes."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise SweepError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SweepError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+            f"`ray start --head --port={port}` or check the address"
+        ) from None
+
+
 @contextmanager
 def ray_session(address: str | None, workers: int | None) -> Iterator[Any]:
     """Connect to the cluster at ``address`` or start a local one; disconnect / stop it at the end."""
@@ -286,7 +306,10 @@ def ray_session(address: str | None, workers: int | None) -> Iterator[Any]:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise SweepError(f"cannot start or reach {where}: {' '.join(str(exc).split())[:300]}") from None
+        hint = ""
+        if address and "auth" in str(exc).lower():
+            hint = " (token authentication: set RAY_AUTH_MODE=token and the cluster's token, RAY_AUTH_TOKEN)"
+        raise SweepError(f"cannot start or reach {where}: {' '.join(str(exc).split())[:300]}{hint}") from None
     try:
         yield ray
     finally:
