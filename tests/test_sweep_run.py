@@ -165,3 +165,22 @@ def test_an_address_nobody_answers_is_one_error_at_once_and_writes_nothing(tmp_p
     with pytest.raises(SweepError, match="expected HOST:PORT"):
         run_sweep(tiny_spec(), tmp_path / "res", executor="ray", address="nonsense")
     assert not (tmp_path / "res").exists()
+
+
+def test_without_ray_the_same_spec_runs_on_the_process_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if Ray were not installed
+    spec = tiny_spec()
+    outcome = run_sweep(spec, tmp_path / "res", workers=1, point_fn=known_point)
+    assert outcome.executor == "pool" and outcome.done == len(spec.points())
+    rows = by_point(tmp_path / "res")
+    assert {pid: row["accuracy"] for pid, row in rows.items()} == {
+        p.id: known_accuracy(p) for p in spec.points()
+    }
+    from experiments.sweeps.runner import SweepError
+
+    with pytest.raises(SweepError, match="Ray is not installed"):
+        run_sweep(spec, tmp_path / "other", executor="ray")
