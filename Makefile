@@ -34,7 +34,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	start=$$(date +%s); for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done; \
+	$(PY) benchmarks/summary.py --since $$start
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
