@@ -49,6 +49,7 @@ class FaultReport:
     partner_compensated: int = 0
     digital_weight_synapses: int = 0
     digital_state_synapses: int = 0
+    faulty: Tensor | None = None  # (2, H, K) the devices found faulty
 
     @property
     def digital_macs_per_step(self) -> int:
@@ -58,7 +59,8 @@ class FaultReport:
 
     def as_dict(self) -> dict[str, int]:
         """The counts, and ``digital_macs_per_step``."""
-        return {**asdict(self), "digital_macs_per_step": self.digital_macs_per_step}
+        counts = {k: v for k, v in asdict(self).items() if k != "faulty"}
+        return {**counts, "digital_macs_per_step": self.digital_macs_per_step}
 
 
 def _read(g: Tensor, card: DeviceCard, reads: int, generator: torch.Generator) -> Tensor:
@@ -122,7 +124,7 @@ def program_and_verify(
     )
     g = torch.where(edge & ~stuck_at_edge, respond(g_target, edge & ~stuck_at_edge), g)
     faulty = failing | stuck_at_edge
-    report.faulty_devices = int(faulty.sum())
+    report.faulty_devices, report.faulty = int(faulty.sum()), faulty
 
     # compensation: a faulty synapse's F goes digital; its W to the partner device where it fits
     digital_f = faulty.any(0)
@@ -131,7 +133,8 @@ def program_and_verify(
     report.reads += reads * int(one.sum())
     partner_target = torch.stack([stuck_level[1] + w_siemens, stuck_level[0] - w_siemens])  # [G+, G-]
     partner = torch.stack([one & faulty[1], one & faulty[0]])  # the healthy device of a one-fault pair
-    fits = partner & (partner_target >= g_min) & (partner_target <= g_max)
+    slack = _tolerance(partner_target.clamp(g_min, g_max), card, reads)  # the stuck level is a noisy read
+    fits = partner & (partner_target >= g_min - slack) & (partner_target <= g_max + slack)
     g = torch.where(fits, respond(partner_target.clamp(g_min, g_max), fits), g)
     compensated = fits.any(0)
     report.partner_compensated = int(compensated.sum())
