@@ -52,6 +52,7 @@ BoolArray = NDArray[np.bool_]
 
 _GRID_LN = np.linspace(-12.0, 8.0, 321)  # ln(dt / tau1) grid of the non-exponential tables
 _BULK_QUANTILE = 0.1  # trainable range: reachable by at least 90% of the usable devices
+DEFAULT_DT_S = 0.1  # s per STPN step when neither the user nor a checkpoint says (ART's step)
 WIDTH_STEP_S = 10e-9  # default width resolution of a pulse generator (100 MHz clock), s
 WIDTH_MAX_S = 1e-3  # default longest single pulse, s
 
@@ -263,6 +264,13 @@ class Realisation:
         )
 
     # -- decay -----------------------------------------------------------------------------------
+    def synapse_retention(self, lam_pair: Array) -> Array:
+        """One retention per synapse (H, K) from a pair's (2, H, K), for a substrate that holds F on one
+        device (aihwkit): the mean of the usable devices of the pair, 0 if neither is."""
+        ok = self.usable
+        n = ok.sum(0)
+        return np.where(n > 0, np.where(ok, lam_pair, 0.0).sum(0) / np.maximum(n, 1), 0.0)
+
     @property
     def usable(self) -> BoolArray:
         """(2, H, K) devices that hold a volatile state (neither stuck nor broken)."""
