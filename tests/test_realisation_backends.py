@@ -38,9 +38,7 @@ def record(tmp_path: Path, shape: tuple[int, int]) -> tuple[Path, np.ndarray]:
     rng = np.random.default_rng(4)
     tau = rng.uniform(5.0, 15.0, size=shape)
     tau[0, 1] = np.nan
-    rec = CalibrationRecord.from_arrays(
-        shape, 0.1, tau, decay_bias_v=0.0, dg_up_siemens=np.full(shape, 2e-10)
-    )
+    rec = CalibrationRecord.from_arrays(shape, tau, decay_bias_v=0.0, dg_up_siemens=np.full(shape, 2e-10))
     return rec.save(tmp_path / "record.json"), tau
 
 
