@@ -200,10 +200,11 @@ class EmulatedCrossbar:
         self._r_half = ((retention[0] - retention[1]) / 2).to(dtype)
         self._gamma = gamma_eff.to(dtype)
         self._gamma64 = torch.where(digital_f, 0.0, gamma64)  # the pulsed change per write (energy)
-        self._digital: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._digital: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
         if bool(digital_f.any()):
             rows, cols = digital_f.nonzero(as_tuple=True)
-            self._digital = (rows, cols, lam64[rows, cols].to(dtype), gamma64[rows, cols].to(dtype))
+            flat = rows * k + cols
+            self._digital = (rows, cols, flat, lam64[rows, cols].to(dtype), gamma64[rows, cols].to(dtype))
 
         # finite short-term window (and stuck devices that cannot hold any) in weight units
         self._window: tuple[Tensor, Tensor] | None = None
@@ -353,10 +354,12 @@ class EmulatedCrossbar:
                 c2c=c2c,
             )
             if self._digital is not None and c2c is not None:  # digital synapses: no write noise
-                rows, cols, lam_d, gamma_d = self._digital
-                out[:, rows, cols] = lam_d * F[:, rows, cols] * inv_n[:, rows] + gamma_d * (
-                    h[:, rows] * z[:, cols]
-                )
+                rows, cols, flat, lam_d, gamma_d = self._digital
+                batch = F.shape[0]
+                f_d = F.reshape(batch, -1).index_select(1, flat)
+                post = h.index_select(1, rows) * z.index_select(1, cols)
+                exact = lam_d * f_d * inv_n.index_select(1, rows) + gamma_d * post
+                out.view(batch, -1).index_copy_(1, flat, exact)
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
             if self.energy_counters:
