@@ -278,6 +278,11 @@ class Realisation:
         return np.where(n > 0, np.where(ok, lam_pair, 0.0).sum(0) / np.maximum(n, 1), 0.0)
 
     @property
+    def tau1_s(self) -> Array:
+        """(2, H, K) each true device's (fast) time constant at the characterisation bias ``v_char``, s."""
+        return self._true.tau1_s
+
+    @property
     def usable(self) -> BoolArray:
         """(2, H, K) devices that hold a volatile state (neither stuck nor broken)."""
         return ~(self.stuck_on | self.stuck_off)

@@ -35,9 +35,7 @@ def test_one_update_is_the_per_device_physics() -> None:
     # device by device: F > 0 is volatile conductance on G+, F < 0 on G-; each decays by its own tau
     chip = xbar.realisation((h, k))
     gpw = xbar.g_per_weight
-    tau = tau_at_bias(
-        xbar.decay_bias_v.numpy(), chip._true.tau1_s, CARD.bias.bias_ref_v, CARD.bias.bias_efold_v
-    )
+    tau = tau_at_bias(xbar.decay_bias_v.numpy(), chip.tau1_s, CARD.bias.bias_ref_v, CARD.bias.bias_efold_v)
     g_plus = decay_exp(np.maximum(F0.numpy(), 0) * gpw, dt, tau[0])
     g_minus = decay_exp(np.maximum(-F0.numpy(), 0) * gpw, dt, tau[1])
     gain = (chip.pulse_gain[0] + chip.pulse_gain[1]) / 2  # the pair's pulse response

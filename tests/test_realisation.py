@@ -45,12 +45,12 @@ def test_card_d2d_is_uncompensated_and_a_record_is_compensated_per_device() -> N
     """With a card the controller knows only the nominal device: a device whose tau is r times the
     nominal one retains lambda^(1/r). A record knows each device: every one hits the target."""
     real = Realisation.from_card(CARD, dt_s=0.1, seed=3, shape=(8, 8), stuck=False)
-    tau_true = real._true.tau1_s  # the drawn chip
+    tau_true = real.tau1_s  # the drawn chip
     _, achieved = real.bias_for_lambda(np.full((8, 8), 0.9))
     np.testing.assert_allclose(achieved, 0.9 ** (CARD.decay.tau_s / tau_true), rtol=1e-10)
     rec = CalibrationRecord.from_arrays((8, 16), tau_true.transpose(1, 0, 2).reshape(8, 16), decay_bias_v=0.6)
     on_record = Realisation.from_record(rec, dt_s=0.1, seed=3, shape=(8, 8), stuck=False)
-    np.testing.assert_array_equal(on_record._true.tau1_s, tau_true)  # identity assignment, G+ then G-
+    np.testing.assert_array_equal(on_record.tau1_s, tau_true)  # identity assignment, G+ then G-
     _, achieved = on_record.bias_for_lambda(np.full((8, 8), 0.9))
     np.testing.assert_allclose(achieved, 0.9, rtol=1e-10)
 
@@ -92,7 +92,7 @@ def test_per_step_retention_equals_an_ode_integration_of_the_device() -> None:
     bias, achieved = real.bias_for_lambda(np.full((2, 3), 0.93))
     b = CARD.bias
     for idx in np.ndindex(bias.shape):
-        tau = real._true.tau1_s[idx] * math.exp(-(bias[idx] - b.bias_ref_v) / b.bias_efold_v)
+        tau = real.tau1_s[idx] * math.exp(-(bias[idx] - b.bias_ref_v) / b.bias_efold_v)
         sol = solve_ivp(lambda _t, g, tau=tau: -g / tau, (0.0, dt), [1e-9], rtol=1e-10, atol=1e-22)
         assert sol.y[0, -1] / 1e-9 == pytest.approx(achieved[idx], rel=1e-7)
 

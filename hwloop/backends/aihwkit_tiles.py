@@ -193,7 +193,7 @@ class AihwkitCrossbar:
         # any factor, w <- w * decay_scale; ``describe`` counts them)
         _, achieved = real.bias_for_lambda(target, clip=self.noisy)
         self.retention = torch.from_numpy(achieved)
-        lam = torch.from_numpy(real.synapse_retention(achieved) if self.noisy else achieved[0]).float()
+        lam = torch.from_numpy(real.synapse_retention(achieved)).float()
         gain = torch.from_numpy((real.pulse_gain[0] + real.pulse_gain[1]) / 2).float()
         ok = torch.from_numpy(real.usable)
         positive = synapses.gamma.detach().cpu() >= 0  # F > 0 sits on G+: an "up" step when gamma >= 0
