@@ -1,12 +1,14 @@
 """From a campaign file to a ``CalibrationRecord``: batched decay fits and pulse-response fits per device.
 
 Decay: every relaxation of every device is fitted in one ``fit_decay`` call (time measured from the end
-of the potentiating train). A device's tau and lambda are the medians over its "ok" relaxations (all
-conditions and cycles); the uncertainty combines the fits' errors with the cycle-to-cycle scatter.
+of the potentiating train). A device's law parameters are the medians over its "ok" relaxations (all
+conditions and cycles) of its most common law; ``tau_s`` is the median 1/e time of those relaxations
+(``laws.e_fold_time_s``), its uncertainty the fits' errors combined with the cycle-to-cycle scatter.
+The record holds no time step: the per-step lambda at any dt comes from ``device_models.realisation``.
 
 Decay versus bias (SMU campaigns, ``calibration.smu_campaign``): the relaxations at each bias are fitted
 the same way, giving tau per bias per device; the ``device_models`` bias law is fitted to them
-(``calibration.bias``) and the record's own tau/lambda columns hold the chosen bias (default: the first).
+(``calibration.bias``) and the record's own law columns hold the chosen bias (default: the first).
 
 Streaming: relaxations are read from the campaign file and fitted in chunks of units
 (``FIT_CHUNK_ELEMENTS`` samples at a time), so memory stays bounded at any array size; units of one chunk
@@ -31,7 +33,7 @@ from calibration.bias import fit_bias_law
 from calibration.fit import DecayFit, fit_decay
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile, software_version
-from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
+from device_models.laws import DEFAULT_HORIZON_STEPS, e_fold_time_s
 from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 
 Array = NDArray[np.float64]
@@ -159,11 +161,13 @@ def _most_common(dev: NDArray[np.int64], labels: NDArray[np.object_], n: int) ->
 
 
 def _per_device_decay(
-    n: int, idx: NDArray[np.int64], fit: DecayFit, base: Array, dt_s: float, horizon: int
+    n: int, idx: NDArray[np.int64], fit: DecayFit, base: Array
 ) -> tuple[NDArray[np.object_], NDArray[np.object_], dict[str, Array]]:
     """Per-device (status, law, numeric columns) from the fits of all its relaxations (vectorised over
-    devices: medians per device over its "ok" relaxations, most common status / law)."""
-    lam_u, err_u = fit.lam_and_error(dt_s, horizon)
+    devices: medians per device over its "ok" relaxations of its most common law, most common status).
+
+    ``tau_s`` is the median 1/e time of those relaxations (``laws.e_fold_time_s``); its uncertainty the
+    fits' relative errors combined with the cycle-to-cycle scatter. No time step enters the record."""
     ok_u = fit.status == "ok"
     base = np.where(np.isfinite(base), base, fit.g_inf)  # imported traces without a baseline: g_inf
     measured = np.bincount(idx, minlength=n) > 0
@@ -177,22 +181,22 @@ def _per_device_decay(
     law[good] = _most_common(idx[ok_u], fit.law[ok_u].astype(object), n)[good]
     same = ok_u & (fit.law.astype(object) == law[idx])  # ok relaxations of the device's law
 
+    e_fold = np.full(fit.tau.shape, np.nan)  # each relaxation's 1/e time, s
+    for name in np.unique(fit.law[same]):
+        sel = same & (fit.law == name)
+        e_fold[sel] = e_fold_time_s(str(name), fit.tau[sel], fit.tau2[sel], fit.w1[sel], fit.beta[sel])
     cols: dict[str, Array] = {}
-    lam = np.clip(_group_median(idx[ok_u], lam_u[ok_u], n), 1e-300, 1 - 1e-16)
-    lam[~good] = np.nan
-    cols["lam"] = lam
-    tau = np.where(good, tau_from_lam(np.where(good, lam, 0.5), dt_s), np.nan)
+    tau = _group_median(idx[same], e_fold[same], n)
     cols["tau_s"] = tau
-    # cycle-to-cycle scatter: sample std of lambda over a device's ok relaxations (0 for a single one)
-    s1 = np.bincount(idx[ok_u], weights=lam_u[ok_u], minlength=n)
-    s2 = np.bincount(idx[ok_u], weights=lam_u[ok_u] ** 2, minlength=n)
+    n_same = np.bincount(idx[same], minlength=n)
+    # cycle-to-cycle scatter: sample std of the 1/e time over a device's relaxations (0 for a single one)
+    s1 = np.bincount(idx[same], weights=e_fold[same], minlength=n)
+    s2 = np.bincount(idx[same], weights=e_fold[same] ** 2, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(n_ok > 1, (s2 - s1**2 / np.maximum(n_ok, 1)) / np.maximum(n_ok - 1, 1), 0.0)
+        var = np.where(n_same > 1, (s2 - s1**2 / np.maximum(n_same, 1)) / np.maximum(n_same - 1, 1), 0.0)
         spread = np.sqrt(np.maximum(var, 0.0))
-        fit_err = _group_median(idx[ok_u], np.abs(fit.tau_err[ok_u] / fit.tau[ok_u]), n) * tau
-        cols["tau_err_s"] = np.hypot(fit_err, tau * spread / lam) / np.sqrt(np.maximum(n_ok, 1))
-        cols["lam_err"] = lam * dt_s / tau**2 * cols["tau_err_s"]
-    cols["step_error"] = _group_median(idx[ok_u], err_u[ok_u], n)
+        fit_err = _group_median(idx[same], np.abs(fit.tau_err[same] / fit.tau[same]), n) * tau
+        cols["tau_err_s"] = np.hypot(fit_err, spread) / np.sqrt(np.maximum(n_same, 1))
     for key, src in (
         ("tau1_s", fit.tau),
         ("tau2_s", fit.tau2),
@@ -227,21 +231,17 @@ def _fit_relaxations(
     protocol: str,
     n: int,
     model: str,
-    dt_s: float,
-    horizon: int,
     progress: Callable[[int, int], None] | None,
     select: NDArray[np.bool_] | None = None,
 ) -> Relaxations:
     idx, base, fit = fit_relaxations(store, protocol, model, select, progress)
-    return (fit, *_per_device_decay(n, idx, fit, base, dt_s, horizon))
+    return (fit, *_per_device_decay(n, idx, fit, base))
 
 
 def _bias_decays(
     store: CampaignFile,
     n: int,
     model: str,
-    dt_s: float,
-    horizon: int,
     progress: Callable[[int, int], None] | None,
 ) -> dict[float, Relaxations]:
     """Per measured bias (V): the fit of its relaxations and the per-device (status, law, columns)."""
@@ -249,7 +249,7 @@ def _bias_decays(
         return {}
     bias = unit_biases(store)
     return {
-        b: _fit_relaxations(store, BIAS_PROTOCOL, n, model, dt_s, horizon, progress, bias == b)
+        b: _fit_relaxations(store, BIAS_PROTOCOL, n, model, progress, bias == b)
         for b in sorted(set(bias.tolist()))
     }
 
@@ -323,7 +323,6 @@ def fit_pulse_law(
 def build_record(
     path: str | Path,
     model: str = "auto",
-    dt_s: float = 0.1,
     horizon_steps: int = DEFAULT_HORIZON_STEPS,
     progress: object = None,
     bias_v: float | None = None,
@@ -331,15 +330,14 @@ def build_record(
     """Fit a campaign file into a ``CalibrationRecord`` (and the per-relaxation fit, for reports).
 
     ``bias_v``: for SMU campaigns at several decay biases, the measured bias (V) whose relaxations fill
-    the record's tau/lambda columns (default: the first bias of the campaign); every bias enters the
-    record's ``bias_law``.
+    the record's law columns (default: the first bias of the campaign); every bias enters the
+    record's ``bias_law``. ``horizon_steps``: stored in the record, the span over which a
+    non-exponential law's per-step lambda is fitted when a dt is chosen (``CalibrationRecord.lam_at``).
     """
-    if not dt_s > 0:
-        raise CalibrationError(f"dt must be a positive number of seconds, got {dt_s}")
     with CampaignFile(path) as store:
         shape = store.shape
         n = shape[0] * shape[1]
-        per_bias = _bias_decays(store, n, model, dt_s, horizon_steps, progress)  # type: ignore[arg-type]
+        per_bias = _bias_decays(store, n, model, progress)  # type: ignore[arg-type]
         bias_law = _bias_law(per_bias)
         if bias_v is not None and not per_bias:
             raise CalibrationError(f"{path} holds no decay-versus-bias measurement to choose a bias from")
@@ -350,8 +348,6 @@ def build_record(
                 "decay",
                 n,
                 model,
-                dt_s,
-                horizon_steps,
                 progress,  # type: ignore[arg-type]
             )
         elif per_bias:
@@ -388,11 +384,9 @@ def build_record(
     if not np.any(status == "ok"):
         counts = ", ".join(f"{k} {v}" for k, v in Counter(status).most_common())
         raise CalibrationError(f"{path}: no device could be calibrated (device statuses: {counts})")
-    cols.pop("lam")
     tau = cols.pop("tau_s")
     record = CalibrationRecord.from_arrays(
         shape,
-        dt_s,
         tau,
         status=list(status),
         law=list(law),
