@@ -28,7 +28,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_one_game_writes_json_gif_and_plot(hwloop_run, checkpoints, tmp_path: Path) -> None:
     out, gif, png = tmp_path / "r.json", tmp_path / "g.gif", tmp_path / "p.png"
     args = ["--checkpoint", str(checkpoints["stpn"]), "--episodes", "1", "--seed", "4"]
-    code, _, err = hwloop_run("pong", *args, "--json", str(out), "--record", str(gif), "--plot", str(png))
+    code, _, err = hwloop_run("pong", *args, "--json-out", str(out), "--record", str(gif), "--plot", str(png))
     assert code == 0, err
     result = json.loads(out.read_text())
     assert result["seeds"] == [4] and len(result["scores"]) == 1
@@ -48,9 +48,22 @@ def test_one_game_writes_json_gif_and_plot(hwloop_run, checkpoints, tmp_path: Pa
 
 
 def test_lstm_checkpoint_reports_no_synaptic_energy(hwloop_run, checkpoints, tmp_path: Path) -> None:
-    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1")
+    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1", "--json")
     assert code == 0, err
     assert json.loads(out)["energy"] is None
+
+
+def test_without_json_flags_stdout_stays_empty(hwloop_run, checkpoints) -> None:
+    # the convention: JSON only with --json (stdout) or --json-out PATH; the summary goes to stderr
+    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1")
+    assert code == 0 and out == "" and "mean score" in err
+
+
+def test_backend_options_reach_the_pong_backend(hwloop_run, checkpoints) -> None:
+    args = ["--checkpoint", str(checkpoints["stpn"]), "--backend", "emulated", "--backend-option", "bogus=1"]
+    code, out, err = hwloop_run("pong", *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: backend 'emulated' does not take option(s) bogus") and err.count("\n") == 1
 
 
 def test_unknown_backend_is_one_error_line(hwloop_run, checkpoints) -> None:

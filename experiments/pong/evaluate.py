@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
 from experiments.pong.agent import AgentState, PongAgent
-from experiments.pong.env import STICKY, PongEnv
+from experiments.pong.env import STEP_S, STICKY, PongEnv
 
 FrameHook = Callable[[int, PongEnv, float], None]  # (episode, env after the step, score so far)
 
@@ -48,6 +50,22 @@ class EvalResult(BaseModel):
     steps_per_second: float
     energy: dict[str, float | list[float]] | None
     anomalous_rewards: list[list[tuple[int, float]]]  # per episode (step, reward) with |reward| > 1
+
+
+def step_seconds(checkpoint: Path) -> float:
+    """Seconds of real time per agent step for ``checkpoint``: its record's ``dt_s`` if it states one
+    (top level or under ``config``), else one agent step of the game, 4 frames at 60 Hz = 1/15 s."""
+    record_path = checkpoint.with_suffix(".json")
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return STEP_S
+        for where in (record, record.get("config") or {}):
+            dt = where.get("dt_s") if isinstance(where, dict) else None
+            if isinstance(dt, int | float) and dt > 0:
+                return float(dt)
+    return STEP_S
 
 
 def earned_score(rewards: list[float]) -> float:

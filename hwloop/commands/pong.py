@@ -14,12 +14,20 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments.pong.agent import load_agent, save_agent
 from experiments.pong.env import STICKY
-from experiments.pong.evaluate import EpisodeTrace, evaluate
-from experiments.pong.media import GifRecorder, plot_traces
-from experiments.pong.train import TrainConfig, train
-from hwloop.commands.common import backend_from_options, console, emit_json
+from hwloop.commands.common import (
+    BackendOpt,
+    BackendOptionOpt,
+    BackendSeedOpt,
+    CalibrationOpt,
+    CardOpt,
+    JsonOpt,
+    JsonOutOpt,
+    backend_from_options,
+    backend_options,
+    console,
+    emit_result,
+)
 from hwloop.errors import HwloopError
 
 app = typer.Typer(pretty_exceptions_enable=False)
@@ -32,7 +40,7 @@ DEFAULT_CHECKPOINT = (
 @app.callback(invoke_without_command=True)
 def evaluate_cmd(
     ctx: typer.Context,
-    backend: Annotated[str, typer.Option("--backend", help="Crossbar backend for the STPN layer.")] = "ideal",
+    backend: BackendOpt = "ideal",
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", help="Agent checkpoint (.safetensors).")
     ] = DEFAULT_CHECKPOINT,
@@ -41,16 +49,12 @@ def evaluate_cmd(
     sticky: Annotated[
         float, typer.Option("--sticky", min=0.0, max=1.0, help="Sticky-action probability.")
     ] = STICKY,
-    card: Annotated[Path | None, typer.Option("--card", help="Device card for the backend.")] = None,
-    calibration: Annotated[
-        Path | None, typer.Option("--calibration", help="Calibration record for the backend.")
-    ] = None,
-    backend_seed: Annotated[
-        int | None, typer.Option("--backend-seed", help="Seed of the backend's noise.")
-    ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the result JSON here (default: stdout).")
-    ] = None,
+    card: CardOpt = None,
+    calibration: CalibrationOpt = None,
+    backend_seed: BackendSeedOpt = None,
+    backend_option: BackendOptionOpt = None,
+    as_json: JsonOpt = False,
+    json_out: JsonOutOpt = None,
     record: Annotated[
         Path | None,
         typer.Option(
@@ -62,21 +66,44 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a Pong agent: greedy play over seeded sticky-action games of ALE/Pong-v5.
 
-    Prints (or writes) scores, mean score, steps, steps/s and the synaptic energy metric per step and
-    per episode. Subcommand ``train`` trains an agent instead.
+    Prints scores, mean score, steps, steps/s and the synaptic energy metric per step and per episode
+    (``--json`` / ``--json-out`` for the whole result). One agent step is 4 frames at 60 Hz, so backends
+    that take ``dt_s`` get 1/15 s unless ``--backend-option dt_s=...`` says otherwise.
+    Subcommand ``train`` trains an agent instead.
     """
     if ctx.invoked_subcommand is not None:
         return
     import torch
 
+    from experiments.pong.agent import load_agent
+    from experiments.pong.evaluate import EpisodeTrace, evaluate, step_seconds
+    from experiments.pong.media import GifRecorder, plot_traces
+
     torch.set_num_threads(threads)
     agent = load_agent(checkpoint)
-    options = {"card": card, "calibration": calibration, "seed": backend_seed}
+    given = {"card": card, "calibration": calibration, "seed": backend_seed, "extra": backend_option}
+    options: dict[str, object] = {}
     if agent.core_name == "stpn":
-        agent.core.set_backend(
-            backend_from_options(backend, card=card, calibration=calibration, seed=backend_seed)
-        )  # type: ignore[operator]
-    elif backend != "ideal" or any(v is not None for v in options.values()):
+        defaults = {"dt_s": step_seconds(checkpoint)}
+        options = backend_options(
+            backend,
+            card=card,
+            calibration=calibration,
+            seed=backend_seed,
+            extra=backend_option,
+            defaults=defaults,
+        )
+        agent.core.set_backend(  # type: ignore[operator]
+            backend_from_options(
+                backend,
+                card=card,
+                calibration=calibration,
+                seed=backend_seed,
+                extra=backend_option,
+                defaults=defaults,
+            )
+        )
+    elif backend != "ideal" or any(v is not None for v in given.values()):
         raise HwloopError(
             f"{checkpoint} holds an {agent.core_name.upper()} agent, which runs only digitally: "
             "use --backend ideal"
@@ -115,10 +142,10 @@ def evaluate_cmd(
     payload = {
         "command": "hwloop pong " + shlex.join(argv),
         "checkpoint": str(checkpoint),
-        "backend_options": {k: v for k, v in options.items() if v is not None},
+        "backend_options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
         **result.model_dump(),
     }
-    emit_json(payload, json_out)
+    emit_result(payload, as_json, json_out)
 
 
 @app.command("train")
@@ -179,9 +206,13 @@ def train_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the training record (also written beside --out) as JSON.")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Imitation-train a Pong agent (BC + DAgger from the RAM expert) and write checkpoint and record."""
     import torch
+
+    from experiments.pong.agent import save_agent
+    from experiments.pong.train import TrainConfig, train
 
     if out.suffix != ".safetensors":
         raise HwloopError(f"--out must end in .safetensors, got {out}")
@@ -224,5 +255,4 @@ def train_cmd(
         console.print(f"saved {out} after {phase} ({record['wall_time_s']} s)")
 
     train(cfg, lambda line: console.print(line), keep, cache_dir=data_cache)
-    if as_json:
-        emit_json(json.loads(out.with_suffix(".json").read_text()))
+    emit_result(json.loads(out.with_suffix(".json").read_text()), as_json, json_out)
