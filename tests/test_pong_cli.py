@@ -167,3 +167,29 @@ def test_fewer_segments_than_a_batch_is_one_error_line(hwloop_run, tmp_path) -> 
     args = ["--out", str(tmp_path / "x.safetensors"), "--hidden", "8", "--bc-segments", "4"]
     code, _, err = hwloop_run("pong", "train", *args)
     assert code == 2 and "4 training segments are fewer than one batch of 8" in err
+
+
+def test_a_game_on_the_emulated_array_reports_joules_per_game(hwloop_run, checkpoints) -> None:
+    from device_models.card import load_card
+
+    args = ["--checkpoint", str(checkpoints["stpn"]), "--backend", "emulated", "--episodes", "1", "--json"]
+    code, out, err = hwloop_run("pong", *args)
+    assert code == 0, err
+    result = json.loads(out)
+    dev, gpu = result["energy_joules"]["device"], result["energy_joules"]["gpu"]
+    steps = result["steps"]
+    assert result["backend_options"] == {"dt_s": pytest.approx(1 / 15)}  # Pong's step reached the backend
+    assert dev["duration_s_per_game"] == [pytest.approx(steps / 15)]
+    parts = dev["breakdown_per_game_j"]
+    assert dev["per_game_j"][0] == pytest.approx(sum(v[0] for v in parts.values()), rel=1e-12)
+    # physics bound: 2 devices per synapse, each at most (g_max + g_st_max) at the highest bias, held
+    # for the game's duration
+    card = load_card(None)
+    devices = 2 * 64 * (2592 + 64)
+    g_top = card.window.g_max_siemens + card.window.g_st_max_siemens
+    assert 0 < parts["bias_j"][0] < devices * card.bias.bias_max_v**2 * g_top * steps / 15
+    assert parts["program_j"][0] > 0 and parts["read_j"][0] > 0
+    assert gpu["per_game_j"]["best_efficiency"] == [
+        pytest.approx(gpu["per_step_j"]["best_efficiency"] * steps)
+    ]
+    assert "energy per game:" in err and "mJ on the emulated array" in err

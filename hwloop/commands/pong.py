@@ -83,6 +83,7 @@ def evaluate_cmd(
     agent = load_agent(checkpoint)
     given = {"card": card, "calibration": calibration, "seed": backend_seed, "extra": backend_option}
     options: dict[str, object] = {}
+    dt_s = step_seconds(checkpoint)
     if agent.core_name == "stpn":
         defaults = {"dt_s": step_seconds(checkpoint)}
         options = backend_options(
@@ -120,14 +121,29 @@ def evaluate_cmd(
             )
             bar.update(task, advance=1, description=f"{label}: game {min(i + 2, episodes)}/{episodes}")
 
-        result, traces = evaluate(
-            agent, episodes, seed, backend=backend, sticky=sticky, on_frame=gif, on_episode=done
-        )
+        dt_s = float(options.get("dt_s", dt_s))  # type: ignore[arg-type]
+        try:
+            result, traces = evaluate(
+                agent,
+                episodes,
+                seed,
+                backend=backend,
+                sticky=sticky,
+                on_frame=gif,
+                on_episode=done,
+                dt_s=dt_s,
+            )
+        finally:
+            close = getattr(agent.core, "crossbar", None) and getattr(agent.core.crossbar, "close", None)
+            if callable(close):
+                close()  # a lab array: outputs to 0 V, log closed
     speed = f"{result.steps_per_second:.0f} steps/s"
     earned = ""
     if result.mean_earned_score != result.mean_score:
         earned = f", {result.mean_earned_score:+.2f} without ALE scoreboard glitches"
     console.print(f"mean score [bold]{result.mean_score:+.2f}[/] over {episodes} games{earned} ({speed})")
+    if result.energy_joules is not None:
+        console.print(energy_line(result.energy_joules))
     if gif is not None and record is not None:
         gif.save(record)
         console.print(f"wrote {record}")
@@ -136,6 +152,7 @@ def evaluate_cmd(
             traces,
             plot,
             f"{agent.core_name}-{agent.hidden} on {backend}: mean score {result.mean_score:+.1f}",
+            result.energy_joules["gpu"]["per_step_j"] if result.energy_joules else None,
         )
         console.print(f"wrote {plot}")
     argv = sys.argv[sys.argv.index("pong") + 1 :] if "pong" in sys.argv else []
@@ -146,6 +163,21 @@ def evaluate_cmd(
         **result.model_dump(),
     }
     emit_result(payload, as_json, json_out)
+
+
+def energy_line(joules: dict[str, object]) -> str:
+    """One line: device energy per game (J) next to the GPU estimates, from ``EvalResult.energy_joules``."""
+    dev, gpu = joules["device"], joules["gpu"]
+    assert isinstance(dev, dict) and isinstance(gpu, dict)
+    games = len(dev["per_game_j"]) or 1
+    device = sum(dev["per_game_j"]) / games
+    best = sum(gpu["per_game_j"]["best_efficiency"]) / games
+    written = sum(gpu["per_game_j"]["as_written"]) / games
+    where = f"on the {dev['backend']} array" if device else f"({dev['backend']}: no device physics)"
+    return (
+        f"energy per game: {device * 1e3:.2f} mJ {where} vs {gpu['gpu']} {best * 1e3:,.1f} mJ "
+        f"(best efficiency) / {written * 1e3:,.1f} mJ (as written); `hwloop energy report` for the rest"
+    )
 
 
 @app.command("train")
