@@ -155,12 +155,24 @@ def evaluate_cmd(
             result.energy_joules["gpu"]["per_step_j"] if result.energy_joules else None,
         )
         console.print(f"wrote {plot}")
+    crossbar = getattr(agent.core, "crossbar", None)
+    stats = crossbar.stats() if callable(getattr(crossbar, "stats", None)) else None  # type: ignore[union-attr]
+    if backend == "lab" and stats is not None:
+        pacing = stats["pacing"] or {}
+        console.print(
+            f"lab: block rows {stats['block']['rows']} x cols {stats['block']['cols']} "
+            f"on {stats['resource']}; "
+            f"{pacing.get('overruns', 0)} of {pacing.get('steps', 0)} steps overran dt "
+            f"(worst {pacing.get('worst_lateness_s', 0.0) * 1e3:.1f} ms, {pacing.get('clock')}); "
+            f"log {stats['log']} run {stats['log_run']}"
+        )
     argv = sys.argv[sys.argv.index("pong") + 1 :] if "pong" in sys.argv else []
     payload = {
         "command": "hwloop pong " + shlex.join(argv),
         "checkpoint": str(checkpoint),
         "backend_options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
         **result.model_dump(),
+        "backend_stats": stats,
     }
     emit_result(payload, as_json, json_out)
 
