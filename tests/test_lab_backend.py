@@ -65,7 +65,7 @@ def test_the_block_decays_by_the_devices_own_law_between_paced_reads(tmp_path: P
     current, base = g["current_a"][:], g["baseline_g_siemens"][:]
     g_st = current / g.attrs["read_v"] - base  # (steps, R, D) volatile part, S
     t_read = g["t_read_s"][:]
-    assert np.allclose(np.diff(t_read, axis=0)[on:], 0.5, atol=1e-9)  # each row read exactly dt apart
+    assert np.allclose(np.diff(t_read, axis=0)[on:], 0.5, atol=2e-6)  # rows read dt apart (1 us stamps)
     truth = sim_array(HID, 2 * IN, 7).tau_s(0.0)  # (R, D) the simulated devices' decay time at 0 V
     charged = g_st[on] > 20 * 1.4e-10  # well above read noise (sigma ~1.4e-10 S)
     assert charged.sum() >= 3  # the writes reached several devices

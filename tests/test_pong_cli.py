@@ -193,3 +193,42 @@ def test_a_game_on_the_emulated_array_reports_joules_per_game(hwloop_run, checkp
         pytest.approx(gpu["per_step_j"]["best_efficiency"] * steps)
     ]
     assert "energy per game:" in err and "mJ on the emulated array" in err
+
+
+@pytest.mark.slow
+def test_a_whole_game_in_mixed_mode_with_an_8x8_block_on_the_simulated_controller(
+    hwloop_run, tmp_path: Path
+) -> None:
+    import h5py
+
+    log = tmp_path / "game.h5"
+    opts = ["rows=0:8", "cols=2592:2600", f"log={log}"]
+    args = [
+        "--backend",
+        "lab",
+        *[a for o in opts for a in ("--backend-option", o)],
+        "--episodes",
+        "1",
+        "--json",
+    ]
+    code, out, err = hwloop_run("pong", *args)
+    assert code == 0, err
+    result = json.loads(out)
+    steps, stats = result["steps"], result["backend_stats"]
+    assert -21 <= result["scores"][0] <= 21 and stats["pacing"]["steps"] == steps
+    with h5py.File(log) as f:
+        run = f["runs/0000"]
+        assert run["step"].shape == (steps,) and (run["pulse_width_s"][:] > 0).any()  # writes were sent
+        t = run["t_read_s"][:, 0]
+        on_time = run["lateness_s"][:] == 0
+        assert on_time.all() == (stats["pacing"]["overruns"] == 0)
+        assert abs(t[2] - t[1] - 1 / 15) < 2e-6 or not on_time[1]  # a step apart (timestamps to 1 us)
+
+
+@pytest.mark.slow
+def test_make_demo_command_plays_one_game_and_prints_energy_and_speed(hwloop_run) -> None:
+    code, _, err = hwloop_run("pong", "demo")
+    assert code == 0, err
+    assert "game 1 (seed 0):" in err and "steps/s" in err
+    assert "energy per game:" in err and "NVIDIA A100" in err
+    assert "hardware-aware" in err  # either the aware agent, or the fallback saying it is not aware

@@ -9,6 +9,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -175,6 +176,42 @@ def evaluate_cmd(
         "backend_stats": stats,
     }
     emit_result(payload, as_json, json_out)
+
+
+@app.command("demo")
+def demo_cmd(
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the game.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 1,
+) -> None:
+    """One Pong game on the emulated default-card array with the hardware-aware STPN-64: score, energy
+    per game (J) beside the GPU estimate, and steps/s (``make demo``)."""
+    aware = DEFAULT_CHECKPOINT.with_name("stpn64_aware.safetensors")
+    if aware.is_file():
+        checkpoint = aware
+        console.print(f"demo: hardware-aware STPN-64 ({aware.name}) on the emulated SrTiO3 card, one game")
+    else:
+        checkpoint = DEFAULT_CHECKPOINT
+        console.print(
+            f"demo: {aware.name} not found; falling back to the shipped {DEFAULT_CHECKPOINT.name} "
+            "(trained on the ideal array, not hardware-aware) on the emulated SrTiO3 card, one game"
+        )
+    evaluate_cmd(
+        SimpleNamespace(invoked_subcommand=None),  # type: ignore[arg-type]
+        backend="emulated",
+        checkpoint=checkpoint,
+        episodes=1,
+        seed=seed,
+        sticky=STICKY,
+        card=None,
+        calibration=None,
+        backend_seed=None,
+        backend_option=None,
+        as_json=False,
+        json_out=None,
+        record=None,
+        plot=None,
+        threads=threads,
+    )
 
 
 def energy_line(joules: dict[str, object]) -> str:
