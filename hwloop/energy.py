@@ -231,6 +231,11 @@ def paper_form(result: dict[str, Any]) -> EnergyReport:
         ("  decay bias", parts.get("bias_j"), p["decay_bias_j"], "bias power x game duration"),
         ("  update pulses (programming)", parts.get("program_j"), p["programming_j"], ""),
         ("  reads", parts.get("read_j"), None, "not given by the paper"),
+        *(
+            (f"  lab block: {what}", parts[key], None, "measured controller I/O")
+            for key, what in (("lab_read_j", "reads"), ("lab_program_j", "update pulses"))
+            if key in parts
+        ),
         ("GPU, floor (DRAM + FLOPs)", floor, None, gpu["gpu"]),
         ("GPU, best-efficiency point", best, p["gpu_best_efficiency_j"], gpu["gpu"]),
         ("GPU, as written (batch 1)", written, p["gpu_as_written_j"], gpu["gpu"]),
