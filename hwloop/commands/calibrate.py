@@ -21,7 +21,7 @@ from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, 
 from calibration.storage import CampaignFile
 from drivers import CrossbarController, InstrumentError, SafetyLimits, Smu, open_instrument
 from drivers.factory import is_serial, is_simulated
-from hwloop.commands.common import console, emit_json, progress_bar
+from hwloop.commands.common import JsonOutOpt, console, emit_result, progress_bar
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -133,6 +133,7 @@ def run_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print {out, units_measured, limits} as JSON.")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Run a campaign: decay + pulse response over an array (crossbar controller), or decay versus
     bias on one device (SMU). Every measurement is flushed as it is taken."""
@@ -189,8 +190,8 @@ def run_cmd(
                     "continue with --resume"
                 ) from None
     console.print(f"measured {measured} units into {out} (limits: {limits.summary()})")
-    if as_json:
-        emit_json({"out": str(out), "units_measured": measured, "limits": limits.model_dump()})
+    summary = {"out": str(out), "units_measured": measured, "limits": limits.model_dump()}
+    emit_result(summary, as_json, json_out)
 
 
 @app.command("fit")
@@ -209,6 +210,7 @@ def fit_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Also print a JSON summary (devices, laws, tau, lambda).")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Fit every relaxation and pulse response of a campaign into a per-device calibration record."""
     if model not in MODELS:
@@ -227,8 +229,8 @@ def fit_cmd(
     record.save(out)
     console.print(summary_text(record))
     console.print(f"wrote {out}")
-    if as_json:
-        emit_json(_fit_summary(record, out))
+    if as_json or json_out is not None:
+        emit_result(_fit_summary(record, out), as_json, json_out)
 
 
 def _fit_summary(record: CalibrationRecord, out: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from device_models.memristor import (
     pulse_response,
     tau_at_bias,
 )
-from hwloop.commands.common import console, emit_json
+from hwloop.commands.common import JsonOutOpt, console, emit_result
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -41,11 +41,12 @@ def _unit(field: str) -> str:
 def show_cmd(
     card: CardArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON instead.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Print every parameter of a device card with its unit and meaning."""
     c = load_card(card)
+    emit_result({"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json")}, as_json, json_out)
     if as_json:
-        emit_json({"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json")})
         return
     console.print(escape(f"{c.meta.name}  ({card or DEFAULT_CARD})"))
     if c.meta.source:
@@ -172,6 +173,7 @@ def relax_cmd(
     points: Annotated[int, typer.Option("--points", min=2, help="Samples of the trace.")] = 200,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the trace as a PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON on stdout.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Simulate one pulse on the card's nominal device followed by its relaxation."""
     c = load_card(card)
@@ -192,8 +194,8 @@ def relax_cmd(
     if plot is not None:
         _plot(trace, c, plot)
         console.print(f"wrote {plot}")
+    emit_result(trace, as_json, json_out)
     if as_json:
-        emit_json(trace)
         return
     if abs(amplitude_v) < c.pulse.v_threshold_v or amplitude_v < 0:
         console.print("note: from rest only a positive pulse above v_threshold_v changes g_st")

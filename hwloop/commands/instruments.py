@@ -14,7 +14,7 @@ from drivers import ComplianceError, CrossbarController, SafetyLimits, Smu, open
 from drivers.factory import is_simulated, list_resources, open_transport
 from drivers.smu import MAX_TRAIN_POINTS
 from drivers.trace import TraceWriter
-from hwloop.commands.common import console, emit_json
+from hwloop.commands.common import JsonOutOpt, console, emit_result
 from hwloop.errors import HwloopError
 
 if TYPE_CHECKING:
@@ -42,11 +42,12 @@ def _sim_lab(resource: str, seed: int) -> SimLab | None:
 def list_cmd(
     visa_library: VisaLibrary = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the resources as JSON on stdout.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """List VISA resources, serial ports, and the simulated lab's instruments."""
     found = list_resources(visa_library)
+    emit_result(found, as_json, json_out)
     if as_json:
-        emit_json(found)
         return
     table = Table(title="instruments")
     table.add_column("kind")
@@ -67,6 +68,7 @@ def identify_cmd(
     timeout: Annotated[float, typer.Option("--timeout", min=0.01, help="Reply timeout, s.")] = 2.0,
     baudrate: Baudrate = 115_200,
     as_json: Annotated[bool, typer.Option("--json", help="Print {resource, idn} as JSON.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Print the instrument's identification (``*IDN?``); sends nothing that sources."""
     transport, _ = open_transport(
@@ -80,9 +82,8 @@ def identify_cmd(
         idn = transport.query("*IDN?").strip()
     finally:
         transport.close()
-    if as_json:
-        emit_json({"resource": resource, "idn": idn})
-    else:
+    emit_result({"resource": resource, "idn": idn}, as_json, json_out)
+    if not as_json:
         typer.echo(idn)
 
 
@@ -110,6 +111,7 @@ def pulse_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary (settings, readings, current span).")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Apply one pulse, then take a timed read train of the device's current; write it to ``--out``."""
     limits = SafetyLimits.load(limits_file) if limits_file is not None else SafetyLimits.conservative()
@@ -151,8 +153,8 @@ def pulse_cmd(
     if plot is not None:
         _plot(out, plot)
         console.print(f"wrote {plot}")
-    if as_json:
-        emit_json(_summary(out, plot))
+    if as_json or json_out is not None:
+        emit_result(_summary(out, plot), as_json, json_out)
 
 
 def _summary(trace_path: Path, plot: Path | None) -> dict[str, object]:
