@@ -186,16 +186,20 @@ class LabCrossbar:
             self._open(R, C)
         assert self.controller is not None
         self.pacer = StepPacer(self.controller.clock, self.dt_s, self.overrun)
-        if self.log is None:
-            self.log = LabLog(
-                self.log_path,
-                rows=R,
-                cols=C,
-                device_cols=self.device_cols,
-                pulses_per_row=PULSES_PER_ROW,
-                attrs=self._log_attrs(h, k),
-            )
-        self._measure_baseline()
+        try:
+            if self.log is None:
+                self.log = LabLog(
+                    self.log_path,
+                    rows=R,
+                    cols=C,
+                    device_cols=self.device_cols,
+                    pulses_per_row=PULSES_PER_ROW,
+                    attrs=self._log_attrs(h, k),
+                )
+            self._measure_baseline()
+        except BaseException:
+            self.close()  # lines to 0 V, link closed
+            raise
 
     def _open(self, R: int, C: int) -> None:
         from drivers.factory import is_simulated, open_controller

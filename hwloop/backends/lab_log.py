@@ -4,8 +4,9 @@ One file holds any number of runs, ``/runs/0000``, ``/runs/0001``, ... (a new ru
 is overwritten). A run's attributes say what was run (resource, *IDN?, block, dt_s, read voltage, safety
 limits, g_per_weight); its datasets grow by one row per step and are flushed after every step, with the
 file in HDF5 single-writer/multiple-reader mode, so a crash loses at most the step in flight and a reader
-(``h5py``, ``hdfview``) can watch a run live. Per step (N steps, R block rows, C block columns,
-D = controller columns read, P = row pulses per row at most):
+(``h5py``, ``hdfview``) can watch a run live. A log left by a killed process opens with
+``h5py.File(path, "r", swmr=True)``, every flushed step intact. Per step (N steps, R block rows,
+C block columns, D = controller columns read, P = row pulses per row at most):
 
     step, episode              (N,) int      agent step (0-based over the run) and game index
     t_start_s, t_end_s         (N,) float    controller clock at the step's start and end of its I/O (s)
@@ -34,6 +35,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from hwloop.errors import HwloopError
+
 CHUNK_STEPS = 64
 
 
@@ -52,7 +55,16 @@ class LabLog:
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file = h5py.File(path, "a", libver="latest")
+        try:
+            self._file = h5py.File(path, "a", libver="latest")
+        except OSError as exc:
+            if "already open for write" in str(exc):
+                raise HwloopError(
+                    f"log {path} was left open by a run that crashed: its steps are intact (read them with "
+                    f"h5py.File(path, 'r', swmr=True)); clear the flag with `h5clear -s {path}` to append, "
+                    "or choose another log"
+                ) from None
+            raise HwloopError(f"cannot open the step log {path}: {exc}") from None
         runs = self._file.require_group("runs")
         self.run_name = f"{len(runs):04d}"
         g = runs.create_group(self.run_name)
