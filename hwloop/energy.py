@@ -256,6 +256,10 @@ def paper_form(result: dict[str, Any]) -> EnergyReport:
     ]
     if ratio:
         assumptions.insert(0, ratio)
+    else:
+        assumptions.insert(
+            0, f"the {dev['backend']} backend has no physical energy counters: its device rows are 0"
+        )
     metric = result.get("energy")
     per_episode = metric.get("per_episode") if isinstance(metric, dict) else None
     return EnergyReport(
