@@ -184,11 +184,11 @@ def test_a_fault_mid_run_is_a_clear_error_with_lines_at_0v_and_the_log_intact(
 
 
 def test_batches_and_bad_blocks_are_one_clear_error(tmp_path: Path) -> None:
-    net = _net()
-    net.set_backend(_lab(tmp_path))
+    net, lab = _net(), _lab(tmp_path)
+    net.set_backend(lab)
     with pytest.raises(Exception, match="batch size 1"):
         net.initial_state(2)
-    net.crossbar.close()  # type: ignore[attr-defined]
+    assert lab.controller is None  # refused after programming: the controller was closed
     net = _net()
     net.set_backend(make_backend("lab", rows="0:9", log=str(tmp_path / "x.h5")))
     with pytest.raises(Exception, match=r"rows='0:9' is not a non-empty span inside 0:2"):

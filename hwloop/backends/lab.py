@@ -271,6 +271,7 @@ class LabCrossbar:
     def initial_state(self, batch_size: int) -> Tensor:
         """F = 0 (1, H, K); the block first relaxes for ``rest_s`` and is measured at rest again."""
         if batch_size != 1:
+            self.close()  # programmed already: lines to 0 V, log closed
             raise ShapeError(
                 f"the lab backend holds one game's state on one array: batch size 1, got {batch_size}"
             )
