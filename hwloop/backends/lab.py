@@ -169,6 +169,12 @@ class LabCrossbar:
             from device_models.record import CalibrationRecord
 
             record = CalibrationRecord.load(Path(self.calibration))
+            if tuple(record.shape[:2]) != (R, 2 * C):
+                raise HwloopError(
+                    f"lab backend: {self.calibration} calibrates a {record.shape[0]} x {record.shape[1]} "
+                    f"array; the block's devices are the controller's first {R} rows x {2 * C} columns, "
+                    "so calibrate exactly those (hwloop calibrate run --resource ...)"
+                )
             self.real: Realisation = Realisation.from_record(
                 record, self.dt_s, self.seed, (R, C), card=self.card
             )
