@@ -192,7 +192,7 @@ def test_a_game_on_the_emulated_array_reports_joules_per_game(hwloop_run, checkp
     assert gpu["per_game_j"]["best_efficiency"] == [
         pytest.approx(gpu["per_step_j"]["best_efficiency"] * steps)
     ]
-    assert "energy per game:" in err and "mJ on the emulated array" in err
+    assert "energy per game:" in err and " J on the emulated array" in err
 
 
 @pytest.mark.slow

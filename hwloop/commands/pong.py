@@ -224,8 +224,8 @@ def energy_line(joules: dict[str, object]) -> str:
     written = sum(gpu["per_game_j"]["as_written"]) / games
     where = f"on the {dev['backend']} array" if device else f"({dev['backend']}: no device physics)"
     return (
-        f"energy per game: {device * 1e3:.2f} mJ {where} vs {gpu['gpu']} {best * 1e3:,.1f} mJ "
-        f"(best efficiency) / {written * 1e3:,.1f} mJ (as written); `hwloop energy report` for the rest"
+        f"energy per game: {device:.3g} J {where} vs {gpu['gpu']} {best:.3g} J "
+        f"(best efficiency) / {written:.3g} J (as written); `hwloop energy report` for the rest"
     )
 
 
