@@ -152,6 +152,7 @@ class LabCrossbar:
         self.step_index, self.episode, self.dropped_writes = 0, -1, 0
         self._lab_energy = {"lab_read_j": 0.0, "lab_program_j": 0.0}
         self._last_pulse_s = -math.inf
+        self._sq_sums = np.zeros(3)  # sum f_target^2, sum f_model^2, count: the block vs the STPN's update
 
     # -- programming -----------------------------------------------------------------------------
     def program(self, synapses: Synapses) -> None:
@@ -354,7 +355,9 @@ class LabCrossbar:
             self._send(k, widths, amps, current / self.read_v)
             lam_pair = (self.lam_idle[0] + self.lam_idle[1]) / 2
             f_target = lam_pair * f_meas + np.where(sent, dF, 0.0)
+            f_model = F_t[0, r0:r1, c0:c1].to(torch.float64).numpy().copy()  # the STPN's own update
             F_t[0, r0:r1, c0:c1] = torch.from_numpy(f_target).to(F_t.dtype)
+        self._sq_sums += np.array([np.sum(f_target**2), np.sum(f_model**2), f_target.size])
         # 4. decay: the devices relax until the step's deadline
         t_end = self.controller.clock.now_s()
         lateness = self.pacer.finish(k)
@@ -371,6 +374,7 @@ class LabCrossbar:
             h=hb.numpy(),
             f_measured=f_meas,
             f_target=f_target,
+            f_model=f_model,
             pulse_width_s=widths,
             pulse_amplitude_v=amps,
         )
@@ -501,6 +505,8 @@ class LabCrossbar:
             "pacing": self.pacer.report().model_dump() if self.pacer else None,
             "dropped_writes": self.dropped_writes,
             "block": {"rows": [self.r0, self.r1], "cols": [self.c0, self.c1]},
+            "f_rms_block": float(np.sqrt(self._sq_sums[0] / max(self._sq_sums[2], 1))),
+            "f_rms_model": float(np.sqrt(self._sq_sums[1] / max(self._sq_sums[2], 1))),
             "lambda_target_mean": float(np.mean(self.lam_target)),
             "lambda_device_at_idle_mean": float(np.nanmean(lam_pair)),
             "bias_prescribed_v": [float(self.bias_prescribed_v.min()), float(self.bias_prescribed_v.max())],

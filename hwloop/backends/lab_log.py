@@ -16,6 +16,8 @@ C block columns, D = controller columns read, P = row pulses per row at most):
     current_a                  (N, R, D)     currents read at ``read_v`` (A): F is measured from them
     z, h                       (N, C), (N, R) presynaptic activity and neuron outputs of the block
     f_measured, f_target       (N, R, C)     F from the currents, and the F the write aims for (weight units)
+    f_model                    (N, R, C)     F the STPN's own update (lambda F / n + gamma h z, on the
+                                             emulated array) gives from the measured F: the deviation
     pulse_width_s              (N, P, R)     width of row pulse p of each row (0 = not sent)
     pulse_amplitude_v          (N, P, R, D)  per-column amplitude of that row pulse (V)
 
@@ -85,6 +87,7 @@ class LabLog:
             "h": ((r,), np.float64),
             "f_measured": ((r, c), np.float64),
             "f_target": ((r, c), np.float64),
+            "f_model": ((r, c), np.float64),
             "pulse_width_s": ((p, r), np.float64),
             "pulse_amplitude_v": ((p, r, d), np.float64),
         }
