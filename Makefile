@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 	touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/hwloop art eval --backend ideal
+	$(VENV)/bin/hwloop pong demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

@@ -9,6 +9,7 @@ import typer
 from hwloop.commands.art import app as art_app
 from hwloop.commands.calibrate import app as calibrate_app
 from hwloop.commands.devices import app as devices_app
+from hwloop.commands.energy import app as energy_app
 from hwloop.commands.instruments import app as instruments_app
 from hwloop.commands.pong import app as pong_app
 from hwloop.commands.sweep import app as sweep_app
@@ -27,6 +28,7 @@ app.add_typer(
 )
 app.add_typer(calibrate_app, name="calibrate", help="Measure or import decays; fit, report, map.")
 app.add_typer(devices_app, name="devices", help="Device cards: show one, simulate a pulse-then-decay trace.")
+app.add_typer(energy_app, name="energy", help="Energy per game in joules: device, GPU and the paper.")
 app.add_typer(
     instruments_app,
     name="instruments",

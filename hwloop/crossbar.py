@@ -127,11 +127,8 @@ def available_backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_backend(name: str, **options: Any) -> Crossbar:
-    """Build the backend registered as ``name`` with backend-specific keyword options.
-
-    Options a backend does not take are refused with one clear error (never silently ignored).
-    """
+def _factory(name: str) -> BackendFactory:
+    """The factory registered as ``name``, importing its module on first use."""
     if name not in _REGISTRY:
         raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(available_backends())}")
     factory = _REGISTRY[name]
@@ -142,6 +139,20 @@ def make_backend(name: str, **options: Any) -> Crossbar:
         except ImportError as exc:
             raise BackendUnavailable(f"backend {name!r} cannot load: {exc}") from exc
         factory = getattr(module, attr)
+    return factory
+
+
+def backend_parameters(name: str) -> list[str]:
+    """Names of the keyword options backend ``name`` takes (e.g. ``["card", "seed", "dt_s", ...]``)."""
+    return list(inspect.signature(_factory(name)).parameters)
+
+
+def make_backend(name: str, **options: Any) -> Crossbar:
+    """Build the backend registered as ``name`` with backend-specific keyword options.
+
+    Options a backend does not take are refused with one clear error (never silently ignored).
+    """
+    factory = _factory(name)
     try:
         inspect.signature(factory).bind(**options)
     except TypeError:
@@ -157,3 +168,4 @@ register_backend("ideal", "hwloop.backends.ideal:IdealCrossbar")
 register_backend("emulated", "hwloop.backends.emulated:EmulatedCrossbar")
 register_backend("ideal-native", "hwloop.backends.native:IdealNativeCrossbar")
 register_backend("aihwkit", "hwloop.backends.aihwkit_tiles:AihwkitCrossbar")
+register_backend("lab", "hwloop.backends.lab:LabCrossbar")

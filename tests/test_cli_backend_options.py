@@ -43,3 +43,22 @@ def test_an_option_the_backend_does_not_take_is_one_error_line(hwloop_process) -
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: backend 'emulated' does not take option(s) bogus")
     assert "Traceback" not in result.stderr
+
+
+def test_a_command_default_reaches_only_backends_that_take_it_and_yields_to_the_user() -> None:
+    from hwloop.commands.common import backend_options
+
+    pong = {"dt_s": 1 / 15}
+    assert backend_options("emulated", defaults=pong) == {"dt_s": 1 / 15}
+    assert backend_options("ideal", defaults=pong) == {}  # the ideal array has no notion of time
+    user = backend_options("emulated", extra=["dt_s=0.05"], defaults=pong)
+    assert user == {"dt_s": 0.05}
+
+
+def test_pong_step_time_is_four_frames_at_60_hz_unless_the_record_says_otherwise(tmp_path) -> None:
+    from experiments.pong.evaluate import step_seconds
+
+    ckpt = tmp_path / "a.safetensors"
+    assert step_seconds(ckpt) == pytest.approx(4 / 60)  # no record beside it
+    ckpt.with_suffix(".json").write_text(json.dumps({"config": {"dt_s": 0.05}}))
+    assert step_seconds(ckpt) == 0.05

@@ -28,7 +28,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_one_game_writes_json_gif_and_plot(hwloop_run, checkpoints, tmp_path: Path) -> None:
     out, gif, png = tmp_path / "r.json", tmp_path / "g.gif", tmp_path / "p.png"
     args = ["--checkpoint", str(checkpoints["stpn"]), "--episodes", "1", "--seed", "4"]
-    code, _, err = hwloop_run("pong", *args, "--json", str(out), "--record", str(gif), "--plot", str(png))
+    code, _, err = hwloop_run("pong", *args, "--json-out", str(out), "--record", str(gif), "--plot", str(png))
     assert code == 0, err
     result = json.loads(out.read_text())
     assert result["seeds"] == [4] and len(result["scores"]) == 1
@@ -48,9 +48,22 @@ def test_one_game_writes_json_gif_and_plot(hwloop_run, checkpoints, tmp_path: Pa
 
 
 def test_lstm_checkpoint_reports_no_synaptic_energy(hwloop_run, checkpoints, tmp_path: Path) -> None:
-    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1")
+    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1", "--json")
     assert code == 0, err
     assert json.loads(out)["energy"] is None
+
+
+def test_without_json_flags_stdout_stays_empty(hwloop_run, checkpoints) -> None:
+    # the convention: JSON only with --json (stdout) or --json-out PATH; the summary goes to stderr
+    code, out, err = hwloop_run("pong", "--checkpoint", str(checkpoints["lstm"]), "--episodes", "1")
+    assert code == 0 and out == "" and "mean score" in err
+
+
+def test_backend_options_reach_the_pong_backend(hwloop_run, checkpoints) -> None:
+    args = ["--checkpoint", str(checkpoints["stpn"]), "--backend", "emulated", "--backend-option", "bogus=1"]
+    code, out, err = hwloop_run("pong", *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: backend 'emulated' does not take option(s) bogus") and err.count("\n") == 1
 
 
 def test_unknown_backend_is_one_error_line(hwloop_run, checkpoints) -> None:
@@ -154,3 +167,68 @@ def test_fewer_segments_than_a_batch_is_one_error_line(hwloop_run, tmp_path) -> 
     args = ["--out", str(tmp_path / "x.safetensors"), "--hidden", "8", "--bc-segments", "4"]
     code, _, err = hwloop_run("pong", "train", *args)
     assert code == 2 and "4 training segments are fewer than one batch of 8" in err
+
+
+def test_a_game_on_the_emulated_array_reports_joules_per_game(hwloop_run, checkpoints) -> None:
+    from device_models.card import load_card
+
+    args = ["--checkpoint", str(checkpoints["stpn"]), "--backend", "emulated", "--episodes", "1", "--json"]
+    code, out, err = hwloop_run("pong", *args)
+    assert code == 0, err
+    result = json.loads(out)
+    dev, gpu = result["energy_joules"]["device"], result["energy_joules"]["gpu"]
+    steps = result["steps"]
+    assert result["backend_options"] == {"dt_s": pytest.approx(1 / 15)}  # Pong's step reached the backend
+    assert dev["duration_s_per_game"] == [pytest.approx(steps / 15)]
+    parts = dev["breakdown_per_game_j"]
+    assert dev["per_game_j"][0] == pytest.approx(sum(v[0] for v in parts.values()), rel=1e-12)
+    # physics bound: 2 devices per synapse, each at most (g_max + g_st_max) at the highest bias, held
+    # for the game's duration
+    card = load_card(None)
+    devices = 2 * 64 * (2592 + 64)
+    g_top = card.window.g_max_siemens + card.window.g_st_max_siemens
+    assert 0 < parts["bias_j"][0] < devices * card.bias.bias_max_v**2 * g_top * steps / 15
+    assert parts["program_j"][0] > 0 and parts["read_j"][0] > 0
+    assert gpu["per_game_j"]["best_efficiency"] == [
+        pytest.approx(gpu["per_step_j"]["best_efficiency"] * steps)
+    ]
+    assert "energy per game:" in err and " J on the emulated array" in err
+
+
+@pytest.mark.slow
+def test_a_whole_game_in_mixed_mode_with_an_8x8_block_on_the_simulated_controller(
+    hwloop_run, tmp_path: Path
+) -> None:
+    import h5py
+
+    log = tmp_path / "game.h5"
+    opts = ["rows=0:8", "cols=2592:2600", f"log={log}"]
+    args = [
+        "--backend",
+        "lab",
+        *[a for o in opts for a in ("--backend-option", o)],
+        "--episodes",
+        "1",
+        "--json",
+    ]
+    code, out, err = hwloop_run("pong", *args)
+    assert code == 0, err
+    result = json.loads(out)
+    steps, stats = result["steps"], result["backend_stats"]
+    assert -21 <= result["scores"][0] <= 21 and stats["pacing"]["steps"] == steps
+    with h5py.File(log) as f:
+        run = f["runs/0000"]
+        assert run["step"].shape == (steps,) and (run["pulse_width_s"][:] > 0).any()  # writes were sent
+        t = run["t_read_s"][:, 0]
+        on_time = run["lateness_s"][:] == 0
+        assert on_time.all() == (stats["pacing"]["overruns"] == 0)
+        assert abs(t[2] - t[1] - 1 / 15) < 2e-6 or not on_time[1]  # a step apart (timestamps to 1 us)
+
+
+@pytest.mark.slow
+def test_make_demo_command_plays_one_game_and_prints_energy_and_speed(hwloop_run) -> None:
+    code, _, err = hwloop_run("pong", "demo")
+    assert code == 0, err
+    assert "game 1 (seed 0):" in err and "steps/s" in err
+    assert "energy per game:" in err and "NVIDIA A100" in err
+    assert "hardware-aware" in err  # either the aware agent, or the fallback saying it is not aware

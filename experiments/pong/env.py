@@ -15,6 +15,8 @@ from hwloop.errors import HwloopError
 
 ENV_ID = "ALE/Pong-v5"
 FRAME_SKIP = 4  # emulator frames per agent step
+FRAME_RATE_HZ = 60  # the Atari 2600 emulator's frame rate
+STEP_S = FRAME_SKIP / FRAME_RATE_HZ  # s of real time per agent step (1/15 s): the backends' dt_s
 STICKY = 0.25  # ALE v5 default probability of repeating the previous action
 OBS_SIZE = 84  # pixels, square
 N_ACTIONS = 6  # Pong's minimal action set: NOOP, FIRE, RIGHT(up), LEFT(down), RIGHTFIRE, LEFTFIRE

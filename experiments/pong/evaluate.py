@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
 from experiments.pong.agent import AgentState, PongAgent
-from experiments.pong.env import STICKY, PongEnv
+from experiments.pong.env import STEP_S, STICKY, PongEnv
+from hwloop.stpn import STPN
 
 FrameHook = Callable[[int, PongEnv, float], None]  # (episode, env after the step, score so far)
 
 
 class EpisodeTrace(BaseModel):
-    """Per-step reward (+1 player point, -1 CPU point) and synaptic energy metric (None for an LSTM)."""
+    """Per-step reward (+1 player point, -1 CPU point) and synaptic energy metric (None for an LSTM);
+    ``joules`` the backend's physical energy per step (J, None without counters) and ``counters`` its
+    per-game totals by kind (read_j, program_j, bias_j)."""
 
     seed: int
     rewards: list[float]
     energy: list[float] | None
+    joules: list[float] | None = None
+    counters: dict[str, float] | None = None
 
 
 class EvalResult(BaseModel):
@@ -47,7 +55,24 @@ class EvalResult(BaseModel):
     steps_per_episode: list[int]
     steps_per_second: float
     energy: dict[str, float | list[float]] | None
+    energy_joules: dict[str, Any] | None = None  # device physics and GPU estimate (hwloop.energy)
     anomalous_rewards: list[list[tuple[int, float]]]  # per episode (step, reward) with |reward| > 1
+
+
+def step_seconds(checkpoint: Path) -> float:
+    """Seconds of real time per agent step for ``checkpoint``: its record's ``dt_s`` if it states one
+    (top level or under ``config``), else one agent step of the game, 4 frames at 60 Hz = 1/15 s."""
+    record_path = checkpoint.with_suffix(".json")
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return STEP_S
+        for where in (record, record.get("config") or {}):
+            dt = where.get("dt_s") if isinstance(where, dict) else None
+            if isinstance(dt, int | float) and dt > 0:
+                return float(dt)
+    return STEP_S
 
 
 def earned_score(rewards: list[float]) -> float:
@@ -55,15 +80,27 @@ def earned_score(rewards: list[float]) -> float:
     return float(sum(r for r in rewards if abs(r) <= 1))
 
 
+Meter = Callable[[], dict[str, float]]  # a backend's energy counters (J) since its last reset
+
+
 def play_episode(
-    agent: PongAgent, env: PongEnv, seed: int, episode: int, on_frame: FrameHook | None
+    agent: PongAgent,
+    env: PongEnv,
+    seed: int,
+    episode: int,
+    on_frame: FrameHook | None,
+    meter: Meter | None = None,
 ) -> EpisodeTrace:
-    """One greedy game from ``seed``; the agent's memory starts at rest."""
+    """One greedy game from ``seed``; the agent's memory starts at rest. ``meter`` (the backend's
+    ``energy``) is read after every step for the physical joules per step."""
     frame = env.reset(seed=seed)
     state: AgentState | None = None
     want_energy = agent.core_name == "stpn"
     rewards: list[float] = []
     energy: list[float] = []
+    joules: list[float] = []
+    start = dict(meter()) if meter else {}
+    last = sum(start.values())
     score = 0.0
     with torch.no_grad():
         while True:
@@ -71,13 +108,24 @@ def play_episode(
             state = out.state
             if out.energy is not None:
                 energy.append(float(out.energy[0, 0]))
+            if meter:
+                total = sum(meter().values())
+                joules.append(total - last)
+                last = total
             step = env.step(int(out.logits[0, -1].argmax()))
             rewards.append(step.reward)
             score += step.reward
             if on_frame:
                 on_frame(episode, env, score)
             if step.done:
-                return EpisodeTrace(seed=seed, rewards=rewards, energy=energy if want_energy else None)
+                end = meter() if meter else {}
+                return EpisodeTrace(
+                    seed=seed,
+                    rewards=rewards,
+                    energy=energy if want_energy else None,
+                    joules=joules if end else None,
+                    counters={k: v - start.get(k, 0.0) for k, v in end.items()} if end else None,
+                )
             frame = step.obs
 
 
@@ -90,15 +138,20 @@ def evaluate(
     sticky: float = STICKY,
     on_frame: FrameHook | None = None,
     on_episode: Callable[[int, EpisodeTrace], None] | None = None,
+    dt_s: float = STEP_S,
 ) -> tuple[EvalResult, list[EpisodeTrace]]:
-    """Play ``episodes`` games seeded ``seed``, ``seed + 1``, ...; returns the summary and per-step traces."""
+    """Play ``episodes`` games seeded ``seed``, ``seed + 1``, ...; returns the summary and per-step traces.
+
+    ``dt_s``: real seconds per agent step, which sets each game's duration in the energy summary.
+    """
     agent.eval()
     env = PongEnv(sticky=sticky, seed=seed)
     traces: list[EpisodeTrace] = []
+    meter = agent.core.crossbar.energy if isinstance(agent.core, STPN) else None
     t0 = time.perf_counter()
     try:
         for i in range(episodes):
-            traces.append(play_episode(agent, env, seed + i, i, on_frame))
+            traces.append(play_episode(agent, env, seed + i, i, on_frame, meter))
             if on_episode:
                 on_episode(i, traces[-1])
     finally:
@@ -114,6 +167,15 @@ def evaluate(
             "per_step_mean": float(sum(per_episode) / sum(lengths)),
             "per_episode": per_episode,
         }
+    energy_joules: dict[str, Any] | None = None
+    if isinstance(agent.core, STPN):
+        from hwloop.energy import device_energy_summary, gpu_energy_summary
+
+        counters = [t.counters or {} for t in traces]
+        energy_joules = {
+            "device": device_energy_summary(counters, lengths, dt_s, backend),
+            "gpu": gpu_energy_summary(agent.hidden, agent.core.input_size + agent.hidden, lengths),
+        }
     result = EvalResult(
         core=agent.core_name,
         backend=backend,
@@ -127,6 +189,7 @@ def evaluate(
         steps_per_episode=lengths,
         steps_per_second=sum(lengths) / wall,
         energy=energy,
+        energy_joules=energy_joules,
         anomalous_rewards=[[(i, r) for i, r in enumerate(t.rewards) if abs(r) > 1] for t in traces],
     )
     return result, traces

@@ -44,23 +44,28 @@ class GifRecorder:
         )
 
 
-def plot_traces(traces: list[EpisodeTrace], path: Path, title: str) -> None:
-    """Cumulative score and synaptic energy metric per step (all episodes, one after the other)."""
+def plot_traces(
+    traces: list[EpisodeTrace], path: Path, title: str, gpu_j_per_step: dict[str, float] | None = None
+) -> None:
+    """Cumulative score, the synaptic energy metric and the device energy (J) per step, all episodes one
+    after the other; ``gpu_j_per_step`` (name -> J per step) draws the GPU estimates as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     has_energy = all(t.energy is not None for t in traces)
-    fig, axes = plt.subplots(
-        2 if has_energy else 1, 1, figsize=(8, 5 if has_energy else 3), sharex=True, squeeze=False
-    )
+    has_joules = all(t.joules is not None for t in traces)
+    rows = 1 + has_energy + has_joules
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.5 + 2.2 * (rows - 1)), sharex=True, squeeze=False)
     start = 0
     for i, t in enumerate(traces):
         steps = np.arange(start, start + len(t.rewards))
         axes[0, 0].plot(steps, np.cumsum(t.rewards), lw=1, label=f"seed {t.seed}" if i < 10 else None)
         if has_energy:
             axes[1, 0].plot(steps, t.energy, lw=0.5)
+        if has_joules:
+            axes[rows - 1, 0].plot(steps, t.joules, lw=0.5, color="C0", label="device" if i == 0 else None)
         start += len(t.rewards)
     axes[0, 0].set_ylabel("score (agent - CPU)")
     axes[0, 0].axhline(0, color="grey", lw=0.5)
@@ -68,7 +73,14 @@ def plot_traces(traces: list[EpisodeTrace], path: Path, title: str) -> None:
     if len(traces) > 1:
         axes[0, 0].legend(fontsize=6, ncol=5)
     if has_energy:
-        axes[1, 0].set_ylabel(r"energy $\sum_{ij}|G_{ij}/n_i|z_j^2$ per step")
+        axes[1, 0].set_ylabel(r"metric $\sum_{ij}|G_{ij}/n_i|z_j^2$")
+    if has_joules:
+        ax = axes[rows - 1, 0]
+        for k, (name, joules) in enumerate((gpu_j_per_step or {}).items()):
+            ax.axhline(joules, color=f"C{k + 1}", lw=1, ls="--", label=f"GPU {name}")
+        ax.set_yscale("log")
+        ax.set_ylabel("J per step")
+        ax.legend(fontsize=6)
     axes[-1, 0].set_xlabel("agent step (4 frames), episodes in sequence")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

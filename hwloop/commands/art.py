@@ -11,7 +11,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hwloop.commands.common import backend_from_options, console, emit_json, progress_bar
+from hwloop.commands.common import (
+    BackendOpt,
+    BackendOptionOpt,
+    BackendSeedOpt,
+    CalibrationOpt,
+    CardOpt,
+    JsonOpt,
+    JsonOutOpt,
+    backend_from_options,
+    console,
+    emit_result,
+    progress_bar,
+)
 from hwloop.errors import HwloopError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -45,6 +57,7 @@ def train_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the training record as JSON on stdout.")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Train an ART model (batch 128, Adam 1e-3) and write its checkpoint and training record."""
     import torch
@@ -88,8 +101,7 @@ def train_cmd(
     console.print(
         f"{net.label}: test accuracy {record.test_accuracy:.4f} on {TEST_SIZE} sequences; wrote {out}"
     )
-    if as_json:
-        emit_json(json.loads(record.model_dump_json()))
+    emit_result(json.loads(record.model_dump_json()), as_json, json_out)
 
 
 @app.command("eval")
@@ -102,26 +114,15 @@ def eval_cmd(
             show_default="the shipped STPN-11, experiments/art/checkpoints/stpn11.safetensors",
         ),
     ] = DEFAULT_CHECKPOINT,
-    backend: Annotated[str, typer.Option("--backend", help="Crossbar backend for the STPN layer.")] = "ideal",
+    backend: BackendOpt = "ideal",
     n: Annotated[int, typer.Option("--n", min=1, help="Fresh test sequences.")] = TEST_SIZE,
     seed: Annotated[int, typer.Option("--seed", help="Names the test-sequence stream.")] = TEST_SEED,
-    card: Annotated[Path | None, typer.Option("--card", help="Device card for the backend.")] = None,
-    calibration: Annotated[
-        Path | None, typer.Option("--calibration", help="Calibration record (JSON).")
-    ] = None,
-    backend_seed: Annotated[
-        int | None, typer.Option("--backend-seed", help="Seed of the backend's noise.")
-    ] = None,
-    backend_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--backend-option", help="Backend option KEY=VALUE (repeatable), e.g. normalisation=native."
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
-    json_out: Annotated[
-        Path | None, typer.Option("--json-out", help="Write the JSON result to this file.")
-    ] = None,
+    card: CardOpt = None,
+    calibration: CalibrationOpt = None,
+    backend_seed: BackendSeedOpt = None,
+    backend_option: BackendOptionOpt = None,
+    as_json: JsonOpt = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Accuracy of an ART checkpoint on fresh sequences, with its STPN layer on a crossbar backend."""
     from experiments.art import load_model
@@ -154,10 +155,7 @@ def eval_cmd(
         "seconds": time.perf_counter() - start,
         "energy_joules": net.stpn.crossbar.energy() if net.arch == "stpn" else {},
     }
-    if as_json:
-        emit_json(result)
-    if json_out is not None:
-        emit_json(result, json_out)
+    emit_result(result, as_json, json_out)
     if not as_json:
         Console().print(
             f"{net.label} on [bold]{backend}[/]: accuracy [bold]{acc:.4f}[/] on {n} fresh sequences "

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hwloop.commands.common import console, emit_json, progress_bar
+from hwloop.commands.common import JsonOutOpt, console, emit_result, progress_bar
 from hwloop.errors import HwloopError
 
 if TYPE_CHECKING:
@@ -158,6 +158,7 @@ def run_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print {out, units_measured, limits} as JSON.")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Run a campaign: decay + pulse response over an array (crossbar controller), or decay versus
     bias on one device (SMU). Every measurement is flushed as it is taken."""
@@ -235,8 +236,8 @@ def run_cmd(
         )
         raise typer.Exit(130) from None
     console.print(f"measured {measured} units into {out} (limits: {limits.summary()})")
-    if as_json:
-        emit_json({"out": str(out), "units_measured": measured, "limits": limits.model_dump()})
+    summary = {"out": str(out), "units_measured": measured, "limits": limits.model_dump()}
+    emit_result(summary, as_json, json_out)
 
 
 @app.command("import")
@@ -281,6 +282,7 @@ def import_cmd(
         str | None, typer.Option("--shape", help="Array ROWSxCOLS the devices belong to (default: inferred).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Import relaxation traces measured elsewhere (CSV, NPZ, HDF5) into a campaign file."""
     from calibration.importer import ImportSpec, import_files
@@ -315,8 +317,7 @@ def import_cmd(
     else:
         console.print(f"converted {files[0]} (campaign format version 1) into {out}")
     console.print(f"next: hwloop calibrate fit {out} --out record.json")
-    if as_json:
-        emit_json(summary)
+    emit_result(summary, as_json, json_out)
 
 
 @app.command("fit")
@@ -337,6 +338,7 @@ def fit_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Also print a JSON summary (devices, laws, tau, lambda).")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Fit every relaxation and pulse response of a campaign into a per-device calibration record."""
     from calibration.analysis import build_record
@@ -361,8 +363,8 @@ def fit_cmd(
     record.save(out)
     console.print(summary_text(record, dt))
     console.print(f"wrote {out}")
-    if as_json:
-        emit_json(_fit_summary(record, out, dt))
+    if as_json or json_out is not None:
+        emit_result(_fit_summary(record, out, dt), as_json, json_out)
 
 
 def _fit_summary(record: CalibrationRecord, out: Path, dt_s: float) -> dict[str, Any]:

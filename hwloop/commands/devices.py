@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hwloop.commands.common import console, emit_json
+from hwloop.commands.common import JsonOutOpt, console, emit_result
 from hwloop.errors import HwloopError
 
 if TYPE_CHECKING:
@@ -35,13 +35,14 @@ def _unit(field: str) -> str:
 def show_cmd(
     card: CardArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON instead.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Print every parameter of a device card with its unit and meaning."""
     from device_models.card import DEFAULT_CARD, load_card
 
     c = load_card(card)
+    emit_result({"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json")}, as_json, json_out)
     if as_json:
-        emit_json({"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json")})
         return
     console.print(escape(f"{c.meta.name}  ({card or DEFAULT_CARD})"))
     if c.meta.source:
@@ -181,6 +182,7 @@ def relax_cmd(
     points: Annotated[int, typer.Option("--points", min=2, help="Samples of the trace.")] = 200,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the trace as a PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON on stdout.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Simulate one pulse on the card's nominal device followed by its relaxation."""
     from device_models.card import load_card
@@ -203,8 +205,8 @@ def relax_cmd(
     if plot is not None:
         _plot(trace, c, plot)
         console.print(f"wrote {plot}")
+    emit_result(trace, as_json, json_out)
     if as_json:
-        emit_json(trace)
         return
     if abs(amplitude_v) < c.pulse.v_threshold_v or amplitude_v < 0:
         console.print("note: from rest only a positive pulse above v_threshold_v changes g_st")

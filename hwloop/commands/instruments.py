@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hwloop.commands.common import console, emit_json
+from hwloop.commands.common import JsonOutOpt, console, emit_result
 from hwloop.errors import HwloopError
 
 if TYPE_CHECKING:
@@ -49,13 +49,14 @@ def _sim_lab(resource: str, seed: int) -> SimLab | None:
 def list_cmd(
     visa_library: VisaLibrary = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the resources as JSON on stdout.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """List VISA resources, serial ports, and the simulated lab's instruments."""
     from drivers.factory import list_resources
 
     found = list_resources(visa_library)
+    emit_result(found, as_json, json_out)
     if as_json:
-        emit_json(found)
         return
     table = Table(title="instruments")
     table.add_column("kind")
@@ -76,6 +77,7 @@ def identify_cmd(
     timeout: Annotated[float, typer.Option("--timeout", min=0.01, help="Reply timeout, s.")] = 2.0,
     baudrate: Baudrate = 115_200,
     as_json: Annotated[bool, typer.Option("--json", help="Print {resource, idn} as JSON.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Print the instrument's identification (``*IDN?``); sends nothing that sources."""
     from drivers import SafetyLimits, open_instrument
@@ -84,9 +86,8 @@ def identify_cmd(
     if is_arc2(resource):  # no line transport: the driver describes the board (it only grounds channels)
         with open_instrument(resource, SafetyLimits.conservative()) as board:
             idn = board.identify()
-        if as_json:
-            emit_json({"resource": resource, "idn": idn})
-        else:
+        emit_result({"resource": resource, "idn": idn}, as_json, json_out)
+        if not as_json:
             typer.echo(idn)
         return
     transport, _ = open_transport(
@@ -100,9 +101,8 @@ def identify_cmd(
         idn = transport.query("*IDN?").strip()
     finally:
         transport.close()
-    if as_json:
-        emit_json({"resource": resource, "idn": idn})
-    else:
+    emit_result({"resource": resource, "idn": idn}, as_json, json_out)
+    if not as_json:
         typer.echo(idn)
 
 
@@ -137,6 +137,7 @@ def pulse_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary (settings, readings, current span).")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Apply one pulse, then take a timed read train of the device's current; write it to ``--out``."""
     from drivers import CrossbarController, SafetyError, SafetyLimits, Smu, open_instrument
@@ -196,8 +197,8 @@ def pulse_cmd(
     if plot is not None:
         _plot(out, plot)
         console.print(f"wrote {plot}")
-    if as_json:
-        emit_json(_summary(out, plot))
+    if as_json or json_out is not None:
+        emit_result(_summary(out, plot), as_json, json_out)
 
 
 def _summary(trace_path: Path, plot: Path | None) -> dict[str, object]:

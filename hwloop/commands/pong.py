@@ -9,12 +9,25 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hwloop.commands.common import backend_from_options, console, emit_json
+from hwloop.commands.common import (
+    BackendOpt,
+    BackendOptionOpt,
+    BackendSeedOpt,
+    CalibrationOpt,
+    CardOpt,
+    JsonOpt,
+    JsonOutOpt,
+    backend_from_options,
+    backend_options,
+    console,
+    emit_result,
+)
 from hwloop.errors import HwloopError
 
 if TYPE_CHECKING:
@@ -33,7 +46,7 @@ STICKY = 0.25
 @app.callback(invoke_without_command=True)
 def evaluate_cmd(
     ctx: typer.Context,
-    backend: Annotated[str, typer.Option("--backend", help="Crossbar backend for the STPN layer.")] = "ideal",
+    backend: BackendOpt = "ideal",
     checkpoint: Annotated[
         Path, typer.Option("--checkpoint", help="Agent checkpoint (.safetensors).")
     ] = DEFAULT_CHECKPOINT,
@@ -42,16 +55,12 @@ def evaluate_cmd(
     sticky: Annotated[
         float, typer.Option("--sticky", min=0.0, max=1.0, help="Sticky-action probability.")
     ] = STICKY,
-    card: Annotated[Path | None, typer.Option("--card", help="Device card for the backend.")] = None,
-    calibration: Annotated[
-        Path | None, typer.Option("--calibration", help="Calibration record for the backend.")
-    ] = None,
-    backend_seed: Annotated[
-        int | None, typer.Option("--backend-seed", help="Seed of the backend's noise.")
-    ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the result JSON here (default: stdout).")
-    ] = None,
+    card: CardOpt = None,
+    calibration: CalibrationOpt = None,
+    backend_seed: BackendSeedOpt = None,
+    backend_option: BackendOptionOpt = None,
+    as_json: JsonOpt = False,
+    json_out: JsonOutOpt = None,
     record: Annotated[
         Path | None,
         typer.Option(
@@ -63,25 +72,45 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a Pong agent: greedy play over seeded sticky-action games of ALE/Pong-v5.
 
-    Prints (or writes) scores, mean score, steps, steps/s and the synaptic energy metric per step and
-    per episode. Subcommand ``train`` trains an agent instead.
+    Prints scores, mean score, steps, steps/s and the synaptic energy metric per step and per episode
+    (``--json`` / ``--json-out`` for the whole result). One agent step is 4 frames at 60 Hz, so backends
+    that take ``dt_s`` get 1/15 s unless ``--backend-option dt_s=...`` says otherwise.
+    Subcommand ``train`` trains an agent instead.
     """
     if ctx.invoked_subcommand is not None:
         return
     import torch
 
     from experiments.pong.agent import load_agent
-    from experiments.pong.evaluate import evaluate
+    from experiments.pong.evaluate import evaluate, step_seconds
     from experiments.pong.media import GifRecorder, plot_traces
 
     torch.set_num_threads(threads)
     agent = load_agent(checkpoint)
-    options = {"card": card, "calibration": calibration, "seed": backend_seed}
+    given = {"card": card, "calibration": calibration, "seed": backend_seed, "extra": backend_option}
+    options: dict[str, object] = {}
+    dt_s = step_seconds(checkpoint)
     if agent.core_name == "stpn":
-        agent.core.set_backend(
-            backend_from_options(backend, card=card, calibration=calibration, seed=backend_seed)
-        )  # type: ignore[operator]
-    elif backend != "ideal" or any(v is not None for v in options.values()):
+        defaults = {"dt_s": step_seconds(checkpoint)}
+        options = backend_options(
+            backend,
+            card=card,
+            calibration=calibration,
+            seed=backend_seed,
+            extra=backend_option,
+            defaults=defaults,
+        )
+        agent.core.set_backend(  # type: ignore[operator]
+            backend_from_options(
+                backend,
+                card=card,
+                calibration=calibration,
+                seed=backend_seed,
+                extra=backend_option,
+                defaults=defaults,
+            )
+        )
+    elif backend != "ideal" or any(v is not None for v in given.values()):
         raise HwloopError(
             f"{checkpoint} holds an {agent.core_name.upper()} agent, which runs only digitally: "
             "use --backend ideal"
@@ -98,14 +127,29 @@ def evaluate_cmd(
             )
             bar.update(task, advance=1, description=f"{label}: game {min(i + 2, episodes)}/{episodes}")
 
-        result, traces = evaluate(
-            agent, episodes, seed, backend=backend, sticky=sticky, on_frame=gif, on_episode=done
-        )
+        dt_s = float(options.get("dt_s", dt_s))  # type: ignore[arg-type]
+        try:
+            result, traces = evaluate(
+                agent,
+                episodes,
+                seed,
+                backend=backend,
+                sticky=sticky,
+                on_frame=gif,
+                on_episode=done,
+                dt_s=dt_s,
+            )
+        finally:
+            close = getattr(agent.core, "crossbar", None) and getattr(agent.core.crossbar, "close", None)
+            if callable(close):
+                close()  # a lab array: outputs to 0 V, log closed
     speed = f"{result.steps_per_second:.0f} steps/s"
     earned = ""
     if result.mean_earned_score != result.mean_score:
         earned = f", {result.mean_earned_score:+.2f} without ALE scoreboard glitches"
     console.print(f"mean score [bold]{result.mean_score:+.2f}[/] over {episodes} games{earned} ({speed})")
+    if result.energy_joules is not None:
+        console.print(energy_line(result.energy_joules))
     if gif is not None and record is not None:
         gif.save(record)
         console.print(f"wrote {record}")
@@ -114,16 +158,80 @@ def evaluate_cmd(
             traces,
             plot,
             f"{agent.core_name}-{agent.hidden} on {backend}: mean score {result.mean_score:+.1f}",
+            result.energy_joules["gpu"]["per_step_j"] if result.energy_joules else None,
         )
         console.print(f"wrote {plot}")
+    crossbar = getattr(agent.core, "crossbar", None)
+    stats = crossbar.stats() if callable(getattr(crossbar, "stats", None)) else None  # type: ignore[union-attr]
+    if backend == "lab" and stats is not None:
+        pacing = stats["pacing"] or {}
+        console.print(
+            f"lab: block rows {stats['block']['rows']} x cols {stats['block']['cols']} "
+            f"on {stats['resource']}; "
+            f"{pacing.get('overruns', 0)} of {pacing.get('steps', 0)} steps overran dt "
+            f"(worst {pacing.get('worst_lateness_s', 0.0) * 1e3:.1f} ms, {pacing.get('clock')}); "
+            f"log {stats['log']} run {stats['log_run']}"
+        )
     argv = sys.argv[sys.argv.index("pong") + 1 :] if "pong" in sys.argv else []
     payload = {
         "command": "hwloop pong " + shlex.join(argv),
         "checkpoint": str(checkpoint),
-        "backend_options": {k: v for k, v in options.items() if v is not None},
+        "backend_options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
         **result.model_dump(),
+        "backend_stats": stats,
     }
-    emit_json(payload, json_out)
+    emit_result(payload, as_json, json_out)
+
+
+@app.command("demo")
+def demo_cmd(
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the game.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 1,
+) -> None:
+    """One Pong game on the emulated default-card array with the hardware-aware STPN-64: score, energy
+    per game (J) beside the GPU estimate, and steps/s (``make demo``)."""
+    aware = DEFAULT_CHECKPOINT.with_name("stpn64_aware.safetensors")
+    if aware.is_file():
+        checkpoint = aware
+        console.print(f"demo: hardware-aware STPN-64 ({aware.name}) on the emulated SrTiO3 card, one game")
+    else:
+        checkpoint = DEFAULT_CHECKPOINT
+        console.print(
+            f"demo: {aware.name} not found; falling back to the shipped {DEFAULT_CHECKPOINT.name} "
+            "(trained on the ideal array, not hardware-aware) on the emulated SrTiO3 card, one game"
+        )
+    evaluate_cmd(
+        SimpleNamespace(invoked_subcommand=None),  # type: ignore[arg-type]
+        backend="emulated",
+        checkpoint=checkpoint,
+        episodes=1,
+        seed=seed,
+        sticky=STICKY,
+        card=None,
+        calibration=None,
+        backend_seed=None,
+        backend_option=None,
+        as_json=False,
+        json_out=None,
+        record=None,
+        plot=None,
+        threads=threads,
+    )
+
+
+def energy_line(joules: dict[str, object]) -> str:
+    """One line: device energy per game (J) next to the GPU estimates, from ``EvalResult.energy_joules``."""
+    dev, gpu = joules["device"], joules["gpu"]
+    assert isinstance(dev, dict) and isinstance(gpu, dict)
+    games = len(dev["per_game_j"]) or 1
+    device = sum(dev["per_game_j"]) / games
+    best = sum(gpu["per_game_j"]["best_efficiency"]) / games
+    written = sum(gpu["per_game_j"]["as_written"]) / games
+    where = f"on the {dev['backend']} array" if device else f"({dev['backend']}: no device physics)"
+    return (
+        f"energy per game: {device:.3g} J {where} vs {gpu['gpu']} {best:.3g} J "
+        f"(best efficiency) / {written:.3g} J (as written); `hwloop energy report` for the rest"
+    )
 
 
 @app.command("train")
@@ -184,6 +292,7 @@ def train_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the training record (also written beside --out) as JSON.")
     ] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Imitation-train a Pong agent (BC + DAgger from the RAM expert) and write checkpoint and record."""
     import torch
@@ -232,5 +341,4 @@ def train_cmd(
         console.print(f"saved {out} after {phase} ({record['wall_time_s']} s)")
 
     train(cfg, lambda line: console.print(line), keep, cache_dir=data_cache)
-    if as_json:
-        emit_json(json.loads(out.with_suffix(".json").read_text()))
+    emit_result(json.loads(out.with_suffix(".json").read_text()), as_json, json_out)

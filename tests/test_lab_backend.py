@@ -1,0 +1,242 @@
+"""The lab backend against the simulated lab: measured decay against the sim's ground truth, writes, the
+step log, pacing, refused pulses, and faults mid-run (each a clear error, lines to 0 V, log intact)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from drivers.sim.protocol_xbarsim import forget_arrays, sim_array
+from hwloop.backends.lab import LabCrossbar, LabError
+from hwloop.crossbar import make_backend
+from hwloop.stpn import STPN
+
+IN, HID = 3, 2  # a tiny STPN: block = every row x the 3 input columns -> a 2 x 6 device array
+
+
+@pytest.fixture(autouse=True)
+def fresh_lab():
+    forget_arrays()  # every test gets new simulated arrays (they persist per URL, as hardware does)
+    yield
+    forget_arrays()
+
+
+def _net(gamma: float = 0.5) -> STPN:
+    torch.manual_seed(0)
+    net = STPN(IN, HID)
+    with torch.no_grad():
+        net.weight_gamma.fill_(gamma)
+        net.weight_lambda.fill_(0.9)
+    return net
+
+
+def _lab(tmp_path: Path, resource: str | None = None, **options) -> LabCrossbar:
+    opts = {"rows": "all", "cols": f"0:{IN}", "dt_s": 0.5, "seed": 7, "log": tmp_path / "lab.h5", "rest_s": 0}
+    if resource is not None:
+        opts["resource"] = resource
+    return LabCrossbar(**{**opts, **options})  # type: ignore[arg-type]
+
+
+def _run(net: STPN, xs: torch.Tensor, state=None):
+    with torch.no_grad():
+        return net.run(xs, state)
+
+
+def _log(path: Path) -> h5py.Group:
+    f = h5py.File(path, "r")
+    return f["runs"][sorted(f["runs"])[-1]]
+
+
+def test_the_block_decays_by_the_devices_own_law_between_paced_reads(tmp_path: Path) -> None:
+    """After writes stop, each device's measured volatile conductance falls by exp(-dt / tau(0 V)) per
+    step, tau the simulated device's ground truth: decay is left to the device, reads are dt apart."""
+    net, lab = _net(), _lab(tmp_path)
+    net.set_backend(lab)
+    on, off = 15, 25
+    xs = torch.cat([torch.ones(1, on, IN), torch.zeros(1, off, IN)], dim=1)  # writes, then none (z = 0)
+    _run(net, xs)
+    lab.close()
+    g = _log(tmp_path / "lab.h5")
+    current, base = g["current_a"][:], g["baseline_g_siemens"][:]
+    g_st = current / g.attrs["read_v"] - base  # (steps, R, D) volatile part, S
+    t_read = g["t_read_s"][:]
+    assert np.allclose(np.diff(t_read, axis=0)[on:], 0.5, atol=2e-6)  # rows read dt apart (1 us stamps)
+    truth = sim_array(HID, 2 * IN, 7).tau_s(0.0)  # (R, D) the simulated devices' decay time at 0 V
+    charged = g_st[on] > 20 * 1.4e-10  # well above read noise (sigma ~1.4e-10 S)
+    assert charged.sum() >= 3  # the writes reached several devices
+    steps = np.arange(off - 1)
+    for r, d in zip(*np.nonzero(charged), strict=True):
+        slope = np.polyfit(steps * 0.5, np.log(np.maximum(g_st[on + 1 :, r, d], 1e-13)), 1)[0]
+        assert -1 / slope == pytest.approx(truth[r, d], rel=0.25), (r, d)
+    assert not np.allclose(truth, truth.mean())  # d2d spread: the agreement is per device
+
+
+def test_writes_follow_the_sign_of_the_hebbian_change(tmp_path: Path) -> None:
+    lab = _lab(tmp_path)
+    for sign in (1.0, -1.0):
+        forget_arrays()
+        net = _net(gamma=0.3 * sign)
+        net.set_backend(_lab(tmp_path, log=tmp_path / f"s{sign}.h5"))
+        h_F = _run(net, torch.ones(1, 12, IN))
+        net.crossbar.close()  # type: ignore[attr-defined]
+        g = _log(tmp_path / f"s{sign}.h5")
+        f, h = g["f_measured"][-1], g["h"][-1]  # (R, C): z = 1, so gamma h has the sign of F to expect
+        expect = np.sign(0.3 * sign * h)[:, None] * np.ones_like(f)
+        assert np.mean(np.sign(f) == expect) > 0.9
+        assert h_F.hs.shape == (1, 12, HID)
+    lab.close()
+
+
+def test_the_log_holds_every_step_and_appends_runs(tmp_path: Path) -> None:
+    for _ in range(2):
+        net = _net()
+        net.set_backend(_lab(tmp_path))
+        _run(net, torch.rand(1, 6, IN))
+        net.crossbar.close()  # type: ignore[attr-defined]
+    with h5py.File(tmp_path / "lab.h5", "r") as f:
+        assert sorted(f["runs"]) == ["0000", "0001"]
+        g = f["runs/0001"]
+        assert g["step"][:].tolist() == list(range(6))
+        assert g["current_a"].shape == (6, HID, 2 * IN) and g["pulse_amplitude_v"].shape[1:] == (
+            2,
+            HID,
+            2 * IN,
+        )
+        assert json.loads(g.attrs["limits"])["max_pulses_per_s"] == 1000
+        assert (g["t_end_s"][:] - g["t_start_s"][:] < 0.5).all() and (g["lateness_s"][:] == 0).all()
+        sent = g["pulse_amplitude_v"][:]
+        assert np.all((sent == 0) | ((np.abs(sent) >= 0.5) & (np.abs(sent) <= 1.5)))  # threshold..write_v
+
+
+def test_a_step_longer_than_dt_is_reported_or_stops_the_run(tmp_path: Path) -> None:
+    # dt of 2 ms: a step's six reads and writes take ~1 ms of serial latency each on the sim
+    net = _net()
+    net.set_backend(_lab(tmp_path, dt_s=2e-3))
+    _run(net, torch.ones(1, 4, IN))
+    stats = net.crossbar.stats()  # type: ignore[attr-defined]
+    assert stats["pacing"]["overruns"] == 4 and stats["pacing"]["worst_lateness_s"] > 1e-3
+    net.crossbar.close()  # type: ignore[attr-defined]
+    net = _net()
+    net.set_backend(_lab(tmp_path, dt_s=2e-3, overrun="stop", log=tmp_path / "stop.h5"))
+    with pytest.raises(LabError, match=r"lab step 0: step 0 overran its dt of 2.0 ms by"):
+        _run(net, torch.ones(1, 4, IN))
+
+
+def test_a_pulse_beyond_the_users_limits_is_refused_naming_step_and_synapse(tmp_path: Path) -> None:
+    limits = tmp_path / "limits.json"
+    limits.write_text(
+        json.dumps(
+            {
+                "max_abs_voltage_v": 1.0,
+                "max_pulse_width_s": 1e-3,
+                "max_compliance_a": 1e-3,
+                "max_pulses_per_s": 1e3,
+            }
+        )
+    )
+    net = _net()
+    lab = _lab(tmp_path, limits=str(limits))
+    net.set_backend(lab)
+    with pytest.raises(
+        LabError,
+        match=r"lab step 0: pulse refused for synapse \(\d, \d\) G[+-] on controller "
+        r"row \d, column \d+: pulse amplitude 1.5 V exceeds the safety limit of ±1 V",
+    ):
+        _run(net, torch.ones(1, 3, IN))
+    assert lab.controller is None  # closed: lines at 0 V
+    assert "error: lab step 0" in _log(tmp_path / "lab.h5")["events"][-1].decode()
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("timeout_on=PULSEROW", "no reply within"),
+        ("drop_after=60", "connection lost"),
+        ("stuck_at_s=0.6&stuck_device=1,2", "current limited"),
+    ],
+)
+def test_a_fault_mid_run_is_a_clear_error_with_lines_at_0v_and_the_log_intact(
+    tmp_path: Path, fault: str, message: str
+) -> None:
+    resource = f"xbarsim://{HID}x{2 * IN}?seed=7&{fault}"
+    net, lab = _net(), _lab(tmp_path, resource=resource, dt_s=0.1)
+    net.set_backend(lab)
+    with torch.no_grad():
+        net.initial_state(1)
+    firmware = lab.controller.transport.port.firmware  # type: ignore[union-attr]
+    with pytest.raises(LabError, match=rf"lab step \d+: .*{message}") as err:
+        _run(net, torch.ones(1, 30, IN))
+    assert err.value.args[0].count("\n") == 0
+    assert lab.controller is None
+    if "drop" not in fault:  # RST reached the controller: selection and compliance cleared, lines at 0 V
+        assert firmware.ilim_a is None and firmware.selected is None
+    g = _log(tmp_path / "lab.h5")
+    steps = int(err.value.args[0].split()[2].rstrip(":"))
+    assert g["step"].shape == (steps,) and g["current_a"].shape[0] == steps
+    if "stuck" in fault or "drop" in fault:
+        assert steps > 0  # the fault struck mid-run, after whole steps were logged
+    assert g["events"][-1].decode().startswith(f"error: lab step {steps}")
+
+
+def test_batches_and_bad_blocks_are_one_clear_error(tmp_path: Path) -> None:
+    net, lab = _net(), _lab(tmp_path)
+    net.set_backend(lab)
+    with pytest.raises(Exception, match="batch size 1"):
+        net.initial_state(2)
+    assert lab.controller is None  # refused after programming: the controller was closed
+    net = _net()
+    net.set_backend(make_backend("lab", rows="0:9", log=str(tmp_path / "x.h5")))
+    with pytest.raises(Exception, match=r"rows='0:9' is not a non-empty span inside 0:2"):
+        net.initial_state(1)
+    with pytest.raises(Exception, match="a real controller needs your safety limits"):
+        lab = LabCrossbar(resource="/dev/ttyUSB9", rows="all", cols="0:1", log=tmp_path / "y.h5")
+        _net().set_backend(lab)
+        lab.program(_net().synapses())
+
+
+def test_a_killed_run_leaves_every_flushed_step_readable(tmp_path: Path) -> None:
+    """SIGKILL mid-run (no cleanup at all): the log opens in SWMR read mode with the steps taken so far,
+    and appending to it is refused with one clear line instead of an HDF5 trace."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from hwloop.stpn import STPN\n"
+        "from hwloop.backends.lab import LabCrossbar\n"
+        "net = STPN(3, 2)\n"
+        "net.set_backend(LabCrossbar(rows='all', cols='0:3', dt_s=0.1, log=sys.argv[1], rest_s=0))\n"
+        "state = None\n"
+        "with torch.no_grad():\n"
+        "    for k in range(100000):\n"
+        "        state = net.step(torch.ones(1, 3), state)\n"
+        "        print(k, flush=True)\n"
+    )
+    log = tmp_path / "killed.h5"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(log)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if int(line) >= 20:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with h5py.File(log, "r", swmr=True) as f:
+        steps = f["runs/0000/step"][:]
+        assert len(steps) >= 21 and steps.tolist() == list(range(len(steps)))
+        assert np.isfinite(f["runs/0000/current_a"][:]).all()
+    net, lab = _net(), _lab(tmp_path, log=log)
+    net.set_backend(lab)
+    with pytest.raises(Exception, match="was left open by a run that crashed: its steps are intact"):
+        net.initial_state(1)
+    assert lab.controller is None  # the controller opened before the log was closed again
