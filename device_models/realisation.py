@@ -232,17 +232,20 @@ class Realisation:
             efold = np.where(np.isfinite(measured) & (measured != 0), measured, efold)
         shapes = [_Shape("exp")]
         shape_of = np.zeros(record.n_devices, np.int64)
+        usable, tau2, w1, beta = (
+            record.good(),
+            record.array("tau2_s"),
+            record.array("w1"),
+            record.array("beta"),
+        )
+
+        def given(value: float) -> float:  # a parameter the law does not use is stored as null
+            return float(value) if np.isfinite(value) else 1.0
+
         for d in np.unique(idx):
-            if record.good()[d] and laws[d] != "exp":
+            if usable[d] and laws[d] != "exp":
                 t1 = tau1[d]
-                shapes.append(
-                    _Shape(
-                        str(laws[d]),
-                        float(record.array("tau2_s")[d] / t1) if laws[d] == "biexp" else 1.0,
-                        float(record.array("w1")[d]) if laws[d] == "biexp" else 1.0,
-                        float(record.array("beta")[d]) if laws[d] == "stretched" else 1.0,
-                    )
-                )
+                shapes.append(_Shape(str(laws[d]), given(tau2[d] / t1), given(w1[d]), given(beta[d])))
                 shape_of[d] = len(shapes) - 1
         broken = ~good | ~np.isfinite(tau1[idx]) | ~(tau1[idx] > 0)
         decay = _Decay(
@@ -422,7 +425,7 @@ def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]
     One batched ``step_retention`` call per law."""
     tables: list[Array | None] = [None] * len(shapes)
     y = np.exp(_GRID_LN)
-    for law in ("biexp", "stretched"):
+    for law in sorted({s.law for s in shapes} - {"exp"}):  # any non-exponential law of laws.py
         which = [i for i, s in enumerate(shapes) if s.law == law]
         if not which:
             continue
