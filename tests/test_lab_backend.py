@@ -156,7 +156,7 @@ def test_a_pulse_beyond_the_users_limits_is_refused_naming_step_and_synapse(tmp_
     ("fault", "message"),
     [
         ("timeout_on=PULSEROW", "no reply within"),
-        ("drop_after=60", "connection lost"),
+        ("drop_after=160", "connection lost"),
         ("stuck_at_s=0.6&stuck_device=1,2", "current limited"),
     ],
 )
