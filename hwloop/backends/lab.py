@@ -403,7 +403,10 @@ class LabCrossbar:
         per_device = np.zeros((R, D))
         per_device[self.dev_row, self.dev_col] = drive
         widths, amps = np.zeros((PULSES_PER_ROW, R)), np.zeros((PULSES_PER_ROW, R, D))
-        w_max = min(self.limits.max_pulse_width_s, 1e-3)
+        w_min, w_max = 10e-9, min(self.limits.max_pulse_width_s, 1e-3)
+        hardware = getattr(self.controller, "hardware", None)  # the controller's own range (LIMITS?)
+        if hardware is not None:
+            w_min, w_max = max(w_min, hardware.min_width_s), min(w_max, hardware.max_width_s)
         left = per_device.copy()
         for q in range(PULSES_PER_ROW):
             top = left.max(axis=1)
@@ -411,7 +414,7 @@ class LabCrossbar:
                 w = p.width_ref_s * (top[r] / (write_v / p.v_ref_v) ** p.amp_exponent) ** (
                     1 / p.width_exponent
                 )
-                w = float(np.clip(w, 10e-9, w_max))
+                w = float(np.clip(w, w_min, w_max))  # a wider pulse: lower amplitudes below
                 a = p.v_ref_v * (left[r] / (w / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
                 a = np.minimum(a, write_v)
                 go = a >= p.v_threshold_v
