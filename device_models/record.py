@@ -6,7 +6,8 @@ index r * cols + c); values that do not apply or were not measured are ``null`` 
 
 Per device:
     status            "ok" or why the device is not usable (see ``calibration.fit`` statuses)
-    law               decay law chosen by model selection ("exp", "biexp", "stretched")
+    law               decay law chosen by model selection ("exp", "biexp", "stretched", "compressed";
+                      see ``device_models.laws``)
     tau_s             effective single-exponential time constant, s: lambda = exp(-dt_s / tau_s)
     lam               per-step retention at the record's dt_s (best per-step approximation)
     step_error        RMS error of lambda^k against the law's phi(k dt_s), k = 1..horizon_steps
@@ -191,7 +192,7 @@ class CalibrationRecord(BaseModel):
     provenance: Provenance
 
     status: list[str]
-    law: list[Literal["exp", "biexp", "stretched"]]
+    law: list[Literal["exp", "biexp", "stretched", "compressed"]]
     tau_s: Column
     lam: Column
     step_error: Column
@@ -303,7 +304,7 @@ class CalibrationRecord(BaseModel):
         lam = lam_from_tau(self.array("tau_s"), dt_s)
         t = np.arange(1, self.horizon_steps + 1, dtype=np.float64) * dt_s
         laws = np.array(self.law)
-        for law in ("biexp", "stretched"):
+        for law in ("biexp", "stretched", "compressed"):
             sel = (laws == law) & self.good()
             if sel.any():
                 phi = relaxation(
