@@ -3,6 +3,9 @@
 Decay: every relaxation of every device is fitted in one ``fit_decay`` call (time measured from the end
 of the potentiating train). A device's tau and lambda are the medians over its "ok" relaxations (all
 conditions and cycles); the uncertainty combines the fits' errors with the cycle-to-cycle scatter.
+Only "ok" relaxations ever give numbers: a device whose relaxations are mostly judged not described by
+any law (poor_fit, threshold_collapse, non_monotonic outnumber its ok ones) takes the most common of
+those verdicts as its status and carries no tau or lambda, so mapping and the backends never see it.
 
 Decay versus bias (SMU campaigns, ``calibration.smu_campaign``): the relaxations at each bias are fitted
 the same way, giving tau per bias per device; the ``device_models`` bias law is fitted to them
@@ -23,12 +26,13 @@ from numpy.typing import NDArray
 
 from calibration.bias import fit_bias_law
 from calibration.fit import DecayFit, fit_decay
-from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
-from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile, software_version
+from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
+from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 
 Array = NDArray[np.float64]
+VERDICTS = ("poor_fit", "threshold_collapse", "non_monotonic")  # fitted, but the law does not describe it
 
 
 def load_decays(
@@ -81,6 +85,10 @@ def _per_device_decay(
         by_dev[int(d)].append(u)
     for d, us in by_dev.items():
         ok = [u for u in us if fit.status[u] == "ok"]
+        undescribed = [str(fit.status[u]) for u in us if fit.status[u] in VERDICTS]
+        if len(undescribed) > len(ok):  # the law describes a minority of its relaxations: no numbers
+            status[d] = Counter(undescribed).most_common(1)[0][0]
+            continue
         if not ok:
             status[d] = Counter(str(fit.status[u]) for u in us).most_common(1)[0][0]
             continue

@@ -88,7 +88,8 @@ class DecayFit:
     devices are usable (``ok``, and ``lam`` is NaN elsewhere). The verdict's test statistics: ``noise``
     (read-noise sigma from the data, S), ``runs_z`` (runs test z of the residual signs), ``lag1``
     (lag-1 autocorrelation of the residuals), ``sys_rel`` (systematic residual RMS / |delta_g|),
-    ``r2_max`` (R^2 of a perfect law at that noise); see ``calibration.verdict``."""
+    ``r2_max`` (R^2 of a perfect law at that noise), ``counter_rel`` (largest move against the relaxation /
+    the trace's range); see ``calibration.verdict``."""
 
     law: NDArray[np.str_]
     status: NDArray[np.str_]
@@ -112,6 +113,7 @@ class DecayFit:
     lag1: Array = field(default_factory=lambda: np.zeros(0))
     sys_rel: Array = field(default_factory=lambda: np.zeros(0))
     r2_max: Array = field(default_factory=lambda: np.zeros(0))
+    counter_rel: Array = field(default_factory=lambda: np.zeros(0))
 
     @property
     def ok(self) -> NDArray[np.bool_]:
@@ -200,11 +202,20 @@ def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], Non
     # every converged, resolved fit competes (its verdict travels with it); the compressed law only
     # on strong evidence against every completely monotone law
     raw = {law: np.where(np.isfinite(fits[law].tau), fits[law].aicc, np.inf) for law in order}
-    monotone_best = np.min([raw[law] for law in order if law != "compressed"], axis=0)
+    # against every monotone fit that reached a minimum, resolved or not: a biexp whose fast time cannot
+    # be told still shows that the compressed law's gain is within what a monotone law achieves
+    monotone = [
+        np.where(np.isfinite(fits[law].aicc), fits[law].aicc, np.inf) for law in order if law != "compressed"
+    ]
+    monotone_best = np.min(monotone, axis=0)
     raw["compressed"] = np.where(
         raw["compressed"] < monotone_best - COMPRESSED_MARGIN, raw["compressed"], np.inf
     )
     scores = np.stack([raw[law] for law in order])
+    # among the laws that describe the trace when there are any: AICc may prefer a simpler law that
+    # leaves structure (noise hides a second time constant from AICc, not from the runs test)
+    describes = np.stack([fits[law].ok for law in order]) & np.isfinite(scores)
+    scores = np.where(describes.any(axis=0) & ~describes, np.inf, scores)
     # the simplest law within AICC_TIE of the best one
     best = np.argmax(scores <= scores.min(axis=0) + AICC_TIE, axis=0)
     any_ok = np.isfinite(scores).any(axis=0)
@@ -232,7 +243,7 @@ def _fit_law(
         k: np.full(d, np.nan) for k in ("tau", "tau_err", "g_inf", "g_inf_err", "delta_g", "delta_g_err")
     }
     res |= {k: np.full(d, np.nan) for k in ("tau2", "w1", "beta", "rmse", "rmse_rel", "r2", "aicc")}
-    res |= {k: np.full(d, np.nan) for k in ("noise", "runs_z", "lag1", "sys_rel", "r2_max")}
+    res |= {k: np.full(d, np.nan) for k in ("noise", "runs_z", "lag1", "sys_rel", "r2_max", "counter_rel")}
     valid = np.zeros(d, dtype=bool)
     todo = np.flatnonzero(status == "ok")
     chunk = max(1, CHUNK_ELEMENTS // n)
@@ -296,6 +307,7 @@ def _solve_chunk(
         w, r = sol.weights.numpy(), sol.residual.numpy()
         wrss, wsum, rss_n = (w * r * r).sum(1), w.sum(1), (r * r).sum(1)
         lo, hi = (b.numpy() for b in _BOUNDS[law])
+        hi = np.where(_STEP_EDGE[law], np.inf, hi)  # a compressed beta at its top is a step: still resolved
         at_edge = np.asarray(((p <= lo + 1e-6) | (p >= hi - 1e-6)).any(1))  # ran off to a degenerate limit
         tss_n = ((yn - yn.mean(1, keepdim=True)) ** 2).sum(1).numpy()
     n_par = p.shape[1]
@@ -418,15 +430,22 @@ def _stretched_beta(v: Tensor) -> tuple[Tensor, Tensor]:
     return beta, beta * (1.0 - beta)
 
 
-COMPRESSED_BETA_SPAN = 19.0  # compressed beta = 1 + 19 sigmoid(v): (1, 20)
+COMPRESSED_BETA_SPAN = 99.0  # compressed beta = 1 + 99 sigmoid(v): (1, 100)
 
 
 def _compressed_beta(v: Tensor) -> tuple[Tensor, Tensor]:
-    """beta = 1 + 19 sigmoid(v) in (1, 20) and d beta / dv."""
+    """beta = 1 + 99 sigmoid(v) in (1, 100) and d beta / dv."""
     s = torch.sigmoid(v)
     return 1.0 + COMPRESSED_BETA_SPAN * s, COMPRESSED_BETA_SPAN * s * (1.0 - s)
 
 
+# upper parameter bounds that are a physical limit rather than a degenerate one: the compressed law's
+# beta -> 100 is an abrupt step at tau (VO2 collapsing within a few ms of a 0.3 s hold)
+_STEP_EDGE = {
+    "biexp": np.zeros(5, dtype=bool),
+    "stretched": np.zeros(4, dtype=bool),
+    "compressed": np.array([False, False, False, True]),
+}
 _BETA = {"stretched": lambda v: _stretched_beta(v)[0], "compressed": lambda v: _compressed_beta(v)[0]}
 _MODELS = {
     "biexp": _biexp_model,
@@ -439,9 +458,9 @@ _INF = float("inf")
 _BOUNDS = {
     "biexp": (torch.tensor([-_INF, -_INF, -_INF, -7.0, -7.0]), torch.tensor([_INF, _INF, _INF, 12.0, 12.0])),
     "stretched": (torch.tensor([-_INF, -_INF, -7.0, -4.0]), torch.tensor([_INF, _INF, 12.0, 6.0])),
-    # logit((beta - 1) / 19) within [-6, 6]: beta 1.047 .. 19.95; at the lower bound the trace is no
+    # logit((beta - 1) / 99) within [-8, 8]: beta 1.033 .. 99.97. At the lower bound the trace is no
     # sharper than an exponential (the compressed law has nothing to add: tau_unresolved)
-    "compressed": (torch.tensor([-_INF, -_INF, -7.0, -6.0]), torch.tensor([_INF, _INF, 12.0, 6.0])),
+    "compressed": (torch.tensor([-_INF, -_INF, -7.0, -8.0]), torch.tensor([_INF, _INF, 12.0, 8.0])),
 }
 
 
@@ -507,7 +526,7 @@ def _compressed_init(t: Tensor, y: Tensor, k: Tensor) -> Tensor:
     t_half = torch.gather(t.expand_as(y), 1, first[:, None])[:, 0].clamp_min(1e-6)
     best_p = torch.zeros(d, 4, dtype=y.dtype)
     best_sse = torch.full((d,), float("inf"), dtype=y.dtype)
-    for beta in (1.3, 2.0, 3.0, 5.0, 8.0, 13.0):
+    for beta in (1.3, 2.0, 3.0, 5.0, 8.0, 13.0, 25.0, 50.0):
         v = math.log((beta - 1.0) / (1.0 + COMPRESSED_BETA_SPAN - beta))
         rates = [k * m for m in (0.3, 1.0, 3.0)]
         rates += [math.log(2.0) ** (1.0 / beta) / t_half * m for m in (0.8, 1.0, 1.25)]

@@ -3,9 +3,11 @@ shape tests that name what a failed trace does instead (see docs/calibration.md 
 
 Per device, from its measured trace g (N,) and the residual r = g - fitted law (N,), one pass each:
 
-    noise     sigma of the read noise from the data alone: 1.4826 MAD of the second differences
-              g[n+1] - 2 g[n] + g[n-1] over sqrt(6) (a smooth relaxation hardly changes the second
-              differences; the MAD ignores the few samples of an abrupt drop)
+    noise     sigma of the read noise from neighbouring samples: 1.4826 MAD of the second differences
+              r[n+1] - 2 r[n] + r[n-1] over sqrt(6). Differencing removes whatever is smooth on the
+              sampling scale (the misfit of a wrong law too), so this is the data's own noise, not the
+              fit's; the residual rather than g removes the relaxation's curvature, which on quiet,
+              steep traces would dominate; the MAD ignores the few samples of an abrupt drop
     runs_z    Wald-Wolfowitz runs test on the residual signs: z = (runs - mu) / sd; independent
               residuals give z ~ N(0, 1), a law that misses the shape leaves long runs (z << 0)
     lag1      lag-1 autocorrelation of the residuals, sum r[n] r[n+1] / sum r[n]^2; ~ N(0, 1/N) for
@@ -24,7 +26,7 @@ significant; the tolerance asks whether it matters: a 2% RMS systematic error is
 device-to-device and cycle-to-cycle spread of real arrays and below what the per-step lambda
 approximation of a non-exponential law already costs.
 
-Shape: ``non_monotonic`` when the block-averaged trace (64 blocks) moves against its relaxation by more
+Shape: ``non_monotonic`` when the trace averaged in blocks of 4 samples moves against its relaxation by more
 than NONMONOTONIC_FRAC of its range and NONMONOTONIC_Z block-noise sigmas: no monotone law can
 describe a trace that holds, rises, then falls.
 """
@@ -43,22 +45,23 @@ STRUCTURE_Z = 3.29  # one-sided p = 5e-4 for the runs test and for the lag-1 aut
 SYSTEMATIC_TOL = 0.02  # systematic residual RMS that matters, relative to the relaxation amplitude
 R2_FLOOR = 0.8  # the law must explain 80% of the variance a perfect law would explain at this noise
 NONMONOTONIC_FRAC = 0.1  # a counter-move of 10% of the trace's range ...
-NONMONOTONIC_Z = 8.0  # ... and of 8 block-noise sigmas (range of 64 Gaussian block means: < 6 sigma)
-BLOCKS = 64
+NONMONOTONIC_Z = 10.0  # ... and of 10 block-noise sigmas (the range of 1000 Gaussian means is < 8 sigma)
+BLOCK = 4  # samples per block mean
+MIN_BLOCKS = 8  # shorter traces (< 32 samples) are not tested for monotonicity
 MAD_TO_SIGMA = 1.4826
 
 N_STATS = 7  # noise, c0, c1, runs_z, counter_move, block_range, block_noise
 
 
 @njit(cache=True)
-def _noise_sigma(g: NDArray[np.float64]) -> float:
-    """Read-noise sigma from the MAD of the second differences (var of a second difference: 6 sigma^2)."""
-    n = g.size
+def _noise_sigma(r: NDArray[np.float64]) -> float:
+    """White-noise sigma of r from the MAD of its second differences (variance 6 sigma^2)."""
+    n = r.size
     if n < 3:
         return math.nan
     d2 = np.empty(n - 2)
     for i in range(n - 2):
-        d2[i] = g[i + 2] - 2.0 * g[i + 1] + g[i]
+        d2[i] = r[i + 2] - 2.0 * r[i + 1] + r[i]
     med = np.median(d2)
     dev = np.abs(d2 - med)
     mad = np.median(dev)
@@ -91,7 +94,7 @@ def _runs_z(r: NDArray[np.float64]) -> float:
 @njit(cache=True)
 def _one(g, r, out):  # type: ignore[no-untyped-def]
     n = g.size
-    sigma = _noise_sigma(g)
+    sigma = _noise_sigma(r)
     c0 = 0.0
     c1 = 0.0
     for i in range(n):
@@ -99,7 +102,7 @@ def _one(g, r, out):  # type: ignore[no-untyped-def]
         if i > 0:
             c1 += r[i] * r[i - 1]
     # block means of the data, and the largest move against the relaxation's direction
-    w = max(1, n // BLOCKS)
+    w = BLOCK  # short blocks: a hold-and-rise of a few tens of samples in a long record still shows
     j_count = n // w
     b = np.empty(j_count)
     for j in range(j_count):
@@ -159,5 +162,48 @@ def verdict(
     poor = (structured & (sys_rel > SYSTEMATIC_TOL)) | (r2 < R2_FLOOR * np.maximum(r2_max, 0.0))
     counter, block_range, block_noise = s[:, 4], s[:, 5], s[:, 6]
     non_monotonic = (counter > NONMONOTONIC_FRAC * block_range) & (counter > NONMONOTONIC_Z * block_noise)
-    stats = {"noise": noise, "runs_z": runs_z, "lag1": lag1, "sys_rel": sys_rel, "r2_max": r2_max}
+    non_monotonic &= n // BLOCK >= MIN_BLOCKS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        counter_rel = counter / block_range
+    stats = {
+        "noise": noise,
+        "runs_z": runs_z,
+        "lag1": lag1,
+        "sys_rel": sys_rel,
+        "r2_max": r2_max,
+        "counter_rel": counter_rel,
+    }
     return stats, poor, non_monotonic
+
+
+def reason(
+    status: str, r2: float, stats: dict[str, float], n: int, law: str = "", beta: float = math.nan
+) -> str:
+    """One line saying why a fit got its verdict, from its test statistics (scalars of one device)."""
+    runs_z, lag1, sys_rel = stats["runs_z"], stats["lag1"], stats["sys_rel"]
+    structured = runs_z < -STRUCTURE_Z or lag1 * math.sqrt(n) > STRUCTURE_Z
+    floor = R2_FLOOR * max(stats["r2_max"], 0.0)
+    if status == "non_monotonic":
+        return (
+            f"moves against its relaxation by {stats['counter_rel']:.0%} of its range: no monotone law fits"
+        )
+    parts = []
+    if structured and sys_rel > SYSTEMATIC_TOL:
+        parts.append(
+            f"structured residuals (runs z {runs_z:.1f}, lag-1 {lag1:.2f}) with a systematic part of "
+            f"{sys_rel:.1%} of the amplitude (> {SYSTEMATIC_TOL:.0%})"
+        )
+    if r2 < floor:
+        parts.append(
+            f"R^2 {r2:.3f} below the floor {floor:.3f} ({R2_FLOOR:g} x {stats['r2_max']:.3f} at this noise)"
+        )
+    if status == "threshold_collapse":
+        parts.insert(0, f"holds then collapses (compressed beta {beta:.2f}) but")
+    if status == "ok":
+        what = (
+            "unstructured residuals"
+            if not structured
+            else f"systematic residual {sys_rel:.1%} <= {SYSTEMATIC_TOL:.0%}"
+        )
+        return f"{law} describes the trace: {what}, R^2 {r2:.4f} >= {floor:.3f}"
+    return " ".join(parts) if parts else status

@@ -267,13 +267,16 @@ def report_cmd(
         typer.Option("--data", help="Campaign file for trace plots (default: the record's source)."),
     ] = None,
 ) -> None:
-    """Plot decay fits, tau/lambda histograms and pulse responses, and write a text summary."""
+    """Plot decay fits, the fits that failed (with residuals, verdict and tests), tau/lambda histograms and
+    pulse responses, and write a text summary."""
     record = CalibrationRecord.load(record_path)
     if data is None and record.provenance.source_file and Path(record.provenance.source_file).exists():
         data = Path(record.provenance.source_file)
     if data is not None and not data.exists():
         raise CalibrationError(f"campaign file {data} does not exist")
-    for path in write_report(record, out, data):
+    written = write_report(record, out, data)
+    console.print((out / "summary.txt").read_text().rstrip(), markup=False, highlight=False)
+    for path in written:
         console.print(f"wrote {path}")
 
 
