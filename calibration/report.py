@@ -231,18 +231,19 @@ def failed_fits_page(names: list[str], t: Array, g: Array, path: Path, model: st
             f"lag-1 {stats['lag1']:.2f}\nsystematic {stats['sys_rel']:.1%} of amplitude\n"
             f"noise {stats['noise'] / abs(fit.delta_g[i]):.1e} of amplitude"
         )
+        falling = g[i, 0] >= g[i, -1]  # the empty corners: lower left and upper right of a falling trace
         ax[0, i].text(
-            0.97,
-            0.97,
+            0.03,
+            0.03 if falling else 0.97,
             text,
             transform=ax[0, i].transAxes,
-            ha="right",
-            va="top",
+            ha="left",
+            va="bottom" if falling else "top",
             fontsize=6.5,
             bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
         )
         ax[0, i].set_title(f"{name}\n{fit.status[i]}", fontsize=8, color="tab:red" if not fit.ok[i] else "k")
-        ax[0, i].legend(fontsize=6, loc="lower left")
+        ax[0, i].legend(fontsize=6, loc="upper right" if falling else "lower right")
         ax[1, i].set_xlabel("time since the pulse (s)")
     ax[0, 0].set_ylabel("conductance (uS)")
     ax[1, 0].set_ylabel("residual / |delta_g|")

@@ -1,0 +1,93 @@
+"""`hwloop calibrate fit` and `report` on a campaign whose devices include ones no law describes: their
+verdicts reach the record (with no numbers, so mapping never uses them) and the report shows each failed
+fit with its residuals and the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from test_calibration_verdict import ag_diffusive, vo2_long_step  # tests/ is on sys.path (rootdir, prepend)
+
+from calibration.storage import CampaignFile
+from device_models.record import CalibrationRecord
+
+N = 2000
+EXPECTED = {  # device index (row-major in a 2 x 3 array) -> status
+    0: "ok",  # exponential
+    1: "ok",  # two time constants
+    2: "threshold_collapse",  # VO2 after a long heating step
+    3: "non_monotonic",  # diffusive Ag: holds, rises, ruptures
+    4: "poor_fit",  # an exponential on a falling baseline ramp (only the exp law is fitted: --model exp)
+    5: "ok",
+}
+
+
+def traces(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(t (N,) s, g (N,) S) per device of a 2 x 3 array, in row-major order."""
+    t_slow = np.arange(1, N + 1) * 1e-3
+    t_fast = np.arange(1, N + 1) * 1e-5
+    noise = 1e-7 * rng.standard_normal((6, N))
+    return [
+        (t_slow, 2e-6 + 5e-6 * np.exp(-t_slow / 0.3) + noise[0]),
+        (t_slow, 2e-6 + 3e-6 * np.exp(-t_slow / 0.05) + 2e-6 * np.exp(-t_slow / 0.6) + noise[1]),
+        (t_slow, vo2_long_step(t_slow, 0.35, rng)),
+        (t_fast, ag_diffusive(t_fast, 6e-3, 0.25, rng)),
+        (t_slow, 5e-6 + 5e-6 * np.exp(-t_slow / 0.3) - 1e-6 * t_slow + noise[4]),
+        (t_slow, 2e-6 + 4e-6 * np.exp(-t_slow / 0.5) + noise[5]),
+    ]
+
+
+def write_campaign(path: Path, seed: int = 0) -> Path:
+    """A 2 x 3 campaign file (one relaxation per device, read at 0.1 V) in the campaign format."""
+    rng = np.random.default_rng(seed)
+    with CampaignFile.create(path, config={"demo": "failed fits"}, shape=(2, 3), safety_limits={}) as store:
+        for d, (t, g) in enumerate(traces(rng)):
+            r, c = divmod(d, 3)
+            store.write_unit(
+                r,
+                c,
+                "decay",
+                "cond00_cyc00",
+                {"t_s": t - t[0], "i_a": 0.1 * g, "g_siemens": g, "baseline_g_siemens": g[-1:]},
+                {
+                    "amplitude_v": 1.5,
+                    "width_s": 1e-4,
+                    "n_pulses": 10,
+                    "read_v": 0.1,
+                    "every_s": t[1] - t[0],
+                    "delay_s": t[0],
+                    "pulse_energy_j": 0.0,
+                },
+            )
+        store.flush()
+    return path
+
+
+def test_failed_fits_reach_the_record_without_numbers_and_the_report_shows_why(tmp_path, hwloop_run):
+    data = write_campaign(tmp_path / "campaign.h5")
+    statuses = {}
+    for model in ("auto", "exp"):
+        out = tmp_path / f"record_{model}.json"
+        res = hwloop_run("calibrate", "fit", str(data), "--out", str(out), "--model", model)
+        assert res.code == 0, res.err
+        record = CalibrationRecord.load(out)
+        statuses[model] = list(record.status)
+        bad = ~record.good()
+        assert np.isnan(record.array("tau_s")[bad]).all() and np.isnan(record.array("lam")[bad]).all()
+    assert [statuses["auto"][d] for d in (0, 1, 2, 3, 5)] == [EXPECTED[d] for d in (0, 1, 2, 3, 5)]
+    assert statuses["exp"][4] == "poor_fit" and statuses["exp"][3] == "non_monotonic"
+    assert statuses["exp"][1] == "poor_fit"  # two time constants are not one
+
+    report = tmp_path / "report"
+    res = hwloop_run("calibrate", "report", str(tmp_path / "record_auto.json"), "--out", str(report))
+    assert res.code == 0, res.err
+    png = report / "failed_fits.png"
+    assert png.exists() and png.stat().st_size > 20_000
+    summary = (report / "summary.txt").read_text()
+    assert "device (0, 2): threshold_collapse (compressed law): holds then collapses" in summary
+    assert "device (1, 0): non_monotonic" in summary and "moves against its relaxation by" in summary
+    assert "structured residuals (runs z" in summary
+    assert "failed fits" in res.err  # the command prints the summary (rich console: stderr), failures too
+    assert json.loads((tmp_path / "record_auto.json").read_text())["status"] == statuses["auto"]
