@@ -350,11 +350,7 @@ def _solve_chunk(
     status[at_edge & np.isin(status, ("ok", "flat"))] = "tau_unresolved"
     status[gs == 0] = "flat"  # a constant trace
     fitted = status == "ok"
-    phi = relaxation(
-        law, t, out["tau"][:, None], out["tau2"][:, None], out["w1"][:, None], out["beta"][:, None]
-    )
-    residual = g - (out["g_inf"][:, None] + out["delta_g"][:, None] * phi)
-    stats, poor, non_monotonic = verdict(g, residual, out["delta_g"], tss)
+    stats, poor, non_monotonic = verdict(law, t, g, out, tss)
     out |= stats
     status[fitted & poor] = "poor_fit"
     if law == "compressed":

@@ -3,11 +3,12 @@ shape tests that name what a failed trace does instead (see docs/calibration.md 
 
 Per device, from its measured trace g (N,) and the residual r = g - fitted law (N,), one pass each:
 
-    noise     sigma of the read noise from neighbouring samples: 1.4826 MAD of the second differences
-              r[n+1] - 2 r[n] + r[n-1] over sqrt(6). Differencing removes whatever is smooth on the
-              sampling scale (the misfit of a wrong law too), so this is the data's own noise, not the
-              fit's; the residual rather than g removes the relaxation's curvature, which on quiet,
-              steep traces would dominate; the MAD ignores the few samples of an abrupt drop
+    noise     sigma of the read noise from neighbouring samples: the mean |second difference|
+              |r[n+1] - 2 r[n] + r[n-1]| (beyond 4.5 sigma trimmed, iterated) x sqrt(pi/2) / sqrt(6).
+              Differencing removes whatever is smooth on the sampling scale (the misfit of a wrong law
+              too), so this is the data's own noise, not the fit's; the residual rather than g removes
+              the relaxation's curvature, which on quiet, steep traces would dominate; the trimming
+              ignores the few samples of an abrupt drop
     runs_z    Wald-Wolfowitz runs test on the residual signs: z = (runs - mu) / sd; independent
               residuals give z ~ N(0, 1), a law that misses the shape leaves long runs (z << 0)
     lag1      lag-1 autocorrelation of the residuals, sum r[n] r[n+1] / sum r[n]^2; ~ N(0, 1/N) for
@@ -48,26 +49,38 @@ NONMONOTONIC_FRAC = 0.1  # a counter-move of 10% of the trace's range ...
 NONMONOTONIC_Z = 10.0  # ... and of 10 block-noise sigmas (the range of 1000 Gaussian means is < 8 sigma)
 BLOCK = 4  # samples per block mean
 MIN_BLOCKS = 8  # shorter traces (< 32 samples) are not tested for monotonicity
-MAD_TO_SIGMA = 1.4826
+TRIM_Z = 4.5
+ABS_TO_SIGMA_INV = math.sqrt(2.0 / math.pi)  # mean |x| of a Gaussian is sigma sqrt(2/pi)
 
 N_STATS = 7  # noise, c0, c1, runs_z, counter_move, block_range, block_noise
 
 
 @njit(cache=True)
 def _noise_sigma(r: NDArray[np.float64]) -> float:
-    """White-noise sigma of r from the MAD of its second differences (variance 6 sigma^2)."""
+    """White-noise sigma of r from the trimmed mean |second difference| (variance 6 sigma^2)."""
     n = r.size
     if n < 3:
         return math.nan
     d2 = np.empty(n - 2)
+    total = 0.0
     for i in range(n - 2):
-        d2[i] = r[i + 2] - 2.0 * r[i + 1] + r[i]
-    med = np.median(d2)
-    dev = np.abs(d2 - med)
-    mad = np.median(dev)
-    if mad > 0.0:
-        return MAD_TO_SIGMA * mad / math.sqrt(6.0)
-    return math.sqrt(np.mean(dev * dev) / 6.0)  # quantised data: most second differences exactly equal
+        d2[i] = abs(r[i + 2] - 2.0 * r[i + 1] + r[i])  # centred on 0: what is smooth has cancelled
+        total += d2[i]
+    mean_abs = total / (n - 2)
+    kept_before = n - 2
+    for _ in range(4):  # drop the few huge ones (an abrupt drop) beyond 4.5 sigma, and re-average
+        cut = TRIM_Z * mean_abs / ABS_TO_SIGMA_INV
+        total = 0.0
+        kept = 0
+        for x in d2:
+            if x <= cut:
+                total += x
+                kept += 1
+        if kept == 0 or kept == kept_before:
+            break
+        mean_abs = total / kept
+        kept_before = kept
+    return mean_abs / ABS_TO_SIGMA_INV / math.sqrt(6.0)
 
 
 @njit(cache=True)
@@ -144,14 +157,59 @@ def trace_stats(g, r):  # type: ignore[no-untyped-def]
     return out
 
 
+LAW_CODES = {"exp": 0, "biexp": 1, "stretched": 2, "compressed": 2}
+
+
+@njit(parallel=True, cache=True)
+def law_trace_stats(law, t, g, params):  # type: ignore[no-untyped-def]
+    """``trace_stats`` with the residual computed on the fly (no (D, N) temporaries): g (D, N) at times
+    t (1 or D, N) s, the law's code (``LAW_CODES``) and per device params (D, 6) = (g_inf, delta_g, tau1,
+    tau2, w1, beta) in SI units."""
+    d_count, n = g.shape
+    out = np.empty((d_count, N_STATS))
+    shared = t.shape[0] == 1
+    step = (t[0, -1] - t[0, 0]) / (n - 1)
+    uniform = shared and n > 1
+    for i in range(1, n):
+        if uniform and abs(t[0, i] - t[0, i - 1] - step) > 1e-9 * step:
+            uniform = False
+    for d in prange(d_count):
+        td = t[0] if shared else t[d]
+        c, a, tau1, tau2, w1, beta = params[d]
+        r = np.empty(n)
+        if law == 0 and uniform:  # exp(-t/tau) as a geometric sequence: one multiply per sample
+            e = math.exp(-td[0] / tau1)
+            ratio = math.exp(-step / tau1)
+            for i in range(n):
+                r[i] = g[d, i] - c - a * e
+                e *= ratio
+            _one(g[d], r, out[d])
+            continue
+        for i in range(n):
+            x = td[i]
+            if law == 0:
+                phi = math.exp(-x / tau1)
+            elif law == 1:
+                phi = w1 * math.exp(-x / tau1) + (1.0 - w1) * math.exp(-x / tau2)
+            else:
+                phi = math.exp(-((max(x, 0.0) / tau1) ** beta))
+            r[i] = g[d, i] - c - a * phi
+        _one(g[d], r, out[d])
+    return out
+
+
 def verdict(
-    g: Array, residual: Array, delta_g: Array, tss: Array
+    law: str, t: Array, g: Array, fitted: dict[str, Array], tss: Array
 ) -> tuple[dict[str, Array], NDArray[np.bool_], NDArray[np.bool_]]:
     """Test statistics (see the module docstring) and the masks (poor fit, non-monotonic trace) of
-    devices with measured g (D, N) and residuals g - law (D, N) in siemens, fitted amplitude delta_g (D,)
-    and total sum of squares of g about its mean (D,)."""
+    devices with measured g (D, N) S at times t (1 or D, N) s, fitted by ``law`` with the columns
+    ``fitted`` (g_inf, delta_g, tau, tau2, w1, beta; (D,) each, SI units), and the total sum of squares
+    of g about its mean (D,)."""
     n = g.shape[1]
-    s = trace_stats(np.ascontiguousarray(g), np.ascontiguousarray(residual))
+    delta_g = fitted["delta_g"]
+    names = ("g_inf", "delta_g", "tau", "tau2", "w1", "beta")
+    params = np.ascontiguousarray(np.stack([fitted[k] for k in names], axis=1))
+    s = law_trace_stats(LAW_CODES[law], np.ascontiguousarray(t), np.ascontiguousarray(g), params)
     noise, c0, c1, runs_z = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         lag1 = c1 / c0
