@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_calibration_verdict import ag_diffusive, vo2_long_step  # tests/ is on sys.path (rootdir, prepend)
 
 from calibration.storage import CampaignFile
@@ -95,3 +96,36 @@ def test_failed_fits_reach_the_record_without_numbers_and_the_report_shows_why(t
     assert "device (1, 2): poor_fit (exp law): structured residuals (runs z" in summary
     assert "failed fits" in res.err  # the command prints the summary (rich console: stderr), failures too
     assert json.loads((tmp_path / "record_auto.json").read_text())["status"] == statuses["auto"]
+
+
+def test_a_device_whose_relaxations_are_mostly_undescribed_gets_no_numbers(tmp_path):
+    """Two of three cycles rise before they rupture (non_monotonic), one happens to be clean: the median
+    over that one clean cycle would be cherry-picked, so the device is non_monotonic, with no tau."""
+    from calibration.analysis import build_record
+
+    rng = np.random.default_rng(3)
+    t = np.arange(1, N + 1) * 1e-5
+    clean = 1e-6 + 49e-6 * np.exp(-t / 4e-3) + 5e-7 * rng.standard_normal(N)
+    cycles = {
+        (0, 0): [ag_diffusive(t, 6e-3, 0.25, rng), ag_diffusive(t, 9e-3, 0.25, rng), clean],
+        (0, 1): [
+            1e-6 + 49e-6 * np.exp(-t / tau) + 5e-7 * rng.standard_normal(N) for tau in (3e-3, 4e-3, 5e-3)
+        ],
+    }
+    path = tmp_path / "cycles.h5"
+    with CampaignFile.create(path, config={}, shape=(1, 2), safety_limits={}) as store:
+        for (r, c), traces_rc in cycles.items():
+            for k, g in enumerate(traces_rc):
+                store.write_unit(
+                    r,
+                    c,
+                    "decay",
+                    f"cond00_cyc{k:02d}",
+                    {"t_s": t - t[0], "i_a": 0.1 * g, "g_siemens": g, "baseline_g_siemens": g[-1:]},
+                    {"read_v": 0.1, "every_s": 1e-5, "delay_s": t[0]},
+                )
+    record, fit = build_record(path, model="auto", dt_s=1e-3)
+    assert list(fit.status) == ["non_monotonic", "non_monotonic", "ok", "ok", "ok", "ok"]
+    assert record.status == ["non_monotonic", "ok"]
+    assert np.isnan(record.array("tau_s")[0]) and np.isnan(record.array("lam")[0])
+    assert record.array("tau_s")[1] == pytest.approx(4e-3, rel=0.05)
