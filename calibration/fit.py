@@ -54,9 +54,9 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from calibration.expfast import fit_exp_kernel
+from calibration.expfast import fit_exp_judged, fit_exp_kernel
 from calibration.lm import levenberg_marquardt
-from calibration.verdict import verdict
+from calibration.verdict import judge, verdict
 from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, best_step_lambda, lam_from_tau, relaxation
 from device_models.record import CalibrationError
 
@@ -68,6 +68,8 @@ N_PARAMS = {"exp": 3, "biexp": 5, "stretched": 4, "compressed": 4}
 # support" for the other laws, Burnham & Anderson), never by the tie rule alone.
 COMPRESSED_MARGIN = 10.0
 COLLAPSE_BETA = 1.5  # beta/e = 0.55 > 1/e: faster than any superposition of exponential relaxations
+# powers of g_scale that turn the kernel's normalised verdict statistics into siemens (see trace_stats)
+_TO_SI_POWER = np.array([1.0, 2.0, 2.0, 0.0, 1.0, 1.0, 1.0])
 KEPT = ("ok", "poor_fit", "threshold_collapse", "non_monotonic")  # statuses whose numbers are kept
 AICC_TIE = (
     2.0  # laws within 2 of the lowest AICc are equally supported: take the simplest (Burnham & Anderson)
@@ -290,11 +292,12 @@ def _solve_chunk(
     g_ref = g[:, -1:]
     at_edge: NDArray[np.bool_] = np.zeros(g.shape[0], dtype=bool)
     if law == "exp":  # the fused kernel normalises each device itself
-        p, cov_u, stats = fit_exp_kernel(
+        p, cov_u, stats, judged = fit_exp_judged(
             np.ascontiguousarray(t), np.ascontiguousarray(g), 3 if robust else 1, 50, 1e-7
         )
         wrss, wsum, rss_n, converged = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3] > 0
         g_scale, tss_n = stats[:, 4:5], stats[:, 5]
+        judged *= np.where(g_scale > 0, g_scale, 1.0) ** _TO_SI_POWER  # normalised units -> siemens
     else:
         g_scale = np.abs(g - g_ref).max(1, keepdims=True)
         tn = torch.from_numpy(np.ascontiguousarray(t / t_scale))
@@ -350,7 +353,10 @@ def _solve_chunk(
     status[at_edge & np.isin(status, ("ok", "flat"))] = "tau_unresolved"
     status[gs == 0] = "flat"  # a constant trace
     fitted = status == "ok"
-    stats, poor, non_monotonic = verdict(law, t, g, out, tss)
+    if law == "exp":  # the kernel judged each fit while its data was in cache
+        stats, poor, non_monotonic = judge(judged, n, out["delta_g"], tss)
+    else:
+        stats, poor, non_monotonic = verdict(law, t, g, out, tss)
     out |= stats
     status[fitted & poor] = "poor_fit"
     if law == "compressed":

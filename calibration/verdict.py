@@ -105,7 +105,8 @@ def _runs_z(r: NDArray[np.float64]) -> float:
 
 
 @njit(cache=True)
-def _one(g, r, out):  # type: ignore[no-untyped-def]
+def trace_stats_one(g, r, out):  # type: ignore[no-untyped-def]
+    """``trace_stats`` of one device into out (7,)."""
     n = g.size
     sigma = _noise_sigma(r)
     c0 = 0.0
@@ -153,7 +154,7 @@ def trace_stats(g, r):  # type: ignore[no-untyped-def]
     d_count = g.shape[0]
     out = np.empty((d_count, N_STATS))
     for d in prange(d_count):
-        _one(g[d], r[d], out[d])
+        trace_stats_one(g[d], r[d], out[d])
     return out
 
 
@@ -183,7 +184,7 @@ def law_trace_stats(law, t, g, params):  # type: ignore[no-untyped-def]
             for i in range(n):
                 r[i] = g[d, i] - c - a * e
                 e *= ratio
-            _one(g[d], r, out[d])
+            trace_stats_one(g[d], r, out[d])
             continue
         for i in range(n):
             x = td[i]
@@ -194,7 +195,7 @@ def law_trace_stats(law, t, g, params):  # type: ignore[no-untyped-def]
             else:
                 phi = math.exp(-((max(x, 0.0) / tau1) ** beta))
             r[i] = g[d, i] - c - a * phi
-        _one(g[d], r, out[d])
+        trace_stats_one(g[d], r, out[d])
     return out
 
 
@@ -205,11 +206,16 @@ def verdict(
     devices with measured g (D, N) S at times t (1 or D, N) s, fitted by ``law`` with the columns
     ``fitted`` (g_inf, delta_g, tau, tau2, w1, beta; (D,) each, SI units), and the total sum of squares
     of g about its mean (D,)."""
-    n = g.shape[1]
-    delta_g = fitted["delta_g"]
     names = ("g_inf", "delta_g", "tau", "tau2", "w1", "beta")
     params = np.ascontiguousarray(np.stack([fitted[k] for k in names], axis=1))
     s = law_trace_stats(LAW_CODES[law], np.ascontiguousarray(t), np.ascontiguousarray(g), params)
+    return judge(s, g.shape[1], fitted["delta_g"], tss)
+
+
+def judge(
+    s: Array, n: int, delta_g: Array, tss: Array
+) -> tuple[dict[str, Array], NDArray[np.bool_], NDArray[np.bool_]]:
+    """``verdict`` from precomputed ``trace_stats`` s (D, 7) in siemens of traces of n samples."""
     noise, c0, c1, runs_z = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         lag1 = c1 / c0

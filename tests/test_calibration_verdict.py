@@ -245,3 +245,43 @@ def test_real_vo2_short_step_traces_are_ok_and_their_single_exponentials_are_jud
         assert np.all((single.status == "poor_fit") == (single.sys_rel > 0.02))
         if group == "slow":
             assert single.status[0] == "poor_fit"  # slow_10mA: 9% systematic misfit
+
+
+@pytest.mark.parametrize("model", ["exp", "biexp"])
+def test_reported_statistics_match_a_numpy_formulation_from_the_residuals(model):
+    """The exp kernel judges in normalised units inside its fused loop, the other laws in a separate pass;
+    both must report what plain numpy computes from g - fit.predict(t)."""
+    rng = np.random.default_rng(8)
+    t = np.linspace(0.01, 5.0, 250)
+    g = 3e-6 + 2e-6 * np.exp(-t / rng.uniform(0.3, 1.0, (20, 1))) + 0.3e-6 * np.exp(-t / 3.0)
+    g = g + 2e-8 * rng.standard_normal(g.shape)
+    fit = fit_decay(t, g, model=model)
+    kept = np.isfinite(fit.tau)  # a failed fit's numbers are NaN (its statistics describe what it reached)
+    assert kept.mean() > 0.8
+    g = g[kept]
+    for name in (
+        "tau",
+        "tau2",
+        "w1",
+        "beta",
+        "g_inf",
+        "delta_g",
+        "lag1",
+        "sys_rel",
+        "runs_z",
+        "noise",
+        "law",
+    ):
+        setattr(fit, name, getattr(fit, name)[kept])
+    r = g - fit.predict(t)
+    n = t.size
+    c0, c1 = (r * r).mean(1), (r[:, 1:] * r[:, :-1]).sum(1) / (n - 1)
+    np.testing.assert_allclose(fit.lag1, c1 / c0, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fit.sys_rel, np.sqrt(np.maximum(c1, 0)) / np.abs(fit.delta_g), rtol=1e-5)
+    pos = r >= 0
+    runs = 1 + (pos[:, 1:] != pos[:, :-1]).sum(1)
+    n1, n2 = pos.sum(1), n - pos.sum(1)
+    mu = 2 * n1 * n2 / n + 1
+    z = (runs - mu) / np.sqrt((mu - 1) * (mu - 2) / (n - 1))
+    np.testing.assert_allclose(fit.runs_z, z, rtol=1e-9)
+    assert np.all(np.abs(fit.noise / 2e-8 - 1) < 0.2)  # the injected read noise
