@@ -75,6 +75,10 @@ AICC_TIE = (
     2.0  # laws within 2 of the lowest AICc are equally supported: take the simplest (Burnham & Anderson)
 )
 CHUNK_ELEMENTS = 2_000_000  # devices x samples per batched solve (bounds memory at ~100 MB)
+# The exp kernel makes no (D, N) temporaries (about 25 numbers out per device), so its chunks only pace
+# the progress callback; each parallel launch waits for every thread to be scheduled, which on a busy
+# machine costs more than the work of a small chunk.
+EXP_CHUNK_ELEMENTS = 20_000_000
 # Below this many devices x samples the torch solve of "biexp" / "stretched" runs on one thread: its
 # per-step products (P x N by N x P per device) are microseconds of work, and a multi-threaded OpenMP
 # region per op costs far more on a busy machine (each region waits for every team thread to be
@@ -248,7 +252,7 @@ def _fit_law(
     res |= {k: np.full(d, np.nan) for k in ("noise", "runs_z", "lag1", "sys_rel", "r2_max", "counter_rel")}
     valid = np.zeros(d, dtype=bool)
     todo = np.flatnonzero(status == "ok")
-    chunk = max(1, CHUNK_ELEMENTS // n)
+    chunk = max(1, (EXP_CHUNK_ELEMENTS if law == "exp" else CHUNK_ELEMENTS) // n)
     for start in range(0, todo.size, chunk):
         idx = todo[start : start + chunk]
         rows = (
