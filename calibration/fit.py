@@ -70,7 +70,6 @@ COMPRESSED_MARGIN = 10.0
 COLLAPSE_BETA = 1.5  # beta/e = 0.55 > 1/e: faster than any superposition of exponential relaxations
 # powers of g_scale that turn the kernel's normalised verdict statistics into siemens (see trace_stats)
 _TO_SI_POWER = np.array([1.0, 2.0, 2.0, 0.0, 1.0, 1.0, 1.0])
-KEPT = ("ok", "poor_fit", "threshold_collapse", "non_monotonic")  # statuses whose numbers are kept
 AICC_TIE = (
     2.0  # laws within 2 of the lowest AICc are equally supported: take the simplest (Burnham & Anderson)
 )
