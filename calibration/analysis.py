@@ -5,6 +5,9 @@ of the potentiating train). A device's law parameters are the medians over its "
 conditions and cycles) of its most common law; ``tau_s`` is the median 1/e time of those relaxations
 (``laws.e_fold_time_s``), its uncertainty the fits' errors combined with the cycle-to-cycle scatter.
 The record holds no time step: the per-step lambda at any dt comes from ``device_models.realisation``.
+Only "ok" relaxations ever give numbers: a device whose relaxations are mostly judged not described by
+any law (poor_fit, threshold_collapse, non_monotonic outnumber its ok ones) takes the most common of
+those verdicts as its status and carries no tau or lambda, so mapping and the backends never see it.
 
 Decay versus bias (SMU campaigns, ``calibration.smu_campaign``): the relaxations at each bias are fitted
 the same way, giving tau per bias per device; the ``device_models`` bias law is fitted to them
@@ -37,6 +40,7 @@ from device_models.laws import DEFAULT_HORIZON_STEPS, e_fold_time_s
 from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 
 Array = NDArray[np.float64]
+VERDICTS = ("poor_fit", "threshold_collapse", "non_monotonic")  # fitted, but the law does not describe it
 FIT_CHUNK_ELEMENTS = 4_000_000  # units x samples read and fitted at a time (~100 MB of traces and work)
 
 
@@ -175,8 +179,13 @@ def _per_device_decay(
     status = np.full(n, "not_measured", dtype=object)
     failed = measured & (n_ok == 0)
     status[failed] = _most_common(idx, fit.status.astype(object), n)[failed]
-    good = n_ok > 0
+    # the law describes a minority of its relaxations: the most common verdict, and no numbers
+    und_u = np.isin(fit.status.astype(object), VERDICTS)
+    undescribed = np.bincount(idx[und_u], minlength=n) > n_ok
+    status[undescribed] = _most_common(idx[und_u], fit.status[und_u].astype(object), n)[undescribed]
+    good = (n_ok > 0) & ~undescribed
     status[good] = "ok"
+    ok_u = ok_u & good[idx]
     law = np.full(n, "exp", dtype=object)
     law[good] = _most_common(idx[ok_u], fit.law[ok_u].astype(object), n)[good]
     same = ok_u & (fit.law.astype(object) == law[idx])  # ok relaxations of the device's law

@@ -23,6 +23,8 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import NDArray
 
+from calibration.verdict import N_STATS, trace_stats_one
+
 ROBUST_SCALE = 2.5
 MAD_TO_SIGMA = 1.4826
 OUTLIER_Z = 4.5
@@ -200,8 +202,9 @@ def _lm(u, t, y, w, uniform, max_iter, tol, e):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _fit_one(t, uniform, y_raw, rounds, max_iter, tol, out_p, out_cov, out_stats):  # type: ignore[no-untyped-def]
-    """One device; t already in units of its last sample time."""
+def _fit_one(t, uniform, y_raw, rounds, max_iter, tol, out_p, out_cov, out_stats, out_verdict, judge):  # type: ignore[no-untyped-def]
+    """One device; t already in units of its last sample time. With ``judge``, the verdict statistics
+    of ``calibration.verdict`` in normalised units go to ``out_verdict`` (the data is still in cache)."""
     n = t.size
     y = y_raw - y_raw[-1]
     g_scale = np.abs(y).max()
@@ -230,24 +233,60 @@ def _fit_one(t, uniform, y_raw, rounds, max_iter, tol, out_p, out_cov, out_stats
     out_stats[3] = 1.0 if converged else 0.0
     out_stats[4] = g_scale
     out_stats[5] = np.sum((y - y.mean()) ** 2)
+    if judge:
+        trace_stats_one(y, r, out_verdict)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def fit_exp_kernel(t, y, rounds, max_iter, tol):  # type: ignore[no-untyped-def]
     """Fit y (D, N) at times t (1 or D, N) s, t[:, -1] > 0; returns normalised params (c, a, u) (D, 3),
     cov (D, 3, 3), stats (D, 6) = (weighted RSS, sum of weights, plain RSS, converged, g_scale, total
     sum of squares): time in units of the last sample time, conductance (y - y[-1]) / g_scale."""
+    params, cov, stats, _ = fit_exp_judged(t, y, rounds, max_iter, tol, False)
+    return params, cov, stats
+
+
+@njit(parallel=True, cache=True)
+def fit_exp_judged(t, y, rounds, max_iter, tol, judge=True):  # type: ignore[no-untyped-def]
+    """``fit_exp_kernel`` plus, with ``judge``, the verdict statistics (D, 7) of each fit in normalised
+    units (``calibration.verdict.trace_stats``: noise, mean r^2, lag-1 autocovariance, runs z, counter-
+    move, block range, block noise; multiply the conductances by g_scale, the squares by g_scale^2)."""
     d_count = y.shape[0]
     params = np.empty((d_count, 3))
     cov = np.empty((d_count, 3, 3))
     stats = np.empty((d_count, 6))
+    verdict = np.full((d_count, N_STATS), np.nan)
     shared_t = t[0] / t[0, -1]
     shared_uniform = _is_uniform(shared_t)
     shared = t.shape[0] == 1
     for d in prange(d_count):
         if shared:
-            _fit_one(shared_t, shared_uniform, y[d], rounds, max_iter, tol, params[d], cov[d], stats[d])
+            _fit_one(
+                shared_t,
+                shared_uniform,
+                y[d],
+                rounds,
+                max_iter,
+                tol,
+                params[d],
+                cov[d],
+                stats[d],
+                verdict[d],
+                judge,
+            )
         else:
             td = t[d] / t[d, -1]
-            _fit_one(td, _is_uniform(td), y[d], rounds, max_iter, tol, params[d], cov[d], stats[d])
-    return params, cov, stats
+            _fit_one(
+                td,
+                _is_uniform(td),
+                y[d],
+                rounds,
+                max_iter,
+                tol,
+                params[d],
+                cov[d],
+                stats[d],
+                verdict[d],
+                judge,
+            )
+    return params, cov, stats, verdict

@@ -4,23 +4,40 @@
     fit.tau, fit.g_inf, fit.delta_g        # (D,) s, S, S; with *_err one-sigma uncertainties
     fit.lam(dt)                            # (D,) per-step retention for a time step dt (s)
 
-Laws (``device_models.laws``): "exp", "biexp", "stretched", or "auto" (all three; per device the
-simplest law whose AICc is within 2 of the lowest). All devices are solved together: each device's
-time is scaled by its last sample time and its conductance by its range. "exp" runs the fused kernel
-of ``calibration.expfast`` (integral-equation start, variable-projection Levenberg-Marquardt, IRLS);
-the other laws start from the best of a grid of variable-projection candidates and run the batched
-robust Levenberg-Marquardt of ``calibration.lm``.
+Laws (``device_models.laws``): "exp", "biexp", "stretched", "compressed" (hold, then collapse), or
+"auto" (all four; per device the simplest law whose AICc is within 2 of the lowest, the compressed law
+only when its AICc beats every completely monotone law by ``COMPRESSED_MARGIN``). All devices are solved
+together: each device's time is scaled by its last sample time and its conductance by its range. "exp"
+runs the fused kernel of ``calibration.expfast`` (integral-equation start, variable-projection
+Levenberg-Marquardt, IRLS); the other laws start from the best of a grid of variable-projection
+candidates and run the batched robust Levenberg-Marquardt of ``calibration.lm``.
 
-Every device gets a status; only "ok" devices carry numbers (the rest are NaN), so a bad trace never
-yields a silent wrong tau:
-    ok                   fitted, converged, tau resolved by the sampling
+A fit is "ok" only if the law describes the trace (``calibration.verdict``; docs/calibration.md):
+    * no residual structure that matters: the Wald-Wolfowitz runs test on the residual signs and the
+      lag-1 autocorrelation of the residuals (each one-sided, p = 5e-4) find no structure, or the
+      systematic part of the residuals (its RMS is sqrt of the lag-1 autocovariance: the noise cancels)
+      is below 2% of the relaxation amplitude;
+    * an explained-variance floor: R^2 >= 0.8 x the R^2 a perfect law reaches at the trace's own noise
+      level (estimated from the second differences of neighbouring samples).
+Each fit carries these statistics (``noise``, ``runs_z``, ``lag1``, ``sys_rel``, ``r2_max``).
+
+Every device gets a status. Devices whose fit failed carry NaN numbers; the three verdicts on a
+converged fit keep the best law's numbers for inspection (never use them: ``ok`` is the only usable
+status, and ``lam`` is NaN for every other):
+    ok                   the law describes the trace; fitted, converged, tau resolved by the sampling
+    poor_fit             the best law leaves structured residuals or explains too little variance
+    threshold_collapse   hold, then collapse faster than any superposition of exponential relaxations
+                         (the compressed law wins with beta >= 1.5), but even that law does not describe
+                         the trace (e.g. a metallic plateau that sags, a collapse, then a slow tail)
+    non_monotonic        the trace moves against its relaxation by more than 10% of its range (holds,
+                         rises, then falls): no monotone law describes it
     nan                  a non-finite time or conductance sample
     too_few_points       fewer samples than parameters + 1
     nonincreasing_time   times not strictly increasing
     negative_time        a time before the pulse (t < 0)
     flat                 no significant relaxation (|delta_g| < 3 sigma, or a constant trace)
     tau_unresolved       tau shorter than half the sampling interval, longer than 10x the record,
-                         or known to worse than 25%
+                         known to worse than 25%, or a shape parameter at its bound
     no_convergence       the solver did not converge
 """
 
@@ -37,18 +54,30 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from calibration.expfast import fit_exp_kernel
+from calibration.expfast import fit_exp_judged, fit_exp_kernel
 from calibration.lm import levenberg_marquardt
+from calibration.verdict import judge, verdict
 from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, relaxation, step_retention
 from device_models.record import CalibrationError
 
 Array = NDArray[np.float64]
 MODELS = (*LAWS, "auto")
-N_PARAMS = {"exp": 3, "biexp": 5, "stretched": 4}
+N_PARAMS = {"exp": 3, "biexp": 5, "stretched": 4, "compressed": 4}
+# The compressed law is a hold-then-collapse description; on exponential data it has one parameter too
+# many and its beta runs to 1. It is chosen only on strong evidence (AICc lower by 10: "essentially no
+# support" for the other laws, Burnham & Anderson), never by the tie rule alone.
+COMPRESSED_MARGIN = 10.0
+COLLAPSE_BETA = 1.5  # beta/e = 0.55 > 1/e: faster than any superposition of exponential relaxations
+# powers of g_scale that turn the kernel's normalised verdict statistics into siemens (see trace_stats)
+_TO_SI_POWER = np.array([1.0, 2.0, 2.0, 0.0, 1.0, 1.0, 1.0])
 AICC_TIE = (
     2.0  # laws within 2 of the lowest AICc are equally supported: take the simplest (Burnham & Anderson)
 )
 CHUNK_ELEMENTS = 2_000_000  # devices x samples per batched solve (bounds memory at ~100 MB)
+# The exp kernel makes no (D, N) temporaries (about 25 numbers out per device), so its chunks only pace
+# the progress callback; each parallel launch waits for every thread to be scheduled, which on a busy
+# machine costs more than the work of a small chunk.
+EXP_CHUNK_ELEMENTS = 20_000_000
 # Below this many devices x samples the torch solve of "biexp" / "stretched" runs on one thread: its
 # per-step products (P x N by N x P per device) are microseconds of work, and a multi-threaded OpenMP
 # region per op costs far more on a busy machine (each region waits for every team thread to be
@@ -59,7 +88,13 @@ SERIAL_ELEMENTS = 250_000
 
 @dataclass
 class DecayFit:
-    """Per-device result of ``fit_decay``; every array is (D,), NaN where status != "ok"."""
+    """Per-device result of ``fit_decay``; every array is (D,). The law's numbers are NaN where the fit
+    failed and kept for inspection on poor_fit / threshold_collapse / non_monotonic devices; only "ok"
+    devices are usable (``ok``, and ``lam`` is NaN elsewhere). The verdict's test statistics: ``noise``
+    (read-noise sigma from the data, S), ``runs_z`` (runs test z of the residual signs), ``lag1``
+    (lag-1 autocorrelation of the residuals), ``sys_rel`` (systematic residual RMS / |delta_g|),
+    ``r2_max`` (R^2 of a perfect law at that noise), ``counter_rel`` (largest move against the relaxation /
+    the trace's range); see ``calibration.verdict``."""
 
     law: NDArray[np.str_]
     status: NDArray[np.str_]
@@ -78,6 +113,12 @@ class DecayFit:
     aicc: Array
     n_points: int
     aicc_by_law: dict[str, Array] = field(default_factory=dict)
+    noise: Array = field(default_factory=lambda: np.zeros(0))
+    runs_z: Array = field(default_factory=lambda: np.zeros(0))
+    lag1: Array = field(default_factory=lambda: np.zeros(0))
+    sys_rel: Array = field(default_factory=lambda: np.zeros(0))
+    r2_max: Array = field(default_factory=lambda: np.zeros(0))
+    counter_rel: Array = field(default_factory=lambda: np.zeros(0))
 
     @property
     def ok(self) -> NDArray[np.bool_]:
@@ -117,7 +158,7 @@ class DecayFit:
             raise CalibrationError(f"dt must be a positive number of seconds, got {dt}")
         lam, err = np.full(self.tau.shape, np.nan), np.full(self.tau.shape, np.nan)
         for law in LAWS:  # the one per-step lambda of a law: ``device_models.laws.step_retention``
-            sel = (self.law == law) & (self.ok | (law == "exp"))
+            sel = (self.law == law) & self.ok  # a fit that failed its verdict has no lambda
             if sel.any():
                 lam[sel], err[sel] = step_retention(
                     law, dt, self.tau[sel], self.tau2[sel], self.w1[sel], self.beta[sel], horizon_steps
@@ -164,7 +205,23 @@ def _as_arrays(t: Array, g: Array) -> tuple[Array, Array]:
 def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], None] | None) -> DecayFit:
     order = sorted(LAWS, key=N_PARAMS.__getitem__)  # simplest first
     fits = {law: _fit_law(law, t, g, robust, progress) for law in order}
-    scores = np.stack([np.where(fits[law].ok, fits[law].aicc, np.inf) for law in order])
+    # every converged, resolved fit competes (its verdict travels with it); the compressed law only
+    # on strong evidence against every completely monotone law
+    raw = {law: np.where(np.isfinite(fits[law].tau), fits[law].aicc, np.inf) for law in order}
+    # against every monotone fit that reached a minimum, resolved or not: a biexp whose fast time cannot
+    # be told still shows that the compressed law's gain is within what a monotone law achieves
+    monotone = [
+        np.where(np.isfinite(fits[law].aicc), fits[law].aicc, np.inf) for law in order if law != "compressed"
+    ]
+    monotone_best = np.min(monotone, axis=0)
+    raw["compressed"] = np.where(
+        raw["compressed"] < monotone_best - COMPRESSED_MARGIN, raw["compressed"], np.inf
+    )
+    scores = np.stack([raw[law] for law in order])
+    # among the laws that describe the trace when there are any: AICc may prefer a simpler law that
+    # leaves structure (noise hides a second time constant from AICc, not from the runs test)
+    describes = np.stack([fits[law].ok for law in order]) & np.isfinite(scores)
+    scores = np.where(describes.any(axis=0) & ~describes, np.inf, scores)
     # the simplest law within AICC_TIE of the best one
     best = np.argmax(scores <= scores.min(axis=0) + AICC_TIE, axis=0)
     any_ok = np.isfinite(scores).any(axis=0)
@@ -192,21 +249,24 @@ def _fit_law(
         k: np.full(d, np.nan) for k in ("tau", "tau_err", "g_inf", "g_inf_err", "delta_g", "delta_g_err")
     }
     res |= {k: np.full(d, np.nan) for k in ("tau2", "w1", "beta", "rmse", "rmse_rel", "r2", "aicc")}
+    res |= {k: np.full(d, np.nan) for k in ("noise", "runs_z", "lag1", "sys_rel", "r2_max", "counter_rel")}
+    valid = np.zeros(d, dtype=bool)
     todo = np.flatnonzero(status == "ok")
-    chunk = max(1, CHUNK_ELEMENTS // n)
+    chunk = max(1, (EXP_CHUNK_ELEMENTS if law == "exp" else CHUNK_ELEMENTS) // n)
     for start in range(0, todo.size, chunk):
         idx = todo[start : start + chunk]
         rows = (
             slice(idx[0], idx[-1] + 1) if idx[-1] - idx[0] + 1 == idx.size else idx
         )  # a view when contiguous
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # bad devices: NaN, judged below
-            out, st = _solve_chunk(law, t if t.shape[0] == 1 else t[rows], g[rows], robust)
+            out, st, fitted = _solve_chunk(law, t if t.shape[0] == 1 else t[rows], g[rows], robust)
         status[idx] = st
+        valid[idx] = fitted
         for k, v in out.items():
             res[k][idx] = v
         if progress is not None:
             progress(min(start + chunk, todo.size), todo.size)
-    bad = status != "ok"
+    bad = ~valid
     for k in ("tau", "tau_err", "g_inf", "g_inf_err", "delta_g", "delta_g_err", "tau2", "w1", "beta"):
         res[k][bad] = np.nan
     return DecayFit(law=np.full(d, law), status=status, n_points=n, **res)
@@ -227,17 +287,21 @@ def _screen(t: Array, g: Array, n_params: int) -> NDArray[np.str_]:
     return status
 
 
-def _solve_chunk(law: str, t: Array, g: Array, robust: bool) -> tuple[dict[str, Array], NDArray[np.str_]]:
-    """Fit one chunk of screened devices in normalised units and convert back to SI."""
+def _solve_chunk(
+    law: str, t: Array, g: Array, robust: bool
+) -> tuple[dict[str, Array], NDArray[np.str_], NDArray[np.bool_]]:
+    """Fit one chunk of screened devices in normalised units and convert back to SI; judge the fits.
+    Returns the columns, the statuses and which devices' numbers are a converged, resolved fit."""
     t_scale = t[:, -1:]  # (1 or D, 1): the last sample time, > 0 after screening
     g_ref = g[:, -1:]
     at_edge: NDArray[np.bool_] = np.zeros(g.shape[0], dtype=bool)
     if law == "exp":  # the fused kernel normalises each device itself
-        p, cov_u, stats = fit_exp_kernel(
+        p, cov_u, stats, judged = fit_exp_judged(
             np.ascontiguousarray(t), np.ascontiguousarray(g), 3 if robust else 1, 50, 1e-7
         )
         wrss, wsum, rss_n, converged = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3] > 0
         g_scale, tss_n = stats[:, 4:5], stats[:, 5]
+        judged *= np.where(g_scale > 0, g_scale, 1.0) ** _TO_SI_POWER  # normalised units -> siemens
     else:
         g_scale = np.abs(g - g_ref).max(1, keepdims=True)
         tn = torch.from_numpy(np.ascontiguousarray(t / t_scale))
@@ -250,6 +314,7 @@ def _solve_chunk(law: str, t: Array, g: Array, robust: bool) -> tuple[dict[str, 
         w, r = sol.weights.numpy(), sol.residual.numpy()
         wrss, wsum, rss_n = (w * r * r).sum(1), w.sum(1), (r * r).sum(1)
         lo, hi = (b.numpy() for b in _BOUNDS[law])
+        hi = np.where(_STEP_EDGE[law], np.inf, hi)  # a compressed beta at its top is a step: still resolved
         at_edge = np.asarray(((p <= lo + 1e-6) | (p >= hi - 1e-6)).any(1))  # ran off to a degenerate limit
         tss_n = ((yn - yn.mean(1, keepdim=True)) ** 2).sum(1).numpy()
     n_par = p.shape[1]
@@ -277,9 +342,8 @@ def _solve_chunk(law: str, t: Array, g: Array, robust: bool) -> tuple[dict[str, 
         out["delta_g_err"] = gs * np.sqrt(var[:, 1])
         out["tau"] = ts * np.exp(-p[:, 2])
         out["tau_err"] = out["tau"] * np.sqrt(var[:, 2])
-        if law == "stretched":
-            beta = 1.0 / (1.0 + np.exp(-p[:, 3]))
-            out["beta"] = beta
+        if law in _BETA:
+            out["beta"] = _BETA[law](torch.from_numpy(p[:, 3])).numpy()
     rss = rss_n * gs**2
     tss = tss_n * gs**2
     out["rmse"] = np.sqrt(rss / n)
@@ -292,7 +356,17 @@ def _solve_chunk(law: str, t: Array, g: Array, robust: bool) -> tuple[dict[str, 
     status = _judge(out, t, converged | at_edge)
     status[at_edge & np.isin(status, ("ok", "flat"))] = "tau_unresolved"
     status[gs == 0] = "flat"  # a constant trace
-    return out, status
+    fitted = status == "ok"
+    if law == "exp":  # the kernel judged each fit while its data was in cache
+        stats, poor, non_monotonic = judge(judged, n, out["delta_g"], tss)
+    else:
+        stats, poor, non_monotonic = verdict(law, t, g, out, tss)
+    out |= stats
+    status[fitted & poor] = "poor_fit"
+    if law == "compressed":
+        status[fitted & poor & (out["beta"] >= COLLAPSE_BETA)] = "threshold_collapse"
+    status[non_monotonic & (gs > 0)] = "non_monotonic"
+    return out, status, fitted
 
 
 @contextmanager
@@ -336,26 +410,63 @@ def _biexp_model(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return pred, jac
 
 
-def _stretched_model(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    k = torch.exp(p[:, 2:3])
-    beta = torch.sigmoid(p[:, 3:4])
-    kt = (k * t).clamp_min(1e-300)
-    x = kt**beta
-    e = torch.exp(-x)
-    pred = p[:, 0:1] + p[:, 1:2] * e
-    d_u = -p[:, 1:2] * e * beta * x
-    d_v = -p[:, 1:2] * e * x * torch.log(kt) * beta * (1.0 - beta)
-    jac = torch.stack([torch.ones_like(pred), e.expand_as(pred), d_u, d_v], dim=-1)
-    return pred, jac
+def _kohlrausch_model(
+    beta_of: Callable[[Tensor], tuple[Tensor, Tensor]],
+) -> Callable[..., tuple[Tensor, Tensor]]:
+    """c + a exp(-(k t)^beta), parameters (c, a, u = ln k, v) with beta, d beta/dv = beta_of(v)."""
+
+    def model(p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        k = torch.exp(p[:, 2:3])
+        beta, dbeta = beta_of(p[:, 3:4])
+        kt = (k * t).clamp_min(1e-300)
+        x = kt**beta
+        e = torch.exp(-x)
+        pred = p[:, 0:1] + p[:, 1:2] * e
+        d_u = -p[:, 1:2] * e * beta * x
+        d_v = -p[:, 1:2] * e * x * torch.log(kt) * dbeta
+        jac = torch.stack([torch.ones_like(pred), e.expand_as(pred), d_u, d_v], dim=-1)
+        return pred, jac
+
+    return model
 
 
-_MODELS = {"biexp": _biexp_model, "stretched": _stretched_model}
+def _stretched_beta(v: Tensor) -> tuple[Tensor, Tensor]:
+    """beta = sigmoid(v) in (0, 1) and d beta / dv."""
+    beta = torch.sigmoid(v)
+    return beta, beta * (1.0 - beta)
+
+
+COMPRESSED_BETA_SPAN = 99.0  # compressed beta = 1 + 99 sigmoid(v): (1, 100)
+
+
+def _compressed_beta(v: Tensor) -> tuple[Tensor, Tensor]:
+    """beta = 1 + 99 sigmoid(v) in (1, 100) and d beta / dv."""
+    s = torch.sigmoid(v)
+    return 1.0 + COMPRESSED_BETA_SPAN * s, COMPRESSED_BETA_SPAN * s * (1.0 - s)
+
+
+# upper parameter bounds that are a physical limit rather than a degenerate one: the compressed law's
+# beta -> 100 is an abrupt step at tau (VO2 collapsing within a few ms of a 0.3 s hold)
+_STEP_EDGE = {
+    "biexp": np.zeros(5, dtype=bool),
+    "stretched": np.zeros(4, dtype=bool),
+    "compressed": np.array([False, False, False, True]),
+}
+_BETA = {"stretched": lambda v: _stretched_beta(v)[0], "compressed": lambda v: _compressed_beta(v)[0]}
+_MODELS = {
+    "biexp": _biexp_model,
+    "stretched": _kohlrausch_model(_stretched_beta),
+    "compressed": _kohlrausch_model(_compressed_beta),
+}
 # ln k within [-7, 12] (tau from ~6e-6 to ~1100 record lengths: beyond, tau_unresolved); for the stretched
 # law logit(beta) within [-4, 6] (beta 0.018 .. 0.9975). Amplitudes and baseline are free.
 _INF = float("inf")
 _BOUNDS = {
     "biexp": (torch.tensor([-_INF, -_INF, -_INF, -7.0, -7.0]), torch.tensor([_INF, _INF, _INF, 12.0, 12.0])),
     "stretched": (torch.tensor([-_INF, -_INF, -7.0, -4.0]), torch.tensor([_INF, _INF, 12.0, 6.0])),
+    # logit((beta - 1) / 99) within [-8, 8]: beta 1.033 .. 99.97. At the lower bound the trace is no
+    # sharper than an exponential (the compressed law has nothing to add: tau_unresolved)
+    "compressed": (torch.tensor([-_INF, -_INF, -7.0, -8.0]), torch.tensor([_INF, _INF, 12.0, 8.0])),
 }
 
 
@@ -412,4 +523,28 @@ def _stretched_init(t: Tensor, y: Tensor, k: Tensor) -> Tensor:
     return best_p
 
 
-_INIT = {"biexp": _biexp_init, "stretched": _stretched_init}
+def _compressed_init(t: Tensor, y: Tensor, k: Tensor) -> Tensor:
+    """Best of a grid of (k, beta > 1), (c, a) projected: rates around the single-exponential k (D,)
+    and around the half-relaxation time of the data (a hold, then a collapse: t_half ~ tau)."""
+    d = y.shape[0]
+    half = (y - y[:, -1:]).abs() < 0.5 * (y[:, :1] - y[:, -1:]).abs()  # y is normalised to end at 0
+    first = torch.where(half.any(1), half.float().argmax(1), torch.full((d,), y.shape[1] - 1))
+    t_half = torch.gather(t.expand_as(y), 1, first[:, None])[:, 0].clamp_min(1e-6)
+    best_p = torch.zeros(d, 4, dtype=y.dtype)
+    best_sse = torch.full((d,), float("inf"), dtype=y.dtype)
+    for beta in (1.3, 2.0, 3.0, 5.0, 8.0, 13.0, 25.0, 50.0):
+        v = math.log((beta - 1.0) / (1.0 + COMPRESSED_BETA_SPAN - beta))
+        rates = [k * m for m in (0.3, 1.0, 3.0)]
+        rates += [math.log(2.0) ** (1.0 / beta) / t_half * m for m in (0.8, 1.0, 1.25)]
+        for rate in rates:
+            km = rate[:, None]
+            e = torch.exp(-((km * t).clamp_min(0.0) ** beta)).expand_as(y)
+            coef, sse = _linear_coeffs(torch.stack([torch.ones_like(y), e], dim=-1), y)
+            better = sse < best_sse
+            p = torch.cat([coef, torch.log(km), torch.full_like(km, v)], dim=1)
+            best_p = torch.where(better[:, None], p, best_p)
+            best_sse = torch.where(better, sse, best_sse)
+    return best_p
+
+
+_INIT = {"biexp": _biexp_init, "stretched": _stretched_init, "compressed": _compressed_init}

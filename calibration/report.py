@@ -1,6 +1,8 @@
 """Calibration report: PNG plots and a text summary of a ``CalibrationRecord`` (and its campaign data).
 
 decay_fits.png       measured relaxations of a few devices with their fitted law
+failed_fits.png      relaxations whose law does not describe them (poor_fit, threshold_collapse,
+                     non_monotonic) or whose fit failed: data, best law, residuals, verdict and its tests
 tau_lambda_hist.png  device-to-device distributions of tau and lambda (at the record's dt)
 pulse_response.png   |dG| per pulse versus amplitude, per width and polarity, with the fitted law
 bias_law.png         measured tau versus decay bias with the fitted law (records with a bias law)
@@ -19,15 +21,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from calibration.analysis import load_decays, load_pulses, unit_biases
+from calibration.analysis import VERDICTS, load_decays, load_pulses, unit_biases
 from calibration.fit import fit_decay
 from calibration.mapping import StpnMapping
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile
+from calibration.verdict import reason
 from device_models.realisation import DEFAULT_DT_S
 from device_models.record import CalibrationRecord
 
+Array = np.ndarray
+
 SHOWN_DEVICES = 6
+SHOWN_FAILED = 6
 
 
 def write_report(
@@ -38,14 +44,20 @@ def write_report(
     written = [_histograms(record, out_dir / "tau_lambda_hist.png", dt_s)]
     if record.bias_law is not None:
         written.append(_bias_law(record, out_dir / "bias_law.png"))
+    failures: list[str] = []
     if data is not None:
         with CampaignFile(data) as store:
             written.append(_decays(store, record, out_dir / "decay_fits.png"))
+            failed = _failed_units(store, record)
             pulses = load_pulses(store)
+        if failed is not None:
+            failures = failed_fits_page(*failed, out_dir / "failed_fits.png")
+            written.append(out_dir / "failed_fits.png")
         if pulses["up"][0].size and record.reference_pulse is not None:
             written.append(_pulses(pulses, record, out_dir / "pulse_response.png"))
     summary = out_dir / "summary.txt"
-    summary.write_text(summary_text(record, dt_s) + "\n")
+    failed_text = ["", "failed fits (one relaxation per device):", *failures] if failures else []
+    summary.write_text("\n".join([summary_text(record, dt_s), *failed_text]) + "\n")
     written.append(summary)
     return written
 
@@ -169,6 +181,82 @@ def _decays(store: CampaignFile, record: CalibrationRecord, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _failed_units(store: CampaignFile, record: CalibrationRecord) -> tuple[list[str], Array, Array] | None:
+    """(names, t (U, N) s, g (U, N) S) of the first relaxation of up to ``SHOWN_FAILED`` devices whose
+    status is not ok, taking the statuses in turn so that every kind of failure is shown; None if none."""
+    protocol = "decay" if store.units("decay") else BIAS_PROTOCOL
+    idx, t, g, _ = load_decays(store, protocol)
+    status = np.array(record.status, dtype=object)
+    by_status: dict[str, list[int]] = {}
+    for dev in np.unique(idx):
+        s = str(status[dev])
+        if s not in ("ok", "not_measured"):
+            by_status.setdefault(s, []).append(int(np.flatnonzero(idx == dev)[0]))
+    order = sorted(by_status, key=lambda s: (s not in VERDICTS, s))  # the verdicts first
+    units: list[int] = []
+    while len(units) < SHOWN_FAILED and any(by_status.values()):
+        for s in order:
+            if by_status[s] and len(units) < SHOWN_FAILED:
+                units.append(by_status[s].pop(0))
+    if not units:
+        return None
+    names = [f"device {divmod(int(idx[u]), record.shape[1])}" for u in units]
+    return names, t[units], g[units]
+
+
+def failed_fits_page(names: list[str], t: Array, g: Array, path: Path, model: str = "auto") -> list[str]:
+    """Plot each relaxation (data and best law above, residuals / |delta_g| below) with its verdict and
+    test statistics into ``path``; returns one line per relaxation saying why it failed."""
+    fit = fit_decay(t, g, model=model)
+    n = len(names)
+    fig, ax = plt.subplots(2, n, figsize=(3.6 * n, 5.6), squeeze=False, sharex="col", height_ratios=(3, 2))
+    lines = []
+    for i, name in enumerate(names):
+        stats = {
+            k: float(getattr(fit, k)[i])
+            for k in ("noise", "runs_z", "lag1", "sys_rel", "r2_max", "counter_rel")
+        }
+        why = reason(
+            str(fit.status[i]), float(fit.r2[i]), stats, t.shape[1], str(fit.law[i]), float(fit.beta[i])
+        )
+        lines.append(f"{name}: {fit.status[i]} ({fit.law[i]} law): {why}")
+        pred = fit.predict(t[i])[i]
+        ax[0, i].plot(t[i], g[i] * 1e6, ".", ms=2, color="0.4", label="measured")
+        if np.isfinite(pred).all():
+            ax[0, i].plot(t[i], pred * 1e6, "-", color="tab:red", label=f"best law: {fit.law[i]}")
+            ax[1, i].plot(t[i], (g[i] - pred) / abs(fit.delta_g[i]), ".", ms=2, color="tab:red")
+        ax[1, i].axhline(0.0, color="k", lw=0.6)
+        if t[i, 0] > 0 and t[i, -1] / t[i, 0] > 100:
+            ax[0, i].set_xscale("log")
+        param = f"tau {fit.tau[i]:.3g} s" + (f", beta {fit.beta[i]:.2f}" if np.isfinite(fit.beta[i]) else "")
+        text = (
+            f"{param}\nR^2 {fit.r2[i]:.4f} (max {stats['r2_max']:.4f})\nruns z {stats['runs_z']:.1f}, "
+            f"lag-1 {stats['lag1']:.2f}\nsystematic {stats['sys_rel']:.1%} of amplitude\n"
+            f"noise {stats['noise'] / abs(fit.delta_g[i]):.1e} of amplitude"
+        )
+        falling = g[i, 0] >= g[i, -1]  # the empty corners: lower left and upper right of a falling trace
+        ax[0, i].text(
+            0.03,
+            0.03 if falling else 0.97,
+            text,
+            transform=ax[0, i].transAxes,
+            ha="left",
+            va="bottom" if falling else "top",
+            fontsize=6.5,
+            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+        )
+        ax[0, i].set_title(f"{name}\n{fit.status[i]}", fontsize=8, color="tab:red" if not fit.ok[i] else "k")
+        ax[0, i].legend(fontsize=6, loc="upper right" if falling else "lower right")
+        ax[1, i].set_xlabel("time since the pulse (s)")
+    ax[0, 0].set_ylabel("conductance (uS)")
+    ax[1, 0].set_ylabel("residual / |delta_g|")
+    fig.suptitle("fits that failed: data, best law, residuals, verdict (calibration.verdict)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return lines
 
 
 def _pulses(pulses: Mapping[str, tuple[np.ndarray, ...]], record: CalibrationRecord, path: Path) -> Path:

@@ -8,6 +8,14 @@ conductance follows g(t) = g_inf + delta_g * phi(t).
     exp        phi = exp(-t / tau1)
     biexp      phi = w1 exp(-t / tau1) + (1 - w1) exp(-t / tau2),   tau1 <= tau2, 0 <= w1 <= 1
     stretched  phi = exp(-(t / tau1) ** beta),                       0 < beta <= 1 (Kohlrausch)
+    compressed phi = exp(-(t / tau1) ** beta),                       beta > 1 (hold, then collapse)
+
+The first three are completely monotone (superpositions of exponential relaxations); on a logarithmic
+time axis none of them falls faster than |d phi / d ln t| = 1/e. The compressed law falls as fast as
+beta/e around t = tau1 after holding near 1 for t << tau1: the hold-then-collapse of threshold-switching
+volatile devices (e.g. VO2 cooling through its insulator-metal transition, or a diffusive Ag filament that
+holds, then ruptures). tau1 is then the collapse time: the conductance has lost 1 - 1/e of its
+relaxation at t = tau1, whatever beta.
 
 The STPN retains its short-term state per step as F_k = lambda * F_{k-1}, i.e. phi(k dt) = lambda^k,
 which only a single exponential realises exactly. For the other laws the best per-step lambda is
@@ -23,8 +31,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-Law = Literal["exp", "biexp", "stretched"]
-LAWS: tuple[Law, ...] = ("exp", "biexp", "stretched")
+Law = Literal["exp", "biexp", "stretched", "compressed"]
+LAWS: tuple[Law, ...] = ("exp", "biexp", "stretched", "compressed")
 DEFAULT_HORIZON_STEPS = 100
 
 Array = NDArray[np.float64]
@@ -45,7 +53,7 @@ def relaxation(
     if law == "biexp":
         assert tau2_s is not None and w1 is not None
         return w1 * np.exp(-t / tau1_s) + (1.0 - w1) * np.exp(-t / tau2_s)
-    if law == "stretched":
+    if law in ("stretched", "compressed"):
         assert beta is not None
         return np.exp(-((np.maximum(t, 0.0) / tau1_s) ** beta))
     raise ValueError(f"unknown decay law {law!r}; known: {', '.join(LAWS)}")
@@ -105,7 +113,8 @@ def best_step_lambda(phi_steps: Array, iterations: int = 60) -> tuple[Array, Arr
     """Least-squares lambda per device for samples phi(k dt), k = 1..K, given as (D, K).
 
     Minimises sum_k (lambda^k - phi_k)^2 over lambda in [0, 1] by a batched golden-section search
-    (the objective is unimodal for monotone relaxations). Returns (lambda (D,), RMS error (D,)).
+    (the objective is unimodal for monotone relaxations, the compressed law's hold-then-collapse
+    included). Returns (lambda (D,), RMS error (D,)).
     """
     phi = np.atleast_2d(np.asarray(phi_steps, dtype=np.float64))
     k = np.arange(1, phi.shape[1] + 1, dtype=np.float64)

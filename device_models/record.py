@@ -7,7 +7,8 @@ index r * cols + c); values that do not apply or were not measured are ``null`` 
 
 Per device:
     status            "ok" or why the device is not usable (see ``calibration.fit`` statuses)
-    law               decay law chosen by model selection ("exp", "biexp", "stretched")
+    law               decay law chosen by model selection ("exp", "biexp", "stretched", "compressed";
+                      see ``device_models.laws``)
     tau1_s, tau2_s, w1, beta   the law's own parameters at ``decay_bias_v`` (``device_models.laws``)
     tau_s             the law's 1/e time, s (``laws.e_fold_time_s``): a dt-free summary for reports
     g_inf_siemens, delta_g_siemens   baseline and amplitude of the fitted relaxation
@@ -194,7 +195,7 @@ class CalibrationRecord(BaseModel):
     provenance: Provenance
 
     status: list[str]
-    law: list[Literal["exp", "biexp", "stretched"]]
+    law: list[Literal["exp", "biexp", "stretched", "compressed"]]
     tau_s: Column
     tau1_s: Column
     tau2_s: Column

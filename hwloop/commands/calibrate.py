@@ -30,7 +30,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 # The decay laws of calibration.fit.MODELS, mirrored for the --model help so that `--help` need not
 # import the fitting code (fit_cmd checks against the owner's tuple); tests/test_cli_imports.py checks
 # that they still match.
-MODELS = ("exp", "biexp", "stretched", "auto")
+MODELS = ("exp", "biexp", "stretched", "compressed", "auto")
 
 
 def _read_config_file(path: Path | None) -> dict[str, Any]:
@@ -405,7 +405,8 @@ def report_cmd(
         typer.Option("--data", help="Campaign file for trace plots (default: the record's source)."),
     ] = None,
 ) -> None:
-    """Plot decay fits, tau/lambda histograms and pulse responses, and write a text summary."""
+    """Plot decay fits, the fits that failed (with residuals, verdict and tests), tau/lambda histograms and
+    pulse responses, and write a text summary."""
     from calibration.report import write_report
     from device_models.record import CalibrationError, CalibrationRecord
 
@@ -414,7 +415,9 @@ def report_cmd(
         data = Path(record.provenance.source_file)
     if data is not None and not data.exists():
         raise CalibrationError(f"campaign file {data} does not exist")
-    for path in write_report(record, out, data):
+    written = write_report(record, out, data)
+    console.print((out / "summary.txt").read_text().rstrip(), markup=False, highlight=False)
+    for path in written:
         console.print(f"wrote {path}")
 
 
