@@ -44,28 +44,21 @@ def traces(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
+def _append_decay(store: CampaignFile, device: int, cycle: int, t: np.ndarray, g: np.ndarray) -> None:
+    """One relaxation (read at 0.1 V, times from the end of the train) as a row of the decay table."""
+    columns = {"device": device, "condition": 0, "cycle": cycle, "amplitude_v": 1.5, "width_s": 1e-4}
+    columns |= {"n_pulses": 10, "read_v": 0.1, "every_s": t[1] - t[0], "delay_s": t[0]}
+    columns |= {"pulse_energy_j": 0.0, "baseline_g_siemens": g[-1]}
+    store.append("decay", columns, {"t_s": (t - t[0])[None, :], "g_siemens": g[None, :]})
+
+
 def write_campaign(path: Path, seed: int = 0) -> Path:
     """A 2 x 4 campaign file (one relaxation per device, read at 0.1 V) in the campaign format."""
     rng = np.random.default_rng(seed)
     with CampaignFile.create(path, config={"demo": "failed fits"}, shape=(2, 4), safety_limits={}) as store:
         for d, (t, g) in enumerate(traces(rng)):
             r, c = divmod(d, 4)
-            store.write_unit(
-                r,
-                c,
-                "decay",
-                "cond00_cyc00",
-                {"t_s": t - t[0], "i_a": 0.1 * g, "g_siemens": g, "baseline_g_siemens": g[-1:]},
-                {
-                    "amplitude_v": 1.5,
-                    "width_s": 1e-4,
-                    "n_pulses": 10,
-                    "read_v": 0.1,
-                    "every_s": t[1] - t[0],
-                    "delay_s": t[0],
-                    "pulse_energy_j": 0.0,
-                },
-            )
+            _append_decay(store, r * 4 + c, 0, t, g)
         store.flush()
     return path
 
@@ -80,7 +73,7 @@ def test_failed_fits_reach_the_record_without_numbers_and_the_report_shows_why(t
         record = CalibrationRecord.load(out)
         statuses[model] = list(record.status)
         bad = ~record.good()
-        assert np.isnan(record.array("tau_s")[bad]).all() and np.isnan(record.array("lam")[bad]).all()
+        assert np.isnan(record.array("tau_s")[bad]).all() and np.isnan(record.lam_at(0.1)[bad]).all()
     assert statuses["auto"] == [EXPECTED[d] for d in range(8)]
     assert statuses["exp"][4] == "poor_fit" and statuses["exp"][3] == "non_monotonic"
     assert statuses["exp"][1] == "poor_fit"  # two time constants are not one
@@ -116,16 +109,9 @@ def test_a_device_whose_relaxations_are_mostly_undescribed_gets_no_numbers(tmp_p
     with CampaignFile.create(path, config={}, shape=(1, 2), safety_limits={}) as store:
         for (r, c), traces_rc in cycles.items():
             for k, g in enumerate(traces_rc):
-                store.write_unit(
-                    r,
-                    c,
-                    "decay",
-                    f"cond00_cyc{k:02d}",
-                    {"t_s": t - t[0], "i_a": 0.1 * g, "g_siemens": g, "baseline_g_siemens": g[-1:]},
-                    {"read_v": 0.1, "every_s": 1e-5, "delay_s": t[0]},
-                )
-    record, fit = build_record(path, model="auto", dt_s=1e-3)
+                _append_decay(store, r * 2 + c, k, t, g)
+    record, fit = build_record(path, model="auto")
     assert list(fit.status) == ["non_monotonic", "non_monotonic", "ok", "ok", "ok", "ok"]
     assert record.status == ["non_monotonic", "ok"]
-    assert np.isnan(record.array("tau_s")[0]) and np.isnan(record.array("lam")[0])
+    assert np.isnan(record.array("tau_s")[0]) and np.isnan(record.lam_at(1e-3)[0])
     assert record.array("tau_s")[1] == pytest.approx(4e-3, rel=0.05)
