@@ -127,7 +127,7 @@ def test_report_cli_writes_a_figure_and_thresholds_from_a_results_dataset(tmp_pa
         )
     store.append(rows)
     out, js = tmp_path / "fig.png", tmp_path / "th.json"
-    result = hwloop_run("sweep", "report", str(tmp_path / "res"), "--out", str(out), "--json", str(js))
+    result = hwloop_run("sweep", "report", str(tmp_path / "res"), "--out", str(out), "--json-out", str(js))
     assert result.code == 0, result.err
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import json

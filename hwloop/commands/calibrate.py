@@ -440,6 +440,8 @@ def map_cmd(
     card: Annotated[
         Path | None, typer.Option("--card", help="Device card: the bias window (default: the shipped one).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the mapping summary as JSON.")] = False,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """How far a trained STPN's lambda and gamma are from what the calibrated array realises, per synapse.
 
@@ -479,3 +481,4 @@ def map_cmd(
     for key, value in known.items():
         console.print(f"{key:<28} {'not measured (no pulse response)' if value is None else f'{value:.4g}'}")
     console.print(f"wrote {out / 'mapping.json'}, {out / 'mapping.safetensors'}, {out / 'mapping.png'}")
+    emit_result(known, as_json, json_out)

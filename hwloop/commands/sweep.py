@@ -80,11 +80,14 @@ def run_cmd(
         typer.Option("--workers", min=1, help="Points run at once (default: cores / cpus_per_point)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the outcome as JSON here.")
+    ] = None,
 ) -> None:
     """Evaluate every point of a sweep spec not yet in the results; rows are stored as points finish."""
     from experiments.sweeps.runner import run_sweep
     from experiments.sweeps.spec import load_spec
-    from hwloop.commands.common import console, emit_json
+    from hwloop.commands.common import console, emit_result
 
     if executor not in ("auto", "ray", "pool"):
         raise HwloopError(f"--executor must be auto, ray or pool, got {executor!r}")
@@ -121,8 +124,7 @@ def run_cmd(
     )
     for failure in outcome.failures[:5]:
         console.print(f"[red]failed[/] {failure}")
-    if as_json:
-        emit_json({**outcome.__dict__, "results": str(out)})
+    emit_result({**outcome.__dict__, "results": str(out)}, as_json, json_out)
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -137,8 +139,11 @@ def report_cmd(
         float | None,
         typer.Option("--margin", min=0.0, help="Drop from the best that marks the threshold (spec default)."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print thresholds and per-point means as JSON on stdout.")
+    ] = False,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write thresholds and per-point means as JSON here.")
+        Path | None, typer.Option("--json-out", help="Write thresholds and per-point means as JSON here.")
     ] = None,
 ) -> None:
     """Plot the metric against each swept parameter and report tolerance thresholds with 95% CIs."""
@@ -146,7 +151,7 @@ def report_cmd(
 
     from experiments.sweeps.report import describe, grid_from, plot_report, thresholds
     from experiments.sweeps.store import read_results
-    from hwloop.commands.common import console, emit_json
+    from hwloop.commands.common import console, emit_result
 
     spec, table = read_results(results)
     margin = spec.report.margin if margin is None else margin
@@ -179,7 +184,7 @@ def report_cmd(
         f"{time.perf_counter() - started:.1f} s), linear interpolation between grid values"
     )
     console.print(f"wrote {out}")
-    if json_out is not None:
+    if as_json or json_out is not None:
         payload = {
             "name": spec.name,
             "metric": spec.metric,
@@ -195,4 +200,4 @@ def report_cmd(
                 for c, m in zip(grid.combos, grid.mean(), strict=True)
             ],
         }
-        emit_json(json.loads(json.dumps(payload)), json_out)
+        emit_result(json.loads(json.dumps(payload)), as_json, json_out)
