@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from experiments.art.data import make_split
 from experiments.art.evaluate import TEST_SEED, TEST_SIZE, accuracy, fresh_accuracy
 from experiments.art.model import Arch, ARTModel
+from hwloop.crossbar import Crossbar
+from hwloop.errors import HwloopError
 
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
@@ -57,6 +59,7 @@ class TrainingRecord(BaseModel):
     torch_version: str
     python_version: str
     history: list[EpochLog]
+    hardware_aware: dict[str, object] | None = None  # training backend, its options and lambda range
 
 
 def train(
@@ -69,10 +72,23 @@ def train(
     val_size: int = VAL_SIZE,
     on_step: Callable[[], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    backend: Crossbar | None = None,
+    lambda_range: tuple[float, float] | None = None,
+    init: ARTModel | None = None,
 ) -> tuple[ARTModel, list[EpochLog], float]:
-    """Train a fresh ``arch`` model for ``epochs`` epochs; returns it, the epoch logs and wall time (s)."""
+    """Train a fresh ``arch`` model for ``epochs`` epochs; returns it, the epoch logs and wall time (s).
+
+    Hardware-aware training: ``lambda_range`` bounds lambda (``hwloop.stpn.STPN``) and ``backend``
+    (e.g. ``hwloop.backends.aware.AwareCrossbar``) holds the STPN's synapses during training and
+    validation; the returned model is back on the ideal backend. ``init``: a model to start from
+    (its parameters are copied; a free lambda is clipped into ``lambda_range``).
+    """
     torch.manual_seed(seed)
-    model = ARTModel(arch, hidden_size)
+    model = ARTModel(arch, hidden_size, lambda_range=lambda_range)
+    if init is not None:
+        copy_parameters(init, model)
+    if backend is not None:
+        model.set_backend(backend)
     data, val = make_split(train_size, seed, "train"), make_split(val_size, seed, "val")
     shuffle = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
@@ -100,7 +116,29 @@ def train(
         history.append(log)
         if on_epoch is not None:
             on_epoch(log)
+    if backend is not None:
+        model.set_backend("ideal")
     return model.eval(), history, time.perf_counter() - start
+
+
+def copy_parameters(src: ARTModel, dst: ARTModel) -> None:
+    """Copy ``src``'s parameters into ``dst`` (same architecture and size).
+
+    Into a bounded-lambda STPN a free lambda is clipped into its range (1% inside each end) and
+    written as the logit that gives it.
+    """
+    if (src.arch, src.hidden_size) != (dst.arch, dst.hidden_size):
+        raise HwloopError(f"cannot start a {dst.label} from a {src.label} model")
+    with torch.no_grad():
+        state = {k: v for k, v in src.state_dict().items() if not k.startswith("recurrent.lambda_")}
+        if dst.arch == "stpn" and dst.stpn.bounded:
+            lam = src.stpn.weight_lambda.detach()
+            lo, hi = dst.stpn.lambda_range  # type: ignore[misc]  # bounded
+            u = ((lam - lo) / (hi - lo)).clamp(0.01, 0.99)
+            state.pop("recurrent.weight_lambda", None)
+            state["recurrent.lambda_logit"] = torch.log(u / (1 - u))
+            state["recurrent.lambda_bounds"] = dst.stpn.lambda_bounds
+        dst.load_state_dict(state)
 
 
 def make_record(

@@ -19,6 +19,8 @@ from experiments.art.train import BATCH_SIZE, EPOCHS, TRAIN_SIZE, EpochLog, make
 from hwloop.commands.common import backend_from_options, console, emit_json, progress_bar
 from hwloop.errors import HwloopError
 
+DEFAULT_CHIP_SEED = 10_000  # hardware-aware training chips: seeds 10000, 10001, ... (evaluation uses 0-4)
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -41,13 +43,63 @@ def train_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the training record as JSON on stdout.")
     ] = False,
+    hardware_aware: Annotated[
+        bool,
+        typer.Option(
+            "--hardware-aware",
+            help="Train through the device non-idealities (backend 'aware', lambda in the card's range).",
+        ),
+    ] = False,
+    card: Annotated[
+        Path | None, typer.Option("--card", help="Hardware-aware: device card (default: the shipped card).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option("--calibration", help="Hardware-aware: calibration record (JSON).")
+    ] = None,
+    backend_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--backend-seed", help="Hardware-aware: first chip seed (one chip per batch; default 10000)."
+        ),
+    ] = None,
+    dt_s: Annotated[
+        float, typer.Option("--dt-s", min=0.0, help="Hardware-aware: seconds per STPN step.")
+    ] = 0.1,
+    init: Annotated[
+        Path | None, typer.Option("--init", help="Start from this ART checkpoint instead of a fresh model.")
+    ] = None,
 ) -> None:
     """Train an ART model (batch 128, Adam 1e-3) and write its checkpoint and training record."""
     if model not in ARCHS:
         raise HwloopError(f"unknown ART model {model!r}; choose one of: {', '.join(ARCHS)}")
     if out.suffix != ".safetensors":
         raise HwloopError(f"--out must end in .safetensors, got {out}")
+    if not hardware_aware and (card, calibration, backend_seed) != (None, None, None):
+        raise HwloopError("--card, --calibration and --backend-seed apply only with --hardware-aware")
+    if hardware_aware and model != "stpn":
+        raise HwloopError("--hardware-aware trains an STPN: use --model stpn")
     torch.set_num_threads(threads)
+    aware_backend, lambda_range, aware_info = None, None, None
+    if hardware_aware:
+        from hwloop.backends.aware import AwareCrossbar, trainable_lambda_range
+
+        aware_backend = AwareCrossbar(
+            card=card,
+            calibration=calibration,
+            seed=DEFAULT_CHIP_SEED if backend_seed is None else backend_seed,
+            dt_s=dt_s,
+        )
+        lambda_range = trainable_lambda_range(aware_backend.card, dt_s)
+        aware_info = {
+            "backend": "aware",
+            "card": str(card) if card is not None else None,
+            "calibration": str(calibration) if calibration is not None else None,
+            "backend_seed": aware_backend.seed,
+            "dt_s": dt_s,
+            "lambda_range": list(lambda_range),
+            "chips_drawn": 0,
+        }
+    start_from = load_model(init) if init is not None else None
     steps_per_epoch = -(-train_size // BATCH_SIZE)
 
     def report(log: EpochLog) -> None:
@@ -66,12 +118,29 @@ def train_cmd(
             train_size=train_size,
             on_step=lambda: bar.advance(task),
             on_epoch=report,
+            backend=aware_backend,
+            lambda_range=lambda_range,
+            init=start_from,
         )
     save_checkpoint(net, out)
     command = ["hwloop", "art", "train", "--model", model, "--epochs", str(epochs), "--seed", str(seed)]
     command += ["--hidden", str(net.hidden_size), "--train-size", str(train_size), "--threads", str(threads)]
+    if hardware_aware:
+        command += [
+            "--hardware-aware",
+            "--dt-s",
+            repr(dt_s),
+            "--backend-seed",
+            str(aware_backend.seed if aware_backend else 0),
+        ]
+        command += ["--card", str(card)] if card is not None else []
+        command += ["--calibration", str(calibration)] if calibration is not None else []
+    if init is not None:
+        command += ["--init", str(init)]
     reproduce = shlex.join([*command, "--out", str(out)])
     record = make_record(net, history, wall, seed=seed, train_size=train_size, reproduce=reproduce)
+    if aware_info is not None and aware_backend is not None:
+        record.hardware_aware = {**aware_info, "chips_drawn": aware_backend.chips_drawn}
     record_path = out.with_suffix(".json")
     record_path.write_text(record.model_dump_json(indent=2) + "\n")
     console.print(
