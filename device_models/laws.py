@@ -50,6 +50,37 @@ def relaxation(
     raise ValueError(f"unknown decay law {law!r}; known: {', '.join(LAWS)}")
 
 
+def step_retention(
+    law: str,
+    dt_s: Array | float,
+    tau1_s: Array,
+    tau2_s: Array | None = None,
+    w1: Array | None = None,
+    beta: Array | None = None,
+    horizon_steps: int = DEFAULT_HORIZON_STEPS,
+) -> tuple[Array, Array]:
+    """Per-step retention lambda (1) of a device relaxing by ``law`` over steps of ``dt_s`` seconds.
+
+    The one tau -> lambda conversion of the project: exp(-dt / tau1) for "exp" (exact, RMS error 0);
+    for the other laws the least-squares lambda^k ~ phi(k dt), k = 1..horizon_steps
+    (``best_step_lambda``). Parameters broadcast per device, (D,); returns (lambda (D,), RMS error (D,)).
+    """
+    tau1 = np.atleast_1d(np.asarray(tau1_s, dtype=np.float64))
+    dt = np.broadcast_to(np.asarray(dt_s, dtype=np.float64), tau1.shape)
+    if law == "exp":
+        lam = np.exp(-dt / tau1)
+        return lam, np.where(np.isfinite(lam), 0.0, np.nan)
+    k = np.arange(1, horizon_steps + 1, dtype=np.float64)
+
+    def per_device(p: Array | None) -> Array | None:
+        return None if p is None else np.broadcast_to(np.asarray(p, dtype=np.float64), tau1.shape)[:, None]
+
+    phi = relaxation(
+        law, dt[:, None] * k, tau1[:, None], per_device(tau2_s), per_device(w1), per_device(beta)
+    )
+    return best_step_lambda(phi)
+
+
 def lam_from_tau(tau_s: Array, dt_s: float) -> Array:
     """Per-step retention lambda = exp(-dt/tau) of a single-exponential device (dimensionless)."""
     return np.exp(-dt_s / np.asarray(tau_s, dtype=np.float64))

@@ -41,9 +41,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from device_models.errors import HwloopError
 from device_models.laws import DEFAULT_HORIZON_STEPS, best_step_lambda, lam_from_tau, relaxation
 from device_models.memristor import tau_at_bias
-from device_models.errors import HwloopError
 
 Column = list[float | None]
 

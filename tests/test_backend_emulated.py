@@ -20,7 +20,14 @@ from hwloop.errors import BackendUnavailable, HwloopError, ShapeError
 from hwloop.stpn import STPN
 
 ALL_OFF: dict[str, Any] = dict(
-    read_noise=False, d2d=False, c2c=False, stuck=False, quantise=False, saturation=False, bias_limits=False
+    read_noise=False,
+    d2d=False,
+    c2c=False,
+    stuck=False,
+    quantise=False,
+    saturation=False,
+    bias_limits=False,
+    fault_aware=False,
 )
 DT_S = 0.1
 

@@ -45,7 +45,9 @@ from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
 from device_models.mapping import weight_scale_siemens, weights_to_pair
-from device_models.memristor import bias_for_tau, card_relaxation, quantise_conductance, tau_at_bias
+from device_models.memristor import quantise_conductance
+from device_models.programming import FaultReport, program_and_verify
+from device_models.realisation import Realisation
 from hwloop.backends.emulated_kernels import emulated_read, emulated_update
 from hwloop.backends.fused import fusable
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
@@ -55,7 +57,8 @@ if TYPE_CHECKING:
     from device_models.record import CalibrationRecord
 
 Normalisation = Literal["exact", "native"]
-HORIZON_STEPS = 100  # memory span over which a non-exponential law is fitted by one per-step retention
+VERIFY_SEED_OFFSET = 7919  # the controller's verify reads draw from their own stream: the run's noise
+# is the same with fault-aware programming on or off
 
 
 class EmulatedCrossbar:
@@ -70,10 +73,13 @@ class EmulatedCrossbar:
     read_noise, d2d, c2c, stuck, quantise, saturation, bias_limits: switch each non-ideality.
     energy_counters: accumulate read / programming / decay-bias energy (``energy()``).
     max_write_gain: exact mode: largest write amplification 1/s before a row is refreshed.
+    fault_aware: program-and-verify finds stuck devices and compensates them
+        (``device_models.programming``; ``fault_report()`` says what it found and the digital cost).
 
     After ``program``: ``g_per_weight`` (S per weight unit), ``g_lt_siemens`` (2, H, K) long-term
-    conductances of [G+, G-], ``effective_weight`` (H, K) the W they hold, ``decay_bias_v`` and
-    ``retention`` (2, H, K) each device's decay bias and per-step retention exp(-dt / tau).
+    conductances of [G+, G-], ``effective_weight`` (H, K) the W the array (and the periphery, for
+    digital synapses) holds, ``decay_bias_v`` and ``retention`` (2, H, K) each device's decay bias
+    and per-step retention, ``device_index`` (2, H, K) which device holds G+ / G- of each synapse.
     """
 
     name = "emulated"
@@ -94,6 +100,7 @@ class EmulatedCrossbar:
         bias_limits: bool = True,
         energy_counters: bool = True,
         max_write_gain: float = 16.0,
+        fault_aware: bool = True,
     ) -> None:
         if normalisation not in ("exact", "native"):
             raise HwloopError(f"normalisation must be 'exact' or 'native', got {normalisation!r}")
@@ -109,6 +116,8 @@ class EmulatedCrossbar:
         self.read_noise, self.d2d, self.c2c, self.stuck = read_noise, d2d, c2c, stuck
         self.quantise, self.saturation, self.bias_limits = quantise, saturation, bias_limits
         self.energy_counters, self.max_write_gain = energy_counters, float(max_write_gain)
+        self.fault_aware = bool(fault_aware)
+        self.faults = FaultReport()
         self._noise = torch.Generator().manual_seed(self.seed)
         self._programmed = False
         self._F_out: Tensor | None = None
@@ -124,111 +133,102 @@ class EmulatedCrossbar:
         self._programmed = True
         self._F_out = None
 
+    def realisation(self, shape: tuple[int, int]) -> Realisation:
+        """The array this backend emulates for an (H, K) layer (``device_models.realisation``)."""
+        if self.record is not None:
+            return Realisation.from_record(
+                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.stuck
+            )
+        return Realisation.from_card(self.card, self.dt_s, self.seed, shape, d2d=self.d2d, stuck=self.stuck)
+
     def _program(self, weight: Tensor, lam: Tensor, gamma: Tensor) -> None:
         if not fusable(weight, lam, gamma):
             raise ShapeError("the emulated backend runs on CPU float32/float64 parameters")
         c, (h, k), dtype = self.card, weight.shape, weight.dtype
-        win, var = c.window, c.variability
-        chip = torch.Generator().manual_seed(self.seed)
+        win = c.window
         shape2 = (2, h, k)  # [G+, G-] devices of every synapse
-
-        def spread(sigma: float, on: bool) -> Tensor:
-            draw = torch.randn(shape2, generator=chip, dtype=torch.float64)
-            return torch.exp(sigma * draw) if on and sigma > 0 else torch.ones(shape2, dtype=torch.float64)
-
-        tau_true = self._nominal_tau_s() * spread(var.d2d_tau_rel, self.d2d)
-        window_s = win.g_st_max_siemens * spread(var.d2d_window_rel, self.d2d)
-        pulse_gain = spread(var.d2d_pulse_rel, self.d2d)[0]
-        u = torch.rand(shape2, generator=chip, dtype=torch.float64)
-        stuck_on = (u < var.stuck_on_fraction) & self.stuck
-        stuck_off = (
-            (u >= var.stuck_on_fraction) & (u < var.stuck_on_fraction + var.stuck_off_fraction) & self.stuck
-        )
-        tau_known: Tensor | float = self._nominal_tau_s()
-        if self.record is not None:
-            tau_true, pulse_gain, broken = self._from_record(h, k)
-            tau_known = tau_true
-            stuck_off = stuck_off | broken
-            tau_true = torch.where(broken, self._nominal_tau_s(), tau_true)
+        real = self.realisation((h, k))
+        self.device_index = real.device_index
+        stuck_on, stuck_off = torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off)
 
         # long-term conductances: map, quantise, programming error, stuck devices
         w = weight.to(torch.float64)
         w_max = float(w.abs().max()) or 1.0
         self.g_per_weight = weight_scale_siemens(w_max, win.g_min_siemens, win.g_max_siemens)
-        g_lt = torch.stack(weights_to_pair(w, win.g_min_siemens, self.g_per_weight))
-        if self.quantise:
-            g_lt = quantise_conductance(g_lt, win.g_min_siemens, win.g_max_siemens, win.levels)
-        if self.d2d and var.d2d_g_rel > 0:
-            g_lt = (
-                g_lt * (1 + var.d2d_g_rel * torch.randn(shape2, generator=self._noise, dtype=torch.float64))
-            ).clamp(min=0)
+        g_target = torch.stack(weights_to_pair(w, win.g_min_siemens, self.g_per_weight))
+        g_lt = self._write_g(g_target, self._noise)
         g_lt = torch.where(stuck_on, win.g_max_siemens, torch.where(stuck_off, win.g_min_siemens, g_lt))
-        self.g_lt_siemens = g_lt
-        self._W = ((g_lt[0] - g_lt[1]) / self.g_per_weight).to(dtype)
 
-        # retention: target tau -> decay bias (clipped) -> the device's own tau
+        # retention: target lambda -> decay bias (known device, clipped) -> the true device's lambda
         b = c.bias
-        lam64 = lam.to(torch.float64)
-        physical = (lam64 > 0) & (lam64 < 1)
-        tau_target = -self.dt_s / torch.log(lam64.clamp(1e-300, 1.0))  # lambda = 1 -> inf, lambda <= 0 -> ~0
-        bias = bias_for_tau(tau_target, tau_known, b.bias_ref_v, b.bias_efold_v)
-        bias_clipped = torch.broadcast_to(
-            bias.nan_to_num(b.bias_ref_v).clamp(b.bias_min_v, b.bias_max_v), shape2
-        )
-        if self.bias_limits:
-            retention = torch.exp(
-                -self.dt_s / tau_at_bias(bias_clipped, tau_true, b.bias_ref_v, b.bias_efold_v)
+        bias, retention_np = real.bias_for_lambda(lam.to(torch.float64).numpy(), clip=self.bias_limits)
+        retention = torch.from_numpy(retention_np)
+        bias_clipped = torch.from_numpy(np.clip(bias, b.bias_min_v, b.bias_max_v))
+        volatile = torch.from_numpy(real.usable)
+        window_s = torch.from_numpy(real.g_st_max_siemens)
+        gain = torch.from_numpy(real.pulse_gain)
+        pulse_gain = (gain[0] + gain[1]) / 2  # a write hits G+ or G- by its sign: the pair's mean response
+        gamma64 = gamma.to(torch.float64)
+        gamma_eff = gamma64 * pulse_gain
+
+        # fault-aware programming: verify, find stuck devices, compensate by the partner or digitally
+        digital_w = digital_f = torch.zeros((h, k), dtype=torch.bool)
+        self.faults = FaultReport(devices=2 * h * k)
+        if self.fault_aware:
+            verify = torch.Generator().manual_seed(self.seed + VERIFY_SEED_OFFSET)
+
+            def respond(target: Tensor, which: Tensor) -> Tensor:  # what the devices do with a write
+                fresh = self._write_g(target, verify)
+                return torch.where(
+                    stuck_on, win.g_max_siemens, torch.where(stuck_off, win.g_min_siemens, fresh)
+                )
+
+            g_lt, digital_w, digital_f, self.faults = program_and_verify(
+                g_target, g_lt, w * self.g_per_weight, c, respond, verify
             )
-        else:  # unclipped bias: lambda^(tau_known / tau_true); non-physical lambda passed through as is
-            ratio = tau_known / tau_true
-            retention = torch.where(physical, lam64.clamp(1e-300, 1.0) ** ratio, lam64)
-        volatile = ~(stuck_on | stuck_off)
-        retention = torch.where(volatile, retention, 0.0)
+        self.g_lt_siemens = g_lt
+        W = torch.where(digital_w, w, (g_lt[0] - g_lt[1]) / self.g_per_weight)  # periphery: W z itself
+        self._W = W.to(dtype)
+
+        lam64 = lam.to(torch.float64)
+        retention = torch.where(digital_f, lam64, retention)  # digital F: the exact trained law
+        volatile = volatile | digital_f
+        gamma_eff = torch.where(digital_f, gamma64, gamma_eff)
         self.retention = retention
-        self.decay_bias_v = bias_clipped
+        self.decay_bias_v = torch.where(digital_f, 0.0, bias_clipped)  # no device is biased for it
         self._r_mid = ((retention[0] + retention[1]) / 2).to(dtype)
         self._r_half = ((retention[0] - retention[1]) / 2).to(dtype)
-        self._gamma = (gamma.to(torch.float64) * pulse_gain).to(dtype)
-        self._gamma64 = gamma.to(torch.float64)  # the intended change per pulse, before device effects
+        self._gamma = gamma_eff.to(dtype)
+        self._gamma64 = torch.where(digital_f, 0.0, gamma64)  # the pulsed change per write (energy)
+        self._digital: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        if bool(digital_f.any()):
+            rows, cols = digital_f.nonzero(as_tuple=True)
+            self._digital = (rows, cols, lam64[rows, cols].to(dtype), gamma64[rows, cols].to(dtype))
 
         # finite short-term window (and stuck devices that cannot hold any) in weight units
         self._window: tuple[Tensor, Tensor] | None = None
         if self.saturation or not bool(volatile.all()):  # stuck or broken devices hold no short-term part
             cap = window_s if self.saturation else torch.full(shape2, math.inf, dtype=torch.float64)
             cap = torch.where(volatile, cap, 0.0) / self.g_per_weight
+            cap = torch.where(digital_f, math.inf, cap)
             self._window = ((-cap[1]).to(dtype), cap[0].to(dtype))
-        self._energy_constants(dtype)
+        self._energy_constants(dtype, read=~digital_w)
 
-    def _nominal_tau_s(self) -> float:
-        """The card's decay at its reference bias as one per-step-equivalent time constant, s."""
-        d = self.card.decay
-        if d.law == "exp":
-            return d.tau_s
-        from device_models.laws import best_step_lambda
+    def _write_g(self, g_target: Tensor, generator: torch.Generator) -> Tensor:
+        """What a write of long-term conductances ``g_target`` (S) leaves on healthy devices: the
+        nearest programmable level, then the card's relative programming error (one draw each)."""
+        win, var = self.card.window, self.card.variability
+        g = g_target
+        if self.quantise:
+            g = quantise_conductance(g, win.g_min_siemens, win.g_max_siemens, win.levels)
+        if self.d2d and var.d2d_g_rel > 0:
+            noise = torch.randn(g.shape, generator=generator, dtype=torch.float64)
+            g = (g * (1 + var.d2d_g_rel * noise)).clamp(min=0)
+        return g
 
-        t = self.dt_s * np.arange(1, HORIZON_STEPS + 1)
-        lam = float(best_step_lambda(np.asarray(card_relaxation(self.card, t))[None, :])[0][0])
-        return -self.dt_s / math.log(lam)
-
-    def _from_record(self, h: int, k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-device tau (s), per-synapse pulse gain and broken-device mask (2, H, K) from the record.
-
-        G+ of synapse (i, j) is record device column j of an (H, 2K) array, G- column K + j.
-        """
-        assert self.record is not None
-        idx = self.record.device_index((h, 2 * k), seed=self.seed)
-        lam = self.record.lam_at(self.dt_s)[idx]
-        tau = -self.dt_s / np.log(lam)
-        dg_up = self.record.array("dg_up_siemens")[idx][:, :k]
-        gain = np.where(np.isfinite(dg_up), dg_up / self.card.pulse.dg_up_ref_siemens, 1.0)
-
-        def pair(a: np.ndarray) -> Tensor:
-            return torch.from_numpy(np.stack([a[:, :k], a[:, k:]]))
-
-        broken = ~np.isfinite(tau) | (tau <= 0)
-        return pair(np.where(broken, 1.0, tau)), torch.from_numpy(gain), pair(broken)
-
-    def _energy_constants(self, dtype: torch.dtype) -> None:
+    def _energy_constants(self, dtype: torch.dtype, read: Tensor) -> None:
+        """Per-synapse sums of the energy counters; ``read`` (H, K): synapses whose W devices are read
+        (a digital F has no bias and gamma64 0, so it is neither biased nor pulsed already)."""
         c, gpw = self.card, self.g_per_weight
         g_min = c.window.g_min_siemens
         exact = self.normalisation == "exact"
@@ -239,7 +239,7 @@ class EmulatedCrossbar:
         # G+ and G- at different biases (calibrated devices): the sign of F matters too
         sgn = (v2[0] - v2[1]) / 2 * gpw
         self._bias_sgn = sgn.to(dtype) if bool(sgn.abs().max() > 0) else None
-        self._g_lt_sum = self.g_lt_siemens.sum(0).to(dtype)  # (H, K) S, both devices of the pair
+        self._g_lt_sum = (self.g_lt_siemens.sum(0) * read).to(dtype)  # (H, K) S, both devices of the pair
         # small-signal programming energy: width = w_ref * dg / (dg_up_ref * (V/v_ref)^a) per write
         p = c.pulse
         amp_term = (c.read.write_v / p.v_ref_v) ** p.amp_exponent
@@ -352,6 +352,11 @@ class EmulatedCrossbar:
                 z=z,
                 c2c=c2c,
             )
+            if self._digital is not None and c2c is not None:  # digital synapses: no write noise
+                rows, cols, lam_d, gamma_d = self._digital
+                out[:, rows, cols] = lam_d * F[:, rows, cols] * inv_n[:, rows] + gamma_d * (
+                    h[:, rows] * z[:, cols]
+                )
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
             if self.energy_counters:
@@ -428,6 +433,10 @@ class EmulatedCrossbar:
     def stats(self) -> dict[str, float]:
         """Cost of the normalisation: largest write gain 1/s used and rows refreshed (exact mode)."""
         return {"max_write_gain": self.max_gain_seen, "refresh_rows": float(self.refresh_rows)}
+
+    def fault_report(self) -> dict[str, int]:
+        """What fault-aware programming found and did at the last ``program`` (zeros when off)."""
+        return self.faults.as_dict()
 
     @property
     def effective_weight(self) -> Tensor:

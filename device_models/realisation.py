@@ -1,0 +1,439 @@
+"""What an array of volatile memristors can realise: the one owner of lambda, bias, pulses and energy.
+
+An STPN synapse (i, j) is a differential pair of devices [G+, G-]; every per-device array here is
+(2, H, K). A ``Realisation`` is built from a device card (nominal device plus a seeded chip draw of
+its spreads and stuck devices) or from a calibration record (each device's fitted law), and a time
+step ``dt_s``. It answers, per device:
+
+* ``lambda_range``: the per-step retention reachable inside the bias window;
+* ``bias_for_lambda``: the decay bias that realises a target lambda and the lambda achieved;
+* ``pulse_for_write``: the pulse (amplitude, width, count) that writes a target |dG|;
+* ``read_energy_j`` / ``pulse_energy_j`` / ``bias_power_w``: what a read, a pulse, a held bias cost.
+
+Decay model. A device relaxes by its law phi(t) (``device_models.laws``) with time scale tau1 at the
+bias it was characterised at (``v_char``); a decay bias V scales every time constant of the law by
+s(V) = exp(-(V - v_char) / efold) (``device_models.memristor.tau_at_bias``). Its per-step retention
+is lambda(V) = L(dt / s(V)), where L is the law's per-step retention (``laws.step_retention``: exact
+for "exp", the best per-step fit over ``horizon_steps`` steps otherwise). For non-exponential laws,
+L is tabulated once per device shape on a log grid of dt / tau1 and interpolated (monotone) in
+ln(-ln lambda); for "exp" everything is closed-form.
+
+Known versus true. The controller computes biases from what it *knows* about a device: with a card,
+only the nominal device (the chip's d2d spread is unknown to it, so the achieved lambda scatters);
+with a record, each device's own fitted law (so the bias compensates each device, up to the bias
+window). ``bias_for_lambda`` returns both the bias (from the known model) and the lambda the true
+device then has.
+
+Device assignment (the one rule, ``assign_devices``): a physical array is H rows by 2K columns, G+
+of synapse (i, j) in column j, G- in column K + j; device (r, c) has row-major index r * 2K + c.
+A record of exactly that shape is used as is (bad devices included: they count as broken); any
+other record shape gives each of the 2HK devices a uniform draw, with replacement, from the record's
+usable devices (numpy PCG64 seeded by ``seed``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from device_models.card import DeviceCard, load_card
+from device_models.errors import HwloopError
+from device_models.laws import DEFAULT_HORIZON_STEPS, step_retention
+from device_models.memristor import bias_energy_j, pulse_energy_j, read_energy_j
+from device_models.record import CalibrationRecord
+
+Array = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+_GRID_LN = np.linspace(-12.0, 8.0, 321)  # ln(dt / tau1) grid of the non-exponential tables
+_BULK_QUANTILE = 0.1  # trainable range: reachable by at least 90% of the usable devices
+WIDTH_STEP_S = 10e-9  # default width resolution of a pulse generator (100 MHz clock), s
+WIDTH_MAX_S = 1e-3  # default longest single pulse, s
+
+
+class RealisationError(HwloopError):
+    """A realisation was asked for something impossible (bad dt, shape, target or record)."""
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A decay law up to its time scale: phi(t) = law(t / tau1) with tau2 / tau1, w1, beta fixed."""
+
+    law: str
+    tau2_rel: float = 1.0
+    w1: float = 1.0
+    beta: float = 1.0
+
+
+@dataclass
+class _Decay:
+    """Per-device decay model, each (2, H, K): time scale at v_char, e-fold voltage, shape index."""
+
+    tau1_s: Array
+    efold_v: Array
+    shape: NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Pulses:
+    """The pulses that realise a write, per device: amplitude (V), width (s), count, and |dG| (S)."""
+
+    amplitude_v: Array
+    width_s: Array
+    count: NDArray[np.int64]
+    dg_siemens: Array
+
+
+def assign_devices(
+    record_shape: tuple[int, int] | None, usable: BoolArray | None, shape: tuple[int, int], seed: int
+) -> NDArray[np.int64]:
+    """(2, H, K) row-major device index of G+ and G- of every synapse: THE device-assignment rule.
+
+    ``record_shape`` None (a card: the array is drawn to measure) or equal to (H, 2K): G+ of (i, j) is
+    device i * 2K + j, G- is i * 2K + K + j. Otherwise each device is a seeded uniform draw with
+    replacement from the record's ``usable`` (D,) devices.
+    """
+    h, k = int(shape[0]), int(shape[1])
+    if h < 1 or k < 1:
+        raise RealisationError(f"array shape must be positive, got {shape}")
+    if record_shape is None or tuple(record_shape) == (h, 2 * k):
+        row = np.arange(h, dtype=np.int64)[:, None] * 2 * k
+        col = np.arange(k, dtype=np.int64)[None, :]
+        return np.stack([row + col, row + k + col])
+    assert usable is not None
+    good = np.flatnonzero(usable)
+    if good.size == 0:
+        raise RealisationError("the calibration record has no usable ('ok') device")
+    rng = np.random.default_rng(seed)
+    return good[rng.integers(0, good.size, size=(2, h, k))].astype(np.int64)
+
+
+class Realisation:
+    """What one (2, H, K) array of devices realises at time step ``dt_s``; see the module docstring.
+
+    Build with ``from_card`` or ``from_record``. Public per-device arrays, each (2, H, K):
+    ``device_index`` (int), ``stuck_on`` / ``stuck_off`` (bool: holds g_max / g_min, no volatile
+    state; a broken record device counts as stuck off), ``g_st_max_siemens`` (volatile window, S),
+    ``pulse_gain`` (1: the device's potentiation per reference pulse over the card's nominal one).
+    """
+
+    def __init__(
+        self,
+        *,
+        card: DeviceCard,
+        dt_s: float,
+        shape: tuple[int, int],
+        shapes: list[_Shape],
+        true: _Decay,
+        known: _Decay,
+        v_char: float,
+        device_index: NDArray[np.int64],
+        stuck_on: BoolArray,
+        stuck_off: BoolArray,
+        g_st_max_siemens: Array,
+        pulse_gain: Array,
+        known_pulse_gain: Array,
+        horizon_steps: int = DEFAULT_HORIZON_STEPS,
+        record: CalibrationRecord | None = None,
+    ) -> None:
+        if not (isinstance(dt_s, int | float) and dt_s > 0 and math.isfinite(dt_s)):
+            raise RealisationError(f"dt_s must be a positive number of seconds, got {dt_s}")
+        self.card, self.record = card, record
+        self.dt_s, self.shape, self.horizon_steps = float(dt_s), (int(shape[0]), int(shape[1])), horizon_steps
+        self._shapes, self._true, self._known, self.v_char = shapes, true, known, float(v_char)
+        self.device_index = device_index
+        self.stuck_on, self.stuck_off = stuck_on, stuck_off
+        self.g_st_max_siemens, self.pulse_gain, self._known_gain = (
+            g_st_max_siemens,
+            pulse_gain,
+            known_pulse_gain,
+        )
+        self._tables = _ln_q_tables(shapes, horizon_steps)
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_card(
+        cls,
+        card: str | DeviceCard | None,
+        dt_s: float,
+        seed: int = 0,
+        shape: tuple[int, int] = (1, 1),
+        *,
+        d2d: bool = True,
+        stuck: bool = True,
+    ) -> Realisation:
+        """An (H, K) array of pairs drawn from ``card`` by ``seed`` (d2d spreads, stuck devices).
+
+        The draw (torch PCG on the CPU, in this order: tau, window, pulse spreads (2, H, K) log-normal,
+        then one uniform per device for stuck-on / stuck-off) is the emulated backend's chip.
+        """
+        c = load_card(card)
+        draws = _chip_draws(c, seed, shape, d2d, stuck)
+        shapes = [_card_shape(c)]
+        ones = np.ones((2, *shape))
+        nominal = _Decay(c.decay.tau_s * ones, c.bias.bias_efold_v * ones, np.zeros((2, *shape), np.int64))
+        true = _Decay(nominal.tau1_s * draws["tau"], nominal.efold_v, nominal.shape)
+        return cls(
+            card=c,
+            dt_s=dt_s,
+            shape=shape,
+            shapes=shapes,
+            true=true,
+            known=nominal,
+            v_char=c.bias.bias_ref_v,
+            device_index=assign_devices(None, None, shape, seed),
+            stuck_on=draws["stuck_on"],
+            stuck_off=draws["stuck_off"],
+            g_st_max_siemens=c.window.g_st_max_siemens * draws["window"],
+            pulse_gain=draws["pulse"],
+            known_pulse_gain=ones,
+        )
+
+    @classmethod
+    def from_record(
+        cls,
+        record: CalibrationRecord,
+        dt_s: float,
+        seed: int = 0,
+        shape: tuple[int, int] = (1, 1),
+        *,
+        card: str | DeviceCard | None = None,
+        stuck: bool = True,
+    ) -> Realisation:
+        """An (H, K) array of pairs realised by the record's devices (``assign_devices``).
+
+        Each device decays by its own fitted law at the record's characterisation bias
+        (``decay_bias_v``; the card's reference bias if unknown), moved by the bias with its measured
+        e-fold voltage (``bias_law``) or else the card's. The card gives what a record does not hold:
+        the bias window, the volatile window, the pulse reference, and (``stuck``) the stuck-device
+        fractions, drawn as for a card on top of the record's broken devices.
+        """
+        c = load_card(card)
+        idx = assign_devices((record.shape[0], record.shape[1]), record.good(), shape, seed)
+        draws = _chip_draws(c, seed, shape, False, stuck)
+        good = record.good()[idx]
+        laws = np.asarray(record.law, dtype=object)
+        tau1 = record.array("tau1_s")
+        efold = np.full(record.n_devices, c.bias.bias_efold_v)
+        if record.bias_law is not None:
+            measured = record.bias_law.array("efold_v")
+            efold = np.where(np.isfinite(measured) & (measured != 0), measured, efold)
+        shapes = [_Shape("exp")]
+        shape_of = np.zeros(record.n_devices, np.int64)
+        for d in np.unique(idx):
+            if record.good()[d] and laws[d] != "exp":
+                t1 = tau1[d]
+                shapes.append(
+                    _Shape(
+                        str(laws[d]),
+                        float(record.array("tau2_s")[d] / t1) if laws[d] == "biexp" else 1.0,
+                        float(record.array("w1")[d]) if laws[d] == "biexp" else 1.0,
+                        float(record.array("beta")[d]) if laws[d] == "stretched" else 1.0,
+                    )
+                )
+                shape_of[d] = len(shapes) - 1
+        broken = ~good | ~np.isfinite(tau1[idx]) | ~(tau1[idx] > 0)
+        decay = _Decay(
+            np.where(broken, c.decay.tau_s, tau1[idx]), efold[idx], np.where(broken, 0, shape_of[idx])
+        )
+        dg_up = record.array("dg_up_siemens")[idx]
+        gain = np.where(np.isfinite(dg_up) & (dg_up > 0), dg_up / c.pulse.dg_up_ref_siemens, 1.0)
+        v_char = c.bias.bias_ref_v if record.decay_bias_v is None else float(record.decay_bias_v)
+        return cls(
+            card=c,
+            dt_s=dt_s,
+            shape=shape,
+            shapes=shapes,
+            true=decay,
+            known=decay,
+            v_char=v_char,
+            device_index=idx,
+            stuck_on=draws["stuck_on"] & ~broken,
+            stuck_off=draws["stuck_off"] | broken,
+            g_st_max_siemens=c.window.g_st_max_siemens * np.ones((2, *shape)),
+            pulse_gain=gain,
+            known_pulse_gain=gain,
+            horizon_steps=record.horizon_steps,
+            record=record,
+        )
+
+    # -- decay -----------------------------------------------------------------------------------
+    @property
+    def usable(self) -> BoolArray:
+        """(2, H, K) devices that hold a volatile state (neither stuck nor broken)."""
+        return ~(self.stuck_on | self.stuck_off)
+
+    def _scale(self, decay: _Decay, bias_v: Array) -> Array:
+        """Factor s(V) (1) on every time constant of the law at decay bias V."""
+        return np.exp(-(np.asarray(bias_v, dtype=np.float64) - self.v_char) / decay.efold_v)
+
+    def _lambda_of(self, decay: _Decay, bias_v: Array) -> Array:
+        """Per-step retention (1) of each device of ``decay`` held at ``bias_v`` (V)."""
+        y = self.dt_s / (decay.tau1_s * self._scale(decay, bias_v))  # dt over the effective time scale
+        ln_q = np.log(y)
+        for i, table in enumerate(self._tables):
+            if table is not None:
+                sel = decay.shape == i
+                ln_q = np.where(sel, np.interp(np.log(y), _GRID_LN, table), ln_q)
+        return np.exp(-np.exp(ln_q))
+
+    def _bias_of(self, decay: _Decay, lam: Array) -> Array:
+        """Decay bias (V, unclipped) at which each device of ``decay`` retains ``lam`` in (0, 1) per step."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ln_q = np.log(-np.log(lam))
+        ln_y = ln_q.copy()
+        for i, table in enumerate(self._tables):
+            if table is not None:
+                sel = decay.shape == i
+                ln_y = np.where(sel, np.interp(ln_q, table, _GRID_LN), ln_y)
+        # y = dt / (tau1 s)  ->  ln s = ln dt - ln tau1 - ln y,  V = v_char - efold ln s
+        ln_s = math.log(self.dt_s) - np.log(decay.tau1_s) - ln_y
+        return self.v_char - decay.efold_v * ln_s
+
+    def lambda_at_bias(self, bias_v: Array) -> Array:
+        """(2, H, K) per-step retention (1) of each true device held at ``bias_v`` (V); 0 where stuck."""
+        lam = self._lambda_of(self._true, np.broadcast_to(bias_v, (2, *self.shape)))
+        return np.where(self.usable, lam, 0.0)
+
+    def lambda_range(self) -> tuple[Array, Array]:
+        """(lam_min, lam_max), each (2, H, K): the retention reachable inside the card's bias window.
+
+        Stuck devices hold no volatile state: 0 for both."""
+        b = self.card.bias
+        ends = [self.lambda_at_bias(np.full((2, *self.shape), v)) for v in (b.bias_min_v, b.bias_max_v)]
+        return np.minimum(*ends), np.maximum(*ends)
+
+    def trainable_lambda_range(self) -> tuple[float, float]:
+        """(lo, hi): the lambda range a hardware-aware model should train in.
+
+        The range the *known* devices reach inside the bias window: for a card, the nominal device's
+        (the chip's d2d spread is unknown to the controller); for a record, the range at least 90% of
+        the usable devices reach (lo = 90th percentile of the devices' lam_min, hi = 10th of lam_max).
+        """
+        b = self.card.bias
+        ends = [
+            self._lambda_of(self._known, np.full((2, *self.shape), v)) for v in (b.bias_min_v, b.bias_max_v)
+        ]
+        lo, hi = np.minimum(*ends)[self.usable], np.maximum(*ends)[self.usable]
+        if lo.size == 0:
+            raise RealisationError("no usable device in the array")
+        return float(np.quantile(lo, 1 - _BULK_QUANTILE)), float(np.quantile(hi, _BULK_QUANTILE))
+
+    def bias_for_lambda(self, lam: Any, *, clip: bool = True) -> tuple[Array, Array]:
+        """Target lambda (H, K) (or (2, H, K)) -> (bias_v (2, H, K), lam_achieved (2, H, K)).
+
+        The bias comes from the known device model, clipped to the card's bias window unless
+        ``clip`` is False; the achieved lambda is the true device's at that bias (0 on stuck devices).
+        Targets outside (0, 1) are no device's retention: clipped, they go to the nearest end of
+        the window (lambda >= 1: the slowest decay, <= 0: the fastest); unclipped, they pass through
+        as achieved (the non-physical value itself), with the reference bias.
+        """
+        target = np.broadcast_to(np.asarray(lam, dtype=np.float64), (2, *self.shape))
+        physical = (target > 0) & (target < 1)
+        b = self.card.bias
+        safe = np.where(physical, target, 0.5)
+        bias = self._bias_of(self._known, safe)
+        slow_end = b.bias_min_v if self.card.bias.bias_efold_v > 0 else b.bias_max_v
+        fast_end = b.bias_max_v + b.bias_min_v - slow_end
+        if clip:
+            bias = np.where(physical, bias, np.where(target >= 1, slow_end, fast_end))
+            bias = np.clip(bias, b.bias_min_v, b.bias_max_v)
+            achieved = self._lambda_of(self._true, bias)
+        else:
+            bias = np.where(physical, bias, b.bias_ref_v)
+            achieved = np.where(
+                physical, self._lambda_of(self._true, np.where(physical, bias, self.v_char)), target
+            )
+        return bias, np.where(self.usable, achieved, 0.0)
+
+    # -- writes ----------------------------------------------------------------------------------
+    def pulse_for_write(self, dg_siemens: Any) -> Pulses:
+        """Pulses that raise each device's volatile conductance by |dg_siemens| (S), from rest.
+
+        Amplitude: the card's write voltage (writes are width-modulated). Width: the known device's
+        small-signal law dG = dg_up_ref gain (V / v_ref)^a (w / w_ref)^b inverted, quantised to
+        ``WIDTH_STEP_S`` and split into ``count`` equal pulses of at most ``WIDTH_MAX_S`` each. The
+        achieved |dG| is the true device's for those pulses. dG = 0 -> count 0.
+        """
+        c, p = self.card, self.card.pulse
+        dg = np.broadcast_to(np.abs(np.asarray(dg_siemens, dtype=np.float64)), (2, *self.shape))
+        amp = c.read.write_v
+        per_ref = p.dg_up_ref_siemens * (amp / p.v_ref_v) ** p.amp_exponent
+        width = p.width_ref_s * (dg / (per_ref * self._known_gain)) ** (1.0 / p.width_exponent)
+        count = np.where(dg > 0, np.maximum(np.ceil(width / WIDTH_MAX_S), 1), 0).astype(np.int64)
+        each = np.where(count > 0, np.round(width / np.maximum(count, 1) / WIDTH_STEP_S) * WIDTH_STEP_S, 0.0)
+        achieved = count * per_ref * self.pulse_gain * (each / p.width_ref_s) ** p.width_exponent
+        return Pulses(np.where(count > 0, amp, 0.0), each, count, np.where(self.usable, achieved, 0.0))
+
+    # -- energy ----------------------------------------------------------------------------------
+    def read_energy_j(self, g_siemens: Any, v_volts: Any) -> Any:
+        """Energy (J) of one read of devices of conductance g at read voltage v: V^2 G t_read."""
+        return read_energy_j(g_siemens, v_volts, self.card.read.read_time_s)
+
+    @staticmethod
+    def pulse_energy_j(g_siemens: Any, amplitude_v: Any, width_s: Any) -> Any:
+        """Energy (J) of one write pulse into a device of conductance g: V^2 G w."""
+        return pulse_energy_j(g_siemens, amplitude_v, width_s)
+
+    @staticmethod
+    def bias_power_w(g_siemens: Any, bias_v: Any) -> Any:
+        """Power (W) of holding a device of conductance g at its decay bias: V^2 G (x seconds = J)."""
+        return bias_energy_j(g_siemens, bias_v, 1.0)
+
+
+def _card_shape(card: DeviceCard) -> _Shape:
+    d = card.decay
+    if d.law == "biexp":
+        return _Shape("biexp", d.tau_slow_s / d.tau_s, d.fast_fraction, 1.0)
+    if d.law == "stretched":
+        return _Shape("stretched", 1.0, 1.0, d.stretch_beta)
+    return _Shape("exp")
+
+
+def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]:
+    """Per shape: ln(-ln lambda) of its per-step retention on the ``_GRID_LN`` grid of ln(dt / tau1),
+    made non-decreasing (a relaxation's per-step retention falls with the step); None for "exp".
+    One batched ``step_retention`` call per law."""
+    tables: list[Array | None] = [None] * len(shapes)
+    y = np.exp(_GRID_LN)
+    for law in ("biexp", "stretched"):
+        which = [i for i, s in enumerate(shapes) if s.law == law]
+        if not which:
+            continue
+        par = np.array([[shapes[i].tau2_rel, shapes[i].w1, shapes[i].beta] for i in which])
+        rep = np.repeat(par, y.size, axis=0)
+        steps = np.tile(y, len(which))
+        lam, _ = step_retention(
+            law, steps, np.ones_like(steps), rep[:, 0], rep[:, 1], rep[:, 2], horizon_steps
+        )
+        ln_q = np.log(-np.log(np.clip(lam, 1e-300, 1 - 1e-16))).reshape(len(which), y.size)
+        for row, i in enumerate(which):
+            tables[i] = np.maximum.accumulate(ln_q[row])
+    return tables
+
+
+def _chip_draws(
+    card: DeviceCard, seed: int, shape: tuple[int, int], d2d: bool, stuck: bool
+) -> dict[str, Any]:
+    """The chip's d2d factors (tau, window, pulse) and stuck masks, each (2, H, K), from ``seed``."""
+    var = card.variability
+    gen = torch.Generator().manual_seed(int(seed))
+    size = (2, int(shape[0]), int(shape[1]))
+    out: dict[str, Any] = {}
+    for name, sigma in (
+        ("tau", var.d2d_tau_rel),
+        ("window", var.d2d_window_rel),
+        ("pulse", var.d2d_pulse_rel),
+    ):
+        draw = torch.randn(size, generator=gen, dtype=torch.float64)
+        out[name] = torch.exp(sigma * draw).numpy() if d2d and sigma > 0 else np.ones(size)
+    u = torch.rand(size, generator=gen, dtype=torch.float64).numpy()
+    on, off = var.stuck_on_fraction, var.stuck_off_fraction
+    out["stuck_on"] = (u < on) & stuck
+    out["stuck_off"] = (u >= on) & (u < on + off) & stuck
+    return out
