@@ -57,7 +57,8 @@ def test_window_clamp_and_stuck_devices_act_in_that_comparison() -> None:
         net.set_backend(AwareCrossbar(seed=0, dt_s=DT_S, redraw=False, saturation=False, **NOISE_OFF))
         free = net.run(xs).hs
     assert float((clamped - free).abs().max()) > 1e-3
-    assert bool((net.crossbar.chip.retention == 0).any())  # type: ignore[attr-defined]
+    real = net.crossbar.chip.realisation((30, 35))  # type: ignore[attr-defined]
+    assert bool((real.stuck_on | real.stuck_off).any())
 
 
 def _fixed_state(h: int = 6, k: int = 9, batch: int = 4000) -> tuple[Synapses, torch.Tensor, torch.Tensor]:
@@ -87,10 +88,9 @@ def test_read_noise_variance_matches_the_emulated_backend() -> None:
 
 
 def test_write_noise_matches_the_emulated_backend() -> None:
-    """c2c: from F = 0 one update is the write alone; its relative spread is c2c_pulse_rel on both backends."""
+    """c2c: from F = 0 one update is the write alone; its relative spread is c2c_pulse_rel on both."""
     syn, _, z = _fixed_state()
-    batch, (h, k) = z.shape[0], syn.weight.shape
-    F0 = torch.zeros(batch, h, k, dtype=torch.float64)
+    batch, h = z.shape[0], syn.weight.shape[0]
     post = torch.full((batch, h), 0.7, dtype=torch.float64)
     n = torch.ones(batch, h, dtype=torch.float64)
     spreads = []
@@ -128,14 +128,14 @@ def test_fresh_chip_per_program_and_gradients_reach_every_parameter() -> None:
 
 
 def test_trainable_lambda_range_from_the_card_bias_window() -> None:
-    """lo, hi from the card's numbers by hand: tau = tau_ref exp(-(V - V_ref) / V_e), narrowed by 2 sigma."""
+    """lo, hi from the card's numbers by hand: tau = tau_ref exp(-(V - V_ref) / V_e), lambda = e^(-dt/tau)."""
     c = load_card()
-    b, sigma = c.bias, c.variability.d2d_tau_rel
-    tau_fast = c.decay.tau_s * math.exp(-(b.bias_max_v - b.bias_ref_v) / b.bias_efold_v) * math.exp(2 * sigma)
-    tau_slow = c.decay.tau_s * math.exp(-(b.bias_min_v - b.bias_ref_v) / b.bias_efold_v) / math.exp(2 * sigma)
+    b = c.bias
+    tau_fast = c.decay.tau_s * math.exp(-(b.bias_max_v - b.bias_ref_v) / b.bias_efold_v)
+    tau_slow = c.decay.tau_s * math.exp(-(b.bias_min_v - b.bias_ref_v) / b.bias_efold_v)
     lo, hi = trainable_lambda_range(c, DT_S)
-    assert lo == pytest.approx(math.exp(-DT_S / tau_fast), rel=1e-12)
-    assert hi == pytest.approx(math.exp(-DT_S / tau_slow), rel=1e-12)
+    assert lo == pytest.approx(math.exp(-DT_S / tau_fast), rel=1e-9)
+    assert hi == pytest.approx(math.exp(-DT_S / tau_slow), rel=1e-9)
 
 
 def test_every_trainable_lambda_is_realised_by_the_nominal_device() -> None:

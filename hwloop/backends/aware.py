@@ -25,7 +25,6 @@ energy counters are not kept (train on this backend, measure energy on ``emulate
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -38,24 +37,19 @@ from hwloop.errors import HwloopError
 
 
 def trainable_lambda_range(
-    card: str | Path | DeviceCard | None = None, dt_s: float = 0.1, spread_sigmas: float = 2.0
+    card: str | Path | DeviceCard | None = None,
+    dt_s: float = 0.1,
+    shape: tuple[int, int] = (1, 1),
+    calibration: str | Path | None = None,
 ) -> tuple[float, float]:
-    """(lo, hi) per-step retention a hardware-aware STPN trains in, for ``card`` at step ``dt_s`` (s).
+    """(lo, hi) per-step retention a hardware-aware STPN with (H, K) = ``shape`` trains in, at ``dt_s`` (s).
 
-    The card's bias window gives tau in [tau_min, tau_max] (``DeviceCard.tau_range_s``) for the
-    nominal device; a device whose tau is off by its d2d spread (log-normal ``d2d_tau_rel``) still
-    reaches the range if it is narrowed by ``spread_sigmas`` sigmas at both ends:
-    lo = exp(-dt / (tau_min e^{k sigma})), hi = exp(-dt / (tau_max e^{-k sigma})).
+    The realisation's ``trainable_lambda_range`` (``device_models.realisation``) of the array the
+    emulated backend builds from ``card`` or ``calibration``: for a card, the nominal device's range
+    inside the bias window; for a record, the range the bulk of the assigned devices reach.
     """
-    c = load_card(card)
-    tau_min, tau_max = c.tau_range_s()
-    margin = math.exp(spread_sigmas * c.variability.d2d_tau_rel)
-    tau_lo, tau_hi = tau_min * margin, tau_max / margin
-    if not tau_hi > tau_lo:
-        raise HwloopError(
-            f"device card {c.meta.name!r}: the bias window leaves no retention range to train in"
-        )
-    return math.exp(-dt_s / tau_lo), math.exp(-dt_s / tau_hi)
+    chip = EmulatedCrossbar(card=card, calibration=calibration, dt_s=dt_s)
+    return chip.realisation(shape).trainable_lambda_range()
 
 
 class AwareCrossbar:
@@ -128,8 +122,12 @@ class AwareCrossbar:
         self._r_mid, self._r_half = (r_plus + r_minus) / 2, (r_plus - r_minus) / 2
         self._gamma = gamma + (chip._gamma.to(dtype) - gamma).detach()
         self._window = chip._window
-        g_lt = chip.g_lt_siemens
-        self._g_lt_sum = g_lt.sum(0).to(dtype)  # (H, K) S, both devices of the pair
+        self._g_lt_sum = chip._g_lt_sum.to(dtype)  # (H, K) S, both devices of the pair (when read)
+        pulsed = torch.ones_like(weight, dtype=torch.bool)  # synapses written by pulses (c2c noise)
+        if chip._digital is not None:  # fault-aware programming moved these to the digital periphery
+            rows, cols = chip._digital[0], chip._digital[1]
+            pulsed[rows, cols] = False
+        self._pulsed = pulsed
         self._gpw = float(chip.g_per_weight)
         self._F_out = None
 
@@ -186,7 +184,7 @@ class AwareCrossbar:
         sigma = self.card.variability.c2c_pulse_rel
         if self.c2c and sigma > 0:
             noise = sigma * torch.randn(write.shape, generator=self._noise, dtype=write.dtype)
-            write = write * (1 + noise * (z != 0).unsqueeze(1))
+            write = write * (1 + noise * ((z != 0).unsqueeze(1) & self._pulsed))
         out = (self._r_mid * F + self._r_half * F.abs()) / n.unsqueeze(2) + write
         if self._window is not None:
             lo, hi = self._window

@@ -68,6 +68,13 @@ def train_cmd(
     init: Annotated[
         Path | None, typer.Option("--init", help="Start from this ART checkpoint instead of a fresh model.")
     ] = None,
+    lambda_range_text: Annotated[
+        str | None,
+        typer.Option(
+            "--lambda-range",
+            help="Hardware-aware: LO,HI bounds of lambda (default: the realisation's trainable range).",
+        ),
+    ] = None,
 ) -> None:
     """Train an ART model (batch 128, Adam 1e-3) and write its checkpoint and training record."""
     if model not in ARCHS:
@@ -89,7 +96,12 @@ def train_cmd(
             seed=DEFAULT_CHIP_SEED if backend_seed is None else backend_seed,
             dt_s=dt_s,
         )
-        lambda_range = trainable_lambda_range(aware_backend.card, dt_s)
+        if lambda_range_text is None:
+            h = hidden or 11
+            shape = (h, 37 + h)
+            lambda_range = trainable_lambda_range(aware_backend.card, dt_s, shape, calibration)
+        else:
+            lambda_range = _parse_range(lambda_range_text)
         aware_info = {
             "backend": "aware",
             "card": str(card) if card is not None else None,
@@ -126,13 +138,9 @@ def train_cmd(
     command = ["hwloop", "art", "train", "--model", model, "--epochs", str(epochs), "--seed", str(seed)]
     command += ["--hidden", str(net.hidden_size), "--train-size", str(train_size), "--threads", str(threads)]
     if hardware_aware:
-        command += [
-            "--hardware-aware",
-            "--dt-s",
-            repr(dt_s),
-            "--backend-seed",
-            str(aware_backend.seed if aware_backend else 0),
-        ]
+        assert aware_backend is not None and lambda_range is not None
+        command += ["--hardware-aware", "--dt-s", repr(dt_s), "--backend-seed", str(aware_backend.seed)]
+        command += ["--lambda-range", ",".join(repr(v) for v in lambda_range)]
         command += ["--card", str(card)] if card is not None else []
         command += ["--calibration", str(calibration)] if calibration is not None else []
     if init is not None:
@@ -148,6 +156,16 @@ def train_cmd(
     )
     if as_json:
         emit_json(json.loads(record.model_dump_json()))
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise HwloopError(f"--lambda-range {text!r}: expected two numbers LO,HI, e.g. 0.4,0.98") from None
+    if not 0.0 < lo < hi <= 1.0:
+        raise HwloopError(f"--lambda-range {text!r}: need 0 < LO < HI <= 1")
+    return lo, hi
 
 
 @app.command("eval")
