@@ -116,8 +116,26 @@ class STPN(nn.Module):
             return lo + (hi - lo) * torch.sigmoid(self._parameters["lambda_logit"])
         return super().__getattr__(name)
 
-    def _lambda_parameter(self) -> Tensor:
-        return self.lambda_logit if self.bounded else self.weight_lambda
+    def lambda_parameter(self) -> nn.Parameter:
+        """The trainable tensor behind lambda: ``lambda_logit`` when bounded, else ``weight_lambda``."""
+        return self._parameters["lambda_logit" if self.bounded else "weight_lambda"]  # type: ignore[return-value]
+
+    def bounded_copy(self, lambda_range: tuple[float, float]) -> STPN:
+        """A bounded-lambda layer (same backend) holding this layer's W, gamma and bias.
+
+        Each lambda is clipped into ``lambda_range``, 1% of the range inside either end (where the
+        sigmoid still has gradient), and stored as the logit that gives it.
+        """
+        out = STPN(self.input_size, self.hidden_size, backend=self._crossbar, lambda_range=lambda_range)
+        lo, hi = out.lambda_range  # type: ignore[misc]  # bounded by construction
+        with torch.no_grad():
+            out.to(self.weight.dtype)
+            out.weight.copy_(self.weight)
+            out.weight_gamma.copy_(self.weight_gamma)
+            out.bias.copy_(self.bias)
+            u = ((self.weight_lambda.detach() - lo) / (hi - lo)).clamp(0.01, 0.99)
+            out.lambda_logit.copy_(torch.log(u / (1 - u)))
+        return out
 
     # -- backend ---------------------------------------------------------------------------------
     @property
@@ -137,7 +155,7 @@ class STPN(nn.Module):
     def _ensure_programmed(self) -> None:
         # Re-program only when a parameter changed (optimizer step, load_state_dict, .to()):
         # on a physical array programming is slow and draws fresh programming noise.
-        params = (self.weight, self._lambda_parameter(), self.weight_gamma)
+        params = (self.weight, self.lambda_parameter(), self.weight_gamma)
         key = (
             id(self._crossbar),
             torch.is_grad_enabled(),  # a program under no_grad holds a lambda without gradient

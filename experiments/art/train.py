@@ -124,21 +124,19 @@ def train(
 def copy_parameters(src: ARTModel, dst: ARTModel) -> None:
     """Copy ``src``'s parameters into ``dst`` (same architecture and size).
 
-    Into a bounded-lambda STPN a free lambda is clipped into its range (1% inside each end) and
-    written as the logit that gives it.
+    Into a bounded-lambda STPN a free lambda is clipped into its range (``STPN.bounded_copy``).
     """
     if (src.arch, src.hidden_size) != (dst.arch, dst.hidden_size):
         raise HwloopError(f"cannot start a {dst.label} from a {src.label} model")
     with torch.no_grad():
-        state = {k: v for k, v in src.state_dict().items() if not k.startswith("recurrent.lambda_")}
-        if dst.arch == "stpn" and dst.stpn.bounded:
-            lam = src.stpn.weight_lambda.detach()
-            lo, hi = dst.stpn.lambda_range  # type: ignore[misc]  # bounded
-            u = ((lam - lo) / (hi - lo)).clamp(0.01, 0.99)
-            state.pop("recurrent.weight_lambda", None)
-            state["recurrent.lambda_logit"] = torch.log(u / (1 - u))
-            state["recurrent.lambda_bounds"] = dst.stpn.lambda_bounds
-        dst.load_state_dict(state)
+        if dst.arch == "stpn" and dst.stpn.bounded and not src.stpn.bounded:
+            range_ = dst.stpn.lambda_range
+            assert range_ is not None
+            bounded = src.stpn.bounded_copy(range_)
+            dst.recurrent.load_state_dict(bounded.state_dict())
+            dst.readout.load_state_dict(src.readout.state_dict())
+        else:
+            dst.load_state_dict(src.state_dict())
 
 
 def make_record(
