@@ -75,13 +75,16 @@ def train(
     backend: Crossbar | None = None,
     lambda_range: tuple[float, float] | None = None,
     init: ARTModel | None = None,
+    learning_rate: float = LEARNING_RATE,
+    keep: Callable[[ARTModel], None] | None = None,
 ) -> tuple[ARTModel, list[EpochLog], float]:
     """Train a fresh ``arch`` model for ``epochs`` epochs; returns it, the epoch logs and wall time (s).
 
     Hardware-aware training: ``lambda_range`` bounds lambda (``hwloop.stpn.STPN``) and ``backend``
     (e.g. ``hwloop.backends.aware.AwareCrossbar``) holds the STPN's synapses during training and
     validation; the returned model is back on the ideal backend. ``init``: a model to start from
-    (its parameters are copied; a free lambda is clipped into ``lambda_range``).
+    (its parameters are copied; a free lambda is clipped into ``lambda_range``). ``keep(model)`` is
+    called after every epoch (e.g. to save a checkpoint while a long run goes on).
     """
     torch.manual_seed(seed)
     model = ARTModel(arch, hidden_size, lambda_range=lambda_range)
@@ -91,7 +94,7 @@ def train(
         model.set_backend(backend)
     data, val = make_split(train_size, seed, "train"), make_split(val_size, seed, "val")
     shuffle = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     history: list[EpochLog] = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -116,6 +119,8 @@ def train(
         history.append(log)
         if on_epoch is not None:
             on_epoch(log)
+        if keep is not None:
+            keep(model)
     if backend is not None:
         model.set_backend("ideal")
     return model.eval(), history, time.perf_counter() - start
@@ -147,6 +152,7 @@ def make_record(
     seed: int,
     train_size: int,
     reproduce: str,
+    learning_rate: float = LEARNING_RATE,
 ) -> TrainingRecord:
     """The record of a finished run, scored on ``TEST_SIZE`` fresh test sequences (stream ``TEST_SEED``)."""
     return TrainingRecord(
@@ -157,7 +163,7 @@ def make_record(
         seed=seed,
         epochs=len(history),
         batch_size=BATCH_SIZE,
-        learning_rate=LEARNING_RATE,
+        learning_rate=learning_rate,
         train_size=train_size,
         val_size=VAL_SIZE,
         test_size=TEST_SIZE,

@@ -15,7 +15,15 @@ from rich.console import Console
 from experiments.art import DEFAULT_CHECKPOINT, load_model, save_checkpoint
 from experiments.art.evaluate import TEST_SEED, TEST_SIZE, fresh_accuracy
 from experiments.art.model import ARCHS
-from experiments.art.train import BATCH_SIZE, EPOCHS, TRAIN_SIZE, EpochLog, make_record, train
+from experiments.art.train import (
+    BATCH_SIZE,
+    EPOCHS,
+    LEARNING_RATE,
+    TRAIN_SIZE,
+    EpochLog,
+    make_record,
+    train,
+)
 from hwloop.commands.common import backend_from_options, console, emit_json, progress_bar
 from hwloop.errors import HwloopError
 
@@ -68,6 +76,7 @@ def train_cmd(
     init: Annotated[
         Path | None, typer.Option("--init", help="Start from this ART checkpoint instead of a fresh model.")
     ] = None,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam step size.")] = LEARNING_RATE,
     lambda_range_text: Annotated[
         str | None,
         typer.Option(
@@ -133,6 +142,8 @@ def train_cmd(
             backend=aware_backend,
             lambda_range=lambda_range,
             init=start_from,
+            learning_rate=lr,
+            keep=lambda m: save_checkpoint(m, out),  # the latest epoch survives an interrupted run
         )
     save_checkpoint(net, out)
     command = ["hwloop", "art", "train", "--model", model, "--epochs", str(epochs), "--seed", str(seed)]
@@ -145,8 +156,12 @@ def train_cmd(
         command += ["--calibration", str(calibration)] if calibration is not None else []
     if init is not None:
         command += ["--init", str(init)]
+    if lr != LEARNING_RATE:
+        command += ["--lr", repr(lr)]
     reproduce = shlex.join([*command, "--out", str(out)])
-    record = make_record(net, history, wall, seed=seed, train_size=train_size, reproduce=reproduce)
+    record = make_record(
+        net, history, wall, seed=seed, train_size=train_size, reproduce=reproduce, learning_rate=lr
+    )
     if aware_info is not None and aware_backend is not None:
         record.hardware_aware = {**aware_info, "chips_drawn": aware_backend.chips_drawn}
     record_path = out.with_suffix(".json")
