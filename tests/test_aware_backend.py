@@ -170,3 +170,31 @@ def test_bounded_lambda_stays_in_range_and_round_trips(tmp_path: Path) -> None:
 def test_lambda_range_is_checked() -> None:
     with pytest.raises(ShapeError, match="lambda_range"):
         STPN(3, 4, lambda_range=(0.9, 0.5))
+
+
+def test_pong_agent_made_hardware_aware_keeps_its_weights_and_round_trips(tmp_path: Path) -> None:
+    """make_hardware_aware clips lambda into the range and keeps W, gamma, bias; the checkpoint keeps it."""
+    from experiments.pong.agent import PongAgent, load_agent, make_hardware_aware, save_agent
+
+    torch.manual_seed(0)
+    agent = PongAgent("stpn", 4)
+    core = agent.core
+    assert isinstance(core, STPN)
+    with torch.no_grad():
+        core.weight_lambda.uniform_(-2.0, 2.0)  # free lambdas far outside any device's range
+    before = {name: getattr(core, name).detach().clone() for name in ("weight", "weight_gamma", "bias")}
+    lam_before = core.weight_lambda.detach().clone()
+    make_hardware_aware(agent, (0.5, 0.9))
+    bounded = agent.core
+    assert isinstance(bounded, STPN) and bounded.bounded
+    for name, value in before.items():
+        torch.testing.assert_close(getattr(bounded, name).detach(), value)
+    lam = bounded.weight_lambda.detach()
+    inside = (lam_before > 0.505) & (lam_before < 0.895)
+    torch.testing.assert_close(lam[inside], lam_before[inside], rtol=1e-5, atol=1e-6)
+    assert float(lam.min()) >= 0.5 and float(lam.max()) <= 0.9
+    path = tmp_path / "agent.safetensors"
+    save_agent(agent, path)
+    loaded = load_agent(path)
+    assert isinstance(loaded.core, STPN) and loaded.core.lambda_range == pytest.approx((0.5, 0.9))
+    torch.testing.assert_close(loaded.core.weight_lambda.detach(), lam)
