@@ -106,14 +106,17 @@ class STPN(nn.Module):
         """(lo, hi) of a bounded lambda, or None."""
         if not self.bounded:
             return None
-        lo, hi = self.lambda_bounds.tolist()
+        bounds = self._buffers["lambda_bounds"]
+        assert bounds is not None
+        lo, hi = bounds.tolist()
         return float(lo), float(hi)
 
     def __getattr__(self, name: str) -> Tensor | nn.Module:
         # weight_lambda of a bounded layer: computed from its logit (with gradient), read-only
         if name == "weight_lambda" and "lambda_logit" in self.__dict__.get("_parameters", {}):
-            lo, hi = self._buffers["lambda_bounds"]
-            return lo + (hi - lo) * torch.sigmoid(self._parameters["lambda_logit"])
+            bounds, logit = self._buffers["lambda_bounds"], self._parameters["lambda_logit"]
+            assert bounds is not None and logit is not None
+            return bounds[0] + (bounds[1] - bounds[0]) * torch.sigmoid(logit)
         return super().__getattr__(name)
 
     def lambda_parameter(self) -> nn.Parameter:

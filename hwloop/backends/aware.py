@@ -78,8 +78,9 @@ class AwareCrossbar:
         max_write_gain: float = 16.0,
         redraw: bool = True,
     ) -> None:
-        self._chip_options = dict(
-            card=load_card(card),
+        self.card: DeviceCard = load_card(card)
+        self._chip_options: dict[str, object] = dict(
+            card=self.card,
             calibration=calibration,
             dt_s=dt_s,
             normalisation="exact",
@@ -97,7 +98,6 @@ class AwareCrossbar:
         self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), float(dt_s)
         self.read_noise, self.c2c = read_noise, c2c
         self.max_write_gain = float(max_write_gain)
-        self.card = self._chip_options["card"]
         self.chips_drawn = 0
         self._noise = torch.Generator().manual_seed(self.seed + 7919)
         self.chip: EmulatedCrossbar | None = None
