@@ -2,11 +2,13 @@
 
 Decay: every relaxation of every device is fitted in one ``fit_decay`` call (time measured from the end
 of the potentiating train). A device's tau and lambda are the medians over its "ok" relaxations (all
-conditions and cycles); the uncertainty combines the fits' errors with the cycle-to-cycle scatter.
+conditions and cycles) of the law's parameters; ``tau_s`` is the median 1/e time of its relaxations
+(``laws.e_fold_time_s``), its uncertainty the fits' errors combined with the cycle-to-cycle scatter.
+The record holds no time step: the per-step lambda at any dt comes from ``device_models.realisation``.
 
 Decay versus bias (SMU campaigns, ``calibration.smu_campaign``): the relaxations at each bias are fitted
 the same way, giving tau per bias per device; the ``device_models`` bias law is fitted to them
-(``calibration.bias``) and the record's own tau/lambda columns hold the chosen bias (default: the first).
+(``calibration.bias``) and the record's own law columns hold the chosen bias (default: the first).
 
 Pulse response: dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b per polarity, dG read as the averaged conductance
 after minus before each pulse; array-wide exponents, per-device scale (``fit_pulse_law``). The record
@@ -23,10 +25,10 @@ from numpy.typing import NDArray
 
 from calibration.bias import fit_bias_law
 from calibration.fit import DecayFit, fit_decay
-from device_models.laws import DEFAULT_HORIZON_STEPS, tau_from_lam
-from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile, software_version
+from device_models.laws import DEFAULT_HORIZON_STEPS, e_fold_time_s
+from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
 
 Array = NDArray[np.float64]
 
@@ -51,18 +53,18 @@ def load_decays(
 
 
 def _per_device_decay(
-    n: int, idx: NDArray[np.int64], fit: DecayFit, base: Array, dt_s: float, horizon: int
+    n: int, idx: NDArray[np.int64], fit: DecayFit, base: Array
 ) -> tuple[NDArray[np.object_], NDArray[np.object_], dict[str, Array]]:
     """Per-device (status, law, numeric columns) from the fits of all its relaxations."""
-    lam_u, err_u = fit.lam_and_error(dt_s, horizon)
+    e_fold = np.full(fit.tau.shape, np.nan)  # each relaxation's 1/e time, s
+    for name in np.unique(fit.law):
+        sel = fit.law == name
+        e_fold[sel] = e_fold_time_s(str(name), fit.tau[sel], fit.tau2[sel], fit.w1[sel], fit.beta[sel])
     cols: dict[str, Array] = {
         k: np.full(n, np.nan)
         for k in (
             "tau_s",
             "tau_err_s",
-            "lam",
-            "lam_err",
-            "step_error",
             "tau1_s",
             "tau2_s",
             "w1",
@@ -87,15 +89,10 @@ def _per_device_decay(
         status[d] = "ok"
         law[d] = Counter(str(fit.law[u]) for u in ok).most_common(1)[0][0]
         same = [u for u in ok if fit.law[u] == law[d]]
-        lam = float(np.median(lam_u[ok]))
-        lam = min(max(lam, 1e-300), 1 - 1e-16)
-        cols["lam"][d] = lam
-        cols["tau_s"][d] = float(tau_from_lam(np.array(lam), dt_s))
-        spread = np.std(lam_u[ok], ddof=1) if len(ok) > 1 else 0.0
-        fit_err = float(np.median(np.abs(fit.tau_err[ok] / fit.tau[ok]))) * cols["tau_s"][d]
-        cols["tau_err_s"][d] = float(np.hypot(fit_err, cols["tau_s"][d] * spread / lam)) / np.sqrt(len(ok))
-        cols["lam_err"][d] = lam * dt_s / cols["tau_s"][d] ** 2 * cols["tau_err_s"][d]
-        cols["step_error"][d] = float(np.median(err_u[ok]))
+        cols["tau_s"][d] = tau = float(np.median(e_fold[same]))
+        spread = np.std(e_fold[same], ddof=1) if len(same) > 1 else 0.0
+        fit_err = float(np.median(np.abs(fit.tau_err[same] / fit.tau[same]))) * tau
+        cols["tau_err_s"][d] = float(np.hypot(fit_err, spread)) / np.sqrt(len(same))
         for key, src in (
             ("tau1_s", fit.tau),
             ("tau2_s", fit.tau2),
@@ -120,17 +117,15 @@ def _fit_relaxations(
     n: int,
     relaxations: tuple[NDArray[np.int64], Array, Array, Array],
     model: str,
-    dt_s: float,
-    horizon: int,
     progress: object,
 ) -> tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]:
     idx, t, g, base = relaxations
     fit = fit_decay(t, g, model=model, progress=progress)  # type: ignore[arg-type]
-    return (fit, *_per_device_decay(n, idx, fit, base, dt_s, horizon))
+    return (fit, *_per_device_decay(n, idx, fit, base))
 
 
 def _bias_decays(
-    store: CampaignFile, n: int, model: str, dt_s: float, horizon: int, progress: object
+    store: CampaignFile, n: int, model: str, progress: object
 ) -> dict[float, tuple[DecayFit, NDArray[np.object_], NDArray[np.object_], dict[str, Array]]]:
     """Per measured bias (V): the fit of its relaxations and the per-device (status, law, columns)."""
     if not store.units(BIAS_PROTOCOL):
@@ -140,7 +135,7 @@ def _bias_decays(
     out = {}
     for b in sorted(set(bias.tolist())):
         sel = bias == b
-        out[b] = _fit_relaxations(n, (idx[sel], t[sel], g[sel], base[sel]), model, dt_s, horizon, progress)
+        out[b] = _fit_relaxations(n, (idx[sel], t[sel], g[sel], base[sel]), model, progress)
     return out
 
 
@@ -217,7 +212,6 @@ def fit_pulse_law(
 def build_record(
     path: str | Path,
     model: str = "auto",
-    dt_s: float = 0.1,
     horizon_steps: int = DEFAULT_HORIZON_STEPS,
     progress: object = None,
     bias_v: float | None = None,
@@ -225,23 +219,20 @@ def build_record(
     """Fit a campaign file into a ``CalibrationRecord`` (and the per-relaxation fit, for reports).
 
     ``bias_v``: for SMU campaigns at several decay biases, the measured bias (V) whose relaxations fill
-    the record's tau/lambda columns (default: the first bias of the campaign); every bias enters the
-    record's ``bias_law``.
+    the record's law columns (default: the first bias of the campaign); every bias enters the
+    record's ``bias_law``. ``horizon_steps``: stored in the record, the span over which a
+    non-exponential law's per-step lambda is fitted when a dt is chosen (``CalibrationRecord.lam_at``).
     """
-    if not dt_s > 0:
-        raise CalibrationError(f"dt must be a positive number of seconds, got {dt_s}")
     with CampaignFile(path) as store:
         shape = store.shape
         n = shape[0] * shape[1]
-        per_bias = _bias_decays(store, n, model, dt_s, horizon_steps, progress)
+        per_bias = _bias_decays(store, n, model, progress)
         bias_law = _bias_law(per_bias)
         if bias_v is not None and not per_bias:
             raise CalibrationError(f"{path} holds no decay-versus-bias measurement to choose a bias from")
         if store.units("decay"):  # crossbar campaigns: devices relax on idle lines at 0 V
             decay_bias: float = 0.0
-            fit, status, law, cols = _fit_relaxations(
-                n, load_decays(store), model, dt_s, horizon_steps, progress
-            )
+            fit, status, law, cols = _fit_relaxations(n, load_decays(store), model, progress)
         elif per_bias:
             wanted = float(store.config()["bias_decay"]["biases_v"][0]) if bias_v is None else float(bias_v)
             match = [b for b in per_bias if np.isclose(b, wanted, rtol=0, atol=1e-9)]
@@ -276,11 +267,9 @@ def build_record(
     if not np.any(status == "ok"):
         counts = ", ".join(f"{k} {v}" for k, v in Counter(status).most_common())
         raise CalibrationError(f"{path}: no device could be calibrated (device statuses: {counts})")
-    cols.pop("lam")
     tau = cols.pop("tau_s")
     record = CalibrationRecord.from_arrays(
         shape,
-        dt_s,
         tau,
         status=list(status),
         law=list(law),

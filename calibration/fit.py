@@ -38,8 +38,8 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from calibration.expfast import fit_exp_kernel
-from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, best_step_lambda, lam_from_tau, relaxation
 from calibration.lm import levenberg_marquardt
+from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, relaxation, step_retention
 from device_models.record import CalibrationError
 
 Array = NDArray[np.float64]
@@ -115,12 +115,13 @@ class DecayFit:
         """(lambda, RMS error of lambda^k against phi(k dt) over k = 1..horizon_steps), each (D,)."""
         if not (dt > 0 and math.isfinite(dt)):
             raise CalibrationError(f"dt must be a positive number of seconds, got {dt}")
-        lam = lam_from_tau(self.tau, dt)
-        err = np.where(np.isfinite(lam), 0.0, np.nan)
-        other = np.isin(self.law, ("biexp", "stretched")) & self.ok
-        if other.any():
-            phi = self.phi(np.arange(1, horizon_steps + 1, dtype=np.float64) * dt)[other]
-            lam[other], err[other] = best_step_lambda(phi)
+        lam, err = np.full(self.tau.shape, np.nan), np.full(self.tau.shape, np.nan)
+        for law in LAWS:  # the one per-step lambda of a law: ``device_models.laws.step_retention``
+            sel = (self.law == law) & (self.ok | (law == "exp"))
+            if sel.any():
+                lam[sel], err[sel] = step_retention(
+                    law, dt, self.tau[sel], self.tau2[sel], self.w1[sel], self.beta[sel], horizon_steps
+                )
         return lam, err
 
 

@@ -1,9 +1,9 @@
-"""From calibrated devices to the STPN's lambda and gamma, and back.
+"""From a trained STPN to what a calibrated array realises of it, per synapse (``calibrate map``).
 
-Retention: a single-exponential device realises lambda = exp(-dt/tau) per time step dt; to get a
-target lambda, either choose dt = -tau ln(lambda) or move tau with the decay bias (the device card's
-law tau(V) = tau_ref exp(-(V - V_ref)/V_efold), ``device_models.memristor``). Non-exponential laws
-have a best per-step lambda and its error (``device_models.laws.best_step_lambda``).
+Retention: ``device_models.realisation`` is the one model: each synapse's pair of devices
+(its one device-assignment rule) is biased for the trained lambda, within the card's bias window,
+and retains what its law gives at that bias (``Realisation.bias_for_lambda``); the hardware lambda
+of a synapse is its pair's mean over usable devices, NaN where a device is broken.
 
 Plasticity: one Hebbian event gamma * h * z changes F by that many weight units, i.e. a device's
 short-term conductance by dG = gamma h z g_per_weight siemens (``device_models.mapping``). The pulse
@@ -20,59 +20,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from device_models.laws import tau_from_lam
-from device_models.record import CalibrationError, CalibrationRecord
 from device_models.card import DeviceCard
 from device_models.mapping import weight_scale_siemens
-from device_models.memristor import bias_for_tau
+from device_models.realisation import Realisation
+from device_models.record import CalibrationError, CalibrationRecord
 
 Array = NDArray[np.float64]
-
-
-def dt_for_lambda(tau_s: Array, lam: Array) -> Array:
-    """Time step (s) at which a single-exponential device of time constant tau_s retains ``lam`` per step."""
-    lam = np.asarray(lam, dtype=np.float64)
-    if np.any((lam <= 0) | (lam >= 1)):
-        raise CalibrationError("target lambda must lie in (0, 1)")
-    return -np.asarray(tau_s, dtype=np.float64) * np.log(lam)
-
-
-def bias_for_lambda(
-    lam: Array,
-    dt_s: float,
-    tau_s: Array,
-    measured_bias_v: float,
-    card: DeviceCard,
-    bias_efold_v: Array | None = None,
-) -> tuple[Array, NDArray[np.bool_]]:
-    """Decay bias (V) per device that realises retention ``lam`` at step dt_s, and whether it is allowed.
-
-    tau_s is each device's time constant measured at ``measured_bias_v``. The bias dependence is the
-    e-fold voltage ``bias_efold_v`` (per device, e.g. measured: ``measured_bias_for_lambda``) or, if
-    None, the card's; the allowed bias window always comes from the device card.
-    """
-    lam = np.asarray(lam, dtype=np.float64)
-    if np.any((lam <= 0) | (lam >= 1)):
-        raise CalibrationError("target lambda must lie in (0, 1)")
-    tau_needed = tau_from_lam(lam, dt_s)
-    b = card.bias
-    efold: Any = b.bias_efold_v if bias_efold_v is None else np.asarray(bias_efold_v, dtype=np.float64)
-    bias = np.asarray(bias_for_tau(tau_needed, np.asarray(tau_s, dtype=np.float64), measured_bias_v, efold))
-    return bias, np.isfinite(bias) & (bias >= b.bias_min_v) & (bias <= b.bias_max_v)
-
-
-def measured_bias_for_lambda(
-    record: CalibrationRecord, lam: Array, dt_s: float, card: DeviceCard
-) -> tuple[Array, NDArray[np.bool_]]:
-    """``bias_for_lambda`` with each device's measured tau-versus-bias law (``record.bias_law``, from an
-    SMU campaign at several biases) instead of the card's; the card only gives the allowed bias window.
-    NaN (not allowed) where a device has no fitted law."""
-    law = record.bias_law
-    if law is None:
-        raise CalibrationError(
-            "the calibration record has no measured bias law: run an SMU campaign with two or more --biases"
-        )
-    return bias_for_lambda(lam, dt_s, law.array("tau_ref_s"), law.bias_ref_v, card, law.array("efold_v"))
 
 
 @dataclass(frozen=True)
@@ -131,7 +84,8 @@ def update_range(record: CalibrationRecord, window: PulseWindow) -> tuple[Array,
 
 @dataclass
 class StpnMapping:
-    """Trained vs hardware parameters of one STPN layer on a calibrated array, each (H, K)."""
+    """Trained vs hardware parameters of one STPN layer on a calibrated array, each (H, K); the
+    devices' ``device_index`` and ``decay_bias_v`` are (2, H, K), [G+, G-]."""
 
     lam_trained: Array
     lam_hardware: Array
@@ -139,6 +93,7 @@ class StpnMapping:
     gamma_hardware: Array
     gamma_in_range: NDArray[np.bool_]
     device_index: NDArray[np.int64]
+    decay_bias_v: Array
 
     def summary(self) -> dict[str, float]:
         """Headline numbers: lambda and gamma errors over all synapses on working devices."""
@@ -165,12 +120,14 @@ def map_trained(
     g_per_weight: float,
     window: PulseWindow,
     seed: int = 0,
+    card: DeviceCard | None = None,
 ) -> StpnMapping:
     """Place trained (H, K) lambda and gamma (weight units per unit h z) on the calibrated array.
 
-    The hardware lambda is each device's retention at dt_s (``CalibrationRecord.lam_at``); the
-    hardware gamma is the trained one clipped to the |dG| range the pulse window writes, converted
-    with g_per_weight (S per weight unit). Synapses map to devices by ``record.device_index``.
+    The hardware lambda is what the realisation achieves for the trained one at step dt_s (s): each
+    device biased for it inside ``card``'s bias window (default card if None); the hardware gamma is
+    the trained one clipped to the |dG| range the pulse window writes on both devices of the pair,
+    converted with g_per_weight (S per weight unit).
     """
     lam_t = np.asarray(lam_trained, dtype=np.float64)
     gam_t = np.asarray(gamma_trained, dtype=np.float64)
@@ -180,14 +137,19 @@ def map_trained(
         )
     if not g_per_weight > 0:
         raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
-    idx = record.device_index((lam_t.shape[0], lam_t.shape[1]), seed)
-    lam_hw = record.lam_at(dt_s)[idx]
+    shape = (lam_t.shape[0], lam_t.shape[1])
+    real = Realisation.from_record(record, dt_s, seed, shape, card=card, stuck=False)
+    bias, achieved = real.bias_for_lambda(lam_t)
+    broken = ~real.usable.all(0)
+    lam_hw = np.where(broken, np.nan, real.synapse_retention(achieved))
+    idx = real.device_index
     low, high = update_range(record, window)
-    g_low, g_high = low[idx] / g_per_weight, high[idx] / g_per_weight
+    g_low = np.maximum(low[idx[0]], low[idx[1]]) / g_per_weight
+    g_high = np.minimum(high[idx[0]], high[idx[1]]) / g_per_weight
     mag = np.abs(gam_t)
     in_range = (mag >= g_low) & (mag <= g_high)
     gam_hw = np.sign(gam_t) * np.clip(mag, g_low, g_high)
-    return StpnMapping(lam_t, lam_hw, gam_t, gam_hw, in_range, idx)
+    return StpnMapping(lam_t, lam_hw, gam_t, gam_hw, in_range, idx, bias)
 
 
 def map_stpn(
@@ -197,6 +159,7 @@ def map_stpn(
     window: PulseWindow,
     g_per_weight: float | None = None,
     seed: int = 0,
+    card: DeviceCard | None = None,
 ) -> StpnMapping:
     """``map_trained`` for a trained STPN layer: anything with ``weight``, ``weight_lambda`` and
     ``weight_gamma`` tensors, e.g. ``hwloop.stpn.STPN`` (calibration does not import hwloop).
@@ -219,4 +182,5 @@ def map_stpn(
         g_per_weight,
         window,
         seed,
+        card,
     )

@@ -22,17 +22,20 @@ import numpy as np
 from calibration.analysis import load_decays, load_pulses, unit_biases
 from calibration.fit import fit_decay
 from calibration.mapping import StpnMapping
-from device_models.record import CalibrationRecord
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile
+from device_models.realisation import DEFAULT_DT_S
+from device_models.record import CalibrationRecord
 
 SHOWN_DEVICES = 6
 
 
-def write_report(record: CalibrationRecord, out_dir: Path, data: Path | None = None) -> list[Path]:
+def write_report(
+    record: CalibrationRecord, out_dir: Path, data: Path | None = None, dt_s: float = DEFAULT_DT_S
+) -> list[Path]:
     """Write the report files into ``out_dir``; the raw-data plots need the campaign file ``data``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [_histograms(record, out_dir / "tau_lambda_hist.png")]
+    written = [_histograms(record, out_dir / "tau_lambda_hist.png", dt_s)]
     if record.bias_law is not None:
         written.append(_bias_law(record, out_dir / "bias_law.png"))
     if data is not None:
@@ -42,15 +45,16 @@ def write_report(record: CalibrationRecord, out_dir: Path, data: Path | None = N
         if pulses["up"][0].size and record.reference_pulse is not None:
             written.append(_pulses(pulses, record, out_dir / "pulse_response.png"))
     summary = out_dir / "summary.txt"
-    summary.write_text(summary_text(record) + "\n")
+    summary.write_text(summary_text(record, dt_s) + "\n")
     written.append(summary)
     return written
 
 
-def summary_text(record: CalibrationRecord) -> str:
-    """A short human-readable summary of a record."""
+def summary_text(record: CalibrationRecord, dt_s: float = DEFAULT_DT_S) -> str:
+    """A short human-readable summary of a record, lambda shown at step dt_s (s)."""
     ok = record.good()
-    tau, lam = record.array("tau_s")[ok], record.array("lam")[ok]
+    lam_all, step_error = record.lam_and_error_at(dt_s)
+    tau, lam = record.array("tau_s")[ok], lam_all[ok]
     lines = [
         f"array {record.shape[0]} x {record.shape[1]}: {ok.sum()} of {record.n_devices} devices usable",
         "statuses: " + ", ".join(f"{k} {v}" for k, v in Counter(record.status).most_common()),
@@ -59,10 +63,9 @@ def summary_text(record: CalibrationRecord) -> str:
         f"tau: median {np.median(tau):.4g} s, spread (std/median) {np.std(tau) / np.median(tau):.1%}, "
         f"range {tau.min():.4g} .. {tau.max():.4g} s, "
         f"median uncertainty {np.nanmedian(record.array('tau_err_s')[ok] / tau):.2%}",
-        f"lambda at dt = {record.dt_s:g} s: median {np.median(lam):.5f}, "
-        f"range {lam.min():.5f} .. {lam.max():.5f}",
+        f"lambda at dt = {dt_s:g} s: median {np.median(lam):.5f}, range {lam.min():.5f} .. {lam.max():.5f}",
         f"per-step approximation error (RMS over {record.horizon_steps} steps): "
-        f"median {np.nanmedian(record.array('step_error')[ok]):.2e}",
+        f"median {np.nanmedian(step_error[ok]):.2e}",
     ]
     if record.reference_pulse is not None:
         up, down = record.array("dg_up_siemens")[ok], record.array("dg_down_siemens")[ok]
@@ -98,15 +101,15 @@ def summary_text(record: CalibrationRecord) -> str:
     return "\n".join(lines)
 
 
-def _histograms(record: CalibrationRecord, path: Path) -> Path:
+def _histograms(record: CalibrationRecord, path: Path, dt_s: float) -> Path:
     ok = record.good()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
     ax[0].hist(record.array("tau_s")[ok], bins=30, color="tab:blue")
     ax[0].set_xlabel("tau (s)")
     ax[0].set_ylabel("devices")
     ax[0].set_title("decay time constant")
-    ax[1].hist(record.array("lam")[ok], bins=30, color="tab:orange")
-    ax[1].set_xlabel(f"lambda at dt = {record.dt_s:g} s")
+    ax[1].hist(record.lam_at(dt_s)[ok], bins=30, color="tab:orange")
+    ax[1].set_xlabel(f"lambda at dt = {dt_s:g} s")
     ax[1].set_title("retention per STPN step")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

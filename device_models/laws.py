@@ -17,7 +17,8 @@ network uses); its RMS residual is the approximation error reported per device.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,11 +32,11 @@ Array = NDArray[np.float64]
 
 def relaxation(
     law: str,
-    t_s: Array,
-    tau1_s: Array,
-    tau2_s: Array | None = None,
-    w1: Array | None = None,
-    beta: Array | None = None,
+    t_s: Any,
+    tau1_s: Any,
+    tau2_s: Any = None,
+    w1: Any = None,
+    beta: Any = None,
 ) -> Array:
     """phi(t) for one law, broadcasting per-device parameters (D, 1) against times (D, N) or (N,)."""
     t = np.asarray(t_s, dtype=np.float64)
@@ -81,14 +82,23 @@ def step_retention(
     return best_step_lambda(phi)
 
 
-def lam_from_tau(tau_s: Array, dt_s: float) -> Array:
-    """Per-step retention lambda = exp(-dt/tau) of a single-exponential device (dimensionless)."""
-    return np.exp(-dt_s / np.asarray(tau_s, dtype=np.float64))
-
-
-def tau_from_lam(lam: Array, dt_s: float) -> Array:
-    """Inverse of ``lam_from_tau``: tau = -dt / ln(lambda) in seconds, for 0 < lambda < 1."""
-    return -dt_s / np.log(np.asarray(lam, dtype=np.float64))
+def e_fold_time_s(
+    law: str, tau1_s: Array, tau2_s: Array | None = None, w1: Array | None = None, beta: Array | None = None
+) -> Array:
+    """Time (s) at which phi(t) falls to 1/e, per device: tau1 for "exp" and "stretched"; for "biexp"
+    the root of w1 exp(-t/tau1) + (1 - w1) exp(-t/tau2) = 1/e (bisection on log t, between tau1 and
+    tau2). A dt-free summary of a law (the record's ``tau_s``), not a per-step retention."""
+    tau1 = np.atleast_1d(np.asarray(tau1_s, dtype=np.float64))
+    if law != "biexp":
+        return tau1.copy()
+    assert tau2_s is not None and w1 is not None
+    tau2 = np.broadcast_to(np.asarray(tau2_s, dtype=np.float64), tau1.shape)
+    lo, hi = np.log(np.minimum(tau1, tau2)), np.log(np.maximum(tau1, tau2))
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        above = relaxation("biexp", np.exp(mid), tau1, tau2, w1) > math.exp(-1.0)
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return np.exp((lo + hi) / 2)
 
 
 def best_step_lambda(phi_steps: Array, iterations: int = 60) -> tuple[Array, Array]:

@@ -52,16 +52,6 @@ def bias_for_tau(tau_s: X, tau_ref_s: Any, bias_ref_v: float, bias_efold_v: floa
     return _out(bias_ref_v - bias_efold_v * _log(tau_s / tau_ref_s), tau_s, tau_ref_s)
 
 
-def retention(dt_s: float, tau_s: X) -> X:
-    """Per-step retention lambda = exp(-dt_s / tau_s) of a single-exponential device (1)."""
-    return _out(_exp(-dt_s / tau_s), tau_s)
-
-
-def tau_for_retention(dt_s: float, lam: X) -> X:
-    """Decay time (s) realising per-step retention ``lam`` in (0, 1): tau = -dt_s / ln(lam)."""
-    return _out(-dt_s / _log(lam), lam)
-
-
 def decay_exp(g_st_siemens: X, dt_s: float, tau_s: Any) -> X:
     """Short-term conductance (S) after ``dt_s`` of single-exponential relaxation."""
     return _out(g_st_siemens * _exp(-dt_s / tau_s), g_st_siemens, tau_s)
@@ -88,32 +78,18 @@ def decay_stretched(g_st_siemens: X, age_s: Any, dt_s: float, tau_s: Any, beta: 
     return _out(g_st_siemens * _exp(-exponent), g_st_siemens, age_s, tau_s)
 
 
-def relaxation(
-    t_s: X, law: str, tau_s: Any, tau_slow_s: Any = 1.0, fast_fraction: float = 1.0, beta: float = 1.0
-) -> X:
-    """Normalised relaxation phi(t) (1, phi(0) = 1) of the short-term part, ``t_s`` after a pulse.
-
-    exp: exp(-t/tau); biexp: a exp(-t/tau) + (1 - a) exp(-t/tau_slow); stretched: exp(-(t/tau)^beta).
-    """
-    if law == "exp":
-        phi = _exp(-t_s / tau_s)
-    elif law == "biexp":
-        phi = fast_fraction * _exp(-t_s / tau_s) + (1.0 - fast_fraction) * _exp(-t_s / tau_slow_s)
-    elif law == "stretched":
-        phi = _exp(-((t_s / tau_s) ** beta))
-    else:
-        raise ValueError(f"unknown decay law {law!r}; expected exp, biexp or stretched")
-    return _out(phi, t_s, tau_s, tau_slow_s)
-
-
 def card_relaxation(card: DeviceCard, t_s: X, bias_v: float | None = None) -> X:
-    """phi(t) (1) of the card's nominal device held at ``bias_v`` (default: the card's reference bias).
+    """phi(t) (1) of the card's nominal device held at ``bias_v`` (default: the card's reference bias),
+    by the one decay law ``device_models.laws.relaxation`` (numpy).
 
     The bias scales every time constant of the law by the same factor tau(V) / tau(V_ref).
     """
+    from device_models.laws import relaxation
+
     d, b = card.decay, card.bias
     scale = 1.0 if bias_v is None else math.exp(-(bias_v - b.bias_ref_v) / b.bias_efold_v)
-    return relaxation(t_s, d.law, d.tau_s * scale, d.tau_slow_s * scale, d.fast_fraction, d.stretch_beta)
+    phi = relaxation(d.law, t_s, d.tau_s * scale, d.tau_slow_s * scale, d.fast_fraction, d.stretch_beta)
+    return _out(phi, t_s)
 
 
 # -- pulses --------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ program-and-verify loops of compute-in-memory macros do:
    card's programming error and of the averaged read noise, plus half a level step) is written
    again, up to ``retries`` times.
 2. Probe: a device that reads at the window's floor or ceiling could be stuck there while its target
-   happens to be the same level, so it is written to mid-window, read, and written back.
+   happens to be the same level, so it is written to mid-window (again, up to ``retries`` times, if
+   it misses), read, and written back.
 3. A device that fails either check is faulty (stuck). Its synapse's short-term state F cannot live
    on the pair (one polarity lost), so the periphery computes that synapse's F digitally. Its W is
    kept analog by re-targeting the partner device, G_partner = G_stuck -/+ w g_per_weight, where
@@ -116,12 +117,15 @@ def program_and_verify(
     # a device reading at a window end might be stuck there: probe it mid-window and write it back
     edge = ~failing & (((g_target - g_min).abs() <= tol) | ((g_target - g_max).abs() <= tol))
     mid = torch.full_like(g_target, (g_min + g_max) / 2)
-    report.probes += int(edge.sum())
-    probed = torch.where(edge, respond(mid, edge), g)
-    report.reads += reads * int(edge.sum())
-    stuck_at_edge = edge & (
-        (_read(probed, card, reads, generator) - mid).abs() > _tolerance(mid, card, reads)
-    )
+    stuck_at_edge = edge
+    for _ in range(1 + retries):  # a healthy device's probe can land in its programming tail: retry
+        if not bool(stuck_at_edge.any()):
+            break
+        probed = torch.where(stuck_at_edge, respond(mid, stuck_at_edge), g)
+        report.probes += int(stuck_at_edge.sum())
+        report.reads += reads * int(stuck_at_edge.sum())
+        missed = (_read(probed, card, reads, generator) - mid).abs() > _tolerance(mid, card, reads)
+        stuck_at_edge = stuck_at_edge & missed
     g = torch.where(edge & ~stuck_at_edge, respond(g_target, edge & ~stuck_at_edge), g)
     faulty = failing | stuck_at_edge
     report.faulty_devices, report.faulty = int(faulty.sum()), faulty

@@ -44,7 +44,13 @@ from numpy.typing import NDArray
 from device_models.card import DeviceCard, load_card
 from device_models.errors import HwloopError
 from device_models.laws import DEFAULT_HORIZON_STEPS, step_retention
-from device_models.memristor import bias_energy_j, pulse_energy_j, read_energy_j
+from device_models.memristor import (
+    bias_energy_j,
+    bias_for_tau,
+    pulse_energy_j,
+    read_energy_j,
+    tau_at_bias,
+)
 from device_models.record import CalibrationRecord
 
 Array = NDArray[np.float64]
@@ -52,6 +58,7 @@ BoolArray = NDArray[np.bool_]
 
 _GRID_LN = np.linspace(-12.0, 8.0, 321)  # ln(dt / tau1) grid of the non-exponential tables
 _BULK_QUANTILE = 0.1  # trainable range: reachable by at least 90% of the usable devices
+DEFAULT_DT_S = 0.1  # s per STPN step when neither the user nor a checkpoint says (ART's step)
 WIDTH_STEP_S = 10e-9  # default width resolution of a pulse generator (100 MHz clock), s
 WIDTH_MAX_S = 1e-3  # default longest single pulse, s
 
@@ -225,17 +232,20 @@ class Realisation:
             efold = np.where(np.isfinite(measured) & (measured != 0), measured, efold)
         shapes = [_Shape("exp")]
         shape_of = np.zeros(record.n_devices, np.int64)
+        usable, tau2, w1, beta = (
+            record.good(),
+            record.array("tau2_s"),
+            record.array("w1"),
+            record.array("beta"),
+        )
+
+        def given(value: float) -> float:  # a parameter the law does not use is stored as null
+            return float(value) if np.isfinite(value) else 1.0
+
         for d in np.unique(idx):
-            if record.good()[d] and laws[d] != "exp":
+            if usable[d] and laws[d] != "exp":
                 t1 = tau1[d]
-                shapes.append(
-                    _Shape(
-                        str(laws[d]),
-                        float(record.array("tau2_s")[d] / t1) if laws[d] == "biexp" else 1.0,
-                        float(record.array("w1")[d]) if laws[d] == "biexp" else 1.0,
-                        float(record.array("beta")[d]) if laws[d] == "stretched" else 1.0,
-                    )
-                )
+                shapes.append(_Shape(str(laws[d]), given(tau2[d] / t1), given(w1[d]), given(beta[d])))
                 shape_of[d] = len(shapes) - 1
         broken = ~good | ~np.isfinite(tau1[idx]) | ~(tau1[idx] > 0)
         decay = _Decay(
@@ -263,37 +273,51 @@ class Realisation:
         )
 
     # -- decay -----------------------------------------------------------------------------------
+    def synapse_retention(self, lam_pair: Array) -> Array:
+        """One retention per synapse (H, K) from a pair's (2, H, K), for a substrate that holds F on one
+        device (aihwkit): the mean of the usable devices of the pair, 0 if neither is."""
+        ok = self.usable
+        n = ok.sum(0)
+        return np.where(n > 0, np.where(ok, lam_pair, 0.0).sum(0) / np.maximum(n, 1), 0.0)
+
+    @property
+    def tau1_s(self) -> Array:
+        """(2, H, K) each true device's (fast) time constant at the characterisation bias ``v_char``, s."""
+        return self._true.tau1_s
+
     @property
     def usable(self) -> BoolArray:
         """(2, H, K) devices that hold a volatile state (neither stuck nor broken)."""
         return ~(self.stuck_on | self.stuck_off)
 
-    def _scale(self, decay: _Decay, bias_v: Array) -> Array:
-        """Factor s(V) (1) on every time constant of the law at decay bias V."""
-        return np.exp(-(np.asarray(bias_v, dtype=np.float64) - self.v_char) / decay.efold_v)
+    def _tau_at(self, decay: _Decay, bias_v: Array) -> Array:
+        """Time scale tau1 (s) of each device held at ``bias_v`` (V): the bias law ``tau_at_bias``."""
+        v = np.asarray(bias_v, dtype=np.float64)
+        efold: Any = decay.efold_v  # per device; the law is elementwise
+        return np.asarray(tau_at_bias(v, decay.tau1_s, self.v_char, efold))
 
     def _lambda_of(self, decay: _Decay, bias_v: Array) -> Array:
         """Per-step retention (1) of each device of ``decay`` held at ``bias_v`` (V)."""
-        y = self.dt_s / (decay.tau1_s * self._scale(decay, bias_v))  # dt over the effective time scale
-        ln_q = np.log(y)
+        tau = self._tau_at(decay, bias_v)
+        lam = step_retention("exp", self.dt_s, tau)[0]  # exact for "exp"; other shapes from their table
         for i, table in enumerate(self._tables):
             if table is not None:
                 sel = decay.shape == i
-                ln_q = np.where(sel, np.interp(np.log(y), _GRID_LN, table), ln_q)
-        return np.exp(-np.exp(ln_q))
+                lam = np.where(sel, np.exp(-np.exp(np.interp(np.log(self.dt_s / tau), _GRID_LN, table))), lam)
+        return lam
 
     def _bias_of(self, decay: _Decay, lam: Array) -> Array:
-        """Decay bias (V, unclipped) at which each device of ``decay`` retains ``lam`` in (0, 1) per step."""
+        """Decay bias (V, unclipped) at which each device of ``decay`` retains ``lam`` in (0, 1) per step:
+        the inverse of ``_lambda_of`` (for "exp", tau = -dt / ln lambda), then ``bias_for_tau``."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            ln_q = np.log(-np.log(lam))
-        ln_y = ln_q.copy()
+            ln_y = np.log(-np.log(lam))  # ln(dt / tau) for "exp"
         for i, table in enumerate(self._tables):
             if table is not None:
                 sel = decay.shape == i
-                ln_y = np.where(sel, np.interp(ln_q, table, _GRID_LN), ln_y)
-        # y = dt / (tau1 s)  ->  ln s = ln dt - ln tau1 - ln y,  V = v_char - efold ln s
-        ln_s = math.log(self.dt_s) - np.log(decay.tau1_s) - ln_y
-        return self.v_char - decay.efold_v * ln_s
+                ln_y = np.where(sel, np.interp(ln_y, table, _GRID_LN), ln_y)
+        tau_needed = self.dt_s / np.exp(ln_y)
+        efold: Any = decay.efold_v  # per device; the law is elementwise
+        return np.asarray(bias_for_tau(tau_needed, decay.tau1_s, self.v_char, efold))
 
     def lambda_at_bias(self, bias_v: Array) -> Array:
         """(2, H, K) per-step retention (1) of each true device held at ``bias_v`` (V); 0 where stuck."""
@@ -401,7 +425,7 @@ def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]
     One batched ``step_retention`` call per law."""
     tables: list[Array | None] = [None] * len(shapes)
     y = np.exp(_GRID_LN)
-    for law in ("biexp", "stretched"):
+    for law in sorted({s.law for s in shapes} - {"exp"}):  # any non-exponential law of laws.py
         which = [i for i, s in enumerate(shapes) if s.law == law]
         if not which:
             continue

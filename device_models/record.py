@@ -1,23 +1,26 @@
 """``CalibrationRecord``: what a calibrated array implements, per device, as a JSON file.
 
-The emulated and aihwkit backends load a record to become "this array". The record is columnar:
+The backends realise a record through ``device_models.realisation`` (the one place that turns a
+device's law, at a bias, into a per-step lambda for a given dt). The record is columnar:
 every per-device field is a list of length D = rows * cols in row-major order (device (r, c) at
 index r * cols + c); values that do not apply or were not measured are ``null`` (NaN in numpy).
 
 Per device:
     status            "ok" or why the device is not usable (see ``calibration.fit`` statuses)
     law               decay law chosen by model selection ("exp", "biexp", "stretched")
-    tau_s             effective single-exponential time constant, s: lambda = exp(-dt_s / tau_s)
-    lam               per-step retention at the record's dt_s (best per-step approximation)
-    step_error        RMS error of lambda^k against the law's phi(k dt_s), k = 1..horizon_steps
-    tau1_s, tau2_s, w1, beta   the law's own parameters (see ``device_models.laws``)
+    tau1_s, tau2_s, w1, beta   the law's own parameters at ``decay_bias_v`` (``device_models.laws``)
+    tau_s             the law's 1/e time, s (``laws.e_fold_time_s``): a dt-free summary for reports
     g_inf_siemens, delta_g_siemens   baseline and amplitude of the fitted relaxation
     g_min_siemens, g_max_siemens     conductance window
     dg_up_siemens, dg_down_siemens   conductance change of one reference pulse, each polarity
                                      (down is negative); gamma of the device
     amp_exponent, width_exponent     pulse-response scaling dg = dg_ref (|V|/V_ref)^a (w/w_ref)^b
-    tau_err_s, lam_err, dg_up_err_siemens, dg_down_err_siemens   one-sigma uncertainties
+    tau_err_s, dg_up_err_siemens, dg_down_err_siemens   one-sigma uncertainties
     rmse_rel          RMS fit residual relative to delta_g (goodness of fit)
+
+Schema version 2 stores only the fitted laws and their bias dependence: no time step and no
+per-step lambda (version 1 had ``dt_s``, ``lam``, ``lam_err`` and ``step_error``, all derived at one
+dt; version-1 files still load, those columns dropped). ``lam_at(dt_s)`` derives lambda on demand.
 
 ``decay_bias_v`` is the bias the devices were held at while the tau_s relaxations were measured (0 V for
 crossbar-controller campaigns, whose idle lines sit at 0 V; None if unknown). ``bias_law`` (optional,
@@ -42,15 +45,13 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from device_models.errors import HwloopError
-from device_models.laws import DEFAULT_HORIZON_STEPS, best_step_lambda, lam_from_tau, relaxation
+from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, e_fold_time_s, step_retention
 from device_models.memristor import tau_at_bias
 
 Column = list[float | None]
 
 NUMERIC_FIELDS: tuple[str, ...] = (
     "tau_s",
-    "lam",
-    "step_error",
     "tau1_s",
     "tau2_s",
     "w1",
@@ -64,7 +65,6 @@ NUMERIC_FIELDS: tuple[str, ...] = (
     "amp_exponent",
     "width_exponent",
     "tau_err_s",
-    "lam_err",
     "dg_up_err_siemens",
     "dg_down_err_siemens",
     "rmse_rel",
@@ -179,10 +179,13 @@ class CalibrationRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     shape: tuple[int, int] = Field(description="(rows, cols) of the calibrated array")
-    dt_s: float = Field(gt=0, description="time step the lam column refers to, seconds")
-    horizon_steps: int = Field(default=DEFAULT_HORIZON_STEPS, ge=1, description="span of the step_error")
+    horizon_steps: int = Field(
+        default=DEFAULT_HORIZON_STEPS,
+        ge=1,
+        description="steps over which a non-exponential law's per-step lambda is fitted (lam_at)",
+    )
     reference_pulse: ReferencePulse | None = None
     decay_bias_v: float | None = Field(
         default=None, description="bias held while the tau_s relaxations were measured, V (None: unknown)"
@@ -193,8 +196,6 @@ class CalibrationRecord(BaseModel):
     status: list[str]
     law: list[Literal["exp", "biexp", "stretched"]]
     tau_s: Column
-    lam: Column
-    step_error: Column
     tau1_s: Column
     tau2_s: Column
     w1: Column
@@ -208,7 +209,6 @@ class CalibrationRecord(BaseModel):
     amp_exponent: Column
     width_exponent: Column
     tau_err_s: Column
-    lam_err: Column
     dg_up_err_siemens: Column
     dg_down_err_siemens: Column
     rmse_rel: Column
@@ -222,6 +222,28 @@ class CalibrationRecord(BaseModel):
     @classmethod
     def _str_arrays_to_lists(cls, value: Any) -> Any:
         return value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade_v1(cls, data: Any) -> Any:
+        """Version 1 -> 2: drop the dt-derived dt_s, lam, lam_err, step_error; a non-exponential
+        device's tau_s (there: -dt / ln lambda) becomes its law's 1/e time."""
+        if not isinstance(data, dict) or data.get("schema_version", 1) != 1:
+            return data
+        data = {k: v for k, v in data.items() if k not in ("dt_s", "lam", "lam_err", "step_error")}
+        data["schema_version"] = 2
+        laws, tau = data.get("law"), data.get("tau_s")
+        if isinstance(laws, list) and isinstance(tau, list) and isinstance(data.get("tau1_s"), list):
+            col = {k: _column_array(data[k]) for k in ("tau1_s", "tau2_s", "w1", "beta") if k in data}
+            new = _column_array(tau)
+            for law in ("biexp", "stretched"):
+                sel = np.array([x == law for x in laws]) & np.isfinite(col["tau1_s"])
+                if sel.any() and all(k in col for k in ("tau2_s", "w1", "beta")):
+                    new[sel] = e_fold_time_s(
+                        law, col["tau1_s"][sel], col["tau2_s"][sel], col["w1"][sel], col["beta"][sel]
+                    )
+            data["tau_s"] = _to_column(new)
+        return data
 
     @model_validator(mode="after")
     def _check_consistency(self) -> CalibrationRecord:
@@ -237,14 +259,17 @@ class CalibrationRecord(BaseModel):
         ok = np.array([s == "ok" for s in self.status])
         if not ok.any():
             raise ValueError("no device has status 'ok'")
-        tau = self.array("tau_s")[ok]
-        lam = self.array("lam")[ok]
-        if not (np.all(np.isfinite(tau)) and np.all(tau > 0)):
-            raise ValueError("tau_s must be finite and > 0 on every 'ok' device")
-        if not (np.all(np.isfinite(lam)) and np.all((lam > 0) & (lam < 1))):
-            raise ValueError("lam must be in (0, 1) on every 'ok' device")
-        if not np.allclose(lam, lam_from_tau(tau, self.dt_s), rtol=1e-6, atol=1e-12):
-            raise ValueError("lam must equal exp(-dt_s / tau_s) on every 'ok' device")
+        for name in ("tau_s", "tau1_s"):
+            tau = self.array(name)[ok]
+            if not (np.all(np.isfinite(tau)) and np.all(tau > 0)):
+                raise ValueError(f"{name} must be finite and > 0 on every 'ok' device")
+        laws = np.array(self.law)
+        needs = {"biexp": ("tau2_s", "w1"), "stretched": ("beta",)}
+        for law, names in needs.items():
+            sel = ok & (laws == law)
+            for name in names:
+                if sel.any() and not np.all(np.isfinite(self.array(name)[sel])):
+                    raise ValueError(f"{name} must be given on every 'ok' {law} device")
         g_min, g_max = self.array("g_min_siemens")[ok], self.array("g_max_siemens")[ok]
         both = np.isfinite(g_min) & np.isfinite(g_max)
         if np.any(g_min[both] < 0) or np.any(g_max[both] <= g_min[both]):
@@ -271,58 +296,30 @@ class CalibrationRecord(BaseModel):
             raise CalibrationError(f"unknown calibration field {name!r}; known: {', '.join(NUMERIC_FIELDS)}")
         return np.array([np.nan if v is None else v for v in getattr(self, name)], dtype=np.float64)
 
-    def device_index(self, shape: tuple[int, int], seed: int = 0) -> NDArray[np.int64]:
-        """Which calibrated device realises each synapse of an (H, K) array, as (H, K) indices into D.
-
-        When ``shape`` equals the record's shape the mapping is the identity (row-major), bad devices
-        included (their values are NaN: a backend must treat them as broken). Otherwise each synapse
-        draws a device uniformly with replacement from the 'ok' devices, with numpy's PCG64 seeded by
-        ``seed``, so the device-to-device spread of the array is preserved and the draw is reproducible.
-        """
-        h, k = int(shape[0]), int(shape[1])
-        if h < 1 or k < 1:
-            raise CalibrationError(f"requested array shape must be positive, got {shape}")
-        if (h, k) == tuple(self.shape):
-            return np.arange(h * k, dtype=np.int64).reshape(h, k)
-        good = np.flatnonzero(self.good())
-        rng = np.random.default_rng(seed)
-        return good[rng.integers(0, good.size, size=(h, k))].astype(np.int64)
-
-    def per_synapse(self, name: str, shape: tuple[int, int], seed: int = 0) -> NDArray[np.float64]:
-        """Field ``name`` for every synapse of an (H, K) array (see ``device_index`` for the mapping)."""
-        return self.array(name)[self.device_index(shape, seed)]
-
     def lam_at(self, dt_s: float) -> NDArray[np.float64]:
-        """(D,) per-step retention at another time step dt_s (s), re-derived from each device's law.
+        """(D,) per-step retention at time step dt_s (s) of each device at its characterisation bias
+        (``lam_and_error_at``); NaN on bad devices. Backends use ``device_models.realisation``."""
+        return self.lam_and_error_at(dt_s)[0]
 
-        Single-exponential devices: exp(-dt/tau). Other laws: the best per-step approximation over
-        ``horizon_steps`` steps of dt_s (``device_models.laws.best_step_lambda``). NaN on bad devices.
+    def lam_and_error_at(self, dt_s: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(lambda, RMS error of lambda^k against phi(k dt_s) over ``horizon_steps``), each (D,), from
+        each device's law by ``device_models.laws.step_retention`` (exact for "exp"); NaN on bad devices.
         """
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise CalibrationError(f"dt_s must be a positive number of seconds, got {dt_s}")
-        lam = lam_from_tau(self.array("tau_s"), dt_s)
-        t = np.arange(1, self.horizon_steps + 1, dtype=np.float64) * dt_s
+        lam, err = np.full(self.n_devices, np.nan), np.full(self.n_devices, np.nan)
         laws = np.array(self.law)
-        for law in ("biexp", "stretched"):
+        for law in LAWS:
             sel = (laws == law) & self.good()
             if sel.any():
-                phi = relaxation(
-                    law,
-                    t[None, :],
-                    self.array("tau1_s")[sel, None],
-                    self.array("tau2_s")[sel, None],
-                    self.array("w1")[sel, None],
-                    self.array("beta")[sel, None],
-                )
-                lam[sel] = best_step_lambda(phi)[0]
-        lam[~self.good()] = np.nan
-        return lam
+                t1, t2, w1, beta = (self.array(k)[sel] for k in ("tau1_s", "tau2_s", "w1", "beta"))
+                lam[sel], err[sel] = step_retention(law, dt_s, t1, t2, w1, beta, self.horizon_steps)
+        return lam, err
 
     @classmethod
     def from_arrays(
         cls,
         shape: tuple[int, int],
-        dt_s: float,
         tau_s: Any,
         *,
         provenance: Provenance | None = None,
@@ -334,30 +331,26 @@ class CalibrationRecord(BaseModel):
         law: Any = None,
         **columns: Any,
     ) -> CalibrationRecord:
-        """Build a record from (D,) or (rows, cols) arrays; lam is derived from tau_s and dt_s.
+        """Build a record from (D,) or (rows, cols) arrays of the devices' fitted laws.
 
         Columns not given are missing (NaN); ``status`` defaults to "ok" where tau_s is finite and
-        ``law`` to "exp". Unknown column names raise ``CalibrationError``.
+        ``law`` to "exp"; ``tau1_s`` defaults to ``tau_s`` (an exponential's one time constant).
+        Unknown column names raise ``CalibrationError``.
         """
         n = int(shape[0]) * int(shape[1])
         tau = np.broadcast_to(np.asarray(tau_s, dtype=np.float64).reshape(-1), (n,)).copy()
         unknown = sorted(set(columns) - set(NUMERIC_FIELDS))
-        if unknown or "lam" in columns:
-            raise CalibrationError(
-                f"unknown or derived calibration column(s): {', '.join(unknown or ['lam'])}"
-            )
+        if unknown:
+            raise CalibrationError(f"unknown calibration column(s): {', '.join(unknown)}")
         data: dict[str, Any] = {name: np.full(n, np.nan) for name in NUMERIC_FIELDS}
         for name, value in columns.items():
             data[name] = np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1), (n,)).copy()
         data["tau_s"] = tau
-        data["lam"] = lam_from_tau(tau, dt_s) if dt_s > 0 else np.full(n, np.nan)
         data["tau1_s"] = np.where(np.isnan(data["tau1_s"]), tau, data["tau1_s"])
-        data["step_error"] = np.where(np.isnan(data["step_error"]), 0.0, data["step_error"])
         ok = np.isfinite(tau) & (tau > 0)
         return cls.parse(
             {
                 "shape": tuple(shape),
-                "dt_s": dt_s,
                 "horizon_steps": horizon_steps,
                 "reference_pulse": reference_pulse,
                 "decay_bias_v": decay_bias_v,

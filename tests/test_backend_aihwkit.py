@@ -176,15 +176,16 @@ def test_read_noise_matches_the_configured_laws(tmp_path: Path) -> None:
 
 
 @needs_aihwkit
-def test_relaxation_recovers_the_lognormal_tau_spread_of_the_card(tmp_path: Path) -> None:
-    """After one write, h = 0 steps only decay: F_t = lambda'^t F_0 per device, lambda' = lambda^(1/r),
-    r = tau'/tau log-normal with sigma d2d_tau_rel. Recovered: log(ln lambda' / ln lambda) = -log r."""
+def test_relaxation_is_the_chips_uncompensated_d2d_retention(tmp_path: Path) -> None:
+    """After one write, h = 0 steps only decay: F_t = lambda'^t F_0 per synapse. With a card the
+    controller biases for the nominal device, so a device whose tau is r times the nominal retains
+    lambda^(1 / r) (r from the chip draw); one aihwkit device holds the pair's mean of the two."""
     sigma = 0.2
     card = write_card(tmp_path, d2d_tau_rel=sigma)
     xb = aihwkit(card=card, normalisation="native", seed=5)
     torch.manual_seed(5)
     w = (torch.rand(12, 40) * 2 - 1) * 0.2
-    lam = 0.3 + 0.6 * torch.rand(12, 40)
+    lam = 0.7 + 0.25 * torch.rand(12, 40)  # inside the card's bias window at dt = 0.1 s
     xb.program(Synapses(w, lam, torch.zeros_like(w)))
     xb.initial_state(8)
     f0 = xb.describe()["f_unit"] * 0.5 * torch.sign(torch.randn(8, 12, 40))
@@ -192,29 +193,11 @@ def test_relaxation_recovers_the_lognormal_tau_spread_of_the_card(tmp_path: Path
     zeros_h, z = torch.zeros(8, 12), torch.zeros(8, 40)
     for _ in range(steps):
         F = xb.update(F, torch.ones(8, 12), zeros_h, z)
-    lam_rec = (F / f0).pow(1.0 / steps)
-    log_r = -torch.log(torch.log(lam_rec) / torch.log(lam))
-    assert abs(log_r.mean().item()) < 0.02
-    assert abs(log_r.std().item() / sigma - 1) < 0.08
-
-
-@needs_aihwkit
-@pytest.mark.parametrize("dt_s", [None, 0.2])
-def test_calibrated_lambda_is_each_devices_retention(tmp_path: Path, dt_s: float | None) -> None:
-    from device_models.record import CalibrationRecord
-
-    h, k, record_dt = 5, 9, 0.05
-    dt = record_dt if dt_s is None else dt_s
-    torch.manual_seed(7)
-    tau = 0.02 + torch.rand(h, k).double()
-    path = CalibrationRecord.from_arrays((h, k), record_dt, tau.numpy()).save(tmp_path / "record.json")
-    xb = aihwkit(calibration=path, noise="off", normalisation="native", dt_s=dt_s)
-    w = torch.rand(h, k) - 0.5
-    xb.program(Synapses(w, torch.full((h, k), 0.99), torch.zeros(h, k)))  # network lambda is overridden
-    F = xb.initial_state(2)
-    f0 = torch.rand(2, h, k) * 0.01 + 0.01
-    F = xb.update(f0, torch.ones(2, h), torch.zeros(2, h), torch.zeros(2, k))
-    assert torch.allclose(F.double() / f0.double(), torch.exp(-dt / tau).expand(2, h, k), rtol=1e-5)
+    lam_rec = (F / f0).pow(1.0 / steps).double()
+    r = xb.realisation((12, 40)).tau1_s / 1.0  # the chip's tau over the nominal 1 s
+    assert abs(float(torch.from_numpy(r).log().std()) / sigma - 1) < 0.1  # the card's spread
+    expected = (lam.double() ** (1 / torch.from_numpy(r))).mean(0)
+    torch.testing.assert_close(lam_rec, expected.expand(8, 12, 40), rtol=2e-5, atol=0)
 
 
 @needs_aihwkit

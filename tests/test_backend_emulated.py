@@ -299,7 +299,7 @@ def test_calibration_record_devices_are_compensated_by_their_bias(tmp_path: Path
     tau_dev = np.random.default_rng(0).uniform(0.5, 2.0, size=(h, 2 * k))
     tau_dev[2, 3] = np.nan  # an unmeasured device: must act as broken (stuck at g_min)
     dg_up = np.full((h, 2 * k), 4e-10)  # twice the card's reference pulse response
-    record = CalibrationRecord.from_arrays((h, 2 * k), DT_S, tau_dev, dg_up_siemens=dg_up)
+    record = CalibrationRecord.from_arrays((h, 2 * k), tau_dev, dg_up_siemens=dg_up)
     path = record.save(tmp_path / "record.json")
     xbar = EmulatedCrossbar(calibration=path, **{**ALL_OFF, "bias_limits": True}, dt_s=DT_S)
     lam = 0.7
@@ -326,7 +326,7 @@ def test_decay_bias_energy_with_per_device_biases_by_hand(tmp_path: Path) -> Non
 
     h, k = 2, 3
     tau_dev = np.random.default_rng(1).uniform(0.5, 2.0, size=(h, 2 * k))
-    path = CalibrationRecord.from_arrays((h, 2 * k), DT_S, tau_dev).save(tmp_path / "record.json")
+    path = CalibrationRecord.from_arrays((h, 2 * k), tau_dev).save(tmp_path / "record.json")
     xbar = EmulatedCrossbar(
         calibration=path, **{**ALL_OFF, "bias_limits": True}, normalisation="native", dt_s=DT_S
     )

@@ -8,10 +8,10 @@ import pytest
 
 from calibration.analysis import build_record
 from calibration.bias import fit_bias_law
-from calibration.mapping import measured_bias_for_lambda
-from device_models.record import CalibrationError
 from calibration.smu_campaign import BiasDecayProtocol, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile
+from device_models.realisation import Realisation
+from device_models.record import CalibrationError
 from drivers import ConnectionLost, SafetyError, SafetyLimits, Smu, open_smu
 from drivers.sim import Faults, SimLab
 
@@ -59,8 +59,10 @@ def test_measured_bias_law_picks_the_bias_that_realises_lambda(tmp_path):
     record, _ = build_record(path, model="exp", bias_v=0.3)
     assert record.decay_bias_v == pytest.approx(0.3)
     dt, target = 0.1, np.array([0.98])
-    bias, ok = measured_bias_for_lambda(record, target, dt, lab.card)
-    assert ok[0] and 0.1 < bias[0] < 0.4
+    real = Realisation.from_record(record, dt, shape=(1, 1), card=lab.card, stuck=False)
+    bias_pair, achieved = real.bias_for_lambda(target.reshape(1, 1))
+    bias = bias_pair[0, 0]
+    assert 0.1 < bias[0] < 0.4 and achieved[0, 0, 0] == pytest.approx(0.98)
     tau_then = float(lab.device("k2450.sim").tau_s(float(bias[0])))  # the device's true tau there
     assert np.exp(-dt / tau_then) == pytest.approx(0.98, abs=3e-4)
     with pytest.raises(CalibrationError, match=r"no relaxation at 0\.25 V"):

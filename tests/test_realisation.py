@@ -45,14 +45,12 @@ def test_card_d2d_is_uncompensated_and_a_record_is_compensated_per_device() -> N
     """With a card the controller knows only the nominal device: a device whose tau is r times the
     nominal one retains lambda^(1/r). A record knows each device: every one hits the target."""
     real = Realisation.from_card(CARD, dt_s=0.1, seed=3, shape=(8, 8), stuck=False)
-    tau_true = real._true.tau1_s  # the drawn chip
+    tau_true = real.tau1_s  # the drawn chip
     _, achieved = real.bias_for_lambda(np.full((8, 8), 0.9))
     np.testing.assert_allclose(achieved, 0.9 ** (CARD.decay.tau_s / tau_true), rtol=1e-10)
-    rec = CalibrationRecord.from_arrays(
-        (8, 16), 0.1, tau_true.transpose(1, 0, 2).reshape(8, 16), decay_bias_v=0.6
-    )
+    rec = CalibrationRecord.from_arrays((8, 16), tau_true.transpose(1, 0, 2).reshape(8, 16), decay_bias_v=0.6)
     on_record = Realisation.from_record(rec, dt_s=0.1, seed=3, shape=(8, 8), stuck=False)
-    np.testing.assert_array_equal(on_record._true.tau1_s, tau_true)  # identity assignment, G+ then G-
+    np.testing.assert_array_equal(on_record.tau1_s, tau_true)  # identity assignment, G+ then G-
     _, achieved = on_record.bias_for_lambda(np.full((8, 8), 0.9))
     np.testing.assert_allclose(achieved, 0.9, rtol=1e-10)
 
@@ -94,7 +92,7 @@ def test_per_step_retention_equals_an_ode_integration_of_the_device() -> None:
     bias, achieved = real.bias_for_lambda(np.full((2, 3), 0.93))
     b = CARD.bias
     for idx in np.ndindex(bias.shape):
-        tau = real._true.tau1_s[idx] * math.exp(-(bias[idx] - b.bias_ref_v) / b.bias_efold_v)
+        tau = real.tau1_s[idx] * math.exp(-(bias[idx] - b.bias_ref_v) / b.bias_efold_v)
         sol = solve_ivp(lambda _t, g, tau=tau: -g / tau, (0.0, dt), [1e-9], rtol=1e-10, atol=1e-22)
         assert sol.y[0, -1] / 1e-9 == pytest.approx(achieved[idx], rel=1e-7)
 
@@ -107,7 +105,7 @@ def test_per_step_retention_equals_the_simulated_labs_device_physics() -> None:
     dt = 0.1
     devices = DeviceArray(CARD, (1,), np.random.default_rng(0))
     tau_ref = float(devices.tau_ref_s[0])
-    rec = CalibrationRecord.from_arrays((1, 2), dt, [tau_ref, tau_ref], decay_bias_v=CARD.bias.bias_ref_v)
+    rec = CalibrationRecord.from_arrays((1, 2), [tau_ref, tau_ref], decay_bias_v=CARD.bias.bias_ref_v)
     real = Realisation.from_record(rec, dt_s=dt, shape=(1, 1), stuck=False)
     bias, achieved = real.bias_for_lambda(np.array([[0.96]]))
     assert float(bias[0, 0, 0]) < CARD.pulse.v_threshold_v  # the sim would take a higher level as a pulse
@@ -154,3 +152,18 @@ def test_stuck_devices_hold_no_volatile_state_at_the_card_fractions() -> None:
 def test_bad_dt_is_one_clear_error() -> None:
     with pytest.raises(RealisationError, match="dt_s"):
         Realisation.from_card(CARD, dt_s=0.0)
+
+
+def test_one_assignment_rule_identity_on_the_records_layout_else_uniform_over_good_devices() -> None:
+    from device_models.realisation import assign_devices
+
+    good = np.ones(12, dtype=bool)
+    good[5] = False
+    idx = assign_devices((2, 6), good, (2, 3), seed=0)  # (H, 2K) = the record: G+ left, G- right
+    np.testing.assert_array_equal(idx[0], [[0, 1, 2], [6, 7, 8]])
+    np.testing.assert_array_equal(idx[1], [[3, 4, 5], [9, 10, 11]])  # bad device 5 kept: it is broken
+    drawn = assign_devices((3, 4), good, (100, 150), seed=1)
+    assert drawn.shape == (2, 100, 150) and not np.isin(5, drawn)
+    counts = np.unique(drawn, return_counts=True)[1]
+    assert counts.size == 11 and np.all(np.abs(counts / counts.sum() - 1 / 11) < 0.01)
+    np.testing.assert_array_equal(drawn, assign_devices((3, 4), good, (100, 150), seed=1))  # seeded

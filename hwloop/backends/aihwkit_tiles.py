@@ -43,9 +43,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from device_models.record import CalibrationRecord
 from device_models.card import DeviceCard, load_card
 from device_models.memristor import quantise_conductance
+from device_models.realisation import DEFAULT_DT_S, Realisation
+from device_models.record import CalibrationRecord
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.energy import synaptic_energy_metric
 from hwloop.errors import BackendUnavailable, HwloopError
@@ -77,26 +78,28 @@ class CardNoiseModel(BaseNoiseModel):
     pair G+ - G- with max |W| at g_max - g_min.
     """
 
-    def __init__(self, card: DeviceCard, generator: torch.Generator) -> None:
+    def __init__(self, card: DeviceCard, generator: torch.Generator, stuck: tuple[Tensor, Tensor]) -> None:
         self.g_min_us = card.window.g_min_siemens * 1e6
         self.g_max_us = card.window.g_max_siemens * 1e6
         super().__init__(SinglePairConductanceConverter(g_max=self.g_max_us, g_min=self.g_min_us))
         self.levels = card.window.levels
         self.error_rel = card.variability.d2d_g_rel
-        self.stuck_on = card.variability.stuck_on_fraction
-        self.stuck_off = card.variability.stuck_off_fraction
+        self.stuck = list(stuck)  # (stuck_on, stuck_off) masks (2, H, K) of the realisation's chip
+        self.calls = 0  # aihwkit converts W to [G+, G-] and noises each in turn
         self.generator = generator
 
     @torch.no_grad()
     def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
         """Nearest programmable level, a relative Gaussian programming error (G >= 0), then the
-        card's stuck devices: each device of the pair at g_max or g_min with its probability (uS)."""
+        chip's stuck devices (``device_models.realisation``): at g_max or g_min (uS). Called for G+,
+        then G-, of the same (H, K) pairs."""
         g = quantise_conductance(g_target, self.g_min_us, self.g_max_us, self.levels)
         noise = torch.randn(g.shape, generator=self.generator, dtype=g.dtype)
         g = (g * (1.0 + self.error_rel * noise)).clamp(min=0.0)
-        u = torch.rand(g.shape, generator=self.generator, dtype=g.dtype)
-        g = torch.where(u < self.stuck_on, torch.full_like(g, self.g_max_us), g)
-        return torch.where((u >= self.stuck_on) & (u < self.stuck_on + self.stuck_off), self.g_min_us, g)
+        side = self.calls % 2
+        self.calls += 1
+        on, off = (m[side].reshape(g.shape) for m in self.stuck)
+        return torch.where(on, self.g_max_us, torch.where(off, self.g_min_us, g))
 
     def apply_drift_noise_to_conductance(
         self, g_prog: Tensor, drift_noise_param: Tensor | None, t_inference: float
@@ -111,10 +114,15 @@ class AihwkitCrossbar:
     Options (all keyword): ``seed`` (programming noise, d2d draws; aihwkit's own per-read and
     per-pulse random numbers come from its C++ generator, which 1.2.0 seeds from the clock),
     ``card`` (device card path; default the shipped illustrative card), ``calibration`` (record
-    path: its per-device lambda replaces the network's in ``decay_scales``, its per-device
-    dg_up / dg_down shape the write steps), ``noise`` ("on" | "off"), ``normalisation``
-    ("exact" | "native"), ``renorm_range`` (>1, the write gain range of exact mode), ``dt_s``
-    (the step time, s, at which a calibration record's lambda is taken; default the record's dt_s).
+    path), ``noise`` ("on" | "off"), ``normalisation`` ("exact" | "native"), ``renorm_range`` (>1,
+    the write gain range of exact mode), ``dt_s`` (the step time, s).
+
+    The array is ``device_models.realisation.Realisation`` (from the card, or the record), as on the
+    emulated backend: the same device per synapse (``device_index``), the same decay bias and
+    achieved retention per device (``retention``, (2, H, K)), the same chip (d2d spreads, stuck
+    devices) for the same seed. F sits on one aihwkit device per synapse, so its ``decay_scales`` is
+    the pair's mean retention (``Realisation.synapse_retention``) and its write step the pair's mean
+    pulse response; a stuck device blocks the writes of its polarity.
     """
 
     name = "aihwkit"
@@ -128,7 +136,7 @@ class AihwkitCrossbar:
         noise: Literal["on", "off"] = "on",
         normalisation: Literal["exact", "native"] = "exact",
         renorm_range: float = 8.0,
-        dt_s: float | None = None,
+        dt_s: float = DEFAULT_DT_S,
     ) -> None:
         if noise not in ("on", "off"):
             raise HwloopError(f"aihwkit backend: noise must be 'on' or 'off', got {noise!r}")
@@ -138,9 +146,9 @@ class AihwkitCrossbar:
             )
         if not renorm_range > 1:
             raise HwloopError(f"aihwkit backend: renorm_range must be > 1, got {renorm_range}")
-        if dt_s is not None and not (dt_s > 0 and math.isfinite(dt_s)):
+        if not (isinstance(dt_s, int | float) and dt_s > 0 and math.isfinite(dt_s)):
             raise HwloopError(f"aihwkit backend: dt_s must be a positive number of seconds, got {dt_s}")
-        self.dt_s = dt_s
+        self.dt_s = float(dt_s)
         self.seed = int(seed)
         self.card = load_card(card)
         self.record = CalibrationRecord.load(calibration) if calibration is not None else None
@@ -162,28 +170,35 @@ class AihwkitCrossbar:
         self._last_F: Tensor | None = None
 
     # -- programming ------------------------------------------------------------------------------
+    def realisation(self, shape: tuple[int, int]) -> Realisation:
+        """The array this backend realises for an (H, K) layer (``device_models.realisation``); with
+        noise off: no d2d spread, no stuck devices."""
+        if self.record is not None:
+            return Realisation.from_record(
+                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.noisy
+            )
+        return Realisation.from_card(self.card, self.dt_s, self.seed, shape, d2d=self.noisy, stuck=self.noisy)
+
     def program(self, synapses: Synapses) -> None:
         """Program W onto the inference tile and keep lambda, gamma for the F tiles (copies, no grad)."""
         w = synapses.weight.detach().float().cpu()
         h, k = w.shape
+        real = self.realisation((h, k))
+        self.device_index = real.device_index
+        self._stuck = (torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off))
         self._w_tile = self._make_w_tile(w)
         self._w_prog = self._w_tile.get_weights()[0].detach().clone()
-        lam = synapses.lam.detach().float().cpu().clone()
-        self._step_up = self._step_down = torch.ones(h, k)
-        if self.record is not None:
-            seed = self.seed
-            index = self.record.device_index((h, k), seed)
-            per_step = self.record.array("lam") if self.dt_s is None else self.record.lam_at(self.dt_s)
-            lam = torch.from_numpy(per_step[index]).float()
-            up = torch.from_numpy(self.record.per_synapse("dg_up_siemens", (h, k), seed)).float().abs()
-            down = torch.from_numpy(self.record.per_synapse("dg_down_siemens", (h, k), seed)).float().abs()
-            if self.noisy and torch.isfinite(up).any() and torch.isfinite(down).any():
-                ref = torch.nanmean(torch.cat([up.flatten(), down.flatten()]))
-                self._step_up = torch.nan_to_num(up / ref, nan=0.0)
-                self._step_down = torch.nan_to_num(down / ref, nan=0.0)
-            lam = torch.nan_to_num(lam, nan=0.0)  # broken device: holds no short-term state
-        # A trained lambda outside (0, 1) is no retention a device has; aihwkit applies any factor
-        # (w <- w * decay_scale), so it is passed through unchanged and counted in ``describe``.
+        target = synapses.lam.detach().double().cpu().numpy()
+        # noise off: a perfect array realises any lambda, non-physical ones included (aihwkit applies
+        # any factor, w <- w * decay_scale; ``describe`` counts them)
+        _, achieved = real.bias_for_lambda(target, clip=self.noisy)
+        self.retention = torch.from_numpy(achieved)
+        lam = torch.from_numpy(real.synapse_retention(achieved)).float()
+        gain = torch.from_numpy((real.pulse_gain[0] + real.pulse_gain[1]) / 2).float()
+        ok = torch.from_numpy(real.usable)
+        positive = synapses.gamma.detach().cpu() >= 0  # F > 0 sits on G+: an "up" step when gamma >= 0
+        self._step_up = gain * torch.where(positive, ok[0], ok[1])
+        self._step_down = gain * torch.where(positive, ok[1], ok[0])
         self._lam = lam
         self._gamma = synapses.gamma.detach().float().cpu().clone()
         window = self.card.window
@@ -199,7 +214,7 @@ class AihwkitCrossbar:
         if self.noisy:
             cfg.forward.w_noise_type = WeightNoiseType.PCM_READ
             cfg.forward.w_noise = self.card.variability.read_noise_rel
-            cfg.noise_model = CardNoiseModel(self.card, self._gen)
+            cfg.noise_model = CardNoiseModel(self.card, self._gen, self._stuck)
         else:
             cfg.forward.is_perfect = True
         tile = InferenceTile(w.shape[0], w.shape[1], cfg)
@@ -218,7 +233,7 @@ class AihwkitCrossbar:
         step = self.card.pulse.dg_up_ref_siemens / self.card.window.g_st_max_siemens
         device = ConstantStepDevice(
             dw_min=step,
-            dw_min_dtod=var.d2d_pulse_rel if self.noisy else 0.0,
+            dw_min_dtod=0.0,  # the chip's pulse spread is in the realisation's per-device gains
             dw_min_dtod_log_normal=True,
             dw_min_std=var.c2c_pulse_rel if self.noisy else 0.0,
             up_down=0.0,
@@ -230,9 +245,7 @@ class AihwkitCrossbar:
             reset=0.0,
             reset_dtod=0.0,
             reset_std=0.0,
-            # a stuck device has no short-term plasticity: aihwkit's corrupt device, fixed at 0
-            corrupt_devices_prob=var.stuck_on_fraction + var.stuck_off_fraction if self.noisy else 0.0,
-            corrupt_devices_range=0.0,
+            corrupt_devices_prob=0.0,  # stuck devices: zero steps of their polarity (``program``)
             construction_seed=self.seed + 1,  # aihwkit: 0 would mean "random"
         )
         cfg = SingleRPUConfig(device=device)
@@ -241,11 +254,7 @@ class AihwkitCrossbar:
         cfg.update.pulse_type = PulseType.STOCHASTIC_COMPRESSED if self.noisy else PulseType.NONE_WITH_DEVICE
         tile = AnalogTile(batch_size * h, k, cfg)
         hidden = tile.get_hidden_parameters()
-        lam = self._lam.repeat(batch_size, 1)
-        if self.noisy and var.d2d_tau_rel > 0:  # log-normal tau per device: lambda -> lambda^(1 / r)
-            r = torch.exp(var.d2d_tau_rel * torch.randn(lam.shape, generator=self._gen))
-            decaying = (lam > 0) & (lam < 1)
-            lam = torch.where(decaying, lam.clamp(1e-30, 1.0).pow(1.0 / r), lam)
+        lam = self._lam.repeat(batch_size, 1)  # every sample's array is the same chip
         gamma_max = float(self._gamma.abs().max())
         gain = (self._gamma / max(gamma_max, 1e-30)).repeat(batch_size, 1)
         up = hidden["dwmin_up"] * gain * self._step_up.repeat(batch_size, 1)

@@ -1,19 +1,26 @@
 """The emulated crossbar: an STPN layer on simulated volatile memristors described by a device card.
 
-Each synapse is a differential pair (G+, G-) (``device_models.mapping``); one chip is drawn from the
-card by ``seed`` (device-to-device spreads, stuck devices) and every sample of a batch runs on its
-own copy of that chip with its own short-term state. F stays in weight units (the protocol's
+Each synapse is a differential pair (G+, G-) (``device_models.mapping``). The array is
+``device_models.realisation.Realisation`` (from the card, or from a calibration record), the same
+model every backend uses: one chip drawn by ``seed`` (device-to-device spreads, stuck devices), one
+synapse -> device assignment. Every sample of a batch runs on its own copy of that chip with its own
+short-term state. F stays in weight units (the protocol's
 contract): F_ij = (volatile part of G+ - volatile part of G-) / g_per_weight, positive F on G+.
 
 Time is explicit: one STPN step is ``dt_s`` seconds. ``program`` realises each trained lambda_ij as
-a device retention: the target tau = -dt / ln(lambda) becomes a decay bias through the card's
-bias -> tau law (clipped to the card's bias window), and the device then decays with
-r = exp(-dt / tau_device(bias)), where tau_device carries its device-to-device spread (with a
-calibration record the per-device tau is known and the bias compensates it). gamma_ij is realised by
-pulse width at ``card.read.write_v`` chosen from the nominal pulse model; the device's own pulse
-response (d2d, drawn per synapse) and c2c noise (one draw per pulse, and a pulse only where
-z_j != 0) scale the change it actually makes. In exact mode W and F sit on separate pairs; one
-stuck-device draw per pair position serves both (a simplification).
+a device retention (``Realisation.bias_for_lambda``): the bias at which the known device (the card's
+nominal one, or the record's fitted one) retains lambda per dt_s, clipped to the card's bias window;
+the true device (with its d2d spread on a card) then retains what its law gives at that bias, G+'s
+retention acting on F > 0 and G-'s on F < 0. gamma_ij is realised by pulse width at
+``card.read.write_v`` chosen from the nominal pulse model; the pair's mean pulse response and c2c
+noise (one draw per pulse, and a pulse only where z_j != 0) scale the change it actually makes. In
+exact mode W and F sit on separate pairs; one stuck-device draw per pair position serves both (a
+simplification).
+
+Fault-aware programming (``fault_aware``, default on; ``device_models.programming``): program-and-
+verify with read noise finds the stuck devices; a faulty synapse's W stays analog on the partner
+device where it fits, else the periphery computes W z for it; its F is always computed digitally
+(lambda F / n + gamma h z, exact). ``fault_report()`` gives the counts and the digital cost.
 
 Normalisation (see docs/normalisation.md): ``normalisation="exact"`` keeps a digital per-row scale
 s_i in the periphery so that F = s * f (f the physical state, on a separate volatile array) and
@@ -28,8 +35,9 @@ saturation appears only as the window clamp); programming energy uses each writt
 long-term conductance and the small-signal pulse width of the intended change (a write the window
 clips is still charged at its intended size); decay-bias energy holds each step's starting state
 over dt_s (rectangle rule); row refreshes in exact mode are counted, not charged energy; biexp and
-stretched cards decay by their best per-step retention over ``HORIZON_STEPS`` steps
-(``device_models.laws.best_step_lambda``), exact only for "exp". Per-device decay biases assume each
+stretched laws decay by their best per-step retention (``device_models.laws.step_retention``),
+exact only for "exp"; digital synapses add no read noise or device energy, and the verify reads
+are counted in ``fault_report()``, not charged energy. Per-device decay biases assume each
 device's bias can be set (1T1R-style access). Inference only: no autograd.
 """
 
@@ -200,10 +208,11 @@ class EmulatedCrossbar:
         self._r_half = ((retention[0] - retention[1]) / 2).to(dtype)
         self._gamma = gamma_eff.to(dtype)
         self._gamma64 = torch.where(digital_f, 0.0, gamma64)  # the pulsed change per write (energy)
-        self._digital: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        self._digital: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
         if bool(digital_f.any()):
             rows, cols = digital_f.nonzero(as_tuple=True)
-            self._digital = (rows, cols, lam64[rows, cols].to(dtype), gamma64[rows, cols].to(dtype))
+            flat = rows * k + cols
+            self._digital = (rows, cols, flat, lam64[rows, cols].to(dtype), gamma64[rows, cols].to(dtype))
 
         # finite short-term window (and stuck devices that cannot hold any) in weight units
         self._window: tuple[Tensor, Tensor] | None = None
@@ -353,10 +362,12 @@ class EmulatedCrossbar:
                 c2c=c2c,
             )
             if self._digital is not None and c2c is not None:  # digital synapses: no write noise
-                rows, cols, lam_d, gamma_d = self._digital
-                out[:, rows, cols] = lam_d * F[:, rows, cols] * inv_n[:, rows] + gamma_d * (
-                    h[:, rows] * z[:, cols]
-                )
+                rows, cols, flat, lam_d, gamma_d = self._digital
+                batch = F.shape[0]
+                f_d = F.reshape(batch, -1).index_select(1, flat)
+                post = h.index_select(1, rows) * z.index_select(1, cols)
+                exact = lam_d * f_d * inv_n.index_select(1, rows) + gamma_d * post
+                out.view(batch, -1).index_copy_(1, flat, exact)
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
             if self.energy_counters:

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ValidationError
 from calibration.analysis import build_record
 from calibration.campaign import Campaign, CampaignConfig, check_limits
 from calibration.fit import MODELS
-from device_models.record import CalibrationError, CalibrationRecord
 from calibration.report import summary_text, write_report
 from calibration.smu_campaign import SMU_SHAPE, SmuCampaign, SmuCampaignConfig, check_smu_limits
 from calibration.storage import CampaignFile
+from device_models.record import CalibrationError, CalibrationRecord
 from drivers import CrossbarController, InstrumentError, SafetyLimits, Smu, open_instrument
 from drivers.factory import is_serial, is_simulated
 from hwloop.commands.common import console, emit_json, progress_bar
@@ -198,7 +198,9 @@ def fit_cmd(
     data: Annotated[Path, typer.Argument(help="Campaign file (HDF5) from `hwloop calibrate run`.")],
     out: Annotated[Path, typer.Option("--out", help="Calibration record to write (JSON).")],
     model: Annotated[str, typer.Option("--model", help=f"Decay law: {', '.join(MODELS)}.")] = "auto",
-    dt: Annotated[float, typer.Option("--dt", help="STPN time step the record's lambda refers to, s.")] = 0.1,
+    dt: Annotated[
+        float, typer.Option("--dt", help="STPN time step the summary's lambda is shown at, s.")
+    ] = 0.1,
     horizon: Annotated[
         int, typer.Option("--horizon", min=1, help="Steps over which non-exp laws are matched.")
     ] = 100,
@@ -219,22 +221,23 @@ def fit_cmd(
         record, _ = build_record(
             data,
             model=model,
-            dt_s=dt,
             horizon_steps=horizon,
             bias_v=bias,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
+    if not (dt > 0 and np.isfinite(dt)):
+        raise HwloopError(f"--dt must be a positive number of seconds, got {dt}")
     record.save(out)
-    console.print(summary_text(record))
+    console.print(summary_text(record, dt))
     console.print(f"wrote {out}")
     if as_json:
-        emit_json(_fit_summary(record, out))
+        emit_json(_fit_summary(record, out, dt))
 
 
-def _fit_summary(record: CalibrationRecord, out: Path) -> dict[str, Any]:
-    """Devices, usable count, laws and the median / range of tau (s) and lambda of a record."""
+def _fit_summary(record: CalibrationRecord, out: Path, dt_s: float) -> dict[str, Any]:
+    """Devices, usable count, laws and the median / range of tau (s) and of lambda at dt_s."""
     good = record.good()
-    tau, lam = record.array("tau_s")[good], record.array("lam")[good]
+    tau, lam = record.array("tau_s")[good], record.lam_at(dt_s)[good]
     laws: dict[str, int] = {}
     for law, ok in zip(record.law, good, strict=True):
         if ok:
@@ -251,7 +254,7 @@ def _fit_summary(record: CalibrationRecord, out: Path) -> dict[str, Any]:
         "record": str(out),
         "devices": record.n_devices,
         "usable": int(good.sum()),
-        "dt_s": record.dt_s,
+        "dt_s": dt_s,
         "laws": laws,
         "tau_s": spread(tau),
         "lam": spread(lam),
@@ -293,8 +296,14 @@ def map_cmd(
         str, typer.Option("--width", help="Write-pulse width range MIN,MAX in s.")
     ] = "1e-6,1e-3",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synapse -> device draw.")] = 0,
+    card: Annotated[
+        Path | None, typer.Option("--card", help="Device card: the bias window (default: the shipped one).")
+    ] = None,
 ) -> None:
-    """How far a trained STPN's lambda and gamma are from what the calibrated array realises, per synapse."""
+    """How far a trained STPN's lambda and gamma are from what the calibrated array realises, per synapse.
+
+    The same realisation as every backend (``device_models.realisation``): each synapse's two devices
+    are biased for its trained lambda inside the card's bias window."""
     from safetensors.numpy import save_file
 
     from calibration.mapping import PulseWindow, map_stpn
@@ -308,13 +317,15 @@ def map_cmd(
         raise HwloopError("--amplitude and --width take two numbers MIN,MAX") from None
     window = PulseWindow(amplitude_min_v=a_lo, amplitude_max_v=a_hi, width_min_s=w_lo, width_max_s=w_hi)
     layer = load_model(checkpoint or DEFAULT_CHECKPOINT).stpn
-    mapping = map_stpn(layer, record, dt, window, seed=seed)
+    from device_models.card import load_card
+
+    mapping = map_stpn(layer, record, dt, window, seed=seed, card=load_card(card))
     out.mkdir(parents=True, exist_ok=True)
     summary = mapping.summary()
     (out / "mapping.json").write_text(json.dumps(summary, indent=2) + "\n")
     arrays = {
         k: getattr(mapping, k).astype(np.float64)
-        for k in ("lam_trained", "lam_hardware", "gamma_trained", "gamma_hardware")
+        for k in ("lam_trained", "lam_hardware", "gamma_trained", "gamma_hardware", "decay_bias_v")
     }
     save_file(
         {**arrays, "gamma_in_range": mapping.gamma_in_range.astype(np.uint8)},
