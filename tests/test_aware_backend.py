@@ -156,7 +156,7 @@ def test_bounded_lambda_stays_in_range_and_round_trips(tmp_path: Path) -> None:
     model = ARTModel("stpn", 5, lambda_range=(0.4, 0.95))
     with torch.no_grad():
         model.stpn.lambda_logit.copy_(torch.linspace(-60, 60, model.stpn.lambda_logit.numel()).view(5, -1))
-    lam = model.stpn.weight_lambda
+    lam = model.stpn.weight_lambda.detach()
     assert float(lam.min()) >= 0.4 and float(lam.max()) <= 0.95
     assert float(lam.min()) == pytest.approx(0.4) and float(lam.max()) == pytest.approx(0.95)
     path = tmp_path / "aware.safetensors"
