@@ -8,8 +8,11 @@ Per time step, with presynaptic activity z = [x_t, h_{t-1}] (inputs first, then 
     F_t = lambda * F_{t-1} / n + gamma * (h_t outer z)
 
 W (``weight``), lambda (``weight_lambda``), gamma (``weight_gamma``) and b (``bias``) are trained by
-backpropagation through time. Where G lives and how the arithmetic is done is the crossbar
-backend's business (``hwloop.crossbar``); this module never looks at which backend it has.
+backpropagation through time. With ``lambda_range=(lo, hi)`` (hardware-aware models) lambda is not
+a free parameter: lambda = lo + (hi - lo) * sigmoid(``lambda_logit``) per synapse, so every trained
+retention is one a device can realise (``hwloop.backends.aware.trainable_lambda_range``); the bounds
+are a buffer (``lambda_bounds``) saved with the weights. Where G lives and how the arithmetic is done
+is the crossbar backend's business (``hwloop.crossbar``); this module never looks at which backend it has.
 """
 
 from __future__ import annotations
@@ -39,9 +42,18 @@ class STPN(nn.Module):
 
     ``backend`` is a registered crossbar name ("ideal", "emulated", "aihwkit", ...) or a
     ``Crossbar`` instance. Inputs are batch-first: ``layer(xs)`` with xs (B, T, I).
+    ``lambda_range``: None (lambda a free parameter, as the paper) or (lo, hi) with 0 < lo < hi <= 1:
+    lambda bounded per synapse by a sigmoid (module docstring).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *, backend: str | Crossbar = "ideal") -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        backend: str | Crossbar = "ideal",
+        lambda_range: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ShapeError(
@@ -51,7 +63,14 @@ class STPN(nn.Module):
         self.hidden_size = hidden_size
         k = input_size + hidden_size
         self.weight = nn.Parameter(torch.empty(hidden_size, k))
-        self.weight_lambda = nn.Parameter(torch.empty(hidden_size, k))
+        if lambda_range is None:
+            self.weight_lambda = nn.Parameter(torch.empty(hidden_size, k))
+        else:
+            lo, hi = (float(v) for v in lambda_range)
+            if not 0.0 < lo < hi <= 1.0:
+                raise ShapeError(f"lambda_range must satisfy 0 < lo < hi <= 1, got ({lo}, {hi})")
+            self.lambda_logit = nn.Parameter(torch.empty(hidden_size, k))
+            self.register_buffer("lambda_bounds", torch.tensor([lo, hi]))
         self.weight_gamma = nn.Parameter(torch.empty(hidden_size, k))
         self.bias = nn.Parameter(torch.empty(hidden_size))
         self.reset_parameters()
@@ -61,15 +80,65 @@ class STPN(nn.Module):
     def reset_parameters(self) -> None:
         """Initialise as the paper's code.
 
-        lambda ~ U(0, 1), gamma ~ U(-1e-3/sqrt(H), 1e-3/sqrt(H)), W and b ~ U(-1/sqrt(H), 1/sqrt(H)).
+        lambda ~ U(0, 1) (bounded: U(lo, hi)), gamma ~ U(-1e-3/sqrt(H), 1e-3/sqrt(H)),
+        W and b ~ U(-1/sqrt(H), 1/sqrt(H)).
         """
         bound = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             self.weight.uniform_(-bound, bound)
             self.bias.uniform_(-bound, bound)
-            self.weight_lambda.uniform_(0.0, 1.0)
+            if self.bounded:  # lambda uniform over (lo, hi), as U(0, 1) is over the free range
+                u = torch.rand_like(self.lambda_logit).clamp(1e-3, 1 - 1e-3)
+                self.lambda_logit.copy_(torch.log(u / (1 - u)))
+            else:
+                self.weight_lambda.uniform_(0.0, 1.0)
             self.weight_gamma.uniform_(-1e-3 * bound, 1e-3 * bound)
         self._programmed_key = None
+
+    # -- lambda -----------------------------------------------------------------------------------
+    @property
+    def bounded(self) -> bool:
+        """True when lambda is bounded to ``lambda_range`` (a hardware-aware model)."""
+        return "lambda_logit" in self._parameters
+
+    @property
+    def lambda_range(self) -> tuple[float, float] | None:
+        """(lo, hi) of a bounded lambda, or None."""
+        if not self.bounded:
+            return None
+        bounds = self._buffers["lambda_bounds"]
+        assert bounds is not None
+        lo, hi = bounds.tolist()
+        return float(lo), float(hi)
+
+    def __getattr__(self, name: str) -> Tensor | nn.Module:
+        # weight_lambda of a bounded layer: computed from its logit (with gradient), read-only
+        if name == "weight_lambda" and "lambda_logit" in self.__dict__.get("_parameters", {}):
+            bounds, logit = self._buffers["lambda_bounds"], self._parameters["lambda_logit"]
+            assert bounds is not None and logit is not None
+            return bounds[0] + (bounds[1] - bounds[0]) * torch.sigmoid(logit)
+        return super().__getattr__(name)
+
+    def lambda_parameter(self) -> nn.Parameter:
+        """The trainable tensor behind lambda: ``lambda_logit`` when bounded, else ``weight_lambda``."""
+        return self._parameters["lambda_logit" if self.bounded else "weight_lambda"]  # type: ignore[return-value]
+
+    def bounded_copy(self, lambda_range: tuple[float, float]) -> STPN:
+        """A bounded-lambda layer (same backend) holding this layer's W, gamma and bias.
+
+        Each lambda is clipped into ``lambda_range``, 1% of the range inside either end (where the
+        sigmoid still has gradient), and stored as the logit that gives it.
+        """
+        out = STPN(self.input_size, self.hidden_size, backend=self._crossbar, lambda_range=lambda_range)
+        lo, hi = out.lambda_range  # type: ignore[misc]  # bounded by construction
+        with torch.no_grad():
+            out.to(self.weight.dtype)
+            out.weight.copy_(self.weight)
+            out.weight_gamma.copy_(self.weight_gamma)
+            out.bias.copy_(self.bias)
+            u = ((self.weight_lambda.detach() - lo) / (hi - lo)).clamp(0.01, 0.99)
+            out.lambda_logit.copy_(torch.log(u / (1 - u)))
+        return out
 
     # -- backend ---------------------------------------------------------------------------------
     @property
@@ -89,8 +158,12 @@ class STPN(nn.Module):
     def _ensure_programmed(self) -> None:
         # Re-program only when a parameter changed (optimizer step, load_state_dict, .to()):
         # on a physical array programming is slow and draws fresh programming noise.
-        params = (self.weight, self.weight_lambda, self.weight_gamma)
-        key = (id(self._crossbar), *((id(p), p.data_ptr(), p._version) for p in params))
+        params = (self.weight, self.lambda_parameter(), self.weight_gamma)
+        key = (
+            id(self._crossbar),
+            torch.is_grad_enabled(),  # a program under no_grad holds a lambda without gradient
+            *((id(p), p.data_ptr(), p._version) for p in params),
+        )
         if key != self._programmed_key:
             self._crossbar.program(self.synapses())
             self._programmed_key = key
@@ -122,6 +195,8 @@ class STPN(nn.Module):
 
     def step(self, x: Tensor, state: State | None = None) -> State:
         """One time step: x (B, I), state (h, F) -> new (h, F). ``None`` starts from rest."""
+        if state is None and self.bounded and torch.is_grad_enabled():
+            self._programmed_key = None  # a new sequence under training: lambda's graph afresh
         state = self.initial_state(x.shape[0]) if state is None else state
         self._check_step_inputs(x, state)
         self._ensure_programmed()
@@ -133,6 +208,8 @@ class STPN(nn.Module):
         if not isinstance(xs, Tensor) or xs.dim() != 3 or xs.shape[2] != self.input_size:
             got = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
             raise ShapeError(f"STPN expects xs of shape (B, T, {self.input_size}) batch-first, got {got}")
+        if self.bounded and torch.is_grad_enabled():
+            self._programmed_key = None  # lambda = f(logit) is a graph: build it afresh for each run
         state = self.initial_state(xs.shape[0]) if state is None else state
         self._check_step_inputs(xs[:, 0], state)
         self._ensure_programmed()

@@ -22,6 +22,8 @@ def save_checkpoint(model: ARTModel, path: Path) -> None:
     """Write ``model``'s parameters and architecture to ``path`` (safetensors)."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
     meta = {"format": FORMAT_TAG, "arch": model.arch, "hidden_size": str(model.hidden_size)}
+    if model.arch == "stpn" and model.stpn.lambda_range is not None:
+        meta["lambda_range"] = ",".join(repr(v) for v in model.stpn.lambda_range)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
 
@@ -80,4 +82,20 @@ def _model_for(path: Path, meta: dict[str, str]) -> ARTModel:
             f"checkpoint {path} names an unknown architecture (arch={arch!r}, hidden_size={hidden!r}); "
             f"expected arch in {list(ARCHS)} and a positive hidden_size"
         )
-    return ARTModel(arch, int(hidden))  # type: ignore[arg-type]  # arch checked against ARCHS above
+    lambda_range = _lambda_range(path, meta.get("lambda_range"))
+    return ARTModel(arch, int(hidden), lambda_range=lambda_range)  # type: ignore[arg-type]  # arch checked
+
+
+def _lambda_range(path: Path, text: str | None) -> tuple[float, float] | None:
+    """The bounded-lambda range of a hardware-aware checkpoint ("lo,hi"), or None (free lambda)."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CheckpointError(
+            f"checkpoint {path}: lambda_range {text!r} is not two numbers 'lo,hi'"
+        ) from None
+    if not 0.0 < lo < hi <= 1.0:
+        raise CheckpointError(f"checkpoint {path}: lambda_range {text!r} is not 0 < lo < hi <= 1")
+    return lo, hi

@@ -22,14 +22,22 @@ class ARTModel(nn.Module):
     ``model(xs)`` with xs (B, 9, 37) one-hot returns logits (B, 37) at the last step.
     """
 
-    def __init__(self, arch: Arch = "stpn", hidden_size: int | None = None) -> None:
+    def __init__(
+        self,
+        arch: Arch = "stpn",
+        hidden_size: int | None = None,
+        *,
+        lambda_range: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise HwloopError(f"unknown ART model {arch!r}; choose one of: {', '.join(ARCHS)}")
+        if lambda_range is not None and arch != "stpn":
+            raise HwloopError("a lambda range (hardware-aware model) applies only to an STPN")
         self.arch: Arch = arch
         self.hidden_size = DEFAULT_HIDDEN[arch] if hidden_size is None else hidden_size
         self.recurrent: STPN | nn.LSTM = (
-            STPN(N_SYMBOLS, self.hidden_size)
+            STPN(N_SYMBOLS, self.hidden_size, lambda_range=lambda_range)
             if arch == "stpn"
             else nn.LSTM(N_SYMBOLS, self.hidden_size, batch_first=True)
         )

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from experiments.art.data import make_split
 from experiments.art.evaluate import TEST_SEED, TEST_SIZE, accuracy, fresh_accuracy
 from experiments.art.model import Arch, ARTModel
+from hwloop.crossbar import Crossbar
+from hwloop.errors import HwloopError
 
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
@@ -57,6 +59,7 @@ class TrainingRecord(BaseModel):
     torch_version: str
     python_version: str
     history: list[EpochLog]
+    hardware_aware: dict[str, object] | None = None  # training backend, its options and lambda range
 
 
 def train(
@@ -69,13 +72,29 @@ def train(
     val_size: int = VAL_SIZE,
     on_step: Callable[[], None] | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    backend: Crossbar | None = None,
+    lambda_range: tuple[float, float] | None = None,
+    init: ARTModel | None = None,
+    learning_rate: float = LEARNING_RATE,
+    keep: Callable[[ARTModel], None] | None = None,
 ) -> tuple[ARTModel, list[EpochLog], float]:
-    """Train a fresh ``arch`` model for ``epochs`` epochs; returns it, the epoch logs and wall time (s)."""
+    """Train a fresh ``arch`` model for ``epochs`` epochs; returns it, the epoch logs and wall time (s).
+
+    Hardware-aware training: ``lambda_range`` bounds lambda (``hwloop.stpn.STPN``) and ``backend``
+    (e.g. ``hwloop.backends.aware.AwareCrossbar``) holds the STPN's synapses during training and
+    validation; the returned model is back on the ideal backend. ``init``: a model to start from
+    (its parameters are copied; a free lambda is clipped into ``lambda_range``). ``keep(model)`` is
+    called after every epoch (e.g. to save a checkpoint while a long run goes on).
+    """
     torch.manual_seed(seed)
-    model = ARTModel(arch, hidden_size)
+    model = ARTModel(arch, hidden_size, lambda_range=lambda_range)
+    if init is not None:
+        copy_parameters(init, model)
+    if backend is not None:
+        model.set_backend(backend)
     data, val = make_split(train_size, seed, "train"), make_split(val_size, seed, "val")
     shuffle = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     history: list[EpochLog] = []
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -100,7 +119,29 @@ def train(
         history.append(log)
         if on_epoch is not None:
             on_epoch(log)
+        if keep is not None:
+            keep(model)
+    if backend is not None:
+        model.set_backend("ideal")
     return model.eval(), history, time.perf_counter() - start
+
+
+def copy_parameters(src: ARTModel, dst: ARTModel) -> None:
+    """Copy ``src``'s parameters into ``dst`` (same architecture and size).
+
+    Into a bounded-lambda STPN a free lambda is clipped into its range (``STPN.bounded_copy``).
+    """
+    if (src.arch, src.hidden_size) != (dst.arch, dst.hidden_size):
+        raise HwloopError(f"cannot start a {dst.label} from a {src.label} model")
+    with torch.no_grad():
+        if dst.arch == "stpn" and dst.stpn.bounded and not src.stpn.bounded:
+            range_ = dst.stpn.lambda_range
+            assert range_ is not None
+            bounded = src.stpn.bounded_copy(range_)
+            dst.recurrent.load_state_dict(bounded.state_dict())
+            dst.readout.load_state_dict(src.readout.state_dict())
+        else:
+            dst.load_state_dict(src.state_dict())
 
 
 def make_record(
@@ -111,6 +152,7 @@ def make_record(
     seed: int,
     train_size: int,
     reproduce: str,
+    learning_rate: float = LEARNING_RATE,
 ) -> TrainingRecord:
     """The record of a finished run, scored on ``TEST_SIZE`` fresh test sequences (stream ``TEST_SEED``)."""
     return TrainingRecord(
@@ -121,7 +163,7 @@ def make_record(
         seed=seed,
         epochs=len(history),
         batch_size=BATCH_SIZE,
-        learning_rate=LEARNING_RATE,
+        learning_rate=learning_rate,
         train_size=train_size,
         val_size=VAL_SIZE,
         test_size=TEST_SIZE,

@@ -39,7 +39,13 @@ class AgentOutput(NamedTuple):
 class PongAgent(nn.Module):
     """Pixels-to-actions recurrent agent; ``core`` is "stpn" or "lstm", ``hidden`` its unit count."""
 
-    def __init__(self, core: str = "stpn", hidden: int = 64, backend: str | Crossbar = "ideal") -> None:
+    def __init__(
+        self,
+        core: str = "stpn",
+        hidden: int = 64,
+        backend: str | Crossbar = "ideal",
+        lambda_range: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         if core not in CORES:
             raise CheckpointError(f"unknown agent core {core!r}; expected one of {', '.join(CORES)}")
@@ -53,7 +59,7 @@ class PongAgent(nn.Module):
             nn.Flatten(),
         )
         self.core: nn.Module = (
-            STPN(FEATURES, hidden, backend=backend)
+            STPN(FEATURES, hidden, backend=backend, lambda_range=lambda_range)
             if core == "stpn"
             else nn.LSTM(FEATURES, hidden, batch_first=True)
         )
@@ -104,6 +110,8 @@ def save_agent(agent: PongAgent, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous() for k, v in agent.state_dict().items()}
     meta = {"arch": ARCH, "core": agent.core_name, "hidden": str(agent.hidden)}
+    if isinstance(agent.core, STPN) and agent.core.lambda_range is not None:  # hardware-aware agent
+        meta["lambda_range"] = ",".join(repr(v) for v in agent.core.lambda_range)
     save_file(tensors, str(path), metadata=meta)
 
 
@@ -119,7 +127,9 @@ def load_agent(path: Path, backend: str | Crossbar = "ideal") -> PongAgent:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
     if meta.get("arch") != ARCH or meta.get("core") not in CORES or not meta.get("hidden", "").isdigit():
         raise CheckpointError(f"{path} is not a Pong agent checkpoint (metadata {meta or 'missing'})")
-    agent = PongAgent(meta["core"], int(meta["hidden"]), backend=backend)
+    agent = PongAgent(
+        meta["core"], int(meta["hidden"]), backend=backend, lambda_range=_lambda_range(path, meta)
+    )
     expected = {k: tuple(v.shape) for k, v in agent.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:
@@ -129,3 +139,24 @@ def load_agent(path: Path, backend: str | Crossbar = "ideal") -> PongAgent:
         )
     agent.load_state_dict(tensors)
     return agent
+
+
+def _lambda_range(path: Path, meta: dict[str, str]) -> tuple[float, float] | None:
+    """The bounded-lambda range of a hardware-aware agent ("lo,hi" in the metadata), or None."""
+    text = meta.get("lambda_range")
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CheckpointError(f"{path}: lambda_range {text!r} is not two numbers 'lo,hi'") from None
+    if not 0.0 < lo < hi <= 1.0:
+        raise CheckpointError(f"{path}: lambda_range {text!r} is not 0 < lo < hi <= 1")
+    return lo, hi
+
+
+def make_hardware_aware(agent: PongAgent, lambda_range: tuple[float, float]) -> None:
+    """Give the agent's STPN a lambda bounded to ``lambda_range`` (``STPN.bounded_copy``), in place."""
+    if not isinstance(agent.core, STPN):
+        raise CheckpointError("only an STPN agent can be made hardware-aware")
+    agent.core = agent.core.bounded_copy(lambda_range)

@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from experiments.pong.agent import AgentState, PongAgent, detach_state, load_agent
+from experiments.pong.agent import AgentState, PongAgent, detach_state, load_agent, make_hardware_aware
 from experiments.pong.data import Segments, collect, load_segments, noisy_expert_driver, save_segments
 from experiments.pong.env import N_ACTIONS
 from experiments.pong.expert import RamExpert
@@ -77,6 +77,11 @@ class TrainConfig(BaseModel):
     hit_weight: float = 1.0  # loss weight of the steps just before the ball reaches the paddle
     hit_window: float = 12.0  # steps before the hit that get ``hit_weight``
     init: str | None = None  # checkpoint to fine-tune instead of a fresh agent
+    hardware_aware: bool = False  # fine-tune on the 'aware' backend with lambda in the realisable range
+    card: str | None = None  # hardware-aware: device card (None: the shipped card)
+    calibration: str | None = None  # hardware-aware: calibration record
+    dt_s: float = 1 / 15  # hardware-aware: one agent step = 4 frames at 60 Hz
+    backend_seed: int = 10_000  # hardware-aware: first training chip (evaluation chips are others)
 
 
 def class_weights(labels: np.ndarray) -> Tensor:
@@ -202,7 +207,7 @@ def set_plasticity(layer: STPN, trainable: bool, seed: int) -> None:
         elif not trainable:
             layer.weight_gamma.zero_()
     layer.weight_gamma.requires_grad_(trainable)
-    layer.weight_lambda.requires_grad_(trainable)
+    layer.lambda_parameter().requires_grad_(trainable)
 
 
 def train(
@@ -253,6 +258,8 @@ def train(
         )
         _phase_done(agent, record, data, t0, on_phase)
     agent.eval()
+    if cfg.hardware_aware and isinstance(agent.core, STPN):
+        agent.core.set_backend("ideal")
     return agent, record
 
 
@@ -270,12 +277,27 @@ def _initial_agent(cfg: TrainConfig) -> PongAgent:
             f"not the {cfg.core}-{cfg.hidden} being trained"
         )
     plastic = isinstance(agent.core, STPN) and bool(agent.core.weight_gamma.any())
+    if cfg.hardware_aware:
+        _to_aware(agent, cfg)
     if plastic and (cfg.bc_epochs or cfg.dagger_rounds):
         raise HwloopError(
             f"--init {cfg.init} is already plastic (gamma != 0): continue it with "
             "--bc-epochs 0 --dagger-rounds 0 and plastic epochs or rounds"
         )
     return agent
+
+
+def _to_aware(agent: PongAgent, cfg: TrainConfig) -> None:
+    """Bound the agent's lambda to the realisable range and put its STPN on the 'aware' backend."""
+    from hwloop.backends.aware import AwareCrossbar, trainable_lambda_range
+
+    if not isinstance(agent.core, STPN):
+        raise HwloopError("hardware-aware fine-tuning needs an STPN agent")
+    if not agent.core.bounded:
+        shape = (agent.core.hidden_size, agent.core.input_size + agent.core.hidden_size)
+        make_hardware_aware(agent, trainable_lambda_range(cfg.card, cfg.dt_s, shape, cfg.calibration))
+    backend = AwareCrossbar(card=cfg.card, calibration=cfg.calibration, seed=cfg.backend_seed, dt_s=cfg.dt_s)
+    agent.core.set_backend(backend)
 
 
 def _agent_data(

@@ -26,12 +26,14 @@ from hwloop.commands.common import (
 )
 from hwloop.errors import HwloopError
 
+DEFAULT_CHIP_SEED = 10_000  # hardware-aware training chips: seeds 10000, 10001, ... (evaluation uses 0-4)
+
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 # Option defaults, mirrored from experiments.art so that `--help` need not import torch (the commands
 # import the owners' values); tests/test_cli_imports.py checks that they still match.
 ARCHS = ("stpn", "lstm")
-BATCH_SIZE, EPOCHS, TRAIN_SIZE = 128, 40, 100_000
+BATCH_SIZE, EPOCHS, TRAIN_SIZE, LEARNING_RATE = 128, 40, 100_000, 1e-3
 TEST_SEED, TEST_SIZE = 0, 20_000
 DEFAULT_CHECKPOINT = (
     Path(__file__).resolve().parents[2] / "experiments" / "art" / "checkpoints" / "stpn11.safetensors"
@@ -58,11 +60,44 @@ def train_cmd(
         bool, typer.Option("--json", help="Print the training record as JSON on stdout.")
     ] = False,
     json_out: JsonOutOpt = None,
+    hardware_aware: Annotated[
+        bool,
+        typer.Option(
+            "--hardware-aware",
+            help="Train through the device non-idealities (backend 'aware', lambda in the card's range).",
+        ),
+    ] = False,
+    card: Annotated[
+        Path | None, typer.Option("--card", help="Hardware-aware: device card (default: the shipped card).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option("--calibration", help="Hardware-aware: calibration record (JSON).")
+    ] = None,
+    backend_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--backend-seed", help="Hardware-aware: first chip seed (one chip per batch; default 10000)."
+        ),
+    ] = None,
+    dt_s: Annotated[
+        float, typer.Option("--dt-s", min=0.0, help="Hardware-aware: seconds per STPN step.")
+    ] = 0.1,
+    init: Annotated[
+        Path | None, typer.Option("--init", help="Start from this ART checkpoint instead of a fresh model.")
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam step size.")] = LEARNING_RATE,
+    lambda_range_text: Annotated[
+        str | None,
+        typer.Option(
+            "--lambda-range",
+            help="Hardware-aware: LO,HI bounds of lambda (default: the realisation's trainable range).",
+        ),
+    ] = None,
 ) -> None:
     """Train an ART model (batch 128, Adam 1e-3) and write its checkpoint and training record."""
     import torch
 
-    from experiments.art import save_checkpoint
+    from experiments.art import load_model, save_checkpoint
     from experiments.art.evaluate import TEST_SIZE
     from experiments.art.model import ARCHS
     from experiments.art.train import BATCH_SIZE, EpochLog, make_record, train
@@ -71,7 +106,37 @@ def train_cmd(
         raise HwloopError(f"unknown ART model {model!r}; choose one of: {', '.join(ARCHS)}")
     if out.suffix != ".safetensors":
         raise HwloopError(f"--out must end in .safetensors, got {out}")
+    if not hardware_aware and (card, calibration, backend_seed) != (None, None, None):
+        raise HwloopError("--card, --calibration and --backend-seed apply only with --hardware-aware")
+    if hardware_aware and model != "stpn":
+        raise HwloopError("--hardware-aware trains an STPN: use --model stpn")
     torch.set_num_threads(threads)
+    aware_backend, lambda_range, aware_info = None, None, None
+    if hardware_aware:
+        from hwloop.backends.aware import AwareCrossbar, trainable_lambda_range
+
+        aware_backend = AwareCrossbar(
+            card=card,
+            calibration=calibration,
+            seed=DEFAULT_CHIP_SEED if backend_seed is None else backend_seed,
+            dt_s=dt_s,
+        )
+        if lambda_range_text is None:
+            h = hidden or 11
+            shape = (h, 37 + h)
+            lambda_range = trainable_lambda_range(aware_backend.card, dt_s, shape, calibration)
+        else:
+            lambda_range = _parse_range(lambda_range_text)
+        aware_info = {
+            "backend": "aware",
+            "card": str(card) if card is not None else None,
+            "calibration": str(calibration) if calibration is not None else None,
+            "backend_seed": aware_backend.seed,
+            "dt_s": dt_s,
+            "lambda_range": list(lambda_range),
+            "chips_drawn": 0,
+        }
+    start_from = load_model(init) if init is not None else None
     steps_per_epoch = -(-train_size // BATCH_SIZE)
 
     def report(log: EpochLog) -> None:
@@ -90,18 +155,47 @@ def train_cmd(
             train_size=train_size,
             on_step=lambda: bar.advance(task),
             on_epoch=report,
+            backend=aware_backend,
+            lambda_range=lambda_range,
+            init=start_from,
+            learning_rate=lr,
+            keep=lambda m: save_checkpoint(m, out),  # the latest epoch survives an interrupted run
         )
     save_checkpoint(net, out)
     command = ["hwloop", "art", "train", "--model", model, "--epochs", str(epochs), "--seed", str(seed)]
     command += ["--hidden", str(net.hidden_size), "--train-size", str(train_size), "--threads", str(threads)]
+    if hardware_aware:
+        assert aware_backend is not None and lambda_range is not None
+        command += ["--hardware-aware", "--dt-s", repr(dt_s), "--backend-seed", str(aware_backend.seed)]
+        command += ["--lambda-range", ",".join(repr(v) for v in lambda_range)]
+        command += ["--card", str(card)] if card is not None else []
+        command += ["--calibration", str(calibration)] if calibration is not None else []
+    if init is not None:
+        command += ["--init", str(init)]
+    if lr != LEARNING_RATE:
+        command += ["--lr", repr(lr)]
     reproduce = shlex.join([*command, "--out", str(out)])
-    record = make_record(net, history, wall, seed=seed, train_size=train_size, reproduce=reproduce)
+    record = make_record(
+        net, history, wall, seed=seed, train_size=train_size, reproduce=reproduce, learning_rate=lr
+    )
+    if aware_info is not None and aware_backend is not None:
+        record.hardware_aware = {**aware_info, "chips_drawn": aware_backend.chips_drawn}
     record_path = out.with_suffix(".json")
     record_path.write_text(record.model_dump_json(indent=2) + "\n")
     console.print(
         f"{net.label}: test accuracy {record.test_accuracy:.4f} on {TEST_SIZE} sequences; wrote {out}"
     )
     emit_result(json.loads(record.model_dump_json()), as_json, json_out)
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise HwloopError(f"--lambda-range {text!r}: expected two numbers LO,HI, e.g. 0.4,0.98") from None
+    if not 0.0 < lo < hi <= 1.0:
+        raise HwloopError(f"--lambda-range {text!r}: need 0 < LO < HI <= 1")
+    return lo, hi
 
 
 @app.command("eval")

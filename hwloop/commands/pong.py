@@ -342,3 +342,84 @@ def train_cmd(
 
     train(cfg, lambda line: console.print(line), keep, cache_dir=data_cache)
     emit_result(json.loads(out.with_suffix(".json").read_text()), as_json, json_out)
+
+
+@app.command("finetune")
+def finetune_cmd(
+    init: Annotated[Path, typer.Option("--init", help="Trained (ideal) agent to start from (.safetensors).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Checkpoint to write (.safetensors); record beside it (.json).")
+    ],
+    card: Annotated[
+        Path | None, typer.Option("--card", help="Device card (default: the shipped card).")
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option("--calibration", help="Calibration record (JSON) to train on.")
+    ] = None,
+    backend_seed: Annotated[
+        int, typer.Option("--backend-seed", help="First training chip (one chip per training sequence).")
+    ] = 10_000,
+    dt_s: Annotated[float, typer.Option("--dt-s", min=0.0, help="Seconds per agent step.")] = 1 / 15,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="DAgger rounds on the aware backend.")] = 2,
+    segments: Annotated[
+        int, typer.Option("--segments", min=1, help="New agent-driven segments (128 steps) per round.")
+    ] = 100,
+    replay: Annotated[
+        int, typer.Option("--replay", min=0, help="Earlier segments replayed per round.")
+    ] = 100,
+    expert_segments: Annotated[
+        int, typer.Option("--expert-segments", min=1, help="Expert segments in the replay pool.")
+    ] = 100,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam step size.")] = 1e-4,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds games and shuffling.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 1,
+    data_cache: Annotated[
+        Path | None, typer.Option("--data-cache", help="Directory to keep/reuse the expert data (.npz).")
+    ] = None,
+) -> None:
+    """Fine-tune a trained STPN agent through the device non-idealities (backend 'aware', lambda
+    bounded to the realisable range): DAgger rounds with the agent driving on a drawn chip."""
+    import torch
+
+    from experiments.pong.agent import load_agent as load
+    from experiments.pong.agent import save_agent
+    from experiments.pong.train import TrainConfig, train
+
+    if out.suffix != ".safetensors":
+        raise HwloopError(f"--out must end in .safetensors, got {out}")
+    start = load(init)
+    if start.core_name != "stpn":
+        raise HwloopError(
+            f"--init {init} holds an {start.core_name.upper()} agent: fine-tuning needs an STPN"
+        )
+    torch.set_num_threads(threads)
+    cfg = TrainConfig(
+        core="stpn",
+        hidden=start.hidden,
+        seed=seed,
+        bc_segments=expert_segments,
+        bc_epochs=0,
+        dagger_rounds=0,
+        plastic_epochs=0,
+        plastic_dagger_rounds=rounds,
+        plastic_dagger_segments=segments,
+        plastic_replay_segments=replay,
+        plastic_lr=lr,
+        init=str(init),
+        hardware_aware=True,
+        card=str(card) if card else None,
+        calibration=str(calibration) if calibration else None,
+        dt_s=dt_s,
+        backend_seed=backend_seed,
+    )
+    command = "hwloop pong finetune " + shlex.join(
+        sys.argv[sys.argv.index("finetune") + 1 :] if "finetune" in sys.argv else []
+    )
+
+    def keep(agent: object, record: dict[str, object]) -> None:
+        save_agent(agent, out)  # type: ignore[arg-type]
+        full = {"reproduce": command, "config": cfg.model_dump(), **record}
+        out.with_suffix(".json").write_text(json.dumps(full, indent=2) + "\n")
+        console.print(f"saved {out} ({record['wall_time_s']} s)")
+
+    train(cfg, lambda line: console.print(line), keep, cache_dir=data_cache)

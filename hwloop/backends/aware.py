@@ -1,0 +1,202 @@
+"""The hardware-aware training backend: the emulated array's forward pass, differentiable.
+
+``AwareCrossbar`` (registered as ``"aware"``) runs an STPN layer the way ``EmulatedCrossbar`` (exact
+normalisation) runs it, in plain torch autograd so a model can be trained through it:
+
+* programming: every ``program`` (the STPN calls it once per training sequence batch, as the
+  parameters change) draws a fresh chip (``seed``, ``seed + 1``, ...) and programs it with the
+  emulated backend itself, so device-to-device spreads, stuck devices, quantisation, programming
+  error, the bias window and a calibration record's per-device laws are exactly the emulated ones.
+  The devices' values enter the forward pass through straight-through estimators: the long-term
+  weight is W + (W_device - W).detach(), each device's retention lambda + (r_device - lambda).detach()
+  (zero, without gradient, on a stuck device), gamma + (gamma * pulse_gain - gamma).detach().
+* each step, as ``EmulatedCrossbar.read`` / ``update`` (exact mode): G = W_device + F; the row norm
+  n from the noise-free state; read noise one normal per output with the emulated variance
+  (variance proportional to the conductances read, through the digital row scale s); s <- s / n
+  with a row refresh where 1/s would exceed ``max_write_gain``; sign-dependent retention (r+ where
+  F > 0, r- where F < 0); the Hebbian write with one cycle-to-cycle draw per pulsed device (z_j != 0);
+  the window clamp F in [lo s, hi s]. The noise is additive or multiplicative with a detached scale;
+  the clamp passes no gradient where it acts (the true derivative).
+
+Cost: a dozen small torch ops per step with autograd, against one fused kernel for the ideal
+backend (``hwloop.backends.fused_grad``); ``benchmarks/bench_stpn_bptt.py`` reports the ratio. The
+energy counters are not kept (train on this backend, measure energy on ``emulated``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from device_models.card import DeviceCard, load_card
+from hwloop.backends.emulated import EmulatedCrossbar
+from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
+from hwloop.errors import HwloopError
+
+
+def trainable_lambda_range(
+    card: str | Path | DeviceCard | None = None,
+    dt_s: float = 0.1,
+    shape: tuple[int, int] = (1, 1),
+    calibration: str | Path | None = None,
+) -> tuple[float, float]:
+    """(lo, hi) per-step retention a hardware-aware STPN with (H, K) = ``shape`` trains in, at ``dt_s`` (s).
+
+    The realisation's ``trainable_lambda_range`` (``device_models.realisation``) of the array the
+    emulated backend builds from ``card`` or ``calibration``: for a card, the nominal device's range
+    inside the bias window; for a record, the range the bulk of the assigned devices reach.
+    """
+    chip = EmulatedCrossbar(card=card, calibration=calibration, dt_s=dt_s)
+    return chip.realisation(shape).trainable_lambda_range()
+
+
+class AwareCrossbar:
+    """The emulated array (exact normalisation), differentiable, with a fresh chip per ``program``.
+
+    Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality switches,
+    max_write_gain); ``redraw``: draw a new chip (seed + count) at every ``program`` (True) or keep
+    chip ``seed`` (False).
+    """
+
+    name = "aware"
+
+    def __init__(
+        self,
+        card: str | Path | DeviceCard | None = None,
+        calibration: str | Path | None = None,
+        seed: int = 0,
+        dt_s: float = 0.1,
+        read_noise: bool = True,
+        d2d: bool = True,
+        c2c: bool = True,
+        stuck: bool = True,
+        quantise: bool = True,
+        saturation: bool = True,
+        bias_limits: bool = True,
+        max_write_gain: float = 16.0,
+        redraw: bool = True,
+    ) -> None:
+        self.card: DeviceCard = load_card(card)
+        self._chip_options: dict[str, object] = dict(
+            card=self.card,
+            calibration=calibration,
+            dt_s=dt_s,
+            normalisation="exact",
+            read_noise=read_noise,
+            d2d=d2d,
+            c2c=c2c,
+            stuck=stuck,
+            quantise=quantise,
+            saturation=saturation,
+            bias_limits=bias_limits,
+            energy_counters=False,
+            max_write_gain=max_write_gain,
+        )
+        EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
+        self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), float(dt_s)
+        self.read_noise, self.c2c = read_noise, c2c
+        self.max_write_gain = float(max_write_gain)
+        self.chips_drawn = 0
+        self._noise = torch.Generator().manual_seed(self.seed + 7919)
+        self.chip: EmulatedCrossbar | None = None
+        self._F_out: Tensor | None = None
+        self._scale: Tensor | None = None
+
+    # -- programming -----------------------------------------------------------------------------
+    def program(self, synapses: Synapses) -> None:
+        """Draw a chip, program it as the emulated backend does, keep straight-through device values."""
+        seed = self.seed + self.chips_drawn if self.redraw else self.seed
+        self.chips_drawn += 1
+        chip = EmulatedCrossbar(seed=seed, **self._chip_options)  # type: ignore[arg-type]
+        chip.program(synapses)
+        self.chip = chip
+        weight, lam, gamma = synapses
+        dtype = weight.dtype
+        self._W = weight + (chip.effective_weight.to(dtype) - weight).detach()
+        r = chip.retention.to(dtype)  # (2, H, K): 0 on stuck devices
+        volatile = r != 0
+        r_plus = torch.where(volatile[0], lam + (r[0] - lam).detach(), torch.zeros_like(lam))
+        r_minus = torch.where(volatile[1], lam + (r[1] - lam).detach(), torch.zeros_like(lam))
+        self._r_mid, self._r_half = (r_plus + r_minus) / 2, (r_plus - r_minus) / 2
+        self._gamma = gamma + (chip._gamma.to(dtype) - gamma).detach()
+        self._window = chip._window
+        self._g_lt_sum = chip._g_lt_sum.to(dtype)  # (H, K) S, both devices of the pair (when read)
+        pulsed = torch.ones_like(weight, dtype=torch.bool)  # synapses written by pulses (c2c noise)
+        if chip._digital is not None:  # fault-aware programming moved these to the digital periphery
+            rows, cols = chip._digital[0], chip._digital[1]
+            pulsed[rows, cols] = False
+        self._pulsed = pulsed
+        self._gpw = float(chip.g_per_weight)
+        self._F_out = None
+
+    # -- state -----------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> Tensor:
+        """F = 0 (B, H, K); the digital row scale reset to 1."""
+        if self.chip is None:
+            raise RuntimeError("crossbar used before program(): call program(synapses) first")
+        F = self._W.new_zeros((batch_size, *self._W.shape)).detach()
+        self._F_out, self._scale = F, F.new_ones(F.shape[:2])
+        return F
+
+    def _scale_of(self, F: Tensor) -> Tensor:
+        if F is not self._F_out or self._scale is None:  # a state this backend did not produce
+            self._F_out, self._scale = F, F.new_ones(F.shape[:2]).detach()
+        return self._scale
+
+    # -- operations ------------------------------------------------------------------------------
+    def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
+        """y = (G z + read noise) / n with G = W_device + F; n from the noise-free state."""
+        if energy:
+            raise HwloopError("the aware training backend keeps no energy metric: measure on 'emulated'")
+        s = self._scale_of(F)
+        G = self._W + F
+        n = torch.linalg.vector_norm(G, dim=2) + NORM_EPS
+        dot = torch.bmm(G, z.unsqueeze(2)).squeeze(2)
+        if self.read_noise:
+            dot = dot + self._read_noise_std(F.detach(), z.detach(), s) * torch.randn(
+                dot.shape, generator=self._noise, dtype=dot.dtype
+            )
+        return Readout(dot / n, n, None)
+
+    def _read_noise_std(self, F: Tensor, z: Tensor, s: Tensor) -> Tensor:
+        """Std (B, H) of the read noise of G z in weight units, as ``EmulatedCrossbar`` draws it.
+
+        Var = rel^2 g_max (sum_j g_lt,ij z_j^2 + s_i^2 (2 g_min sum_j z_j^2 + g_pw sum_j |F_ij| z_j^2 / s_i))
+        / g_pw^2: variance proportional to each read conductance, the short-term pair read through s.
+        """
+        c, gpw = self.card, self._gpw
+        z2 = z * z
+        st_z2 = (
+            2 * c.window.g_min_siemens * z2.sum(1, keepdim=True)
+            + gpw * torch.einsum("bhk,bk->bh", F.abs(), z2) / s
+        )
+        sum_noise = z2 @ self._g_lt_sum.T + s * s * st_z2
+        var_w2 = c.variability.read_noise_rel**2 * c.window.g_max_siemens * sum_noise / gpw**2
+        return var_w2.clamp(min=0).sqrt()
+
+    def update(self, F: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
+        """Retention (sign-dependent, with the digital 1/n), Hebbian write with c2c noise, window clamp."""
+        s = self._scale_of(F) / n.detach()
+        s = torch.where(s * self.max_write_gain < 1, torch.ones_like(s), s)  # row refresh
+        write = self._gamma * (h.unsqueeze(2) * z.unsqueeze(1))
+        sigma = self.card.variability.c2c_pulse_rel
+        if self.c2c and sigma > 0:
+            noise = sigma * torch.randn(write.shape, generator=self._noise, dtype=write.dtype)
+            write = write * (1 + noise * ((z != 0).unsqueeze(1) & self._pulsed))
+        out = (self._r_mid * F + self._r_half * F.abs()) / n.unsqueeze(2) + write
+        if self._window is not None:
+            lo, hi = self._window
+            sb = s.unsqueeze(2)
+            out = torch.clamp(out, min=lo * sb, max=hi * sb)
+        self._F_out, self._scale = out, s
+        return out
+
+    def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
+        """One time step: ``read``, h = tanh(y + bias), ``update``."""
+        return read_then_update(self, F, z, bias, energy=energy)
+
+    def energy(self) -> dict[str, float]:
+        """No energy counters on the training backend."""
+        return {}
