@@ -232,3 +232,33 @@ def test_make_demo_command_plays_one_game_and_prints_energy_and_speed(hwloop_run
     assert "game 1 (seed 0):" in err and "steps/s" in err
     assert "energy per game:" in err and "NVIDIA A100" in err
     assert "hardware-aware" in err  # either the aware agent, or the fallback saying it is not aware
+
+
+def test_finetune_with_zero_rounds_only_bounds_lambda_to_the_card_range(
+    hwloop_run, checkpoints, tmp_path: Path
+) -> None:
+    """``--rounds 0``: lambda clipped into the card's realisable range at Pong's step (by hand from the
+    card's bias window), every other parameter unchanged."""
+    import math
+
+    from device_models.card import load_card
+    from experiments.pong.agent import load_agent
+
+    out = tmp_path / "bounded.safetensors"
+    code, _, err = hwloop_run(
+        "pong", "finetune", "--init", str(checkpoints["stpn"]), "--rounds", "0", "--out", str(out)
+    )
+    assert code == 0, err
+    b, dt = load_card().bias, 1 / 15
+    tau = [load_card().decay.tau_s * math.exp(-(v - b.bias_ref_v) / b.bias_efold_v) for v in (1.2, 0.0)]
+    lo, hi = (math.exp(-dt / t) for t in tau)
+    before, after = load_agent(checkpoints["stpn"]).core, load_agent(out).core
+    lam = after.weight_lambda.detach()
+    assert lo <= float(lam.min()) and float(lam.max()) <= hi
+    torch.testing.assert_close(after.weight, before.weight)
+    torch.testing.assert_close(after.weight_gamma, before.weight_gamma)
+    inside = (before.weight_lambda > lo + 0.01 * (hi - lo)) & (before.weight_lambda < hi - 0.01 * (hi - lo))
+    torch.testing.assert_close(
+        lam[inside], before.weight_lambda.detach()[inside]
+    )  # untouched where realisable
+    assert json.loads(out.with_suffix(".json").read_text())["reproduce"].startswith("hwloop pong finetune")

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -360,7 +360,14 @@ def finetune_cmd(
         int, typer.Option("--backend-seed", help="First training chip (one chip per training sequence).")
     ] = 10_000,
     dt_s: Annotated[float, typer.Option("--dt-s", min=0.0, help="Seconds per agent step.")] = 1 / 15,
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="DAgger rounds on the aware backend.")] = 2,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            min=0,
+            help="DAgger rounds on the aware backend (0: only bound lambda to the realisable range).",
+        ),
+    ] = 2,
     segments: Annotated[
         int, typer.Option("--segments", min=1, help="New agent-driven segments (128 steps) per round.")
     ] = 100,
@@ -393,6 +400,12 @@ def finetune_cmd(
             f"--init {init} holds an {start.core_name.upper()} agent: fine-tuning needs an STPN"
         )
     torch.set_num_threads(threads)
+    command = "hwloop pong finetune " + shlex.join(
+        sys.argv[sys.argv.index("finetune") + 1 :] if "finetune" in sys.argv else []
+    )
+    if rounds == 0:  # the projection alone: every lambda clipped into what the devices realise
+        _bound_only(start, out, command, card, calibration, dt_s)
+        return
     cfg = TrainConfig(
         core="stpn",
         hidden=start.hidden,
@@ -412,9 +425,6 @@ def finetune_cmd(
         dt_s=dt_s,
         backend_seed=backend_seed,
     )
-    command = "hwloop pong finetune " + shlex.join(
-        sys.argv[sys.argv.index("finetune") + 1 :] if "finetune" in sys.argv else []
-    )
 
     def keep(agent: object, record: dict[str, object]) -> None:
         save_agent(agent, out)  # type: ignore[arg-type]
@@ -423,3 +433,34 @@ def finetune_cmd(
         console.print(f"saved {out} ({record['wall_time_s']} s)")
 
     train(cfg, lambda line: console.print(line), keep, cache_dir=data_cache)
+
+
+def _bound_only(
+    agent: Any, out: Path, command: str, card: Path | None, calibration: Path | None, dt_s: float
+) -> None:
+    """Save ``agent`` with its STPN's lambda bounded to the realisable range at ``dt_s`` (s), untrained."""
+    from experiments.pong.agent import make_hardware_aware, save_agent
+    from hwloop.backends.aware import trainable_lambda_range
+
+    core = agent.core
+    shape = (core.hidden_size, core.input_size + core.hidden_size)
+    lambda_range = trainable_lambda_range(card, dt_s, shape, calibration)
+    outside = float(
+        ((core.weight_lambda < lambda_range[0]) | (core.weight_lambda > lambda_range[1])).float().mean()
+    )
+    make_hardware_aware(agent, lambda_range)
+    save_agent(agent, out)
+    record = {
+        "reproduce": command,
+        "method": "lambda bounded to the realisable range (clipped), no fine-tuning rounds",
+        "lambda_range": list(lambda_range),
+        "lambda_outside_range_fraction": outside,
+        "dt_s": dt_s,
+        "card": str(card) if card else None,
+        "calibration": str(calibration) if calibration else None,
+    }
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    console.print(
+        f"saved {out}: lambda bounded to [{lambda_range[0]:.4f}, {lambda_range[1]:.4f}] "
+        f"({100 * outside:.1f} % of synapses were outside)"
+    )
