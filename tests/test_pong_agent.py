@@ -167,3 +167,24 @@ def test_shipped_checkpoints_load_with_their_records(name: str, core: str, hidde
     assert evaluation["core"] == core and len(evaluation["scores"]) == 10
     if core == "stpn":  # the plasticity is trained: gamma is not the static phase's zero
         assert bool(agent.core.weight_gamma.any())  # type: ignore[union-attr]
+
+
+def test_shipped_bounded_agent_realises_every_lambda_and_keeps_the_ideal_agents_weights() -> None:
+    """stpn64_aware: the shipped STPN-64 with lambda inside the card's range at Pong's step (its record's
+    range, checked against the realisation), W / gamma / heads untouched; its evaluation file is there."""
+    import json
+
+    from device_models.card import load_card
+    from device_models.realisation import Realisation
+
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
+    agent, ideal = load_agent(folder / "stpn64_aware.safetensors"), load_agent(folder / "stpn64.safetensors")
+    record = json.loads((folder / "stpn64_aware.json").read_text())
+    lo, hi = Realisation.from_card(load_card(), dt_s=record["dt_s"]).trainable_lambda_range()
+    assert record["lambda_range"] == pytest.approx([lo, hi])
+    lam = agent.core.weight_lambda.detach()  # type: ignore[union-attr]
+    assert lo <= float(lam.min()) and float(lam.max()) <= hi
+    torch.testing.assert_close(agent.core.weight, ideal.core.weight)  # type: ignore[union-attr]
+    assert "--rounds 0" in record["reproduce"]
+    evaluation = json.loads((folder / "stpn64_aware.eval.json").read_text())
+    assert len(evaluation["emulated"]["earned_scores"]) == 10
