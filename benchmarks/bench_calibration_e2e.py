@@ -112,7 +112,7 @@ def end_to_end(workdir: Path) -> dict[str, object]:
     del g
 
     clock = Clock()
-    record, _ = build_record(path, model="exp", dt_s=0.1)
+    record, _ = build_record(path, model="exp")
     record_path = record.save(workdir / "layer.json")
     e2e_wall, e2e_cpu = clock.read()
     size, payload = path.stat().st_size, payload_bytes(path)

@@ -38,6 +38,7 @@ from drivers.xbar_protocol import (
     frame,
     parse_int,
     parse_number,
+    parse_numbers,
     sent_value,
     unframe,
 )
@@ -185,9 +186,11 @@ class CrossbarController(SafeOffOnClose):
         return self._ask(f"GO {armed}")
 
     def _numbers(self, reply: str, n: int, command: str) -> np.ndarray:
-        parse = parse_number if self.protocol >= 2 else _parse_v1_number
         try:
-            values = np.array([parse(x) for x in reply.split(",")], dtype=float)
+            if self.protocol >= 2:  # the whole reply in one pass of the strict grammar
+                values = np.array(parse_numbers(reply), dtype=float)
+            else:
+                values = np.array([_parse_v1_number(x) for x in reply.split(",")], dtype=float)
         except ValueError:
             raise ProtocolError(f"{self.transport.name}: cannot parse numbers from {reply[:60]!r}") from None
         if len(values) != n:
@@ -400,7 +403,7 @@ def _echo_matches(echo: str, keyword: str, expected: Sequence[EchoValue]) -> boo
             elif isinstance(want, int):
                 ok = parse_int(word) == want
             elif isinstance(want, tuple):
-                got = [parse_number(x) for x in word.split(",")]
+                got = parse_numbers(word)
                 ok = len(got) == len(want) and all(
                     math.isclose(g, w, rel_tol=1e-6, abs_tol=0.0) for g, w in zip(got, want, strict=True)
                 )

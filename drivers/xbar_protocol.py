@@ -12,6 +12,7 @@ printable ASCII without ``@``, ``CRC`` four upper-case hex digits of CRC-16/CCIT
 from __future__ import annotations
 
 import binascii
+import math
 import re
 
 PROTOCOL_VERSION = 2
@@ -23,6 +24,7 @@ MAX_NUMBER_CHARS = 24
 ARMED_COMMANDS = frozenset({"ILIM", "PULSE", "PULSEROW", "READ", "READROW"})
 
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_NUMBER_LIST = re.compile(rf"{_NUMBER.pattern}(?:,{_NUMBER.pattern})*")
 _INTEGER = re.compile(r"0|[1-9][0-9]{0,8}")
 _FRAME = re.compile(r"@(0|[1-9][0-9]{0,4}) ([\x20-\x3f\x41-\x7e]*)\*([0-9A-F]{4})")
 _BODY = re.compile(r"[\x20-\x3f\x41-\x7e]*")
@@ -69,6 +71,21 @@ def parse_number(text: str) -> float:
     if value in (float("inf"), float("-inf")):
         raise ValueError(f"number out of range: {text!r}")
     return value
+
+
+def parse_numbers(text: str) -> list[float]:
+    """A comma-separated list of ``parse_number`` numbers (a row reply), checked in one pass; ValueError.
+
+    The same grammar, length limit and range as ``parse_number`` applied to every element."""
+    if _NUMBER_LIST.fullmatch(text) is None:
+        raise ValueError(f"not a list of numbers in the protocol's grammar: {text[:30]!r}")
+    parts = text.split(",")
+    if max(map(len, parts)) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number longer than {MAX_NUMBER_CHARS} characters in {text[:30]!r}")
+    values = list(map(float, parts))
+    if not all(map(math.isfinite, values)):
+        raise ValueError(f"number out of range in {text[:30]!r}")
+    return values
 
 
 def parse_int(text: str) -> int:

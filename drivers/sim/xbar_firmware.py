@@ -34,6 +34,7 @@ from drivers.xbar_protocol import (
     frame,
     parse_int,
     parse_number,
+    parse_numbers,
     unframe,
 )
 
@@ -206,7 +207,7 @@ class XbarFirmware:
             )
         if keyword == "PULSEROW":
             row, width, amplitudes = args
-            amps = tuple(self._volts(parse_number(a)) for a in amplitudes.split(","))
+            amps = tuple(self._volts(a) for a in parse_numbers(amplitudes))
             self._check_count(amps)
             return (self._row(parse_int(row)), self._width(parse_number(width)), amps)
         if keyword == "READ":
