@@ -28,7 +28,7 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 
-from drivers.array import Reading, RowReading, RowTrain, check_row_train
+from drivers.array import Reading, RowReading, RowTrain, host_timed_row_train
 from drivers.clock import Clock, WallClock
 from drivers.errors import ComplianceError, InstrumentError, InstrumentStateError, SafetyError
 from drivers.safety import PulseRateGuard, SafetyLimits
@@ -231,14 +231,7 @@ class Arc2Controller:
 
     def read_row_train(self, row: int, read_v: float, every_s: float, count: int) -> RowTrain:
         """``count`` reads of ``row`` at ``read_v`` (V), ``every_s`` (s) apart (host-timed)."""
-        check_row_train(every_s, count)
-        t = np.empty(count)
-        i = np.empty((count, self.cols))
-        for k in range(count):
-            if k:
-                self.wait(every_s)
-            t[k], i[k] = self.read_row(row, read_v)
-        return RowTrain(t - t[0], i)
+        return host_timed_row_train(self, row, read_v, every_s, count)
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` pass on the clock (virtual time with the fake board)."""

@@ -103,3 +103,19 @@ def check_row_train(every_s: float, count: int) -> None:
         raise SafetyError(f"read count must be a positive integer, got {count!r}")
     if not every_s >= 0:
         raise SafetyError(f"read interval must be >= 0 s, got {every_s!r}")
+
+
+def host_timed_row_train(
+    board: ArrayController, row: int, read_v: float, every_s: float, count: int
+) -> RowTrain:
+    """``count`` reads of ``row`` at ``read_v`` (V), waiting ``every_s`` (s) on the board's clock between
+    them (host-timed: the spacing is every_s plus one read's round trip; the board's timestamps say it),
+    for boards with no train of their own. Refuses a bad spacing or count before anything is sent."""
+    check_row_train(every_s, count)
+    t = np.empty(count)
+    i = np.empty((count, board.cols))
+    for k in range(count):
+        if k:
+            board.wait(every_s)
+        t[k], i[k] = board.read_row(row, read_v)
+    return RowTrain(t - t[0], i)

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from drivers.array import Reading, RowReading, RowTrain, check_row_train
+from drivers.array import Reading, RowReading, RowTrain, host_timed_row_train
 from drivers.clock import Clock, WallClock
 from drivers.errors import ComplianceError, InstrumentError, InstrumentStateError, ProtocolError, SafetyError
 from drivers.safety import PulseRateGuard, SafeOffOnClose, SafetyLimits
@@ -357,14 +357,7 @@ class CrossbarController(SafeOffOnClose):
     def read_row_train(self, row: int, read_v: float, every_s: float, count: int) -> RowTrain:
         """``count`` reads of ``row`` at ``read_v`` (V), waiting ``every_s`` (s) between them (host-timed:
         the spacing is every_s plus one read's round trip; use the returned controller timestamps)."""
-        check_row_train(every_s, count)
-        t = np.empty(count)
-        i = np.empty((count, self.cols))
-        for k in range(count):
-            if k:
-                self.wait(every_s)
-            t[k], i[k] = self.read_row(row, read_v)
-        return RowTrain(t - t[0], i)
+        return host_timed_row_train(self, row, read_v, every_s, count)
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` pass on the controller's clock (virtual time on the simulated lab)."""

@@ -23,7 +23,6 @@ from hwloop.commands.common import (
     CardOpt,
     JsonOpt,
     JsonOutOpt,
-    backend_from_options,
     backend_options,
     console,
     emit_result,
@@ -100,16 +99,9 @@ def evaluate_cmd(
             extra=backend_option,
             defaults=defaults,
         )
-        agent.core.set_backend(  # type: ignore[operator]
-            backend_from_options(
-                backend,
-                card=card,
-                calibration=calibration,
-                seed=backend_seed,
-                extra=backend_option,
-                defaults=defaults,
-            )
-        )
+        from hwloop.crossbar import make_backend
+
+        agent.core.set_backend(make_backend(backend, **options))  # type: ignore[operator]
     elif backend != "ideal" or any(v is not None for v in given.values()):
         raise HwloopError(
             f"{checkpoint} holds an {agent.core_name.upper()} agent, which runs only digitally: "
