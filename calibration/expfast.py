@@ -261,32 +261,9 @@ def fit_exp_judged(t, y, rounds, max_iter, tol, judge=True):  # type: ignore[no-
     shared = t.shape[0] == 1
     for d in prange(d_count):
         if shared:
-            _fit_one(
-                shared_t,
-                shared_uniform,
-                y[d],
-                rounds,
-                max_iter,
-                tol,
-                params[d],
-                cov[d],
-                stats[d],
-                verdict[d],
-                judge,
-            )
+            td, uniform = shared_t, shared_uniform
         else:
             td = t[d] / t[d, -1]
-            _fit_one(
-                td,
-                _is_uniform(td),
-                y[d],
-                rounds,
-                max_iter,
-                tol,
-                params[d],
-                cov[d],
-                stats[d],
-                verdict[d],
-                judge,
-            )
+            uniform = _is_uniform(td)
+        _fit_one(td, uniform, y[d], rounds, max_iter, tol, params[d], cov[d], stats[d], verdict[d], judge)
     return params, cov, stats, verdict
