@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
+from device_models.memristor import pulse_drive
 from hwloop.backends.emulated import EmulatedCrossbar
 from hwloop.crossbar import Readout, StepResult, Synapses
 from hwloop.errors import HwloopError, ShapeError
@@ -393,10 +394,14 @@ class LabCrossbar:
         """
         p, write_v = self.card.pulse, self.card.read.write_v
         pulses = self.real.pulse_for_write(dg_siemens)
-        drive = (
-            pulses.count
-            * (pulses.width_s / p.width_ref_s) ** p.width_exponent
-            * ((pulses.amplitude_v / p.v_ref_v) ** p.amp_exponent)
+        drive = pulses.count * pulse_drive(
+            pulses.amplitude_v,
+            pulses.width_s,
+            v_ref_v=p.v_ref_v,
+            width_ref_s=p.width_ref_s,
+            v_threshold_v=p.v_threshold_v,
+            amp_exponent=p.amp_exponent,
+            width_exponent=p.width_exponent,
         )
         drive = np.where(self.real.usable, drive, 0.0)  # no write into a stuck device
         R, D = self.r1 - self.r0, self.device_cols
