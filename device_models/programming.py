@@ -29,9 +29,11 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard
-from device_models.memristor import read_noise_var_siemens2
+from device_models.memristor import quantise_conductance, read_noise_var_siemens2
 
 TOLERANCE_SIGMA = 4.0
+VERIFY_SEED_OFFSET = 7919  # the controller's verify writes and reads draw from their own stream
+# (seed + offset): a backend's other noise is the same with fault-aware programming on or off
 
 Respond = Callable[[Tensor, Tensor], Tensor]
 """respond(g_target (2, H, K) S, which (2, H, K) bool) -> the conductances (S) the written devices
@@ -62,6 +64,33 @@ class FaultReport:
         """The counts, and ``digital_macs_per_step``."""
         counts = {k: v for k, v in asdict(self).items() if k != "faulty"}
         return {**counts, "digital_macs_per_step": self.digital_macs_per_step}
+
+
+def written_conductance(
+    g_target: Tensor,
+    card: DeviceCard,
+    generator: torch.Generator,
+    stuck: tuple[Tensor, Tensor] | None = None,
+    *,
+    quantise: bool = True,
+    error: bool = True,
+) -> Tensor:
+    """What one write of long-term conductances ``g_target`` (S) leaves on the devices (S): the
+    nearest of the card's programmable levels (``quantise``), the card's relative programming error
+    ``d2d_g_rel`` (``error``, one normal per device from ``generator``, G >= 0), and the stuck devices
+    ``stuck`` = (stuck_on, stuck_off) masks at g_max / g_min whatever was written. The devices' truth
+    on every backend that programs long-term weights (emulated, aihwkit)."""
+    win, var = card.window, card.variability
+    g = g_target
+    if quantise:
+        g = quantise_conductance(g, win.g_min_siemens, win.g_max_siemens, win.levels)
+    if error and var.d2d_g_rel > 0:
+        noise = torch.randn(g.shape, generator=generator, dtype=g.dtype)
+        g = (g * (1 + var.d2d_g_rel * noise)).clamp(min=0)
+    if stuck is not None:
+        on, off = stuck
+        g = torch.where(on, win.g_max_siemens, torch.where(off, win.g_min_siemens, g))
+    return g
 
 
 def _read(g: Tensor, card: DeviceCard, reads: int, generator: torch.Generator) -> Tensor:

@@ -200,16 +200,17 @@ def test_pong_agent_made_hardware_aware_keeps_its_weights_and_round_trips(tmp_pa
     torch.testing.assert_close(loaded.core.weight_lambda.detach(), lam)
 
 
-def test_shipped_hardware_aware_art_checkpoint_is_bounded_and_realisable() -> None:
-    """stpn_aware loads as a bounded STPN-11 whose lambdas lie in the card's realisable range at 0.1 s."""
+@pytest.mark.parametrize("name", ["stpn_aware", "stpn16_aware"])
+def test_shipped_hardware_aware_art_checkpoint_is_bounded_and_realisable(name: str) -> None:
+    """The shipped hardware-aware ART checkpoints load as bounded STPNs whose lambdas lie in the card's
+    realisable range at 0.1 s."""
     from experiments.art import load_model
 
-    path = (
-        Path(__file__).resolve().parents[1] / "experiments" / "art" / "checkpoints" / "stpn_aware.safetensors"
-    )
+    path = Path(__file__).resolve().parents[1] / "experiments" / "art" / "checkpoints" / f"{name}.safetensors"
     model = load_model(path)
-    lo, hi = trainable_lambda_range(None, DT_S, (11, 48))
-    assert model.label == "STPN-11" and model.stpn.lambda_range == pytest.approx((lo, hi), rel=1e-6)
+    h = model.hidden_size
+    lo, hi = trainable_lambda_range(None, DT_S, (h, 37 + h))  # 37 one-hot symbols + the recurrence
+    assert model.label == f"STPN-{h}" and model.stpn.lambda_range == pytest.approx((lo, hi), rel=1e-6)
     lam = model.stpn.weight_lambda.detach()
     assert float(lam.min()) > 0 and float(lam.max()) < 1
     assert float(lam.min()) >= lo * (1 - 1e-6) and float(lam.max()) <= hi * (1 + 1e-6)

@@ -101,3 +101,21 @@ def test_train_writes_checkpoint_and_record(hwloop_run, tmp_path: Path) -> None:
 def test_train_bad_model_name(hwloop_run, tmp_path: Path) -> None:
     code, _, err = hwloop_run("art", "train", "--model", "gru", "--out", str(tmp_path / "x.safetensors"))
     _one_error_line(code, err, "unknown ART model 'gru'")
+
+
+def test_train_backend_options_reach_the_aware_backend(hwloop_run, tmp_path: Path) -> None:
+    """--backend-option goes to the aware backend (recorded, and in the reproduce command); a value it
+    refuses, or the option without --hardware-aware, is one error line."""
+    out_path = tmp_path / "aware.safetensors"
+    args = ["art", "train", "--epochs", "1", "--train-size", "128", "--hidden", "3", "--hardware-aware"]
+    code, out, _ = hwloop_run(*args, "--backend-option", "periphery=both", "--out", str(out_path), "--json")
+    assert code == 0
+    record = json.loads(out)
+    assert record["hardware_aware"]["backend_options"] == {"periphery": "both"}
+    assert "--backend-option periphery=both" in record["reproduce"]
+    code, _, err = hwloop_run(*args, "--backend-option", "periphery=hermes", "--out", str(out_path))
+    _one_error_line(code, err, "periphery must be one of")
+    code, _, err = hwloop_run(
+        "art", "train", "--backend-option", "periphery=both", "--out", str(tmp_path / "x.safetensors")
+    )
+    _one_error_line(code, err, "apply only with --hardware-aware")

@@ -5,14 +5,24 @@ Mapping (``docs/aihwkit-backend.md`` says what is exact and what is approximate)
 * W, the long-term weights, sit on one aihwkit ``InferenceTile`` (H, K) shared by the batch. With
   non-idealities on it is programmed through ``program_weights`` with a noise model built from the
   device card (differential pair in [g_min, g_max], ``levels`` programmable levels, relative
-  programming error ``d2d_g_rel``), and every read goes through aihwkit's forward pass: 7-bit DAC,
-  9-bit ADC, output noise, bound management, and per-read device noise ``w_noise_type=PCM_READ``
-  with ``w_noise = read_noise_rel`` (variance proportional to G, as the card defines it).
+  programming error ``d2d_g_rel``), and every read goes through aihwkit's forward pass with the
+  periphery of ``device_models.periphery.Periphery()`` (7-bit DAC, 9-bit ADC, output noise 0.06,
+  aihwkit's defaults, and a digital gain per output: each output's max |W| maps onto the full
+  conductance range; the aware training backend draws the same with ``periphery="aihwkit"``),
+  bound management, and per-read device noise ``w_noise_type=PCM_READ`` with
+  ``w_noise = read_noise_rel`` (variance proportional to G, as the card defines it).
 * F, the short-term state, sits on one pulsed ``AnalogTile`` (ConstantStep devices) of B * H rows:
   each sample's array is its own block of H rows, so every device decays and is written on its own.
   ``decay_scales`` (hidden parameter) holds each device's per-step retention lambda_ij and
   ``decay_weights(1.0)`` applies it (towards ``reset_bias`` = 0, so F relaxes to zero). Writes are
-  aihwkit stochastic pulse trains (row h_i, column z_j coincidences) whose per-device step
+  aihwkit pulse trains (row h_i, column z_j coincidences) of reference-size steps.
+  ``writes="deterministic"`` (default): aihwkit's deterministic trains, coincidence count
+  BL x_q d_q (x, d quantised to the train length BL that aihwkit's update management picks): the
+  pulse-count analogue of the card's width-modulated writes, quantised to one reference step (a
+  coarser quantum than width modulation's). ``writes="stochastic"``: aihwkit's stochastic trains
+  (Gokmen & Vlasov), a different write scheme whose Bernoulli coincidence counts add shot noise to
+  every write (ART STPN-11 hardware-aware, W tile ideal: 0.83 stochastic against 0.98 deterministic). The
+  per-device step
   ``dwmin_up`` / ``dwmin_down`` carries |gamma_ij| (negative gamma: the pair's other device moves, a
   negative step); d2d step spread (log-normal), cycle-to-cycle step noise and the volatile window
   are aihwkit device parameters taken from the card.
@@ -44,7 +54,13 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
-from device_models.memristor import quantise_conductance
+from device_models.periphery import Periphery
+from device_models.programming import (
+    VERIFY_SEED_OFFSET,
+    FaultReport,
+    program_and_verify,
+    written_conductance,
+)
 from device_models.realisation import DEFAULT_DT_S, Realisation
 from device_models.record import CalibrationRecord
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
@@ -72,34 +88,63 @@ UNBOUNDED = 1e30  # device window with non-idealities off (float32 holds it)
 
 
 class CardNoiseModel(BaseNoiseModel):
-    """aihwkit noise model of the card's long-term conductance: quantised levels, relative error, no drift.
+    """aihwkit noise model of the card's long-term conductance: the devices' write response
+    (``device_models.programming.written_conductance``: quantised levels, relative error, the
+    realisation's stuck devices), and with ``fault_aware`` the controller's program-and-verify
+    (``device_models.programming.program_and_verify``), no drift.
 
-    Conductances are in microsiemens (aihwkit's convention); the weight maps onto a differential
-    pair G+ - G- with max |W| at g_max - g_min.
+    aihwkit hands over the tile's weights; its converter maps them onto a differential pair
+    [G+, G-] in microsiemens (max |W| at g_max - g_min). After ``apply_programming_noise``:
+    ``digital_w`` / ``digital_f`` (H, K), the synapses whose W z / F the periphery computes, and
+    ``report`` (``FaultReport``).
     """
 
-    def __init__(self, card: DeviceCard, generator: torch.Generator, stuck: tuple[Tensor, Tensor]) -> None:
+    def __init__(
+        self,
+        card: DeviceCard,
+        generator: torch.Generator,
+        stuck: tuple[Tensor, Tensor],
+        *,
+        fault_aware: bool,
+        verify: torch.Generator,
+    ) -> None:
         self.g_min_us = card.window.g_min_siemens * 1e6
         self.g_max_us = card.window.g_max_siemens * 1e6
         super().__init__(SinglePairConductanceConverter(g_max=self.g_max_us, g_min=self.g_min_us))
-        self.levels = card.window.levels
-        self.error_rel = card.variability.d2d_g_rel
-        self.stuck = list(stuck)  # (stuck_on, stuck_off) masks (2, H, K) of the realisation's chip
-        self.calls = 0  # aihwkit converts W to [G+, G-] and noises each in turn
-        self.generator = generator
+        self.card = card
+        self.stuck = stuck  # (stuck_on, stuck_off) masks (2, H, K) of the realisation's chip
+        self.generator, self.verify, self.fault_aware = generator, verify, fault_aware
+        self.digital_w: Tensor | None = None
+        self.digital_f: Tensor | None = None
+        self.report = FaultReport()
 
     @torch.no_grad()
+    def apply_programming_noise(self, weights: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Program ``weights`` (the tile's units) onto the pairs; returns what the devices hold, in
+        the same units (and aihwkit's per-slice drift coefficients, unused: no drift)."""
+        targets_us, params = self.g_converter.convert_to_conductances(weights)
+        g_target = torch.stack(targets_us).double() * 1e-6  # (2, H, K) S
+
+        def respond(target: Tensor, which: Tensor) -> Tensor:  # what the devices do with a write
+            return written_conductance(target, self.card, self.verify, self.stuck)
+
+        g = written_conductance(g_target, self.card, self.generator, self.stuck)
+        h, k = g.shape[1:]
+        self.digital_w = self.digital_f = torch.zeros((h, k), dtype=torch.bool)
+        self.report = FaultReport(devices=g.numel())
+        if self.fault_aware:
+            w_siemens = g_target[0] - g_target[1]
+            g, self.digital_w, self.digital_f, self.report = program_and_verify(
+                g_target, g, w_siemens, self.card, respond, self.verify
+            )
+        g_us = (g * 1e6).to(weights.dtype)
+        noisy = self.g_converter.convert_back_to_weights([g_us[0], g_us[1]], params)
+        noisy = torch.where(self.digital_w, 0.0, noisy)  # the periphery reads these: the tile holds 0
+        return noisy, [torch.zeros_like(weights), torch.zeros_like(weights)]
+
     def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
-        """Nearest programmable level, a relative Gaussian programming error (G >= 0), then the
-        chip's stuck devices (``device_models.realisation``): at g_max or g_min (uS). Called for G+,
-        then G-, of the same (H, K) pairs."""
-        g = quantise_conductance(g_target, self.g_min_us, self.g_max_us, self.levels)
-        noise = torch.randn(g.shape, generator=self.generator, dtype=g.dtype)
-        g = (g * (1.0 + self.error_rel * noise)).clamp(min=0.0)
-        side = self.calls % 2
-        self.calls += 1
-        on, off = (m[side].reshape(g.shape) for m in self.stuck)
-        return torch.where(on, self.g_max_us, torch.where(off, self.g_min_us, g))
+        """Unused: ``apply_programming_noise`` programs both devices of a pair together."""
+        raise NotImplementedError
 
     def apply_drift_noise_to_conductance(
         self, g_prog: Tensor, drift_noise_param: Tensor | None, t_inference: float
@@ -115,7 +160,9 @@ class AihwkitCrossbar:
     per-pulse random numbers come from its C++ generator, which 1.2.0 seeds from the clock),
     ``card`` (device card path; default the shipped illustrative card), ``calibration`` (record
     path), ``noise`` ("on" | "off"), ``normalisation`` ("exact" | "native"), ``renorm_range`` (>1,
-    the write gain range of exact mode), ``dt_s`` (the step time, s).
+    the write gain range of exact mode), ``dt_s`` (the step time, s), ``writes`` ("deterministic" |
+    "stochastic" pulse trains for F, module docstring), ``fault_aware`` (program-and-verify with
+    compensation, as on the emulated backend; default on).
 
     The array is ``device_models.realisation.Realisation`` (from the card, or the record), as on the
     emulated backend: the same device per synapse (``device_index``), the same decay bias and
@@ -123,6 +170,12 @@ class AihwkitCrossbar:
     devices) for the same seed. F sits on one aihwkit device per synapse, so its ``decay_scales`` is
     the pair's mean retention (``Realisation.synapse_retention``) and its write step the pair's mean
     pulse response; a stuck device blocks the writes of its polarity.
+
+    Fault-aware programming (``fault_aware``, default on, noise on): W is programmed through
+    ``device_models.programming.program_and_verify``, the procedure the emulated backend runs. A
+    faulty synapse's W stays analog on the partner device where it fits, else the periphery computes
+    its W z exactly (added after the ADC); its F is always computed digitally (lambda F / n +
+    gamma h z with the trained lambda, gamma, no device effects). ``fault_report()`` gives the counts.
     """
 
     name = "aihwkit"
@@ -137,7 +190,16 @@ class AihwkitCrossbar:
         normalisation: Literal["exact", "native"] = "exact",
         renorm_range: float = 8.0,
         dt_s: float = DEFAULT_DT_S,
+        writes: Literal["deterministic", "stochastic"] = "deterministic",
+        fault_aware: bool = True,
     ) -> None:
+        if writes not in ("deterministic", "stochastic"):
+            raise HwloopError(
+                f"aihwkit backend: writes must be 'deterministic' or 'stochastic', got {writes!r}"
+            )
+        self.writes = writes
+        self.fault_aware = bool(fault_aware)
+        self.faults = FaultReport()
         if noise not in ("on", "off"):
             raise HwloopError(f"aihwkit backend: noise must be 'on' or 'off', got {noise!r}")
         if normalisation not in ("exact", "native"):
@@ -168,6 +230,10 @@ class AihwkitCrossbar:
         self._plastic = True  # False when every gamma is 0 (no write pulses at all)
         self._scale: Tensor | None = None  # (B, H) periphery row scale s
         self._last_F: Tensor | None = None
+        self._w_digital: Tensor | None = None  # (H, K) W of the synapses the periphery reads, else 0
+        self._dig_f: Tensor | None = None  # (H, K) synapses whose F the periphery computes
+        self._dig_lam: Tensor | None = None  # (H, K) their trained lambda (0 elsewhere)
+        self._F_dig: Tensor | None = None  # (B, H, K) their F (0 elsewhere), weight units
 
     # -- programming ------------------------------------------------------------------------------
     def realisation(self, shape: tuple[int, int]) -> Realisation:
@@ -186,8 +252,11 @@ class AihwkitCrossbar:
         real = self.realisation((h, k))
         self.device_index = real.device_index
         self._stuck = (torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off))
-        self._w_tile = self._make_w_tile(w)
-        self._w_prog = self._w_tile.get_weights()[0].detach().clone()
+        self._w_tile, digital_w, digital_f = self._make_w_tile(w)
+        self._w_digital = torch.where(digital_w, w, 0.0)
+        self._w_prog = self._w_tile.get_weights()[0].detach().clone() + self._w_digital
+        self._dig_f = digital_f
+        self._dig_lam = torch.where(digital_f, synapses.lam.detach().float().cpu(), 0.0)
         target = synapses.lam.detach().double().cpu().numpy()
         # noise off: a perfect array realises any lambda, non-physical ones included (aihwkit applies
         # any factor, w <- w * decay_scale; ``describe`` counts them)
@@ -197,8 +266,9 @@ class AihwkitCrossbar:
         gain = torch.from_numpy((real.pulse_gain[0] + real.pulse_gain[1]) / 2).float()
         ok = torch.from_numpy(real.usable)
         positive = synapses.gamma.detach().cpu() >= 0  # F > 0 sits on G+: an "up" step when gamma >= 0
-        self._step_up = gain * torch.where(positive, ok[0], ok[1])
-        self._step_down = gain * torch.where(positive, ok[1], ok[0])
+        analog = ~digital_f  # the periphery writes a digital F, no pulses
+        self._step_up = gain * (torch.where(positive, ok[0], ok[1]) & analog)
+        self._step_down = gain * (torch.where(positive, ok[1], ok[0]) & analog)
         self._lam = lam
         self._gamma = synapses.gamma.detach().float().cpu().clone()
         window = self.card.window
@@ -207,22 +277,40 @@ class AihwkitCrossbar:
         self._f_tile = None
         self._last_F = None
 
-    def _make_w_tile(self, w: Tensor) -> InferenceTile:
+    def _make_w_tile(self, w: Tensor) -> tuple[InferenceTile, Tensor, Tensor]:
+        """The programmed inference tile, and the (H, K) masks of the synapses whose W z and F the
+        periphery computes (fault-aware programming found a device of theirs faulty)."""
         cfg = InferenceRPUConfig()
         cfg.mapping.weight_scaling_omega = 1.0  # max |W| maps to the full conductance range
+        cfg.mapping.weight_scaling_columnwise = Periphery().per_output_scale  # ... of each output
         cfg.drift_compensation = None
         if self.noisy:
+            periphery = Periphery()
+            cfg.forward.inp_res, cfg.forward.out_res = periphery.inp_res, periphery.out_res
+            cfg.forward.inp_bound, cfg.forward.out_bound = periphery.inp_bound, periphery.out_bound
+            cfg.forward.out_noise = periphery.out_noise
             cfg.forward.w_noise_type = WeightNoiseType.PCM_READ
             cfg.forward.w_noise = self.card.variability.read_noise_rel
-            cfg.noise_model = CardNoiseModel(self.card, self._gen, self._stuck)
+            verify = torch.Generator().manual_seed(self.seed + VERIFY_SEED_OFFSET)
+            noise_model = CardNoiseModel(
+                self.card, self._gen, self._stuck, fault_aware=self.fault_aware, verify=verify
+            )
+            cfg.noise_model = noise_model
         else:
             cfg.forward.is_perfect = True
         tile = InferenceTile(w.shape[0], w.shape[1], cfg)
         tile.eval()
         tile.set_weights(w)
-        if self.noisy:
-            tile.program_weights()
-        return tile
+        none = torch.zeros(w.shape, dtype=torch.bool)
+        self.faults = FaultReport(devices=2 * w.numel())
+        if not self.noisy:
+            return tile, none, none
+        tile.program_weights()
+        noise_model = tile.rpu_config.noise_model  # the tile holds its own copy of the config
+        assert isinstance(noise_model, CardNoiseModel)
+        assert noise_model.digital_w is not None and noise_model.digital_f is not None
+        self.faults = noise_model.report
+        return tile, noise_model.digital_w, noise_model.digital_f
 
     def _make_f_tile(self, batch_size: int) -> AnalogTile:
         """B * H rows of pulsed devices: per-device decay, pulsed writes with per-device steps."""
@@ -251,7 +339,12 @@ class AihwkitCrossbar:
         cfg = SingleRPUConfig(device=device)
         cfg.forward.is_perfect = True  # F's current is read with W's (see _read_f)
         cfg.backward.is_perfect = True
-        cfg.update.pulse_type = PulseType.STOCHASTIC_COMPRESSED if self.noisy else PulseType.NONE_WITH_DEVICE
+        pulses = {
+            "deterministic": PulseType.DETERMINISTIC_IMPLICIT,
+            "stochastic": PulseType.STOCHASTIC_COMPRESSED,
+        }
+        pulses = pulses[self.writes]
+        cfg.update.pulse_type = pulses if self.noisy else PulseType.NONE_WITH_DEVICE
         tile = AnalogTile(batch_size * h, k, cfg)
         hidden = tile.get_hidden_parameters()
         lam = self._lam.repeat(batch_size, 1)  # every sample's array is the same chip
@@ -281,6 +374,7 @@ class AihwkitCrossbar:
         self._f_tile = self._make_f_tile(batch_size)
         self._scale = torch.ones(batch_size, w.shape[0])
         self._last_F = w.new_zeros((batch_size, *w.shape))
+        self._F_dig = torch.zeros_like(self._last_F)
         return self._last_F
 
     @property
@@ -305,7 +399,9 @@ class AihwkitCrossbar:
         if self._f_tile is None or self._scale is None or self._scale.shape[0] != b:
             self._f_tile = self._make_f_tile(b)
         self._scale = torch.ones(b, F.shape[1])
-        self._f_tile.set_weights(F.detach().float().cpu().reshape(-1, F.shape[2]) / self._f_unit)
+        f, digital = F.detach().float().cpu(), self._digital_f()
+        self._F_dig = torch.where(digital, f, 0.0)
+        self._f_tile.set_weights(torch.where(digital, 0.0, f).reshape(-1, F.shape[2]) / self._f_unit)
         self._last_F = F
         return self._tile_F()
 
@@ -314,7 +410,17 @@ class AihwkitCrossbar:
         assert self._f_tile is not None and self._scale is not None
         b, h = self._scale.shape
         p = self._f_tile.get_weights()[0].reshape(b, h, -1)
-        return p * (self._scale * self._f_unit).unsqueeze(2)
+        return p * (self._scale * self._f_unit).unsqueeze(2) + self._F_dig_or_zero(p)
+
+    def _digital_f(self) -> Tensor:
+        """(H, K) synapses whose F the periphery computes (fault-aware programming)."""
+        assert self._dig_f is not None
+        return self._dig_f
+
+    def _F_dig_or_zero(self, like: Tensor) -> Tensor:
+        if self._F_dig is None or self._F_dig.shape != like.shape:
+            return torch.zeros_like(like)
+        return self._F_dig
 
     # -- operations -------------------------------------------------------------------------------
     def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
@@ -326,6 +432,8 @@ class AihwkitCrossbar:
         n = torch.linalg.vector_norm(g, dim=2) + NORM_EPS
         with torch.no_grad():
             wz = self._w_tile(zf)
+        if self._w_digital is not None:  # the periphery's own W z for synapses with faulty devices
+            wz = wz + zf @ self._w_digital.T
         # F's conductance is read in the same column current as W's; its contribution is added
         # exactly, after W's ADC (the F tile's forward would also compute B^2 cross-sample blocks).
         gz = wz + torch.bmm(f, zf.unsqueeze(2)).squeeze(2)
@@ -337,8 +445,16 @@ class AihwkitCrossbar:
         self._sync(F)
         assert self._f_tile is not None and self._scale is not None and self._gamma is not None
         hf, zf = h.detach().float().cpu(), z.detach().float().cpu()
+        nf = n.detach().float().cpu()
+        # digital F (synapses with a faulty device): the trained law, computed by the periphery
+        f_dig = self._F_dig_or_zero(F.detach().float().cpu())
+        decay = f_dig / nf.unsqueeze(2) if self.exact else f_dig
+        assert self._dig_lam is not None
+        self._F_dig = torch.where(
+            self._digital_f(), self._dig_lam * decay + self._gamma * hf.unsqueeze(2) * zf.unsqueeze(1), 0.0
+        )
         if self.exact:
-            self._scale = self._scale / n.detach().float().cpu()
+            self._scale = self._scale / nf
         self._f_tile.decay_weights(1.0)
         b, rows = hf.shape
         drive = hf / self._scale  # periphery write gain 1 / s per row
@@ -355,7 +471,7 @@ class AihwkitCrossbar:
         if rewrite:
             self._f_tile.set_weights(p.reshape(b * rows, -1))
             p = self._f_tile.get_weights()[0].reshape(b, rows, -1)  # as the devices hold it
-        self._last_F = (p * (self._scale * self._f_unit).unsqueeze(2)).to(F.dtype)
+        self._last_F = (p * (self._scale * self._f_unit).unsqueeze(2) + self._F_dig).to(F.dtype)
         return self._last_F
 
     def _refresh_rows(self, p: Tensor) -> bool:
@@ -386,6 +502,7 @@ class AihwkitCrossbar:
         return {
             "noise": "on" if self.noisy else "off",
             "normalisation": "exact" if self.exact else "native",
+            "writes": self.writes,
             "renorm_range": self.renorm_range,
             "card": self.card.meta.name,
             "calibration": self.record is not None,
@@ -394,4 +511,9 @@ class AihwkitCrossbar:
             "read_noise_rel": forward.w_noise if forward is not None and self.noisy else 0.0,
             "out_noise": forward.out_noise if forward is not None and self.noisy else 0.0,
             "f_unit": self._f_unit,
+            "fault_aware": self.fault_aware,
         }
+
+    def fault_report(self) -> dict[str, int]:
+        """What fault-aware programming found and did (``device_models.programming.FaultReport``)."""
+        return self.faults.as_dict()

@@ -17,6 +17,10 @@ normalisation) runs it, in plain torch autograd so a model can be trained throug
   F > 0, r- where F < 0); the Hebbian write with one cycle-to-cycle draw per pulsed device (z_j != 0);
   the window clamp F in [lo s, hi s]. The noise is additive or multiplicative with a detached scale;
   the clamp passes no gradient where it acts (the true derivative).
+* ``periphery="aihwkit"``: W z goes through the analog periphery the aihwkit backend reads with
+  (``device_models.periphery``: DAC, output noise, ADC, straight-through), F z is added exactly after
+  the ADC, as on that backend. Default "none": the emulated backend's ideal periphery. "both":
+  alternate the two, chip by chip (even chips "none", odd "aihwkit"), to train one model for both.
 
 Cost: a dozen small torch ops per step with autograd, against one fused kernel for the ideal
 backend (``hwloop.backends.fused_grad``); ``benchmarks/bench_stpn_bptt.py`` reports the ratio. The
@@ -31,6 +35,7 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
+from device_models.periphery import Periphery, periphery_read
 from hwloop.backends.emulated import EmulatedCrossbar
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.errors import HwloopError
@@ -52,12 +57,21 @@ def trainable_lambda_range(
     return chip.realisation(shape).trainable_lambda_range()
 
 
+PERIPHERIES: dict[str, tuple[Periphery | None, ...]] = {
+    "none": (None,),
+    "aihwkit": (Periphery(),),
+    "both": (None, Periphery()),  # chip n reads through PERIPHERIES["both"][n % 2]
+}
+
+
 class AwareCrossbar:
     """The emulated array (exact normalisation), differentiable, with a fresh chip per ``program``.
 
     Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality switches,
     max_write_gain); ``redraw``: draw a new chip (seed + count) at every ``program`` (True) or keep
-    chip ``seed`` (False).
+    chip ``seed`` (False); ``periphery``: "none" (ideal DAC/ADC, as emulated), "aihwkit" (the
+    aihwkit backend's periphery, ``device_models.periphery.Periphery()``) or "both" (alternating
+    per chip).
     """
 
     name = "aware"
@@ -77,7 +91,15 @@ class AwareCrossbar:
         bias_limits: bool = True,
         max_write_gain: float = 16.0,
         redraw: bool = True,
+        periphery: str = "none",
     ) -> None:
+        if periphery not in PERIPHERIES:
+            raise HwloopError(
+                f"aware backend: periphery must be one of {', '.join(PERIPHERIES)}, got {periphery!r}"
+            )
+        self._peripheries = PERIPHERIES[periphery]
+        self.periphery: Periphery | None = self._peripheries[0]
+        self.periphery_name = periphery
         self.card: DeviceCard = load_card(card)
         self._chip_options: dict[str, object] = dict(
             card=self.card,
@@ -108,6 +130,7 @@ class AwareCrossbar:
     def program(self, synapses: Synapses) -> None:
         """Draw a chip, program it as the emulated backend does, keep straight-through device values."""
         seed = self.seed + self.chips_drawn if self.redraw else self.seed
+        self.periphery = self._peripheries[self.chips_drawn % len(self._peripheries)]
         self.chips_drawn += 1
         chip = EmulatedCrossbar(seed=seed, **self._chip_options)  # type: ignore[arg-type]
         chip.program(synapses)
@@ -153,7 +176,11 @@ class AwareCrossbar:
         s = self._scale_of(F)
         G = self._W + F
         n = torch.linalg.vector_norm(G, dim=2) + NORM_EPS
-        dot = torch.bmm(G, z.unsqueeze(2)).squeeze(2)
+        if self.periphery is None:
+            dot = torch.bmm(G, z.unsqueeze(2)).squeeze(2)
+        else:
+            dot = periphery_read(self._W, z, self.periphery, self._noise)
+            dot = dot + torch.bmm(F, z.unsqueeze(2)).squeeze(2)
         if self.read_noise:
             dot = dot + self._read_noise_std(F.detach(), z.detach(), s) * torch.randn(
                 dot.shape, generator=self._noise, dtype=dot.dtype

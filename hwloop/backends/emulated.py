@@ -53,8 +53,12 @@ from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
 from device_models.mapping import weight_scale_siemens, weights_to_pair
-from device_models.memristor import quantise_conductance
-from device_models.programming import FaultReport, program_and_verify
+from device_models.programming import (
+    VERIFY_SEED_OFFSET,
+    FaultReport,
+    program_and_verify,
+    written_conductance,
+)
 from device_models.realisation import Realisation
 from hwloop.backends.emulated_kernels import emulated_read, emulated_update
 from hwloop.backends.fused import fusable
@@ -65,8 +69,6 @@ if TYPE_CHECKING:
     from device_models.record import CalibrationRecord
 
 Normalisation = Literal["exact", "native"]
-VERIFY_SEED_OFFSET = 7919  # the controller's verify reads draw from their own stream: the run's noise
-# is the same with fault-aware programming on or off
 
 
 class EmulatedCrossbar:
@@ -164,8 +166,8 @@ class EmulatedCrossbar:
         w_max = float(w.abs().max()) or 1.0
         self.g_per_weight = weight_scale_siemens(w_max, win.g_min_siemens, win.g_max_siemens)
         g_target = torch.stack(weights_to_pair(w, win.g_min_siemens, self.g_per_weight))
-        g_lt = self._write_g(g_target, self._noise)
-        g_lt = torch.where(stuck_on, win.g_max_siemens, torch.where(stuck_off, win.g_min_siemens, g_lt))
+        stuck = (stuck_on, stuck_off)
+        g_lt = self._write_g(g_target, self._noise, stuck)
 
         # retention: target lambda -> decay bias (known device, clipped) -> the true device's lambda
         b = c.bias
@@ -186,10 +188,7 @@ class EmulatedCrossbar:
             verify = torch.Generator().manual_seed(self.seed + VERIFY_SEED_OFFSET)
 
             def respond(target: Tensor, which: Tensor) -> Tensor:  # what the devices do with a write
-                fresh = self._write_g(target, verify)
-                return torch.where(
-                    stuck_on, win.g_max_siemens, torch.where(stuck_off, win.g_min_siemens, fresh)
-                )
+                return self._write_g(target, verify, stuck)
 
             g_lt, digital_w, digital_f, self.faults = program_and_verify(
                 g_target, g_lt, w * self.g_per_weight, c, respond, verify
@@ -223,17 +222,12 @@ class EmulatedCrossbar:
             self._window = ((-cap[1]).to(dtype), cap[0].to(dtype))
         self._energy_constants(dtype, read=~digital_w)
 
-    def _write_g(self, g_target: Tensor, generator: torch.Generator) -> Tensor:
-        """What a write of long-term conductances ``g_target`` (S) leaves on healthy devices: the
-        nearest programmable level, then the card's relative programming error (one draw each)."""
-        win, var = self.card.window, self.card.variability
-        g = g_target
-        if self.quantise:
-            g = quantise_conductance(g, win.g_min_siemens, win.g_max_siemens, win.levels)
-        if self.d2d and var.d2d_g_rel > 0:
-            noise = torch.randn(g.shape, generator=generator, dtype=torch.float64)
-            g = (g * (1 + var.d2d_g_rel * noise)).clamp(min=0)
-        return g
+    def _write_g(self, g_target: Tensor, generator: torch.Generator, stuck: tuple[Tensor, Tensor]) -> Tensor:
+        """What a write of long-term conductances ``g_target`` (S) leaves on the devices, with this
+        backend's switches (``device_models.programming.written_conductance``)."""
+        return written_conductance(
+            g_target, self.card, generator, stuck, quantise=self.quantise, error=self.d2d
+        )
 
     def _energy_constants(self, dtype: torch.dtype, read: Tensor) -> None:
         """Per-synapse sums of the energy counters; ``read`` (H, K): synapses whose W devices are read

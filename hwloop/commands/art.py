@@ -22,6 +22,7 @@ from hwloop.commands.common import (
     backend_from_options,
     console,
     emit_result,
+    parse_backend_options,
     progress_bar,
 )
 from hwloop.errors import HwloopError
@@ -93,6 +94,14 @@ def train_cmd(
             help="Hardware-aware: LO,HI bounds of lambda (default: the realisation's trainable range).",
         ),
     ] = None,
+    backend_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-option",
+            help="Hardware-aware: option KEY=VALUE of the aware backend (repeatable), e.g. "
+            "periphery=aihwkit, c2c=false.",
+        ),
+    ] = None,
 ) -> None:
     """Train an ART model (batch 128, Adam 1e-3) and write its checkpoint and training record."""
     import torch
@@ -106,21 +115,24 @@ def train_cmd(
         raise HwloopError(f"unknown ART model {model!r}; choose one of: {', '.join(ARCHS)}")
     if out.suffix != ".safetensors":
         raise HwloopError(f"--out must end in .safetensors, got {out}")
-    if not hardware_aware and (card, calibration, backend_seed) != (None, None, None):
-        raise HwloopError("--card, --calibration and --backend-seed apply only with --hardware-aware")
+    if not hardware_aware and (card, calibration, backend_seed, backend_option) != (None,) * 4:
+        raise HwloopError(
+            "--card, --calibration, --backend-seed and --backend-option apply only with --hardware-aware"
+        )
     if hardware_aware and model != "stpn":
         raise HwloopError("--hardware-aware trains an STPN: use --model stpn")
     torch.set_num_threads(threads)
     aware_backend, lambda_range, aware_info = None, None, None
     if hardware_aware:
         from hwloop.backends.aware import AwareCrossbar, trainable_lambda_range
+        from hwloop.crossbar import make_backend
 
-        aware_backend = AwareCrossbar(
-            card=card,
-            calibration=calibration,
-            seed=DEFAULT_CHIP_SEED if backend_seed is None else backend_seed,
-            dt_s=dt_s,
-        )
+        extra = parse_backend_options(backend_option or [])
+        given = {"card": card, "calibration": calibration, "seed": backend_seed, "dt_s": dt_s}
+        options = {"seed": DEFAULT_CHIP_SEED, **{k: v for k, v in given.items() if v is not None}, **extra}
+        built = make_backend("aware", **options)  # one clear error for an option it does not take
+        assert isinstance(built, AwareCrossbar)
+        aware_backend = built
         if lambda_range_text is None:
             h = hidden or 11
             shape = (h, 37 + h)
@@ -134,6 +146,7 @@ def train_cmd(
             "backend_seed": aware_backend.seed,
             "dt_s": dt_s,
             "lambda_range": list(lambda_range),
+            "backend_options": extra,
             "chips_drawn": 0,
         }
     start_from = load_model(init) if init is not None else None
@@ -170,6 +183,8 @@ def train_cmd(
         command += ["--lambda-range", ",".join(repr(v) for v in lambda_range)]
         command += ["--card", str(card)] if card is not None else []
         command += ["--calibration", str(calibration)] if calibration is not None else []
+        for option in backend_option or []:
+            command += ["--backend-option", option]
     if init is not None:
         command += ["--init", str(init)]
     if lr != LEARNING_RATE:
