@@ -276,9 +276,10 @@ def test_seed_fixes_the_device_draws(tmp_path: Path) -> None:
 
 @needs_aihwkit
 def test_stuck_devices_occur_at_the_card_fractions(tmp_path: Path) -> None:
-    """W: each device of the differential pair stuck at g_max with probability p moves a synapse with
-    |W| <= max_j|W_ij| / 2 by at least max_j|W_ij| / 2 (each output's own scale), for a fraction 1 - (1 - p)^2 of synapses. F: a stuck
-    device (fraction p) never leaves 0 under a write that moves every working device by ~20 steps."""
+    """Fault-aware programming off. W: each device of the differential pair stuck at g_max with
+    probability p moves a synapse with |W| <= max_j|W_ij| / 2 by at least max_j|W_ij| / 2 (each
+    output's own scale), for a fraction 1 - (1 - p)^2 of synapses. F: a stuck device (fraction p)
+    never leaves 0 under a write that moves every working device by ~20 steps."""
     p = 0.1
     card = write_card(tmp_path, stuck_on_fraction=p)
     xb = aihwkit(card=card, normalisation="native", seed=1, fault_aware=False)
