@@ -262,3 +262,17 @@ def test_finetune_with_zero_rounds_only_bounds_lambda_to_the_card_range(
         lam[inside], before.weight_lambda.detach()[inside]
     )  # untouched where realisable
     assert json.loads(out.with_suffix(".json").read_text())["reproduce"].startswith("hwloop pong finetune")
+
+
+def test_finetune_backend_options_are_checked_before_any_work(
+    hwloop_run, checkpoints, tmp_path: Path
+) -> None:
+    """A value the aware backend refuses is one error line, before the expert plays (nothing is written);
+    with --rounds 0 there is no aware backend to configure."""
+    out = tmp_path / "ft.safetensors"
+    base = ["pong", "finetune", "--init", str(checkpoints["stpn"]), "--out", str(out)]
+    code, _, err = hwloop_run(*base, "--rounds", "1", "--backend-option", "periphery=hermes")
+    assert code == 2 and err.startswith("error:") and "periphery must be one of" in err
+    assert err.count("\n") == 1 and not out.exists()
+    code, _, err = hwloop_run(*base, "--rounds", "0", "--backend-option", "periphery=both")
+    assert code == 2 and "use --rounds >= 1" in err and err.count("\n") == 1 and not out.exists()

@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,6 +83,7 @@ class TrainConfig(BaseModel):
     calibration: str | None = None  # hardware-aware: calibration record
     dt_s: float = 1 / 15  # hardware-aware: one agent step = 4 frames at 60 Hz
     backend_seed: int = 10_000  # hardware-aware: first training chip (evaluation chips are others)
+    backend_options: dict[str, Any] = {}  # hardware-aware: further options of the aware backend
 
 
 def class_weights(labels: np.ndarray) -> Tensor:
@@ -290,13 +292,16 @@ def _initial_agent(cfg: TrainConfig) -> PongAgent:
 def _to_aware(agent: PongAgent, cfg: TrainConfig) -> None:
     """Bound the agent's lambda to the realisable range and put its STPN on the 'aware' backend."""
     from hwloop.backends.aware import AwareCrossbar, trainable_lambda_range
+    from hwloop.crossbar import make_backend
 
     if not isinstance(agent.core, STPN):
         raise HwloopError("hardware-aware fine-tuning needs an STPN agent")
     if not agent.core.bounded:
         shape = (agent.core.hidden_size, agent.core.input_size + agent.core.hidden_size)
         make_hardware_aware(agent, trainable_lambda_range(cfg.card, cfg.dt_s, shape, cfg.calibration))
-    backend = AwareCrossbar(card=cfg.card, calibration=cfg.calibration, seed=cfg.backend_seed, dt_s=cfg.dt_s)
+    options = {"card": cfg.card, "calibration": cfg.calibration, "seed": cfg.backend_seed, "dt_s": cfg.dt_s}
+    backend = make_backend("aware", **{**options, **cfg.backend_options})  # refuses an unknown option
+    assert isinstance(backend, AwareCrossbar)
     agent.core.set_backend(backend)
 
 

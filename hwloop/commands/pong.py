@@ -26,6 +26,7 @@ from hwloop.commands.common import (
     backend_options,
     console,
     emit_result,
+    parse_backend_options,
 )
 from hwloop.errors import HwloopError
 
@@ -375,6 +376,13 @@ def finetune_cmd(
     data_cache: Annotated[
         Path | None, typer.Option("--data-cache", help="Directory to keep/reuse the expert data (.npz).")
     ] = None,
+    backend_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-option",
+            help="Option KEY=VALUE of the aware backend (repeatable), e.g. periphery=both, c2c=false.",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune a trained STPN agent through the device non-idealities (backend 'aware', lambda
     bounded to the realisable range): DAgger rounds with the agent driving on a drawn chip."""
@@ -395,6 +403,8 @@ def finetune_cmd(
     command = "hwloop pong finetune " + shlex.join(
         sys.argv[sys.argv.index("finetune") + 1 :] if "finetune" in sys.argv else []
     )
+    if rounds == 0 and backend_option:
+        raise HwloopError("--backend-option configures the DAgger rounds' aware backend: use --rounds >= 1")
     if rounds == 0:  # the projection alone: every lambda clipped into what the devices realise
         _bound_only(start, out, command, card, calibration, dt_s)
         return
@@ -416,6 +426,7 @@ def finetune_cmd(
         calibration=str(calibration) if calibration else None,
         dt_s=dt_s,
         backend_seed=backend_seed,
+        backend_options=parse_backend_options(backend_option or []),
     )
 
     def keep(agent: object, record: dict[str, object]) -> None:
