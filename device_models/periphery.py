@@ -7,16 +7,16 @@ column currents pick up additive noise and are digitised by an ADC. In the tile'
 
     y_norm = ADC( (W / w_max) DAC(x / x_max) + out_noise * N(0, 1) ),    y = y_norm * w_max * x_max
 
-``per_output_scale`` (default True): each output has its own w_max, the largest |W| of its row, and
-its own digital gain, so every output uses the full conductance range (aihwkit's
-``weight_scaling_columnwise``; chips calibrate a gain per ADC column). False: one w_max per tile.
-
 with DAC(u) = round(u / inp_step) inp_step on [-inp_bound, inp_bound] and ADC likewise with
-out_step on [-out_bound, out_bound]. ``Periphery()`` holds IBM aihwkit 1.2.0's inference defaults
-(``InferenceRPUConfig().forward``: 7-bit DAC, 9-bit ADC, output noise 0.06, bounds 1 and 12) with
-a gain per output; the
-aihwkit backend builds its tiles from it and the hardware-aware training backend draws the same
-noise, so both see one periphery. ``tests/test_periphery.py`` holds ``periphery_read`` to aihwkit's
+out_step on [-out_bound, out_bound]. ``per_output_scale`` (default True): each output has its own
+w_max, the largest |W| of its row, and its own digital gain, so every output uses the full
+conductance range (aihwkit's ``weight_scaling_columnwise``; chips calibrate a gain per ADC column).
+False: one w_max per tile.
+
+``Periphery()`` holds IBM aihwkit 1.2.0's inference defaults (``InferenceRPUConfig().forward``:
+7-bit DAC, 9-bit ADC, output noise 0.06, bounds 1 and 12) with a gain per output; the aihwkit
+backend builds its tiles from it and the hardware-aware training backend draws the same noise, so
+both see one periphery. ``tests/test_periphery.py`` holds ``periphery_read`` to aihwkit's
 own forward pass.
 
 Output bound management (aihwkit re-reads a saturated output with a smaller input scale) is
@@ -77,14 +77,16 @@ def periphery_read(weight: Tensor, x: Tensor, periphery: Periphery, generator: t
     Differentiable: the quantisers pass gradients straight through, the scales w_max and x_max are
     detached (they are the periphery's settings, not functions the network learns through).
     """
+    w_abs = weight.detach().abs()
     if periphery.per_output_scale:
-        w_max = weight.detach().abs().amax(dim=1).clamp(min=1e-30)  # (H,)
+        w_max = w_abs.amax(dim=1, keepdim=True)  # (H, 1): one gain per output
     else:
-        w_max = weight.detach().abs().max().clamp(min=1e-30)
-    x_max = x.detach().abs().amax(dim=1, keepdim=True).clamp(min=1e-30)
+        w_max = w_abs.max().expand(len(w_abs), 1)  # (H, 1): one gain for the tile
+    w_max = w_max.clamp(min=1e-30)
+    x_max = x.detach().abs().amax(dim=1, keepdim=True).clamp(min=1e-30)  # (B, 1)
     u = _round_ste(x / x_max, periphery.inp_step).clamp(-periphery.inp_bound, periphery.inp_bound)
-    y = u @ (weight / (w_max.unsqueeze(1) if w_max.dim() else w_max)).T
+    y = u @ (weight / w_max).T
     if periphery.out_noise > 0:
         y = y + periphery.out_noise * torch.randn(y.shape, generator=generator, dtype=y.dtype)
     y = _round_ste(y, periphery.out_step)
-    return y * w_max * x_max
+    return y * w_max.T * x_max

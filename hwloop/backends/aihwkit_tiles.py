@@ -85,6 +85,10 @@ except ImportError as exc:  # not installed, or built against another torch
     raise BackendUnavailable(f"{INSTALL_HINT} ({exc})") from None
 
 UNBOUNDED = 1e30  # device window with non-idealities off (float32 holds it)
+PULSE_TYPES = {  # the F tile's write trains, by the ``writes`` option
+    "deterministic": PulseType.DETERMINISTIC_IMPLICIT,
+    "stochastic": PulseType.STOCHASTIC_COMPRESSED,
+}
 
 
 class CardNoiseModel(BaseNoiseModel):
@@ -108,9 +112,8 @@ class CardNoiseModel(BaseNoiseModel):
         fault_aware: bool,
         verify: torch.Generator,
     ) -> None:
-        self.g_min_us = card.window.g_min_siemens * 1e6
-        self.g_max_us = card.window.g_max_siemens * 1e6
-        super().__init__(SinglePairConductanceConverter(g_max=self.g_max_us, g_min=self.g_min_us))
+        g_min_us, g_max_us = card.window.g_min_siemens * 1e6, card.window.g_max_siemens * 1e6
+        super().__init__(SinglePairConductanceConverter(g_max=g_max_us, g_min=g_min_us))
         self.card = card
         self.stuck = stuck  # (stuck_on, stuck_off) masks (2, H, K) of the realisation's chip
         self.generator, self.verify, self.fault_aware = generator, verify, fault_aware
@@ -193,7 +196,7 @@ class AihwkitCrossbar:
         writes: Literal["deterministic", "stochastic"] = "deterministic",
         fault_aware: bool = True,
     ) -> None:
-        if writes not in ("deterministic", "stochastic"):
+        if writes not in PULSE_TYPES:
             raise HwloopError(
                 f"aihwkit backend: writes must be 'deterministic' or 'stochastic', got {writes!r}"
             )
@@ -231,9 +234,10 @@ class AihwkitCrossbar:
         self._scale: Tensor | None = None  # (B, H) periphery row scale s
         self._last_F: Tensor | None = None
         self._w_digital: Tensor | None = None  # (H, K) W of the synapses the periphery reads, else 0
-        self._dig_f: Tensor | None = None  # (H, K) synapses whose F the periphery computes
-        self._dig_lam: Tensor | None = None  # (H, K) their trained lambda (0 elsewhere)
-        self._F_dig: Tensor | None = None  # (B, H, K) their F (0 elsewhere), weight units
+        # synapses whose F the periphery computes (a faulty device): None when there are none, else
+        # (mask (H, K), trained lambda (H, K)); their F (B, H, K, 0 elsewhere, weight units)
+        self._digital: tuple[Tensor, Tensor] | None = None
+        self._F_dig: Tensor | None = None
 
     # -- programming ------------------------------------------------------------------------------
     def realisation(self, shape: tuple[int, int]) -> Realisation:
@@ -253,10 +257,13 @@ class AihwkitCrossbar:
         self.device_index = real.device_index
         self._stuck = (torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off))
         self._w_tile, digital_w, digital_f = self._make_w_tile(w)
-        self._w_digital = torch.where(digital_w, w, 0.0)
-        self._w_prog = self._w_tile.get_weights()[0].detach().clone() + self._w_digital
-        self._dig_f = digital_f
-        self._dig_lam = torch.where(digital_f, synapses.lam.detach().float().cpu(), 0.0)
+        self._w_digital = torch.where(digital_w, w, 0.0) if bool(digital_w.any()) else None
+        self._w_prog = self._w_tile.get_weights()[0].detach().clone()
+        if self._w_digital is not None:
+            self._w_prog += self._w_digital
+        self._digital = None
+        if bool(digital_f.any()):
+            self._digital = (digital_f, synapses.lam.detach().float().cpu())
         target = synapses.lam.detach().double().cpu().numpy()
         # noise off: a perfect array realises any lambda, non-physical ones included (aihwkit applies
         # any factor, w <- w * decay_scale; ``describe`` counts them)
@@ -275,27 +282,26 @@ class AihwkitCrossbar:
         max_w = float(w.abs().max().clamp(min=1e-12))
         self._f_unit = max_w * window.g_st_max_siemens / (window.g_max_siemens - window.g_min_siemens)
         self._f_tile = None
-        self._last_F = None
+        self._last_F = self._F_dig = None
 
     def _make_w_tile(self, w: Tensor) -> tuple[InferenceTile, Tensor, Tensor]:
         """The programmed inference tile, and the (H, K) masks of the synapses whose W z and F the
         periphery computes (fault-aware programming found a device of theirs faulty)."""
+        periphery = Periphery()
         cfg = InferenceRPUConfig()
         cfg.mapping.weight_scaling_omega = 1.0  # max |W| maps to the full conductance range
-        cfg.mapping.weight_scaling_columnwise = Periphery().per_output_scale  # ... of each output
+        cfg.mapping.weight_scaling_columnwise = periphery.per_output_scale  # ... of each output
         cfg.drift_compensation = None
         if self.noisy:
-            periphery = Periphery()
             cfg.forward.inp_res, cfg.forward.out_res = periphery.inp_res, periphery.out_res
             cfg.forward.inp_bound, cfg.forward.out_bound = periphery.inp_bound, periphery.out_bound
             cfg.forward.out_noise = periphery.out_noise
             cfg.forward.w_noise_type = WeightNoiseType.PCM_READ
             cfg.forward.w_noise = self.card.variability.read_noise_rel
             verify = torch.Generator().manual_seed(self.seed + VERIFY_SEED_OFFSET)
-            noise_model = CardNoiseModel(
+            cfg.noise_model = CardNoiseModel(
                 self.card, self._gen, self._stuck, fault_aware=self.fault_aware, verify=verify
             )
-            cfg.noise_model = noise_model
         else:
             cfg.forward.is_perfect = True
         tile = InferenceTile(w.shape[0], w.shape[1], cfg)
@@ -339,12 +345,7 @@ class AihwkitCrossbar:
         cfg = SingleRPUConfig(device=device)
         cfg.forward.is_perfect = True  # F's current is read with W's (see _read_f)
         cfg.backward.is_perfect = True
-        pulses = {
-            "deterministic": PulseType.DETERMINISTIC_IMPLICIT,
-            "stochastic": PulseType.STOCHASTIC_COMPRESSED,
-        }
-        pulses = pulses[self.writes]
-        cfg.update.pulse_type = pulses if self.noisy else PulseType.NONE_WITH_DEVICE
+        cfg.update.pulse_type = PULSE_TYPES[self.writes] if self.noisy else PulseType.NONE_WITH_DEVICE
         tile = AnalogTile(batch_size * h, k, cfg)
         hidden = tile.get_hidden_parameters()
         lam = self._lam.repeat(batch_size, 1)  # every sample's array is the same chip
@@ -374,7 +375,7 @@ class AihwkitCrossbar:
         self._f_tile = self._make_f_tile(batch_size)
         self._scale = torch.ones(batch_size, w.shape[0])
         self._last_F = w.new_zeros((batch_size, *w.shape))
-        self._F_dig = torch.zeros_like(self._last_F)
+        self._F_dig = None if self._digital is None else torch.zeros_like(self._last_F)
         return self._last_F
 
     @property
@@ -399,9 +400,11 @@ class AihwkitCrossbar:
         if self._f_tile is None or self._scale is None or self._scale.shape[0] != b:
             self._f_tile = self._make_f_tile(b)
         self._scale = torch.ones(b, F.shape[1])
-        f, digital = F.detach().float().cpu(), self._digital_f()
-        self._F_dig = torch.where(digital, f, 0.0)
-        self._f_tile.set_weights(torch.where(digital, 0.0, f).reshape(-1, F.shape[2]) / self._f_unit)
+        f, self._F_dig = F.detach().float().cpu(), None
+        if self._digital is not None:  # the periphery holds these, the devices 0
+            self._F_dig = torch.where(self._digital[0], f, 0.0)
+            f = torch.where(self._digital[0], 0.0, f)
+        self._f_tile.set_weights(f.reshape(-1, F.shape[2]) / self._f_unit)
         self._last_F = F
         return self._tile_F()
 
@@ -410,17 +413,11 @@ class AihwkitCrossbar:
         assert self._f_tile is not None and self._scale is not None
         b, h = self._scale.shape
         p = self._f_tile.get_weights()[0].reshape(b, h, -1)
-        return p * (self._scale * self._f_unit).unsqueeze(2) + self._F_dig_or_zero(p)
+        return self._with_digital(p * (self._scale * self._f_unit).unsqueeze(2))
 
-    def _digital_f(self) -> Tensor:
-        """(H, K) synapses whose F the periphery computes (fault-aware programming)."""
-        assert self._dig_f is not None
-        return self._dig_f
-
-    def _F_dig_or_zero(self, like: Tensor) -> Tensor:
-        if self._F_dig is None or self._F_dig.shape != like.shape:
-            return torch.zeros_like(like)
-        return self._F_dig
+    def _with_digital(self, F_devices: Tensor) -> Tensor:
+        """F (B, H, K) of the devices plus the periphery's F of the synapses it computes."""
+        return F_devices if self._F_dig is None else F_devices + self._F_dig
 
     # -- operations -------------------------------------------------------------------------------
     def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
@@ -446,13 +443,12 @@ class AihwkitCrossbar:
         assert self._f_tile is not None and self._scale is not None and self._gamma is not None
         hf, zf = h.detach().float().cpu(), z.detach().float().cpu()
         nf = n.detach().float().cpu()
-        # digital F (synapses with a faulty device): the trained law, computed by the periphery
-        f_dig = self._F_dig_or_zero(F.detach().float().cpu())
-        decay = f_dig / nf.unsqueeze(2) if self.exact else f_dig
-        assert self._dig_lam is not None
-        self._F_dig = torch.where(
-            self._digital_f(), self._dig_lam * decay + self._gamma * hf.unsqueeze(2) * zf.unsqueeze(1), 0.0
-        )
+        if self._digital is not None:  # synapses with a faulty device: the trained law, in the periphery
+            assert self._F_dig is not None
+            mask, lam = self._digital
+            decay = self._F_dig / nf.unsqueeze(2) if self.exact else self._F_dig
+            hz = hf.unsqueeze(2) * zf.unsqueeze(1)
+            self._F_dig = torch.where(mask, lam * decay + self._gamma * hz, 0.0)
         if self.exact:
             self._scale = self._scale / nf
         self._f_tile.decay_weights(1.0)
@@ -471,7 +467,7 @@ class AihwkitCrossbar:
         if rewrite:
             self._f_tile.set_weights(p.reshape(b * rows, -1))
             p = self._f_tile.get_weights()[0].reshape(b, rows, -1)  # as the devices hold it
-        self._last_F = (p * (self._scale * self._f_unit).unsqueeze(2) + self._F_dig).to(F.dtype)
+        self._last_F = self._with_digital(p * (self._scale * self._f_unit).unsqueeze(2)).to(F.dtype)
         return self._last_F
 
     def _refresh_rows(self, p: Tensor) -> bool:

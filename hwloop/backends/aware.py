@@ -99,7 +99,6 @@ class AwareCrossbar:
             )
         self._peripheries = PERIPHERIES[periphery]
         self.periphery: Periphery | None = self._peripheries[0]
-        self.periphery_name = periphery
         self.card: DeviceCard = load_card(card)
         self._chip_options: dict[str, object] = dict(
             card=self.card,

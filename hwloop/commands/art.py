@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from hwloop.commands.common import (
+    AwareBackendOptionOpt,
     BackendOpt,
     BackendOptionOpt,
     BackendSeedOpt,
@@ -94,14 +95,7 @@ def train_cmd(
             help="Hardware-aware: LO,HI bounds of lambda (default: the realisation's trainable range).",
         ),
     ] = None,
-    backend_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--backend-option",
-            help="Hardware-aware: option KEY=VALUE of the aware backend (repeatable), e.g. "
-            "periphery=aihwkit, c2c=false.",
-        ),
-    ] = None,
+    backend_option: AwareBackendOptionOpt = None,
 ) -> None:
     """Train an ART model (batch 128, Adam 1e-3) and write its checkpoint and training record."""
     import torch
@@ -125,18 +119,21 @@ def train_cmd(
     aware_backend, lambda_range, aware_info = None, None, None
     if hardware_aware:
         from hwloop.backends.aware import AwareCrossbar, trainable_lambda_range
-        from hwloop.crossbar import make_backend
 
-        extra = parse_backend_options(backend_option or [])
-        given = {"card": card, "calibration": calibration, "seed": backend_seed, "dt_s": dt_s}
-        options = {"seed": DEFAULT_CHIP_SEED, **{k: v for k, v in given.items() if v is not None}, **extra}
-        built = make_backend("aware", **options)  # one clear error for an option it does not take
+        built = backend_from_options(
+            "aware",
+            card=card,
+            calibration=calibration,
+            seed=backend_seed,
+            extra=backend_option,
+            defaults={"seed": DEFAULT_CHIP_SEED, "dt_s": dt_s},
+        )
         assert isinstance(built, AwareCrossbar)
         aware_backend = built
         if lambda_range_text is None:
             h = hidden or 11
             shape = (h, 37 + h)
-            lambda_range = trainable_lambda_range(aware_backend.card, dt_s, shape, calibration)
+            lambda_range = trainable_lambda_range(aware_backend.card, aware_backend.dt_s, shape, calibration)
         else:
             lambda_range = _parse_range(lambda_range_text)
         aware_info = {
@@ -144,9 +141,9 @@ def train_cmd(
             "card": str(card) if card is not None else None,
             "calibration": str(calibration) if calibration is not None else None,
             "backend_seed": aware_backend.seed,
-            "dt_s": dt_s,
+            "dt_s": aware_backend.dt_s,
             "lambda_range": list(lambda_range),
-            "backend_options": extra,
+            "backend_options": parse_backend_options(backend_option or []),
             "chips_drawn": 0,
         }
     start_from = load_model(init) if init is not None else None

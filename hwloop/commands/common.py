@@ -34,6 +34,13 @@ BackendOptionOpt = Annotated[
         help="Backend option KEY=VALUE (repeatable), e.g. normalisation=native, dt_s=0.05, rows=0:8.",
     ),
 ]
+AwareBackendOptionOpt = Annotated[  # training commands: the options of the 'aware' backend
+    list[str] | None,
+    typer.Option(
+        "--backend-option",
+        help="Option KEY=VALUE of the aware training backend (repeatable), e.g. periphery=both, c2c=false.",
+    ),
+]
 CardOpt = Annotated[Path | None, typer.Option("--card", help="Device card for the backend.")]
 CalibrationOpt = Annotated[
     Path | None, typer.Option("--calibration", help="Calibration record (JSON) for the backend.")

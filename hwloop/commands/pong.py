@@ -16,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hwloop.commands.common import (
+    AwareBackendOptionOpt,
     BackendOpt,
     BackendOptionOpt,
     BackendSeedOpt,
@@ -376,13 +377,7 @@ def finetune_cmd(
     data_cache: Annotated[
         Path | None, typer.Option("--data-cache", help="Directory to keep/reuse the expert data (.npz).")
     ] = None,
-    backend_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--backend-option",
-            help="Option KEY=VALUE of the aware backend (repeatable), e.g. periphery=both, c2c=false.",
-        ),
-    ] = None,
+    backend_option: AwareBackendOptionOpt = None,
 ) -> None:
     """Fine-tune a trained STPN agent through the device non-idealities (backend 'aware', lambda
     bounded to the realisable range): DAgger rounds with the agent driving on a drawn chip."""
