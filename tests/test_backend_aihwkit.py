@@ -222,7 +222,8 @@ def test_pulsed_write_is_gamma_h_z_on_average(tmp_path: Path, writes: str) -> No
     written = each.mean(dim=0)
     target = gamma * h[0][:, None] * z[0][None, :]
     slope = (written * target).sum() / (target * target).sum()
-    assert abs(slope.item() - 1) < 0.06
+    # deterministic trains round each write to whole steps, and the rounding loses ~5 % of these writes
+    assert abs(slope.item() - 1) < (0.05 if writes == "stochastic" else 0.06)
     resid = written - slope * target
     scatter = each.std(dim=0).mean() / step  # between arrays, in reference steps
     if writes == "stochastic":
