@@ -139,11 +139,12 @@ def test_trainable_lambda_range_from_the_card_bias_window() -> None:
 
 
 def test_every_trainable_lambda_is_realised_by_the_nominal_device() -> None:
-    """The emulated backend (d2d off) realises lambda = lo and hi exactly: no bias is clipped."""
+    """The emulated backend (d2d off, a bias per device) realises lambda = lo and hi exactly: no bias is
+    clipped. (Lines cannot hold this checkerboard: see tests/test_bias_lines.py.)"""
     lo, hi = trainable_lambda_range(None, DT_S)
     w = torch.full((2, 3), 0.5, dtype=torch.float64)
     lam = torch.tensor([[lo, hi, lo], [hi, lo, hi]], dtype=torch.float64)
-    emu = EmulatedCrossbar(dt_s=DT_S, d2d=False, stuck=False, read_noise=False, c2c=False)
+    emu = EmulatedCrossbar(dt_s=DT_S, d2d=False, stuck=False, read_noise=False, c2c=False, bias="device")
     emu.program(Synapses(w, lam, torch.zeros_like(w)))
     torch.testing.assert_close(emu.retention, lam.expand(2, 2, 3), rtol=1e-12, atol=0)
 
