@@ -70,13 +70,15 @@ PERIPHERIES: dict[str, tuple[Periphery | None, ...]] = {
 
 
 class AwareCrossbar:
-    """The emulated array (exact normalisation), differentiable, with a fresh chip per ``program``.
+    """The emulated array, differentiable, with a fresh chip per ``program``.
 
     Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality switches,
     max_write_gain); ``redraw``: draw a new chip (seed + count) at every ``program`` (True) or keep
     chip ``seed`` (False); ``periphery``: "none" (ideal DAC/ADC, as emulated), "aihwkit" (the
     aihwkit backend's periphery, ``device_models.periphery.Periphery()``) or "both" (alternating
-    per chip).
+    per chip); ``bias``: the bias topology (``device_models.bias_lines``); ``normalisation``: "exact"
+    (the digital row scale, refreshes) or "native" (devices decay by themselves, n at the read only:
+    the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode).
     """
 
     name = "aware"
@@ -98,11 +100,17 @@ class AwareCrossbar:
         redraw: bool = True,
         periphery: str = "none",
         bias: str = DEFAULT_TOPOLOGY,
+        normalisation: str = "exact",
     ) -> None:
         if periphery not in PERIPHERIES:
             raise HwloopError(
                 f"aware backend: periphery must be one of {', '.join(PERIPHERIES)}, got {periphery!r}"
             )
+        if normalisation not in ("exact", "native"):
+            raise HwloopError(
+                f"aware backend: normalisation must be 'exact' or 'native', got {normalisation!r}"
+            )
+        self.normalisation = normalisation
         self._peripheries = PERIPHERIES[periphery]
         self.periphery: Periphery | None = self._peripheries[0]
         self.card: DeviceCard = load_card(card)
@@ -110,7 +118,7 @@ class AwareCrossbar:
             card=self.card,
             calibration=calibration,
             dt_s=dt_s,
-            normalisation="exact",
+            normalisation=normalisation,
             read_noise=read_noise,
             d2d=d2d,
             c2c=c2c,
@@ -208,24 +216,31 @@ class AwareCrossbar:
             2 * c.window.g_min_siemens * z2.sum(1, keepdim=True)
             + gpw * torch.einsum("bhk,bk->bh", F.abs(), z2) / s
         )
-        sum_noise = z2 @ self._g_lt_sum.T + s * s * st_z2
+        if self.normalisation == "native":  # one pair holds W + F: no scale, no separate short-term pair
+            sum_noise = z2 @ self._g_lt_sum.T + gpw * torch.einsum("bhk,bk->bh", F.abs(), z2)
+        else:
+            sum_noise = z2 @ self._g_lt_sum.T + s * s * st_z2
         var_w2 = c.variability.read_noise_rel**2 * c.window.g_max_siemens * sum_noise / gpw**2
         return var_w2.clamp(min=0).sqrt()
 
     def update(self, F: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
         """Retention (sign-dependent, with the digital 1/n), Hebbian write with c2c noise, window clamp."""
         s_prev = self._scale_of(F)
-        s = s_prev / n.detach()
-        refresh = s * self.max_write_gain < 1
-        if bool(refresh.any()):
-            F = F + self._refresh_noise(F.detach(), refresh, s_prev)
-        s = torch.where(refresh, torch.ones_like(s), s)  # row refresh
+        native = self.normalisation == "native"
+        if native:  # the devices decay by themselves; n acts at the read only
+            s, inv_n = s_prev, torch.ones_like(n).unsqueeze(2)
+        else:
+            s, inv_n = s_prev / n.detach(), torch.reciprocal(n).unsqueeze(2)
+            refresh = s * self.max_write_gain < 1
+            if bool(refresh.any()):
+                F = F + self._refresh_noise(F.detach(), refresh, s_prev)
+            s = torch.where(refresh, torch.ones_like(s), s)  # row refresh
         write = self._gamma * (h.unsqueeze(2) * z.unsqueeze(1))
         sigma = self.card.variability.c2c_pulse_rel
         if self.c2c and sigma > 0:
             noise = sigma * torch.randn(write.shape, generator=self._noise, dtype=write.dtype)
             write = write * (1 + noise * ((z != 0).unsqueeze(1) & self._pulsed))
-        out = (self._r_mid * F + self._r_half * F.abs()) / n.unsqueeze(2) + write
+        out = (self._r_mid * F + self._r_half * F.abs()) * inv_n + write
         if self._window is not None:
             lo, hi = self._window
             sb = s.unsqueeze(2)
