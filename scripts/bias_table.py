@@ -54,7 +54,8 @@ def main() -> None:
                 "commands": [r["command"] for r in runs],
             }
     out.write_text(json.dumps(table, indent=1) + "\n")
-    print("| task | bias | bias sources (DACs) | model | chips | skill, mean over chips (worst chip) | device energy |")
+    header = ("task", "bias", "bias sources (DACs)", "model", "chips", "skill: chip mean (worst chip)", "energy")
+    print("| " + " | ".join(header) + " |")
     print("|---|---|---|---|---|---|---|")
     order = {name: i for i, name in enumerate(BIAS_TOPOLOGIES)}
     for task, rows in table.items():
@@ -65,12 +66,11 @@ def main() -> None:
                 if task == "art"
                 else f"{row['skill_mean']:+.1f} ({row['skill_min']:+.1f})"
             )
-            energy = f"{row['energy_j'] * 1e6:.3g} uJ {unit}" if task == "art" else f"{row['energy_j']:.3g} J {unit}"
+            joules = row["energy_j"]
+            energy = f"{joules * 1e6:.3g} uJ {unit}" if task == "art" else f"{joules:.3g} J {unit}"
             chips = f"{len(row['chips'])} ({row['chips'][0]}-{row['chips'][-1]})"
-            print(
-                f"| {task.upper()} | {row['bias']} | {row['dac_count']:,} | {row['model']} | {chips} | {skill} "
-                f"| {energy} |"
-            )
+            cells = (task.upper(), row["bias"], f"{row['dac_count']:,}", row["model"], chips, skill, energy)
+            print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
