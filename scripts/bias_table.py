@@ -54,7 +54,7 @@ def main() -> None:
                 "commands": [r["command"] for r in runs],
             }
     out.write_text(json.dumps(table, indent=1) + "\n")
-    header = ("task", "bias", "bias sources (DACs)", "model", "chips", "skill: chip mean (worst chip)", "energy")
+    header = ("task", "bias", "bias sources (DACs)", "model", "chips", "skill: mean (worst chip)", "energy")
     print("| " + " | ".join(header) + " |")
     print("|---|---|---|---|---|---|---|")
     order = {name: i for i, name in enumerate(BIAS_TOPOLOGIES)}
