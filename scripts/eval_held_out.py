@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--calibration", default=None)
     args = parser.parse_args()
 
-    runs = {}
+    runs: dict[str, dict] = {}
     for chip in args.chips:
         cmd = ["hwloop", args.task]
         cmd += ["eval"] if args.task == "art" else []
@@ -64,26 +64,37 @@ def main() -> None:
         result = json.loads(done.stdout)
         result["command"] = shlex.join(cmd)
         runs[str(chip)] = result
-        score = result["accuracy"] if args.task == "art" else result["mean_earned_score"]
-        print(f"chip {chip}: {score:.4f}", file=sys.stderr, flush=True)
+        write_summary(args, runs)  # after every chip: a long run keeps what it measured
+        print(f"chip {chip}: {score_of(args.task, result):.4f}", file=sys.stderr, flush=True)
         if args.backend == "ideal":
             break
-    scores = [r["accuracy"] if args.task == "art" else r["mean_earned_score"] for r in runs.values()]
+    summary = write_summary(args, runs)
+    print(f"mean {summary['mean']:.4f} (min {summary['min']:.4f}, max {summary['max']:.4f})", file=sys.stderr)
+
+
+def score_of(task: str, result: dict) -> float:
+    """ART accuracy, or the mean earned Pong score of one run."""
+    return float(result["accuracy"] if task == "art" else result["mean_earned_score"])
+
+
+def write_summary(args: argparse.Namespace, runs: dict[str, dict]) -> dict:
+    """Mean, range and worst chip over the runs so far, with every run's JSON, written to ``args.out``."""
+    scores = {chip: score_of(args.task, r) for chip, r in runs.items()}
     summary = {
         "checkpoint": args.checkpoint,
         "backend": args.backend,
         "options": args.option,
         "seed": args.seed,
         "chips": list(runs),
-        "mean": sum(scores) / len(scores),
-        "min": min(scores),
-        "max": max(scores),
-        "worst_chip": min(runs, key=lambda c: scores[list(runs).index(c)]),
+        "mean": sum(scores.values()) / len(scores),
+        "min": min(scores.values()),
+        "max": max(scores.values()),
+        "worst_chip": min(scores, key=lambda c: scores[c]),
         "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"mean {summary['mean']:.4f} (min {summary['min']:.4f}, max {summary['max']:.4f})", file=sys.stderr)
+    return summary
 
 
 if __name__ == "__main__":
