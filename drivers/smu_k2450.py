@@ -1,10 +1,14 @@
 """Keithley 2450 SourceMeter: SCPI, hardware-timed pulses and read trains through the trigger model.
 
-Pulse: a two-entry source configuration list [amplitude, 0 V] is stored with the output off, then the
-trigger model recalls the amplitude, switches the output on, waits ``width_s`` and steps to 0 V. A
-configuration-list entry stores the source settings in force, source delay included; the 2450's source
-auto delay (1 ms, up to 50 ms on the nA ranges) would hold the amplitude that much longer than asked, so
-auto delay is switched off and the delay set to 0 before the entries are stored.
+Pulse: a two-entry source configuration list. A configuration-list entry stores the source settings in
+force, the output state (``:OUTP``) and the output-off mode (``:OUTP:SMOD``) included (2450 reference
+manual, ":OUTPut[1][:STATe]" and "smu.source.offmode": "Where saved: Source configuration list"), and
+recalling it restores them. So entry 1 is the amplitude stored with the output **off** (nothing is
+sourced while it is stored) and entry 2 is 0 V stored with the output **on**; the trigger model recalls
+entry 1 (output off, at the user's off mode; level = amplitude), switches the output on, waits
+``width_s`` and recalls entry 2: the pulse ends with the output on at 0 V, as on the 2600B and B2900.
+The source auto delay (1 ms, up to 50 ms on the nA ranges) is stored in each entry too and would hold
+the amplitude that much longer than asked, so auto delay is switched off and the delay set to 0 first.
 Configuration lists outlive sessions (until ``*RST`` or power-off) and creating an existing one is error
 -222, so a session's first pulse asks the catalog whether the list is there and deletes it first; the
 list's size is checked before the trigger model is armed, so a stale list is never run.
@@ -28,6 +32,7 @@ from drivers.safety import HardwareLimits
 from drivers.smu import (
     Smu,
     compliance_within_limits,
+    forget_compliance,
     output_requires_compliance,
     remember_compliance,
     voltage_within_limits,
@@ -65,6 +70,9 @@ class Keithley2450(Smu):
         max_nplc=10.0,
     )
     read_overhead_s: ClassVar[float] = 0.5e-3  # A/D, buffer, trigger-model time per reading (upper bound)
+    max_train_points: ClassVar[int] = (
+        100_000  # defbuffer1's default size (reference manual, "Reading buffers")
+    )
 
     compliance_a = control(
         ":SOUR:VOLT:ILIM?",
@@ -72,6 +80,7 @@ class Keithley2450(Smu):
         "Current limit while sourcing voltage (A).",
         validator=compliance_within_limits,
         on_set=remember_compliance,
+        on_unknown=forget_compliance,
     )
     level_v = control(
         ":SOUR:VOLT?", ":SOUR:VOLT {:.6g}", "Source level (V).", validator=voltage_within_limits
@@ -160,10 +169,11 @@ class Keithley2450(Smu):
             t.write(f':SOUR:CONF:LIST:DEL "{PULSE_LIST}"')
         self._list_created = None  # unknown until the new list is verified
         t.write(f':SOUR:CONF:LIST:CRE "{PULSE_LIST}"')
-        self.level_v = amplitude_v
-        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
+        self.level_v = amplitude_v  # the output is off: nothing is sourced while entry 1 is stored
+        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')  # entry 1: amplitude, output off
         self.level_v = 0.0
-        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
+        self.output_enabled = True
+        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')  # entry 2: 0 V, output on (how the pulse ends)
         size = self.pulse_list_size
         self._list_created = True
         if size != PULSE_LIST_SIZE:  # not the list just stored: never arm the trigger model on it
@@ -176,6 +186,7 @@ class Keithley2450(Smu):
         t.write(":TRIG:BLOC:SOUR:STAT 2, ON")
         t.write(f":TRIG:BLOC:DEL:CONS 3, {width_s:.6g}")
         t.write(f':TRIG:BLOC:CONF:NEXT 4, "{PULSE_LIST}"')
+        self._expect_output_on_at_zero("before the pulse")
         self._check_errors()  # before arming: a refused setting must not fire with the old one
         t.write(":INIT")
         self._wait_complete(width_s)

@@ -7,6 +7,9 @@ What the programming guide says and the driver depends on is modelled:
 * one ``:INIT`` runs ``:ARM:COUN`` x ``:TRIG:COUN`` output steps; the level of each step comes from the
   voltage mode: FIX uses ``:SOUR:VOLT:TRIG``, LIST the stored ``:SOUR:VOLT:LIST`` values, SWE the
   ``:SOUR:VOLT:STAR`` .. ``STOP`` staircase;
+* the current compliance ``:SENS:CURR:PROT`` accepts "from the minimum measurement value to the maximum
+  measurement value of the channel" (B2900 SCPI command reference, :SENSe:CURRent:PROTection; up to
+  3.03 A, ``MODELS``); outside it is error -222 and the old compliance stays;
 * pulse shape applies each step's level for the pulse width on top of the base (immediate) level, after
   the pulse delay; widths outside 50 us .. 100 ks and levels beyond 210 V are error -222 and leave the
   old value in force;
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +37,29 @@ NPLC_RANGE = (4e-4, 100.0)
 TIMER_RANGE_S = (2e-5, 1e5)
 APERTURE_RANGE_S = (8e-6, 2.0)
 AUTO_APERTURE_PLC = 1.0  # simplification: with auto aperture on, the instrument integrates one cycle
+# Per model: the current-compliance range (A). Maximum 3.03 A (3 A DC range + 1 %); minimum taken as a
+# tenth of the smallest current range (B2911A/12A: 10 nA, B2901A/02A: 100 nA): unverified, measure on the
+# bench with ":SENS:CURR:PROT? MIN" and ":SENS:CURR:PROT? MAX".
+MODELS: dict[str, tuple[float, float]] = {
+    "B2901A": (10e-9, 3.03),
+    "B2902A": (10e-9, 3.03),
+    "B2911A": (1e-9, 3.03),
+    "B2912A": (1e-9, 3.03),
+}
 
 
 class B2900Emulator(SmuEmulator):
     """A Keysight B2912A with one simulated device on channel 1."""
 
     idn = "Keysight Technologies,B2912A,MY51141234,4.1.2000"
+
+    def __init__(self, *args: Any, model: str = "B2912A", **kwargs: Any) -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown B2900 model {model!r}; one of {', '.join(MODELS)}")
+        self.model = model
+        self.idn = f"Keysight Technologies,{model},MY51141234,4.1.2000"
+        self.limit_range_a = MODELS[model]
+        super().__init__(*args, **kwargs)
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -146,6 +167,11 @@ class B2900Emulator(SmuEmulator):
         code, message = self.errors.pop(0)
         return f'{code:+d},"{message}"'
 
+    def _set_compliance(self, arg: str) -> None:
+        value = self._checked(arg, *self.limit_range_a, "current compliance")
+        if value is not None:
+            self.limit_a = abs(value)
+
     def _set_level(self, arg: str) -> None:
         value = self._checked(arg, 0.0, MAX_ABS_VOLTAGE_V, "voltage")
         if value is not None:
@@ -230,7 +256,7 @@ _COMMANDS: dict[str, Callable[[B2900Emulator, str], str | None]] = {
     ":SYST:LFR?": lambda e, a: f"{e.line_frequency_hz:g}",
     ":SOUR:FUNC:MODE": _ignore,
     ":SENS:FUNC": _ignore,
-    ":SENS:CURR:PROT": _setter("limit_a", float),
+    ":SENS:CURR:PROT": B2900Emulator._set_compliance,
     ":SENS:CURR:PROT?": _getter("limit_a"),
     ":SENS:CURR:NPLC": B2900Emulator._set_nplc,
     ":SENS:CURR:NPLC?": _getter("nplc"),

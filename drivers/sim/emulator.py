@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -291,7 +292,13 @@ class SmuEmulator:
         self.errors.append((code, message))
 
 
-def train_steps(emulator: SmuEmulator, times_s: np.ndarray, sink: list[tuple[float, float]]) -> Steps:
+class ReadingSink(Protocol):
+    """Where a read train puts its readings: a list, or an instrument's reading buffer."""
+
+    def extend(self, readings: Iterable[tuple[float, float]], /) -> None: ...
+
+
+def train_steps(emulator: SmuEmulator, times_s: np.ndarray, sink: ReadingSink) -> Steps:
     """A read train: readings starting at ``times_s`` appended to ``sink`` as virtual time reaches them;
     ends one reading time after the last start."""
     k = 0

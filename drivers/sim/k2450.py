@@ -8,7 +8,13 @@ and the driver depends on is modelled:
   instrument and outlive driver sessions; ``*RST`` resets settings and deletes lists but leaves the error
   queue (only ``*CLS`` / reading it empties it); creating a list that exists is error -222;
 * a configuration-list entry stores the source settings in force when it is stored (level, current limit,
-  source delay and auto delay, readback), and recalling it restores them;
+  source delay and auto delay, readback) **and the output state and output-off mode** (2450 reference
+  manual, ":OUTPut[1][:STATe]" and ":OUTPut[1]:<function>:SMODe" / "smu.source.offmode": "Where saved:
+  Source configuration list"), and recalling it restores them all: recalling an entry stored with the
+  output off switches the output off;
+* the output-off mode (``:OUTP:SMOD``, default NORMal; "Instrument reset" restores it) decides what an
+  output that is off does (normal: 0 V; high impedance: the relay opens): at the device it is 0 V either
+  way;
 * source delay: when the output goes on, or its level changes, during the trigger model the source
   holds for the source delay before the next block; with auto delay on the delay depends on the current
   range (50 ms on 10/100 nA, 3 ms on 1 uA, 2 ms on 10 uA, 1 ms from 100 uA up; the range is taken as the
@@ -61,6 +67,7 @@ class K2450Emulator(SmuEmulator):
         self.readback = True
         self.source_delay_s = 0.0
         self.source_delay_auto = True
+        self.off_mode = "NORM"  # :OUTP:SMOD: NORMal, HIMPedance, ZERO, GUARd
         self.config_lists: dict[str, list[dict[str, Any]]] = {}
         self.catalog_walk: list[str] | None = None  # names CATalog? has still to return; None: not walking
         self.list_index: dict[str, int] = {}
@@ -195,6 +202,15 @@ class K2450Emulator(SmuEmulator):
     def _outp_q(self, args: list[str]) -> str:
         return "1" if self.output_on else "0"
 
+    def _off_mode(self, args: list[str]) -> None:
+        mode = args[0].strip().upper()[:4]
+        if mode not in {"NORM", "HIMP", "ZERO", "GUAR"}:
+            raise ValueError(mode)
+        self.off_mode = mode
+
+    def _off_mode_q(self, args: list[str]) -> str:
+        return self.off_mode
+
     def _meas_curr(self, args: list[str]) -> str:
         return f"{self.measure()[1]:.6e}"
 
@@ -228,6 +244,8 @@ class K2450Emulator(SmuEmulator):
                 "source_delay_s": self.source_delay_s,
                 "source_delay_auto": self.source_delay_auto,
                 "readback": self.readback,
+                "output_on": self.output_on,
+                "off_mode": self.off_mode,
             }
         )
 
@@ -292,7 +310,8 @@ class K2450Emulator(SmuEmulator):
         self.source_delay_s = entry["source_delay_s"]
         self.source_delay_auto = entry["source_delay_auto"]
         self.readback = entry["readback"]
-        return self._source_change(t, level_v=entry["level_v"])
+        self.off_mode = entry["off_mode"]
+        return self._source_change(t, level_v=entry["level_v"], output_on=entry["output_on"])
 
     def _trigger_model(self, t: float) -> Steps:
         counters: dict[int, int] = {}
@@ -358,6 +377,8 @@ _COMMANDS: dict[str, Callable[[K2450Emulator, list[str]], str | None]] = {
     ":SOUR:VOLT?": K2450Emulator._volt_q,
     ":OUTP": K2450Emulator._outp,
     ":OUTP?": K2450Emulator._outp_q,
+    ":OUTP:SMOD": K2450Emulator._off_mode,
+    ":OUTP:SMOD?": K2450Emulator._off_mode_q,
     ":MEAS:CURR?": K2450Emulator._meas_curr,
     ":SOUR:CONF:LIST:CAT?": K2450Emulator._list_catalog,
     ":SOUR:CONF:LIST:SIZE?": K2450Emulator._list_size,
