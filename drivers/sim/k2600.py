@@ -3,8 +3,8 @@
 Scripts are emulated at the level the driver relies on: ``loadscript NAME`` ... ``endscript`` stores the
 text, ``NAME.run()`` defines the functions the text declares, and only defined functions can be called
 (else a TSP runtime error, as on the instrument). The Lua bodies are not interpreted: the known hwloop
-functions (scripts ``hwloop_v1`` of earlier hwloop versions and ``hwloop_v3``) are executed natively on
-the virtual clock, doing what their text does.
+functions (scripts ``hwloop_v1`` and ``hwloop_v2`` of earlier hwloop versions, and ``hwloop_v3``) are
+executed natively on the virtual clock, doing what their text does.
 
 ``K2600Emulator(model="2611B")`` picks the model (default 2636B); its voltage and current-limit ranges
 follow the model (``MODELS``).
@@ -407,6 +407,28 @@ class K2600Emulator(SmuEmulator):
             elif name == "hwloop_train_v1":
                 level, every, count = args
                 self.start(name, self._train(level, every, int(count)), blocking=True)
+            elif name == "hwloop_pulse_setup_v2":  # hwloop's previous script: turns the output on itself
+                amplitude, width, limit = args
+                self.set_source(level_v=0.0)
+                self.source_delay_s = 0.0
+                self.sweep_limit_a = limit
+                self.set_source(output_on=True)
+                self.prepared = ("hwloop_pulse_v2", lambda: self._pulse(amplitude, width))
+            elif name == "hwloop_train_setup_v2":  # leaves resolution, fill mode and precision as they are
+                level, every, count, nplc = args
+                if not NPLC_RANGE[0] <= nplc <= NPLC_RANGE[1]:
+                    self._out_of_range("nplc", nplc, NPLC_RANGE[0])
+                    return
+                self.nplc = nplc
+                self.measure_delay_s = 0.0
+                self._set_autozero(1.0)
+                self.format_data = "ASCII"
+                self.nvbuffer.clear()
+                self._assign_buffer("appendmode", 0.0)
+                self._assign_buffer("collecttimestamps", 1.0)
+                self.set_source(level_v=level, output_on=True)
+                self.overrun_at_s = None
+                self.prepared = ("hwloop_train_v2", lambda: self._train(level, every, int(count)))
             elif name == "hwloop_pulse_setup_v3":
                 amplitude, width, limit = args
                 self.set_source(level_v=0.0)
@@ -438,7 +460,7 @@ class K2600Emulator(SmuEmulator):
                     "hwloop_train_v3",
                     lambda: self._train(level, every, int(count), turn_on=False),
                 )
-            elif name == "hwloop_run_v3":
+            elif name in {"hwloop_run_v2", "hwloop_run_v3"}:
                 if self.prepared is None:
                     self.error(-286, "TSP Runtime error: nothing set up to run")
                     return
