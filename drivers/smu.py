@@ -17,8 +17,9 @@ old value in force) and again after. The compliance is recorded only once the in
 it (``drivers.control``): a refused limit leaves the old one in force and recorded. A pulse reads the
 output state and level back before it arms and after it ends (on at 0 V both times); a read train checks
 its length against the instrument's reading buffer before anything sources, and that the timestamps it
-gets back increase. Any exception inside a pulse or a read train (a refused setting, an ``*OPC?``
-timeout, Ctrl-C) takes the output to 0 V and off (``safe_off``) before it propagates. ``safe_off`` sends
+gets back increase. Any exception once a request has passed its checks (a refused setting, an
+``*OPC?`` timeout, Ctrl-C) in ``set_compliance``, ``source_voltage``, ``pulse``, ``read_train`` or
+``read_current`` takes the output to 0 V and off (``safe_off``) before it propagates. ``safe_off`` sends
 a device clear first, so an abort is not queued behind a running script or an unanswered ``*OPC?``.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -213,7 +215,9 @@ class Smu(SafeOffOnClose):
     def set_compliance(self, current_a: float) -> None:
         """Set the current compliance in amperes (checked against the safety limits first); recorded once
         the instrument has accepted it (``InstrumentRejected`` otherwise, the old compliance in force)."""
-        self.compliance_a = current_a
+        current_a = self._checked_compliance(current_a)
+        with self._off_on_error():
+            self.compliance_a = current_a
 
     def _checked_compliance(self, current_a: float) -> float:
         return self.hardware.check_compliance(self.limits.check_compliance(current_a))
@@ -222,10 +226,11 @@ class Smu(SafeOffOnClose):
         """Source a DC voltage (V) with the output on; needs compliance set first."""
         volts = self.hardware.check_voltage(self.limits.check_voltage(volts, "source level"), "source level")
         self._require_compliance()
-        self._begin()
-        self.level_v = volts
-        self.output_enabled = True
-        self._check_errors()
+        with self._off_on_error():
+            self._begin()
+            self.level_v = volts
+            self.output_enabled = True
+            self._check_errors()
 
     def output_off(self) -> None:
         """Return the source to 0 V and switch the output off."""
@@ -240,14 +245,11 @@ class Smu(SafeOffOnClose):
         self._require_compliance()
         self._rate.check()
         self._rate.record()
-        try:
+        with self._off_on_error():
             self._begin()
             self._pulse(amplitude_v, width_s)
             self._check_errors()
             self._expect_output_on_at_zero("after the pulse")
-        except BaseException:
-            self.safe_off()
-            raise
 
     def read_train(self, read_v: float, every_s: float, count: int) -> ReadTrain:
         """``count`` hardware-timed current readings at ``read_v`` (V), one every ``every_s`` (s).
@@ -260,7 +262,7 @@ class Smu(SafeOffOnClose):
         any exception the output goes to 0 V and off before the exception propagates.
         """
         read_v = self.check_read_train(read_v, every_s, count)
-        try:
+        with self._off_on_error():
             self._begin()
             t_s, i_a = self._read_train(read_v, float(every_s), count)
             self._check_errors()
@@ -274,19 +276,17 @@ class Smu(SafeOffOnClose):
                 )
             t_s = t_s - t_s[0]
             self._check_compliance(t_s, i_a)
-        except BaseException:
-            self.safe_off()
-            raise
         return ReadTrain(t_s, i_a, read_v)
 
     def read_current(self, read_v: float) -> float:
         """One current reading (A) integrated over ``nplc`` cycles with the source at ``read_v`` (V); the
         output is left on."""
         self.source_voltage(read_v)
-        self.transport.write(self.nplc_command.format(self.nplc))
-        # autozero (left as the user set it) may add a reference and a zero integration to the reading
-        current = self._measure_current(TIMEOUT_MARGIN * 3 * self.reading_time_s() + TIMEOUT_SLACK_S)
-        self._check_compliance(np.zeros(1), np.array([current]))
+        with self._off_on_error():
+            self.transport.write(self.nplc_command.format(self.nplc))
+            # autozero (left as the user set it) may add a reference and a zero integration to the reading
+            current = self._measure_current(TIMEOUT_MARGIN * 3 * self.reading_time_s() + TIMEOUT_SLACK_S)
+            self._check_compliance(np.zeros(1), np.array([current]))
         return current
 
     def wait(self, seconds: float) -> None:
@@ -309,6 +309,16 @@ class Smu(SafeOffOnClose):
                 t_s=t_s,
                 i_a=i_a,
             )
+
+    @contextlib.contextmanager
+    def _off_on_error(self) -> Iterator[None]:
+        """Any exception inside (after the request was checked and sending began) takes the output to
+        0 V and off before it propagates."""
+        try:
+            yield
+        except BaseException:
+            self.safe_off()
+            raise
 
     def _expect_output_on_at_zero(self, when: str) -> None:
         """Read back the output state and level; a pulse starts and ends with the output on at 0 V."""

@@ -120,7 +120,7 @@ class SmuEmulator:
 
     def execute(self, command: str) -> None:
         """Run one command at ``now_s``; its reply, if any, goes to the output queue."""
-        if self.faults.matches(self.faults.reject_on, command):
+        if self.faults.matches(self.faults.reject_on, command) and not self.storing_text():
             self.error(-222, f"Parameter data out of range; {command[:40]}")
             return
         reply = self.dispatch(command.strip())
@@ -129,6 +129,10 @@ class SmuEmulator:
 
     def dispatch(self, command: str) -> str | None:
         raise NotImplementedError
+
+    def storing_text(self) -> bool:
+        """Whether lines are being stored rather than executed (a TSP script being loaded)."""
+        return False
 
     def emit(self, command: str, reply: str) -> None:
         """Queue ``reply`` to ``command`` for reading, with the reply faults applied."""

@@ -217,6 +217,9 @@ class K2600Emulator(SmuEmulator):
             return None
         return self._statement(command)
 
+    def storing_text(self) -> bool:
+        return self._loading is not None
+
     # -- timing and limits ---------------------------------------------------------------------
     def integration_s(self) -> float:
         """NPLC / line frequency (s)."""
