@@ -12,7 +12,9 @@ the amplitude that much longer than asked, so auto delay is switched off and the
 Configuration lists outlive sessions (until ``*RST`` or power-off) and creating an existing one is error
 -222, so a session's first pulse asks the catalog whether the list is there and deletes it first; the
 list's size is checked before the trigger model is armed, so a stale list is never run.
-Read train: integration ``nplc`` set explicitly, autozero once then off, source readback off, then
+Read train: the size of ``defbuffer1`` (``:TRAC:POIN?``; it fills continuously, so a longer train would
+overwrite its first readings) is read and a longer train refused before anything sources; integration
+``nplc`` set explicitly, autozero once then off, source readback off, then
 MEASURE -> DELAY -> BRANCH back ``count`` times, readings with relative timestamps in ``defbuffer1``. The
 delay is ``every_s`` minus the integration time, so readings are ``every_s`` plus the instrument's
 per-reading overhead (well under a millisecond) apart; use the returned instrument timestamps, never the
@@ -27,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from drivers.control import control, parse_bool
-from drivers.errors import InstrumentError, ProtocolError
+from drivers.errors import InstrumentError, InstrumentStateError, ProtocolError
 from drivers.safety import HardwareLimits
 from drivers.smu import (
     Smu,
@@ -70,9 +72,7 @@ class Keithley2450(Smu):
         max_nplc=10.0,
     )
     read_overhead_s: ClassVar[float] = 0.5e-3  # A/D, buffer, trigger-model time per reading (upper bound)
-    max_train_points: ClassVar[int] = (
-        100_000  # defbuffer1's default size (reference manual, "Reading buffers")
-    )
+    max_train_points: ClassVar[int] = 100_000  # defbuffer1's default size; its actual size is read back
 
     compliance_a = control(
         ":SOUR:VOLT:ILIM?",
@@ -104,6 +104,13 @@ class Keithley2450(Smu):
         f':SOUR:CONF:LIST:SIZE? "{PULSE_LIST}"',
         None,
         "Configuration indexes in the pulse list.",
+        parse=_count,
+    )
+
+    buffer_capacity = control(
+        f':TRAC:POIN? "{BUFFER}"',
+        None,
+        "Readings defbuffer1 holds (it fills continuously: a longer train would overwrite its start).",
         parse=_count,
     )
 
@@ -194,6 +201,12 @@ class Keithley2450(Smu):
     def _read_train(self, read_v: float, every_s: float, count: int) -> tuple[np.ndarray, np.ndarray]:
         t = self.transport
         delay = max(every_s - self.integration_s(), 0.0)  # readings at least every_s apart
+        capacity = self.buffer_capacity  # before anything sources
+        if count > capacity:
+            raise InstrumentStateError(
+                f"{t.name}: {BUFFER} holds {capacity} readings; a train of {count} would overwrite its "
+                f"first readings (take fewer, or enlarge it with :TRAC:POIN)"
+            )
         t.write(f":SENS:CURR:NPLC {self.nplc:.6g}")
         t.write(":SENS:CURR:AZER OFF")
         t.write(":SOUR:VOLT:READ:BACK OFF")

@@ -90,6 +90,7 @@ def test_k2450_read_train_sequence_and_parsing() -> None:
         [
             (":SYST:LFR?", "60"),  # once per session: NPLC 0.01 = 0.167 ms at 60 Hz
             ("*CLS", None),
+            (':TRAC:POIN? "defbuffer1"', "100000"),  # the train fits before anything sources
             (":SENS:CURR:NPLC 0.01", None),
             (":SENS:CURR:AZER OFF", None),  # autozero once before the train, not per reading
             (":SOUR:VOLT:READ:BACK OFF", None),

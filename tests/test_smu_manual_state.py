@@ -309,3 +309,18 @@ def test_refused_requests_still_send_nothing_after_the_changes() -> None:
         with pytest.raises(SafetyError):
             smu.set_compliance(2e-3)  # beyond the user's limit
         assert len(smu.transport.log) == before
+
+
+def test_3_k2450_train_longer_than_defbuffer1_is_refused_before_anything_sources() -> None:
+    """defbuffer1 fills continuously: a train longer than its size (here left at 50 by another program)
+    would overwrite its first readings. The driver reads the size (:TRAC:POIN?) first."""
+    lab = SimLab(seed=3)
+    emulator = lab.instrument("k2450.sim")
+    raw_session(lab, "k2450.sim").write(':TRAC:POIN 50, "defbuffer1"')
+    with open_instrument(resource("k2450.sim"), LIMITS, sim=lab) as smu:
+        smu.set_compliance(1e-3)
+        smu.nplc = 0.1
+        with pytest.raises(InstrumentError, match="holds 50 readings"):
+            smu.read_train(0.1, 0.01, 80)
+        assert emulator.history == [] and not emulator.output_on
+        assert len(smu.read_train(0.1, 0.01, 50).t_s) == 50

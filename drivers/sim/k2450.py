@@ -21,6 +21,8 @@ and the driver depends on is modelled:
   one holding the current limit, a simplification of autorange);
 * one reading takes NPLC / line frequency, plus 10 % with autozero on, plus 0.5 ms with source readback
   on, plus 0.1 ms; ``:SENS:AZER:ONCE`` takes two integrations (reference and zero);
+* ``defbuffer1`` holds ``:TRAC:POIN`` readings (100,000 by default) and fills continuously: past its
+  size the oldest readings are overwritten;
 * out-of-range values are error -222 and leave the old value in force;
 * the trigger model runs on the virtual clock; ``*OPC?`` answers when it has ended, and holds the
   commands after it until then; ``:ABOR`` stops it.
@@ -42,6 +44,7 @@ MAX_ABS_VOLTAGE_V = 210.0
 LIMIT_RANGE_A = (1e-9, 1.05)
 NPLC_RANGE = (0.01, 10.0)
 MAX_DELAY_S = 10_000.0
+DEFBUFFER1_POINTS = 100_000  # defbuffer1's default capacity (:TRAC:POIN?); unverified: ask the instrument
 
 
 def _unquote(text: str) -> str:
@@ -73,6 +76,7 @@ class K2450Emulator(SmuEmulator):
         self.list_index: dict[str, int] = {}
         self.blocks: dict[int, tuple[str, list[str]]] = {}
         self.buffer: list[tuple[float, float]] = []
+        self.buffer_points = DEFBUFFER1_POINTS
 
     def list_levels(self) -> dict[str, list[float]]:
         """Every stored configuration list as its entries' source levels (V)."""
@@ -258,17 +262,26 @@ class K2450Emulator(SmuEmulator):
         if self._in_range(float(args[1]), 0.0, MAX_DELAY_S, "trigger delay"):
             self.blocks[int(args[0])] = ("DELAY", args[1:])
 
+    def _trace_points(self, args: list[str]) -> None:
+        self.buffer_points = int(float(args[0]))
+
+    def _trace_points_q(self, args: list[str]) -> str:
+        return str(self.buffer_points)
+
     def _trace_clear(self, args: list[str]) -> None:
         self.buffer = []
 
     def _trace_data(self, args: list[str]) -> str:
+        """Readings start..stop of defbuffer1. It fills continuously (2450 reference manual,
+        :TRACe:FILL:MODE, default CONT for defbuffer1): past its size the oldest readings are gone."""
         start, stop = int(args[0]), int(args[1])
-        if not (1 <= start <= stop <= len(self.buffer)):
+        stored = self.buffer[-self.buffer_points :]
+        if not (1 <= start <= stop <= len(stored)):
             self.error(-222, "Data out of range")
             return ""
-        t0 = self.buffer[0][0]
+        t0 = stored[0][0]
         out = []
-        for t, i in self.buffer[start - 1 : stop]:
+        for t, i in stored[start - 1 : stop]:
             out += [f"{i:.6e}", f"{t - t0:.9f}"]
         return ",".join(out)
 
@@ -393,6 +406,8 @@ _COMMANDS: dict[str, Callable[[K2450Emulator, list[str]], str | None]] = {
     ":TRIG:BLOC:MEAS": _block("MEASURE"),
     ":TRIG:BLOC:BRAN:COUN": _block("BRANCH_COUNTER"),
     ":TRAC:CLE": K2450Emulator._trace_clear,
+    ":TRAC:POIN": K2450Emulator._trace_points,
+    ":TRAC:POIN?": K2450Emulator._trace_points_q,
     ":TRAC:DATA?": K2450Emulator._trace_data,
     ":INIT": K2450Emulator._initiate,
     ":ABOR": K2450Emulator._abort,
