@@ -1,24 +1,28 @@
 """Simulated Keysight B2912A, channel 1: the SCPI subset of the ``KeysightB2900`` driver.
 
-What the programming guide says and the driver depends on is modelled:
+What the programming guide says and the driver depends on is modelled, each rule with its section of the
+*Keysight B2900 SCPI Command Reference* ("SCPI" below) or *User's Guide*:
 
 * settings and the error queue outlive driver sessions; ``*RST`` resets settings (not the error queue;
-  ``*CLS`` empties it);
+  ``*CLS`` empties it) (SCPI: ``*RST``, ``*CLS``, "Reset setting" column of the command summary);
 * one ``:INIT`` runs ``:ARM:COUN`` x ``:TRIG:COUN`` output steps; the level of each step comes from the
   voltage mode: FIX uses ``:SOUR:VOLT:TRIG``, LIST the stored ``:SOUR:VOLT:LIST`` values, SWE the
-  ``:SOUR:VOLT:STAR`` .. ``STOP`` staircase;
+  ``:SOUR:VOLT:STAR`` .. ``STOP`` staircase (SCPI: ``:ARM:COUNt``, ``:TRIGger:COUNt``,
+  ``:SOURce:VOLTage:MODE``; User's Guide, "Trigger System");
 * the current compliance ``:SENS:CURR:PROT`` accepts "from the minimum measurement value to the maximum
   measurement value of the channel" (B2900 SCPI command reference, :SENSe:CURRent:PROTection; up to
   3.03 A, ``MODELS``); outside it is error -222 and the old compliance stays;
 * pulse shape applies each step's level for the pulse width on top of the base (immediate) level, after
   the pulse delay; widths outside 50 us .. 100 ks and levels beyond 210 V are error -222 and leave the
-  old value in force;
+  old value in force (SCPI: ``:SOURce:PULSe:WIDTh``, ``:DELay``, "Source Output Ranges");
 * DC shape with the timer trigger takes readings ``max(:TRIG:TIM, one reading)`` apart; one reading takes
   NPLC / line frequency plus 0.1 ms (an aperture, when set, replaces NPLC / line frequency; with auto
-  aperture on the instrument picks the integration, modelled as one power-line cycle);
-* ``:FORM:DATA REAL,32`` / ``REAL,64`` makes fetches answer in binary;
+  aperture on the instrument picks the integration, modelled as one power-line cycle) (SCPI:
+  ``:TRIGger:TIMer``, ``:SENSe:CURRent:NPLCycles``, ``:APERture``; the 0.1 ms is this simulation's
+  estimate, unverified);
+* ``:FORM:DATA REAL,32`` / ``REAL,64`` makes fetches answer in binary (SCPI: ``:FORMat:DATA``);
 * the sequence runs on the virtual clock; ``*OPC?`` answers when it has ended (holding the commands after
-  it until then); ``:ABOR`` stops it.
+  it until then); ``:ABOR`` stops it (SCPI: ``*OPC``, ``:ABORt``).
 """
 
 from __future__ import annotations

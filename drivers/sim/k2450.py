@@ -2,11 +2,13 @@
 
 Implements the commands the ``Keithley2450`` driver uses (and their queries); anything else goes onto
 the error queue as -113 "Undefined header", as the real instrument does. What the reference manual says
-and the driver depends on is modelled:
+and the driver depends on is modelled, each rule with its section of the *Model 2450 Reference Manual*
+(2450-901-01; "RM" below):
 
 * settings, configuration lists (and the catalog's walk position) and the error queue belong to the
   instrument and outlive driver sessions; ``*RST`` resets settings and deletes lists but leaves the error
-  queue (only ``*CLS`` / reading it empties it); creating a list that exists is error -222;
+  queue (only ``*CLS`` / reading it empties it); creating a list that exists is error -222 (RM: "Where
+  saved" / "Affected by" of each command; ``*RST``; ``:SOURce:CONFiguration:LIST:CREate``);
 * a configuration-list entry stores the source settings in force when it is stored (level, current limit,
   source delay and auto delay, readback) **and the output state and output-off mode** (2450 reference
   manual, ":OUTPut[1][:STATe]" and ":OUTPut[1]:<function>:SMODe" / "smu.source.offmode": "Where saved:
@@ -18,14 +20,18 @@ and the driver depends on is modelled:
 * source delay: when the output goes on, or its level changes, during the trigger model the source
   holds for the source delay before the next block; with auto delay on the delay depends on the current
   range (50 ms on 10/100 nA, 3 ms on 1 uA, 2 ms on 10 uA, 1 ms from 100 uA up; the range is taken as the
-  one holding the current limit, a simplification of autorange);
+  one holding the current limit, a simplification of autorange) (RM: "Source delay",
+  ``:SOURce:VOLTage:DELay:AUTO``);
 * one reading takes NPLC / line frequency, plus 10 % with autozero on, plus 0.5 ms with source readback
-  on, plus 0.1 ms; ``:SENS:AZER:ONCE`` takes two integrations (reference and zero);
+  on, plus 0.1 ms; ``:SENS:AZER:ONCE`` takes two integrations (reference and zero) (RM:
+  ``:SENSe:CURRent:NPLCycles``, "Automatic reference measurements"; the 10 %, 0.5 ms and 0.1 ms are
+  this simulation's estimates, unverified);
 * ``defbuffer1`` holds ``:TRAC:POIN`` readings (100,000 by default) and fills continuously: past its
-  size the oldest readings are overwritten;
-* out-of-range values are error -222 and leave the old value in force;
+  size the oldest readings are overwritten (RM: ``:TRACe:POINts``, ``:TRACe:FILL:MODE``);
+* out-of-range values are error -222 and leave the old value in force (RM: "Error summary"; ranges of
+  ``:SOURce:VOLTage``, ``:ILIMit``, ``:NPLCycles``, ``:DELay``);
 * the trigger model runs on the virtual clock; ``*OPC?`` answers when it has ended, and holds the
-  commands after it until then; ``:ABOR`` stops it.
+  commands after it until then; ``:ABOR`` stops it (RM: "Trigger model", ``*OPC``, ``:ABORt``).
 """
 
 from __future__ import annotations

@@ -9,27 +9,35 @@ executed natively on the virtual clock, doing what their text does.
 ``K2600Emulator(model="2611B")`` picks the model (default 2636B); its voltage and current-limit ranges
 follow the model (``MODELS``).
 
-What the reference manual says and the driver depends on is modelled:
+What the reference manual says and the driver depends on is modelled, each rule with its section of the
+*Series 2600B Reference Manual* (2600BS-901-01; "RM" below) or the 2600B specifications:
 
 * settings, loaded scripts and the error queue outlive driver sessions; ``reset()`` resets settings but
-  not scripts or the error queue (``errorqueue.clear()`` / ``*CLS`` empty it);
+  not scripts or the error queue (``errorqueue.clear()`` / ``*CLS`` empty it) (RM: ``reset()``,
+  "Error queue", "Loading a script");
 * a script function runs as one command: the parser takes nothing else until it returns (the commands
   wait in the input queue, ``smua.abort()`` too); a device clear ends the command and empties the
-  queues, but the SMU's sweep goes on until ``smua.abort()``;
+  queues, but the SMU's sweep goes on until ``smua.abort()`` (RM: "Remote command interface",
+  ``waitcomplete()``, ``smuX.abort()``);
 * ``smua.trigger.source.limiti`` (the sweep source limit, default 0 = ``smua.LIMIT_AUTO``) replaces the
   normal current limit from the source action to the end-pulse action when it is not 0
-  (``smua.LIMIT_OFF`` disables the limit); only ``reset()`` restores it;
+  (``smua.LIMIT_OFF`` disables the limit); only ``reset()`` restores it (RM: ``smuX.trigger.source.limitY``);
 * one reading takes NPLC / line frequency (plus 10 % with autozero AUTO) plus 0.1 ms; AUTOZERO_ONCE takes
-  two integrations and then leaves autozero off;
+  two integrations and then leaves autozero off (RM: ``smuX.measure.nplc``, ``smuX.measure.autozero``; the
+  10 % and 0.1 ms are this simulation's estimates, unverified);
 * ``smua.nvbuffer1`` (``NvBuffer``) has a capacity that timestamps and source values reduce, fill modes
   (FILL_ONCE discards readings past the capacity, FILL_WINDOW wraps at ``fillcount``), a timestamp
   resolution rounded to a power of 2 us, timestamps that roll over after 2^32 steps, and attributes that
-  only change on an empty buffer and that ``reset()`` leaves alone;
-* ``print`` and ``printbuffer`` print ``format.asciiprecision`` significant digits (default 6);
+  only change on an empty buffer and that ``reset()`` leaves alone (RM: "Reading buffers", ``bufferVar.*``;
+  specifications: "Reading buffers"; constants below);
+* ``print`` and ``printbuffer`` print ``format.asciiprecision`` significant digits (default 6) (RM:
+  ``format.asciiprecision``);
 * trigger-timer events that reach the measure event detector while it is already set are dropped (an
   overrun, flagged in ``status.operation.instrument.smua.trigger_overrun`` bit MEAS = 8): a train then
-  never reaches its count and waits for ever;
-* ``format.data = format.REAL32`` makes ``printbuffer`` answer in binary.
+  never reaches its count and waits for ever (RM: "Triggering", event detectors; "Status model",
+  trigger overrun registers);
+* ``format.data = format.REAL32`` makes ``printbuffer`` answer in binary (RM: ``format.data``);
+* a 2601B..2614B refuses a current limit below 10 nA with 1102 (``MODELS``; RM: "Error summary").
 """
 
 from __future__ import annotations
