@@ -113,8 +113,9 @@ TIMESTAMP_STEPS = 2**32  # "unique timestamps for up to 71 minutes" at 1 us: 2^3
 def timestamp_resolution_s(duration_s: float) -> float:
     """The finest timestamp resolution (s; 1 us times a power of 2, as the instrument rounds it) whose
     2^32 steps cover a train of ``duration_s`` (s), so its timestamps never roll over."""
-    steps_of_1us = duration_s / (TIMESTAMP_STEPS * FINEST_TIMESTAMP_S)
-    return FINEST_TIMESTAMP_S * 2 ** max(0, math.ceil(math.log2(steps_of_1us)) if steps_of_1us > 0 else 0)
+    span = duration_s / (TIMESTAMP_STEPS * FINEST_TIMESTAMP_S)  # > 1: 1 us steps would roll over
+    doublings = math.ceil(math.log2(span)) if span > 1 else 0
+    return FINEST_TIMESTAMP_S * 2**doublings
 
 
 class Keithley2600B(Smu):

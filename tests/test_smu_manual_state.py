@@ -324,3 +324,14 @@ def test_3_k2450_train_longer_than_defbuffer1_is_refused_before_anything_sources
             smu.read_train(0.1, 0.01, 80)
         assert emulator.history == [] and not emulator.output_on
         assert len(smu.read_train(0.1, 0.01, 50).t_s) == 50
+
+
+@pytest.mark.parametrize("duration_s", [1e-3, 10.0, 4294.0, 4296.0, 3e4, 1e6])
+def test_3_the_timestamp_resolution_is_the_finest_that_covers_the_train(duration_s) -> None:
+    from drivers.smu_k2600 import timestamp_resolution_s
+
+    resolution = timestamp_resolution_s(duration_s)
+    steps_in_us = resolution / 1e-6
+    assert steps_in_us == 2 ** round(np.log2(steps_in_us))  # 1 us times a power of 2
+    assert 2**32 * resolution >= duration_s  # no rollover within the train
+    assert resolution == 1e-6 or 2**32 * resolution / 2 < duration_s  # and none finer would do
