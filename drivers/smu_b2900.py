@@ -37,6 +37,7 @@ class KeysightB2900(Smu):
     model: ClassVar[str] = "Keysight B2900"
     idn_pattern: ClassVar[str] = ",B29"
     abort_command: ClassVar[str] = ":ABOR (@1)"
+    # each limit's source (or how to measure it): docs/instruments.md, "Hardware limits the drivers use"
     hardware: ClassVar[HardwareLimits] = HardwareLimits(
         instrument="Keysight B2900",
         max_abs_voltage_v=210.0,

@@ -61,6 +61,7 @@ class Keithley2450(Smu):
     model: ClassVar[str] = "Keithley 2450"
     idn_pattern: ClassVar[str] = "MODEL 2450"
     abort_command: ClassVar[str] = ":ABOR"
+    # each limit's source (or how to measure it): docs/instruments.md, "Hardware limits the drivers use"
     hardware: ClassVar[HardwareLimits] = HardwareLimits(
         instrument="Keithley 2450",
         max_abs_voltage_v=210.0,

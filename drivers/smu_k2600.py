@@ -127,6 +127,7 @@ class Keithley2600B(Smu):
     clear_status_command: ClassVar[str] = "errorqueue.clear()"
     line_frequency_query: ClassVar[str] = "print(localnode.linefreq)"
     nplc_command: ClassVar[str] = "smua.measure.nplc = {:.6g}"
+    # each limit's source (or how to measure it): docs/instruments.md, "Hardware limits the drivers use"
     hardware: ClassVar[HardwareLimits] = HardwareLimits(
         instrument="Keithley 2600B",
         max_abs_voltage_v=202.0,  # 200 V range (2601B/02B/04B: 40 V; the instrument refuses beyond)
