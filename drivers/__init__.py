@@ -50,7 +50,8 @@ the seed). Ground truth: ``SimLab.device("k2450.sim").tau_s(read_v)`` for an SMU
 ``drivers.sim.protocol_xbarsim.sim_array(rows, cols, seed).tau_s(0.0)`` (idle lines sit at 0 V) for the
 live array behind ``xbarsim://ROWSxCOLS?seed=SEED`` (``SimArray(rows, cols, seed)`` rebuilds it). Faults are
 injected with ``Faults`` (timeouts, dropped connections, garbage or truncated replies, a device going
-stuck): drivers raise ``InstrumentTimeout``, ``ConnectionLost``, ``ProtocolError``, ``ComplianceError``.
+stuck, a refused command): drivers raise ``InstrumentTimeout``, ``ConnectionLost``, ``ProtocolError``,
+``ComplianceError``, ``InstrumentRejected``.
 
 Why thin drivers and not PyMeasure: PyMeasure 0.16 has no pulse or trigger-model support for these SMUs
 (the operations device work needs), and it pulls pandas and pint. We keep its good idea, declarative
@@ -65,6 +66,7 @@ from drivers.errors import (
     ComplianceError,
     ConnectionLost,
     InstrumentError,
+    InstrumentRejected,
     InstrumentStateError,
     InstrumentTimeout,
     ProtocolError,
@@ -84,6 +86,7 @@ __all__ = [
     "ConnectionLost",
     "CrossbarController",
     "InstrumentError",
+    "InstrumentRejected",
     "InstrumentStateError",
     "InstrumentTimeout",
     "Keithley2450",

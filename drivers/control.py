@@ -8,6 +8,13 @@ A driver reads like a table of its instrument::
 Reading the attribute queries ``get_cmd`` and parses the reply; assigning runs ``validator`` first (it
 raises ``SafetyError`` / ``InstrumentStateError`` or returns the value to send) and only then writes
 ``set_cmd``. So a value the validator refuses never reaches the transport.
+
+A setting the driver keeps a record of (``on_set``, e.g. the compliance in force) is recorded only once
+the instrument is known to hold it: after the write, the instrument's error queue is read
+(``instrument._check_errors()``) and ``on_set`` runs only if it is empty. If the instrument refused the
+value (``InstrumentRejected``), its previous value stays in force, as the manuals say, and so does the
+record; if the queue could not be read (timeout, garbage, lost link), nobody knows which value is in
+force and ``on_unknown`` forgets the record.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drivers.errors import ProtocolError
+from drivers.errors import InstrumentRejected, ProtocolError
 
 Validator = Callable[[Any, Any], Any]
 
@@ -33,6 +40,7 @@ class Control:
         parse: Callable[[str], Any] = float,
         to_wire: dict[Any, str] | None = None,
         on_set: Callable[[Any, Any], None] | None = None,
+        on_unknown: Callable[[Any], None] | None = None,
     ) -> None:
         self.get_cmd = get_cmd
         self.set_cmd = set_cmd
@@ -41,6 +49,7 @@ class Control:
         self.parse = parse
         self.to_wire = to_wire
         self.on_set = on_set
+        self.on_unknown = on_unknown
         self.name = "?"
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -66,8 +75,17 @@ class Control:
             value = self.validator(instrument, value)
         wire = self.to_wire[value] if self.to_wire is not None else value
         instrument.transport.write(self.set_cmd.format(wire))
-        if self.on_set is not None:
-            self.on_set(instrument, value)
+        if self.on_set is None:
+            return
+        try:
+            instrument._check_errors()
+        except InstrumentRejected:
+            raise  # refused: the old value is still in force, and still recorded
+        except BaseException:
+            if self.on_unknown is not None:
+                self.on_unknown(instrument)
+            raise
+        self.on_set(instrument, value)
 
 
 def control(
@@ -79,9 +97,19 @@ def control(
     parse: Callable[[str], Any] = float,
     to_wire: dict[Any, str] | None = None,
     on_set: Callable[[Any, Any], None] | None = None,
+    on_unknown: Callable[[Any], None] | None = None,
 ) -> Any:
     """Declare an instrument setting (typed ``Any`` so drivers can assign plain values to it)."""
-    return Control(get_cmd, set_cmd, doc, validator=validator, parse=parse, to_wire=to_wire, on_set=on_set)
+    return Control(
+        get_cmd,
+        set_cmd,
+        doc,
+        validator=validator,
+        parse=parse,
+        to_wire=to_wire,
+        on_set=on_set,
+        on_unknown=on_unknown,
+    )
 
 
 def parse_bool(reply: str) -> bool:

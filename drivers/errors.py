@@ -12,6 +12,11 @@ class InstrumentError(HwloopError):
     """An instrument refused a command or reported an error of its own."""
 
 
+class InstrumentRejected(InstrumentError):
+    """The instrument's error queue reported an error: the command it names was refused, and the setting
+    it would have changed keeps its previous value (what the manuals say a refused setting does)."""
+
+
 class SafetyError(InstrumentError):
     """A request exceeds the user's ``SafetyLimits``; nothing was sent to the instrument."""
 

@@ -13,24 +13,41 @@ every timeout is derived from the sequence's expected duration.
 
 Every sequence starts from a clean error queue (``*CLS`` / ``errorqueue.clear()``), sets the instrument
 state it depends on, reads the error queue *before* it arms (so a rejected setting never fires with the
-old value in force) and again after. ``safe_off`` sends a device clear first, so an abort is not queued
-behind a running script or an unanswered ``*OPC?``.
+old value in force) and again after. The compliance is recorded only once the instrument has accepted
+it (``drivers.control``): a refused limit leaves the old one in force and recorded. A pulse reads the
+output state and level back before it arms and after it ends (on at 0 V both times); a read train checks
+its length against the instrument's reading buffer before anything sources, and that the timestamps it
+gets back increase. Any exception once a request has passed its checks (a refused setting, an
+``*OPC?`` timeout, Ctrl-C) in ``set_compliance``, ``source_voltage``, ``pulse``, ``read_train`` or
+``read_current`` takes the output to 0 V and off (``safe_off``) before it propagates. ``safe_off`` sends
+a device clear first, so an abort is not queued behind a running script or an unanswered ``*OPC?``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from drivers.clock import Clock, WallClock
-from drivers.errors import ComplianceError, InstrumentError, InstrumentStateError, ProtocolError, SafetyError
+from drivers.errors import (
+    ComplianceError,
+    InstrumentRejected,
+    InstrumentStateError,
+    ProtocolError,
+    SafetyError,
+)
 from drivers.safety import HardwareLimits, PulseRateGuard, SafeOffOnClose, SafetyLimits
 from drivers.transport import Transport
 
-MAX_TRAIN_POINTS = 100_000  # the smallest reading buffer of the supported SMUs
+# The longest read train any supported SMU can hold (2450 defbuffer1 default size and B2900 trace buffer:
+# 100,000 readings; see docs/instruments.md); each driver checks its own ``max_train_points`` and the
+# 2600B its buffer's capacity as read back.
+MAX_TRAIN_POINTS = 100_000
+OUTPUT_ZERO_TOLERANCE_V = 1e-6  # a level read back within this of 0 V is 0 V
 COMPLIANCE_FRACTION = 0.99  # a reading at >= 99 % of the compliance means the SMU was clamping
 DEFAULT_NPLC = 1.0  # integration time of a read train, power-line cycles (the instruments' default)
 TIMEOUT_MARGIN = 1.25  # a sequence gets this many times its expected duration ...
@@ -65,8 +82,13 @@ def output_requires_compliance(smu: Smu, on: bool) -> bool:
 
 
 def remember_compliance(smu: Smu, amps: float) -> None:
-    """Record that compliance is set (the output may now be switched on)."""
+    """Record the compliance in force (called once the instrument has accepted it)."""
     smu.compliance_set_a = amps
+
+
+def forget_compliance(smu: Smu) -> None:
+    """The instrument's compliance is unknown (its error queue could not be read): set it again."""
+    smu.compliance_set_a = None
 
 
 class Smu(SafeOffOnClose):
@@ -80,6 +102,7 @@ class Smu(SafeOffOnClose):
     nplc_command: ClassVar[str] = ":SENS:CURR:NPLC {:.6g}"  # integration of immediate readings
     hardware: ClassVar[HardwareLimits]
     read_overhead_s: ClassVar[float] = 1e-3  # upper bound on one reading's time beyond the integration
+    max_train_points: ClassVar[int] = MAX_TRAIN_POINTS  # readings the instrument's buffer holds
     compliance_a: Any
     level_v: Any
     output_enabled: Any
@@ -162,8 +185,11 @@ class Smu(SafeOffOnClose):
         read_v = self.hardware.check_voltage(read_v, "read voltage")
         if not (isinstance(every_s, int | float) and math.isfinite(every_s) and every_s > 0):
             raise SafetyError(f"read interval must be a positive number of seconds, got {every_s!r}")
-        if not (isinstance(count, int) and 1 <= count <= MAX_TRAIN_POINTS):
-            raise SafetyError(f"read count must be an integer in 1..{MAX_TRAIN_POINTS}, got {count!r}")
+        if not (isinstance(count, int) and 1 <= count <= self.max_train_points):
+            raise SafetyError(
+                f"read count must be an integer in 1..{self.max_train_points} (the {self.model}'s reading "
+                f"buffer), got {count!r}"
+            )
         self._require_compliance()
         shortest = self.reading_time_s()
         if count > 1 and every_s < shortest:
@@ -187,9 +213,11 @@ class Smu(SafeOffOnClose):
         self._check_errors()
 
     def set_compliance(self, current_a: float) -> None:
-        """Set the current compliance in amperes (checked against the safety limits first)."""
-        self.compliance_a = current_a
-        self._check_errors()
+        """Set the current compliance in amperes (checked against the safety limits first); recorded once
+        the instrument has accepted it (``InstrumentRejected`` otherwise, the old compliance in force)."""
+        current_a = self._checked_compliance(current_a)
+        with self._off_on_error():
+            self.compliance_a = current_a
 
     def _checked_compliance(self, current_a: float) -> float:
         return self.hardware.check_compliance(self.limits.check_compliance(current_a))
@@ -198,10 +226,11 @@ class Smu(SafeOffOnClose):
         """Source a DC voltage (V) with the output on; needs compliance set first."""
         volts = self.hardware.check_voltage(self.limits.check_voltage(volts, "source level"), "source level")
         self._require_compliance()
-        self._begin()
-        self.level_v = volts
-        self.output_enabled = True
-        self._check_errors()
+        with self._off_on_error():
+            self._begin()
+            self.level_v = volts
+            self.output_enabled = True
+            self._check_errors()
 
     def output_off(self) -> None:
         """Return the source to 0 V and switch the output off."""
@@ -209,14 +238,18 @@ class Smu(SafeOffOnClose):
         self.output_enabled = False
 
     def pulse(self, amplitude_v: float, width_s: float) -> None:
-        """Apply one hardware-timed voltage pulse (V, s) from a 0 V base; the output stays on at 0 V."""
+        """Apply one hardware-timed voltage pulse (V, s) from a 0 V base; the output is on at 0 V before
+        the pulse fires and after it ends (both read back). On any exception the output goes to 0 V and
+        off before the exception propagates."""
         amplitude_v, width_s = self.hardware.check_pulse(*self.limits.check_pulse(amplitude_v, width_s))
         self._require_compliance()
         self._rate.check()
         self._rate.record()
-        self._begin()
-        self._pulse(amplitude_v, width_s)
-        self._check_errors()
+        with self._off_on_error():
+            self._begin()
+            self._pulse(amplitude_v, width_s)
+            self._check_errors()
+            self._expect_output_on_at_zero("after the pulse")
 
     def read_train(self, read_v: float, every_s: float, count: int) -> ReadTrain:
         """``count`` hardware-timed current readings at ``read_v`` (V), one every ``every_s`` (s).
@@ -224,26 +257,36 @@ class Smu(SafeOffOnClose):
         Each reading integrates for ``nplc`` power-line cycles; ``every_s`` must be at least
         ``reading_time_s()`` (else ``SafetyError`` naming the shortest possible, nothing sourced).
         Returns instrument timestamps (s, relative to the first reading) and currents (A); raises
-        ``ComplianceError`` (with the data attached) if any reading sat at the compliance limit.
+        ``ComplianceError`` (with the data attached) if any reading sat at the compliance limit, and
+        ``ProtocolError`` if the timestamps do not increase (a wrapped buffer or a rolled-over timer). On
+        any exception the output goes to 0 V and off before the exception propagates.
         """
         read_v = self.check_read_train(read_v, every_s, count)
-        self._begin()
-        t_s, i_a = self._read_train(read_v, float(every_s), count)
-        self._check_errors()
-        if len(t_s) != count or len(i_a) != count:
-            raise ProtocolError(f"{self.transport.name}: asked for {count} readings, got {len(i_a)}")
-        t_s = t_s - t_s[0]
-        self._check_compliance(t_s, i_a)
+        with self._off_on_error():
+            self._begin()
+            t_s, i_a = self._read_train(read_v, float(every_s), count)
+            self._check_errors()
+            if len(t_s) != count or len(i_a) != count:
+                raise ProtocolError(f"{self.transport.name}: asked for {count} readings, got {len(i_a)}")
+            if count > 1 and not np.all(np.diff(t_s) > 0):
+                first = int(np.argmax(np.diff(t_s) <= 0)) + 1
+                raise ProtocolError(
+                    f"{self.transport.name}: instrument timestamps do not increase at reading {first} "
+                    f"({t_s[first - 1]!r} s, then {t_s[first]!r} s): wrapped buffer or timer rollover"
+                )
+            t_s = t_s - t_s[0]
+            self._check_compliance(t_s, i_a)
         return ReadTrain(t_s, i_a, read_v)
 
     def read_current(self, read_v: float) -> float:
         """One current reading (A) integrated over ``nplc`` cycles with the source at ``read_v`` (V); the
         output is left on."""
         self.source_voltage(read_v)
-        self.transport.write(self.nplc_command.format(self.nplc))
-        # autozero (left as the user set it) may add a reference and a zero integration to the reading
-        current = self._measure_current(TIMEOUT_MARGIN * 3 * self.reading_time_s() + TIMEOUT_SLACK_S)
-        self._check_compliance(np.zeros(1), np.array([current]))
+        with self._off_on_error():
+            self.transport.write(self.nplc_command.format(self.nplc))
+            # autozero (left as the user set it) may add a reference and a zero integration to the reading
+            current = self._measure_current(TIMEOUT_MARGIN * 3 * self.reading_time_s() + TIMEOUT_SLACK_S)
+            self._check_compliance(np.zeros(1), np.array([current]))
         return current
 
     def wait(self, seconds: float) -> None:
@@ -265,6 +308,25 @@ class Smu(SafeOffOnClose):
                 f"(t = {t_s[first]:.6g} s): stuck-on or shorted device?",
                 t_s=t_s,
                 i_a=i_a,
+            )
+
+    @contextlib.contextmanager
+    def _off_on_error(self) -> Iterator[None]:
+        """Any exception inside (after the request was checked and sending began) takes the output to
+        0 V and off before it propagates."""
+        try:
+            yield
+        except BaseException:
+            self.safe_off()
+            raise
+
+    def _expect_output_on_at_zero(self, when: str) -> None:
+        """Read back the output state and level; a pulse starts and ends with the output on at 0 V."""
+        on, level = self.output_enabled, self.level_v
+        if not on or abs(level) > OUTPUT_ZERO_TOLERANCE_V:
+            raise InstrumentStateError(
+                f"{self.transport.name}: {when} the output should be on at 0 V; it reads "
+                f"{'on' if on else 'off'} at {level:g} V"
             )
 
     def _begin(self) -> None:
@@ -306,7 +368,7 @@ class Smu(SafeOffOnClose):
             raise ProtocolError(f"{self.transport.name}: cannot parse {what} from {reply[:60]!r}") from None
 
     def _scpi_check_errors(self, query: str = ":SYST:ERR?") -> None:
-        """Read the SCPI error queue; a non-zero code raises ``InstrumentError``."""
+        """Read the SCPI error queue; a non-zero code raises ``InstrumentRejected``."""
         reply = self.transport.query(query)
         code, _, message = reply.partition(",")
         try:
@@ -316,7 +378,9 @@ class Smu(SafeOffOnClose):
                 f"{self.transport.name}: unreadable error-queue reply {reply[:60]!r}"
             ) from None
         if number != 0:
-            raise InstrumentError(f"{self.transport.name} reported error {number}: {message.strip(chr(34))}")
+            raise InstrumentRejected(
+                f"{self.transport.name} reported error {number}: {message.strip(chr(34))}"
+            )
 
 
 def _round_up(seconds: float) -> str:

@@ -20,6 +20,7 @@ from drivers.safety import HardwareLimits
 from drivers.smu import (
     Smu,
     compliance_within_limits,
+    forget_compliance,
     output_requires_compliance,
     remember_compliance,
     voltage_within_limits,
@@ -36,6 +37,7 @@ class KeysightB2900(Smu):
     model: ClassVar[str] = "Keysight B2900"
     idn_pattern: ClassVar[str] = ",B29"
     abort_command: ClassVar[str] = ":ABOR (@1)"
+    # each limit's source (or how to measure it): docs/instruments.md, "Hardware limits the drivers use"
     hardware: ClassVar[HardwareLimits] = HardwareLimits(
         instrument="Keysight B2900",
         max_abs_voltage_v=210.0,
@@ -47,6 +49,7 @@ class KeysightB2900(Smu):
         max_nplc=100.0,
     )
     read_overhead_s: ClassVar[float] = 0.2e-3  # A/D and trigger time per reading, upper bound
+    max_train_points: ClassVar[int] = 100_000  # trace buffer per channel (data sheet: 100,000 points)
 
     compliance_a = control(
         ":SENS:CURR:PROT?",
@@ -54,6 +57,7 @@ class KeysightB2900(Smu):
         "Current compliance (A).",
         validator=compliance_within_limits,
         on_set=remember_compliance,
+        on_unknown=forget_compliance,
     )
     level_v = control(
         ":SOUR:VOLT?",
@@ -120,6 +124,7 @@ class KeysightB2900(Smu):
         t.write(":TRIG:SOUR AINT")
         t.write(":TRIG:COUN 1")
         self.output_enabled = True
+        self._expect_output_on_at_zero("before the pulse")
         self._check_errors()  # before arming: a refused setting must not fire with the old one
         t.write(":INIT (@1)")
         self._wait_complete(duration)

@@ -1,14 +1,20 @@
 """Keithley 2450 SourceMeter: SCPI, hardware-timed pulses and read trains through the trigger model.
 
-Pulse: a two-entry source configuration list [amplitude, 0 V] is stored with the output off, then the
-trigger model recalls the amplitude, switches the output on, waits ``width_s`` and steps to 0 V. A
-configuration-list entry stores the source settings in force, source delay included; the 2450's source
-auto delay (1 ms, up to 50 ms on the nA ranges) would hold the amplitude that much longer than asked, so
-auto delay is switched off and the delay set to 0 before the entries are stored.
+Pulse: a two-entry source configuration list. A configuration-list entry stores the source settings in
+force, the output state (``:OUTP``) and the output-off mode (``:OUTP:SMOD``) included (2450 reference
+manual, ":OUTPut[1][:STATe]" and "smu.source.offmode": "Where saved: Source configuration list"), and
+recalling it restores them. So entry 1 is the amplitude stored with the output **off** (nothing is
+sourced while it is stored) and entry 2 is 0 V stored with the output **on**; the trigger model recalls
+entry 1 (output off, at the user's off mode; level = amplitude), switches the output on, waits
+``width_s`` and recalls entry 2: the pulse ends with the output on at 0 V, as on the 2600B and B2900.
+The source auto delay (1 ms, up to 50 ms on the nA ranges) is stored in each entry too and would hold
+the amplitude that much longer than asked, so auto delay is switched off and the delay set to 0 first.
 Configuration lists outlive sessions (until ``*RST`` or power-off) and creating an existing one is error
 -222, so a session's first pulse asks the catalog whether the list is there and deletes it first; the
 list's size is checked before the trigger model is armed, so a stale list is never run.
-Read train: integration ``nplc`` set explicitly, autozero once then off, source readback off, then
+Read train: the size of ``defbuffer1`` (``:TRAC:POIN?``; it fills continuously, so a longer train would
+overwrite its first readings) is read and a longer train refused before anything sources; integration
+``nplc`` set explicitly, autozero once then off, source readback off, then
 MEASURE -> DELAY -> BRANCH back ``count`` times, readings with relative timestamps in ``defbuffer1``. The
 delay is ``every_s`` minus the integration time, so readings are ``every_s`` plus the instrument's
 per-reading overhead (well under a millisecond) apart; use the returned instrument timestamps, never the
@@ -23,11 +29,12 @@ from typing import ClassVar
 import numpy as np
 
 from drivers.control import control, parse_bool
-from drivers.errors import InstrumentError, ProtocolError
+from drivers.errors import InstrumentError, InstrumentStateError, ProtocolError
 from drivers.safety import HardwareLimits
 from drivers.smu import (
     Smu,
     compliance_within_limits,
+    forget_compliance,
     output_requires_compliance,
     remember_compliance,
     voltage_within_limits,
@@ -54,6 +61,7 @@ class Keithley2450(Smu):
     model: ClassVar[str] = "Keithley 2450"
     idn_pattern: ClassVar[str] = "MODEL 2450"
     abort_command: ClassVar[str] = ":ABOR"
+    # each limit's source (or how to measure it): docs/instruments.md, "Hardware limits the drivers use"
     hardware: ClassVar[HardwareLimits] = HardwareLimits(
         instrument="Keithley 2450",
         max_abs_voltage_v=210.0,
@@ -65,6 +73,7 @@ class Keithley2450(Smu):
         max_nplc=10.0,
     )
     read_overhead_s: ClassVar[float] = 0.5e-3  # A/D, buffer, trigger-model time per reading (upper bound)
+    max_train_points: ClassVar[int] = 100_000  # defbuffer1's default size; its actual size is read back
 
     compliance_a = control(
         ":SOUR:VOLT:ILIM?",
@@ -72,6 +81,7 @@ class Keithley2450(Smu):
         "Current limit while sourcing voltage (A).",
         validator=compliance_within_limits,
         on_set=remember_compliance,
+        on_unknown=forget_compliance,
     )
     level_v = control(
         ":SOUR:VOLT?", ":SOUR:VOLT {:.6g}", "Source level (V).", validator=voltage_within_limits
@@ -95,6 +105,13 @@ class Keithley2450(Smu):
         f':SOUR:CONF:LIST:SIZE? "{PULSE_LIST}"',
         None,
         "Configuration indexes in the pulse list.",
+        parse=_count,
+    )
+
+    buffer_capacity = control(
+        f':TRAC:POIN? "{BUFFER}"',
+        None,
+        "Readings defbuffer1 holds (it fills continuously: a longer train would overwrite its start).",
         parse=_count,
     )
 
@@ -160,10 +177,11 @@ class Keithley2450(Smu):
             t.write(f':SOUR:CONF:LIST:DEL "{PULSE_LIST}"')
         self._list_created = None  # unknown until the new list is verified
         t.write(f':SOUR:CONF:LIST:CRE "{PULSE_LIST}"')
-        self.level_v = amplitude_v
-        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
+        self.level_v = amplitude_v  # the output is off: nothing is sourced while entry 1 is stored
+        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')  # entry 1: amplitude, output off
         self.level_v = 0.0
-        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')
+        self.output_enabled = True
+        t.write(f':SOUR:CONF:LIST:STOR "{PULSE_LIST}"')  # entry 2: 0 V, output on (how the pulse ends)
         size = self.pulse_list_size
         self._list_created = True
         if size != PULSE_LIST_SIZE:  # not the list just stored: never arm the trigger model on it
@@ -176,6 +194,7 @@ class Keithley2450(Smu):
         t.write(":TRIG:BLOC:SOUR:STAT 2, ON")
         t.write(f":TRIG:BLOC:DEL:CONS 3, {width_s:.6g}")
         t.write(f':TRIG:BLOC:CONF:NEXT 4, "{PULSE_LIST}"')
+        self._expect_output_on_at_zero("before the pulse")
         self._check_errors()  # before arming: a refused setting must not fire with the old one
         t.write(":INIT")
         self._wait_complete(width_s)
@@ -183,6 +202,12 @@ class Keithley2450(Smu):
     def _read_train(self, read_v: float, every_s: float, count: int) -> tuple[np.ndarray, np.ndarray]:
         t = self.transport
         delay = max(every_s - self.integration_s(), 0.0)  # readings at least every_s apart
+        capacity = self.buffer_capacity  # before anything sources
+        if count > capacity:
+            raise InstrumentStateError(
+                f"{t.name}: {BUFFER} holds {capacity} readings; a train of {count} would overwrite its "
+                f"first readings (take fewer, or enlarge it with :TRAC:POIN)"
+            )
         t.write(f":SENS:CURR:NPLC {self.nplc:.6g}")
         t.write(":SENS:CURR:AZER OFF")
         t.write(":SOUR:VOLT:READ:BACK OFF")

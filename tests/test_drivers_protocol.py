@@ -44,6 +44,7 @@ def test_k2450_pulse_sequence() -> None:
             (":SOUR:VOLT 1.5", None),
             (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
             (":SOUR:VOLT 0", None),
+            (":OUTP ON", None),  # entry 2 stores the output on: the pulse ends on at 0 V
             (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
             (':SOUR:CONF:LIST:SIZE? "HWLOOP_PULSE"', "2"),  # the list just stored, before arming
             (':TRIG:LOAD "Empty"', None),
@@ -51,10 +52,14 @@ def test_k2450_pulse_sequence() -> None:
             (":TRIG:BLOC:SOUR:STAT 2, ON", None),
             (":TRIG:BLOC:DEL:CONS 3, 0.0001", None),
             (':TRIG:BLOC:CONF:NEXT 4, "HWLOOP_PULSE"', None),
+            (":OUTP?", "1"),  # read back before the pulse fires: on at 0 V
+            (":SOUR:VOLT?", "0.000000e+00"),
             (":SYST:ERR?", '0,"No error;0;0 0"'),  # every setting accepted before arming
             (":INIT", None),
             ("*OPC?", "1"),
             (":SYST:ERR?", '0,"No error;0;0 0"'),
+            (":OUTP?", "1"),  # and after it ended
+            (":SOUR:VOLT?", "0.000000e+00"),
         ],
     )
     smu.set_compliance(1e-4)
@@ -85,6 +90,7 @@ def test_k2450_read_train_sequence_and_parsing() -> None:
         [
             (":SYST:LFR?", "60"),  # once per session: NPLC 0.01 = 0.167 ms at 60 Hz
             ("*CLS", None),
+            (':TRAC:POIN? "defbuffer1"', "100000"),  # the train fits before anything sources
             (":SENS:CURR:NPLC 0.01", None),
             (":SENS:CURR:AZER OFF", None),  # autozero once before the train, not per reading
             (":SOUR:VOLT:READ:BACK OFF", None),
@@ -113,7 +119,7 @@ def test_k2450_read_train_sequence_and_parsing() -> None:
 
 def test_k2600_loads_the_script_once_then_calls_it() -> None:
     load = [
-        ("loadscript hwloop_v2", None),
+        ("loadscript hwloop_v3", None),
         *[(line, None) for line in SCRIPT.splitlines()],
         ("endscript", None),
     ]
@@ -125,23 +131,30 @@ def test_k2600_loads_the_script_once_then_calls_it() -> None:
             ("smua.source.limiti = 0.0001", None),
             ("print(errorqueue.count)", "0.00000e+00"),
             ("errorqueue.clear()", None),
-            ("print(hwloop_run_v2 ~= nil)", "false"),
+            ("print(hwloop_run_v3 ~= nil)", "false"),
             *load,
-            ("hwloop_v2.run()", None),
-            ("hwloop_pulse_setup_v2(1.5, 0.0001, 0.0001)", None),  # sweep limit = the user's compliance
-            ("print(errorqueue.count)", "0.00000e+00"),  # every setting accepted before arming
-            ("hwloop_run_v2()", None),
+            ("hwloop_v3.run()", None),
+            ("hwloop_pulse_setup_v3(1.5, 0.0001, 0.0001)", None),  # sweep limit = the user's compliance
+            ("print(errorqueue.count)", "0.00000e+00"),  # every setting accepted before the output goes on
+            ("smua.source.output = smua.OUTPUT_ON", None),
+            ("print(smua.source.output)", "1.00000e+00"),  # read back before the pulse fires
+            ("print(smua.source.levelv)", "0.00000e+00"),
+            ("hwloop_run_v3()", None),
             ("*OPC?", "1"),
             ("print(errorqueue.count)", "0.00000e+00"),
+            ("print(smua.source.output)", "1.00000e+00"),  # and after it ended
+            ("print(smua.source.levelv)", "0.00000e+00"),
             ("print(localnode.linefreq)", "5.00000e+01"),
             ("errorqueue.clear()", None),
-            ("hwloop_train_setup_v2(0.1, 0.001, 2, 0.01)", None),
+            ("hwloop_train_setup_v3(0.1, 0.001, 2, 0.01, 1e-06)", None),  # 1 us timestamps
             ("print(errorqueue.count)", "0.00000e+00"),
-            ("hwloop_run_v2()", None),
+            ("print(smua.nvbuffer1.capacity)", "8.40000e+04"),  # 2 readings fit: the train may start
+            ("smua.source.output = smua.OUTPUT_ON", None),
+            ("hwloop_run_v3()", None),
             ("*OPC?", "1"),
             (
                 "printbuffer(1, 2, smua.nvbuffer1.readings, smua.nvbuffer1.timestamps)",
-                "1.0e-09, 5.0, 2.0e-09, 5.001",
+                "1.00000000000e-09, 5.00000000000e+00, 2.00000000000e-09, 5.00100000000e+00",
             ),
             ("print(errorqueue.count)", "0.00000e+00"),
         ],
@@ -155,15 +168,21 @@ def test_k2600_loads_the_script_once_then_calls_it() -> None:
     np.testing.assert_allclose(train.t_s, [0.0, 0.001])  # relative to the first reading
     np.testing.assert_allclose(train.i_a, [1e-9, 2e-9])
     for line in (  # what the sequences depend on is set inside the setup functions (2600B reference manual)
-        "function hwloop_pulse_setup_v2(amplitude, width, limit)",
+        "function hwloop_pulse_setup_v3(amplitude, width, limit)",
         "  smua.trigger.source.limiti = limit",
         "  smua.source.delay = 0",
         "  smua.measure.nplc = nplc",
         "  smua.measure.autozero = smua.AUTOZERO_ONCE",
         "  format.data = format.ASCII",
+        "  format.asciiprecision = 12",  # 6 digits would quantise timestamps past 10 s to 100 us
+        "  smua.nvbuffer1.collectsourcevalues = 0",
+        "  smua.nvbuffer1.collecttimestamps = 1",
+        "  smua.nvbuffer1.timestampresolution = resolution",
+        "  smua.nvbuffer1.fillmode = smua.FILL_ONCE",
         "  smua.trigger.arm.stimulus = 0",
     ):
         assert line in SCRIPT.splitlines()
+    assert not any("smua.source.output" in line for line in SCRIPT.splitlines())  # the driver does it
 
 
 def test_b2900_pulse_and_timer_read_train_sequences() -> None:
@@ -187,10 +206,14 @@ def test_b2900_pulse_and_timer_read_train_sequences() -> None:
             (":TRIG:SOUR AINT", None),
             (":TRIG:COUN 1", None),
             (":OUTP ON", None),
+            (":OUTP?", "1"),  # read back before the pulse fires: on at a 0 V base
+            (":SOUR:VOLT?", "+0.000000E+00"),
             (":SYST:ERR?", '+0,"No error"'),
             (":INIT (@1)", None),
             ("*OPC?", "1"),
             (":SYST:ERR?", '+0,"No error"'),
+            (":OUTP?", "1"),  # and after it ended
+            (":SOUR:VOLT?", "+0.000000E+00"),
             ("*CLS", None),
             (":SOUR:FUNC:SHAP DC", None),
             (":SOUR:VOLT:MODE FIX", None),

@@ -168,6 +168,7 @@ def test_first_pulse_sequence_on_an_instrument_holding_the_list() -> None:
             (":SOUR:VOLT 1.5", None),
             (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
             (":SOUR:VOLT 0", None),
+            (":OUTP ON", None),  # entry 2 stores the output on: the pulse ends on at 0 V
             (':SOUR:CONF:LIST:STOR "HWLOOP_PULSE"', None),
             (':SOUR:CONF:LIST:SIZE? "HWLOOP_PULSE"', "2"),
             (':TRIG:LOAD "Empty"', None),
@@ -175,10 +176,14 @@ def test_first_pulse_sequence_on_an_instrument_holding_the_list() -> None:
             (":TRIG:BLOC:SOUR:STAT 2, ON", None),
             (":TRIG:BLOC:DEL:CONS 3, 0.0001", None),
             (':TRIG:BLOC:CONF:NEXT 4, "HWLOOP_PULSE"', None),
+            (":OUTP?", "1"),  # read back before the pulse fires: on at 0 V
+            (":SOUR:VOLT?", "0.000000e+00"),
             (":SYST:ERR?", NO_ERROR),
             (":INIT", None),
             ("*OPC?", "1"),
             (":SYST:ERR?", NO_ERROR),
+            (":OUTP?", "1"),  # and after it ended
+            (":SOUR:VOLT?", "0.000000e+00"),
         ]
     )
     smu = Keithley2450(transport, LIMITS, VirtualClock())

@@ -242,8 +242,9 @@ def test_2_sim_drops_timer_events_while_the_detector_is_set_and_the_train_never_
         smu.set_compliance(1e-4)
         smu._ensure_script()
     inst = raw_session(lab, "k2636b.sim")
-    inst.write("hwloop_train_setup_v2(0.1, 0.005, 20, 1)")  # 5 ms events, 20 ms readings
-    inst.write("hwloop_run_v2()")
+    inst.write("hwloop_train_setup_v3(0.1, 0.005, 20, 1, 1e-06)")  # 5 ms events, 20 ms readings
+    inst.write("smua.source.output = smua.OUTPUT_ON")
+    inst.write("hwloop_run_v3()")
     inst.timeout = 3000
     with pytest.raises(pyvisa.errors.VisaIOError):
         inst.query("*OPC?")  # never finishes: the timer ran out of events first

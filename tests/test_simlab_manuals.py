@@ -126,9 +126,10 @@ def test_k2600_train_without_overrun_takes_every_reading_at_its_event() -> None:
     lab = SimLab(seed=0)
     inst = session(lab, "k2636b.sim")
     emulator = lab.instrument("k2636b.sim")
-    emulator.functions |= {"hwloop_train_setup_v2", "hwloop_run_v2"}  # as if the script were loaded
-    inst.write("hwloop_train_setup_v2(0.1, 0.01, 50, 0.1)")  # 10 ms events, 2.1 ms readings
-    inst.write("hwloop_run_v2()")
+    emulator.functions |= {"hwloop_train_setup_v3", "hwloop_run_v3"}  # as if the script were loaded
+    inst.write("hwloop_train_setup_v3(0.1, 0.01, 50, 0.1, 1e-06)")  # 10 ms events, 2.1 ms readings
+    inst.write("smua.source.output = smua.OUTPUT_ON")
+    inst.write("hwloop_run_v3()")
     assert inst.query("*OPC?") == "1"
     starts = [t for t, _ in emulator.buffer]
     assert len(starts) == 50

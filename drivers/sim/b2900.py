@@ -1,27 +1,35 @@
 """Simulated Keysight B2912A, channel 1: the SCPI subset of the ``KeysightB2900`` driver.
 
-What the programming guide says and the driver depends on is modelled:
+What the programming guide says and the driver depends on is modelled, each rule with its section of the
+*Keysight B2900 SCPI Command Reference* ("SCPI" below) or *User's Guide*:
 
 * settings and the error queue outlive driver sessions; ``*RST`` resets settings (not the error queue;
-  ``*CLS`` empties it);
+  ``*CLS`` empties it) (SCPI: ``*RST``, ``*CLS``, "Reset setting" column of the command summary);
 * one ``:INIT`` runs ``:ARM:COUN`` x ``:TRIG:COUN`` output steps; the level of each step comes from the
   voltage mode: FIX uses ``:SOUR:VOLT:TRIG``, LIST the stored ``:SOUR:VOLT:LIST`` values, SWE the
-  ``:SOUR:VOLT:STAR`` .. ``STOP`` staircase;
+  ``:SOUR:VOLT:STAR`` .. ``STOP`` staircase (SCPI: ``:ARM:COUNt``, ``:TRIGger:COUNt``,
+  ``:SOURce:VOLTage:MODE``; User's Guide, "Trigger System");
+* the current compliance ``:SENS:CURR:PROT`` accepts "from the minimum measurement value to the maximum
+  measurement value of the channel" (B2900 SCPI command reference, :SENSe:CURRent:PROTection; up to
+  3.03 A, ``MODELS``); outside it is error -222 and the old compliance stays;
 * pulse shape applies each step's level for the pulse width on top of the base (immediate) level, after
   the pulse delay; widths outside 50 us .. 100 ks and levels beyond 210 V are error -222 and leave the
-  old value in force;
+  old value in force (SCPI: ``:SOURce:PULSe:WIDTh``, ``:DELay``, "Source Output Ranges");
 * DC shape with the timer trigger takes readings ``max(:TRIG:TIM, one reading)`` apart; one reading takes
   NPLC / line frequency plus 0.1 ms (an aperture, when set, replaces NPLC / line frequency; with auto
-  aperture on the instrument picks the integration, modelled as one power-line cycle);
-* ``:FORM:DATA REAL,32`` / ``REAL,64`` makes fetches answer in binary;
+  aperture on the instrument picks the integration, modelled as one power-line cycle) (SCPI:
+  ``:TRIGger:TIMer``, ``:SENSe:CURRent:NPLCycles``, ``:APERture``; the 0.1 ms is this simulation's
+  estimate, unverified);
+* ``:FORM:DATA REAL,32`` / ``REAL,64`` makes fetches answer in binary (SCPI: ``:FORMat:DATA``);
 * the sequence runs on the virtual clock; ``*OPC?`` answers when it has ended (holding the commands after
-  it until then); ``:ABOR`` stops it.
+  it until then); ``:ABOR`` stops it (SCPI: ``*OPC``, ``:ABORt``).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +41,29 @@ NPLC_RANGE = (4e-4, 100.0)
 TIMER_RANGE_S = (2e-5, 1e5)
 APERTURE_RANGE_S = (8e-6, 2.0)
 AUTO_APERTURE_PLC = 1.0  # simplification: with auto aperture on, the instrument integrates one cycle
+# Per model: the current-compliance range (A). Maximum 3.03 A (3 A DC range + 1 %); minimum taken as a
+# tenth of the smallest current range (B2911A/12A: 10 nA, B2901A/02A: 100 nA): unverified, measure on the
+# bench with ":SENS:CURR:PROT? MIN" and ":SENS:CURR:PROT? MAX".
+MODELS: dict[str, tuple[float, float]] = {
+    "B2901A": (10e-9, 3.03),
+    "B2902A": (10e-9, 3.03),
+    "B2911A": (1e-9, 3.03),
+    "B2912A": (1e-9, 3.03),
+}
 
 
 class B2900Emulator(SmuEmulator):
     """A Keysight B2912A with one simulated device on channel 1."""
 
     idn = "Keysight Technologies,B2912A,MY51141234,4.1.2000"
+
+    def __init__(self, *args: Any, model: str = "B2912A", **kwargs: Any) -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown B2900 model {model!r}; one of {', '.join(MODELS)}")
+        self.model = model
+        self.idn = f"Keysight Technologies,{model},MY51141234,4.1.2000"
+        self.limit_range_a = MODELS[model]
+        super().__init__(*args, **kwargs)
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -146,6 +171,11 @@ class B2900Emulator(SmuEmulator):
         code, message = self.errors.pop(0)
         return f'{code:+d},"{message}"'
 
+    def _set_compliance(self, arg: str) -> None:
+        value = self._checked(arg, *self.limit_range_a, "current compliance")
+        if value is not None:
+            self.limit_a = abs(value)
+
     def _set_level(self, arg: str) -> None:
         value = self._checked(arg, 0.0, MAX_ABS_VOLTAGE_V, "voltage")
         if value is not None:
@@ -230,7 +260,7 @@ _COMMANDS: dict[str, Callable[[B2900Emulator, str], str | None]] = {
     ":SYST:LFR?": lambda e, a: f"{e.line_frequency_hz:g}",
     ":SOUR:FUNC:MODE": _ignore,
     ":SENS:FUNC": _ignore,
-    ":SENS:CURR:PROT": _setter("limit_a", float),
+    ":SENS:CURR:PROT": B2900Emulator._set_compliance,
     ":SENS:CURR:PROT?": _getter("limit_a"),
     ":SENS:CURR:NPLC": B2900Emulator._set_nplc,
     ":SENS:CURR:NPLC?": _getter("nplc"),

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class SmuEmulator:
 
     def execute(self, command: str) -> None:
         """Run one command at ``now_s``; its reply, if any, goes to the output queue."""
-        if self.faults.matches(self.faults.reject_on, command):
+        if self.faults.matches(self.faults.reject_on, command) and not self.storing_text():
             self.error(-222, f"Parameter data out of range; {command[:40]}")
             return
         reply = self.dispatch(command.strip())
@@ -128,6 +129,10 @@ class SmuEmulator:
 
     def dispatch(self, command: str) -> str | None:
         raise NotImplementedError
+
+    def storing_text(self) -> bool:
+        """Whether lines are being stored rather than executed (a TSP script being loaded)."""
+        return False
 
     def emit(self, command: str, reply: str) -> None:
         """Queue ``reply`` to ``command`` for reading, with the reply faults applied."""
@@ -291,7 +296,13 @@ class SmuEmulator:
         self.errors.append((code, message))
 
 
-def train_steps(emulator: SmuEmulator, times_s: np.ndarray, sink: list[tuple[float, float]]) -> Steps:
+class ReadingSink(Protocol):
+    """Where a read train puts its readings: a list, or an instrument's reading buffer."""
+
+    def extend(self, readings: Iterable[tuple[float, float]], /) -> None: ...
+
+
+def train_steps(emulator: SmuEmulator, times_s: np.ndarray, sink: ReadingSink) -> Steps:
     """A read train: readings starting at ``times_s`` appended to ``sink`` as virtual time reaches them;
     ends one reading time after the last start."""
     k = 0

@@ -2,22 +2,36 @@
 
 Implements the commands the ``Keithley2450`` driver uses (and their queries); anything else goes onto
 the error queue as -113 "Undefined header", as the real instrument does. What the reference manual says
-and the driver depends on is modelled:
+and the driver depends on is modelled, each rule with its section of the *Model 2450 Reference Manual*
+(2450-901-01; "RM" below):
 
 * settings, configuration lists (and the catalog's walk position) and the error queue belong to the
   instrument and outlive driver sessions; ``*RST`` resets settings and deletes lists but leaves the error
-  queue (only ``*CLS`` / reading it empties it); creating a list that exists is error -222;
+  queue (only ``*CLS`` / reading it empties it); creating a list that exists is error -222 (RM: "Where
+  saved" / "Affected by" of each command; ``*RST``; ``:SOURce:CONFiguration:LIST:CREate``);
 * a configuration-list entry stores the source settings in force when it is stored (level, current limit,
-  source delay and auto delay, readback), and recalling it restores them;
+  source delay and auto delay, readback) **and the output state and output-off mode** (2450 reference
+  manual, ":OUTPut[1][:STATe]" and ":OUTPut[1]:<function>:SMODe" / "smu.source.offmode": "Where saved:
+  Source configuration list"), and recalling it restores them all: recalling an entry stored with the
+  output off switches the output off;
+* the output-off mode (``:OUTP:SMOD``, default NORMal; "Instrument reset" restores it) decides what an
+  output that is off does (normal: 0 V; high impedance: the relay opens): at the device it is 0 V either
+  way;
 * source delay: when the output goes on, or its level changes, during the trigger model the source
   holds for the source delay before the next block; with auto delay on the delay depends on the current
   range (50 ms on 10/100 nA, 3 ms on 1 uA, 2 ms on 10 uA, 1 ms from 100 uA up; the range is taken as the
-  one holding the current limit, a simplification of autorange);
+  one holding the current limit, a simplification of autorange) (RM: "Source delay",
+  ``:SOURce:VOLTage:DELay:AUTO``);
 * one reading takes NPLC / line frequency, plus 10 % with autozero on, plus 0.5 ms with source readback
-  on, plus 0.1 ms; ``:SENS:AZER:ONCE`` takes two integrations (reference and zero);
-* out-of-range values are error -222 and leave the old value in force;
+  on, plus 0.1 ms; ``:SENS:AZER:ONCE`` takes two integrations (reference and zero) (RM:
+  ``:SENSe:CURRent:NPLCycles``, "Automatic reference measurements"; the 10 %, 0.5 ms and 0.1 ms are
+  this simulation's estimates, unverified);
+* ``defbuffer1`` holds ``:TRAC:POIN`` readings (100,000 by default) and fills continuously: past its
+  size the oldest readings are overwritten (RM: ``:TRACe:POINts``, ``:TRACe:FILL:MODE``);
+* out-of-range values are error -222 and leave the old value in force (RM: "Error summary"; ranges of
+  ``:SOURce:VOLTage``, ``:ILIMit``, ``:NPLCycles``, ``:DELay``);
 * the trigger model runs on the virtual clock; ``*OPC?`` answers when it has ended, and holds the
-  commands after it until then; ``:ABOR`` stops it.
+  commands after it until then; ``:ABOR`` stops it (RM: "Trigger model", ``*OPC``, ``:ABORt``).
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ MAX_ABS_VOLTAGE_V = 210.0
 LIMIT_RANGE_A = (1e-9, 1.05)
 NPLC_RANGE = (0.01, 10.0)
 MAX_DELAY_S = 10_000.0
+DEFBUFFER1_POINTS = 100_000  # defbuffer1's default capacity (:TRAC:POIN?); unverified: ask the instrument
 
 
 def _unquote(text: str) -> str:
@@ -61,11 +76,13 @@ class K2450Emulator(SmuEmulator):
         self.readback = True
         self.source_delay_s = 0.0
         self.source_delay_auto = True
+        self.off_mode = "NORM"  # :OUTP:SMOD: NORMal, HIMPedance, ZERO, GUARd
         self.config_lists: dict[str, list[dict[str, Any]]] = {}
         self.catalog_walk: list[str] | None = None  # names CATalog? has still to return; None: not walking
         self.list_index: dict[str, int] = {}
         self.blocks: dict[int, tuple[str, list[str]]] = {}
         self.buffer: list[tuple[float, float]] = []
+        self.buffer_points = DEFBUFFER1_POINTS
 
     def list_levels(self) -> dict[str, list[float]]:
         """Every stored configuration list as its entries' source levels (V)."""
@@ -195,6 +212,15 @@ class K2450Emulator(SmuEmulator):
     def _outp_q(self, args: list[str]) -> str:
         return "1" if self.output_on else "0"
 
+    def _off_mode(self, args: list[str]) -> None:
+        mode = args[0].strip().upper()[:4]
+        if mode not in {"NORM", "HIMP", "ZERO", "GUAR"}:
+            raise ValueError(mode)
+        self.off_mode = mode
+
+    def _off_mode_q(self, args: list[str]) -> str:
+        return self.off_mode
+
     def _meas_curr(self, args: list[str]) -> str:
         return f"{self.measure()[1]:.6e}"
 
@@ -228,6 +254,8 @@ class K2450Emulator(SmuEmulator):
                 "source_delay_s": self.source_delay_s,
                 "source_delay_auto": self.source_delay_auto,
                 "readback": self.readback,
+                "output_on": self.output_on,
+                "off_mode": self.off_mode,
             }
         )
 
@@ -240,17 +268,26 @@ class K2450Emulator(SmuEmulator):
         if self._in_range(float(args[1]), 0.0, MAX_DELAY_S, "trigger delay"):
             self.blocks[int(args[0])] = ("DELAY", args[1:])
 
+    def _trace_points(self, args: list[str]) -> None:
+        self.buffer_points = int(float(args[0]))
+
+    def _trace_points_q(self, args: list[str]) -> str:
+        return str(self.buffer_points)
+
     def _trace_clear(self, args: list[str]) -> None:
         self.buffer = []
 
     def _trace_data(self, args: list[str]) -> str:
+        """Readings start..stop of defbuffer1. It fills continuously (2450 reference manual,
+        :TRACe:FILL:MODE, default CONT for defbuffer1): past its size the oldest readings are gone."""
         start, stop = int(args[0]), int(args[1])
-        if not (1 <= start <= stop <= len(self.buffer)):
+        stored = self.buffer[-self.buffer_points :]
+        if not (1 <= start <= stop <= len(stored)):
             self.error(-222, "Data out of range")
             return ""
-        t0 = self.buffer[0][0]
+        t0 = stored[0][0]
         out = []
-        for t, i in self.buffer[start - 1 : stop]:
+        for t, i in stored[start - 1 : stop]:
             out += [f"{i:.6e}", f"{t - t0:.9f}"]
         return ",".join(out)
 
@@ -292,7 +329,8 @@ class K2450Emulator(SmuEmulator):
         self.source_delay_s = entry["source_delay_s"]
         self.source_delay_auto = entry["source_delay_auto"]
         self.readback = entry["readback"]
-        return self._source_change(t, level_v=entry["level_v"])
+        self.off_mode = entry["off_mode"]
+        return self._source_change(t, level_v=entry["level_v"], output_on=entry["output_on"])
 
     def _trigger_model(self, t: float) -> Steps:
         counters: dict[int, int] = {}
@@ -358,6 +396,8 @@ _COMMANDS: dict[str, Callable[[K2450Emulator, list[str]], str | None]] = {
     ":SOUR:VOLT?": K2450Emulator._volt_q,
     ":OUTP": K2450Emulator._outp,
     ":OUTP?": K2450Emulator._outp_q,
+    ":OUTP:SMOD": K2450Emulator._off_mode,
+    ":OUTP:SMOD?": K2450Emulator._off_mode_q,
     ":MEAS:CURR?": K2450Emulator._meas_curr,
     ":SOUR:CONF:LIST:CAT?": K2450Emulator._list_catalog,
     ":SOUR:CONF:LIST:SIZE?": K2450Emulator._list_size,
@@ -372,6 +412,8 @@ _COMMANDS: dict[str, Callable[[K2450Emulator, list[str]], str | None]] = {
     ":TRIG:BLOC:MEAS": _block("MEASURE"),
     ":TRIG:BLOC:BRAN:COUN": _block("BRANCH_COUNTER"),
     ":TRAC:CLE": K2450Emulator._trace_clear,
+    ":TRAC:POIN": K2450Emulator._trace_points,
+    ":TRAC:POIN?": K2450Emulator._trace_points_q,
     ":TRAC:DATA?": K2450Emulator._trace_data,
     ":INIT": K2450Emulator._initiate,
     ":ABOR": K2450Emulator._abort,

@@ -28,7 +28,8 @@ SIM_RESOURCES = tuple(f"TCPIP::{host}::INSTR" for host in SIM_HOSTS)
 
 class SimLab:
     """Simulated SMUs sharing one virtual clock and mains (``line_frequency_hz``, 50 or 60 Hz);
-    ``faults`` maps a host (e.g. "k2450.sim") to its faults."""
+    ``faults`` maps a host (e.g. "k2450.sim") to its faults; ``models`` picks another model behind a
+    host (e.g. ``{"k2636b.sim": "2611B", "b2912a.sim": "B2901A"}``: its ranges and ``*IDN?``)."""
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class SimLab:
         card: DeviceCard | None = None,
         faults: dict[str, Faults] | None = None,
         line_frequency_hz: float = DEFAULT_LINE_FREQUENCY_HZ,
+        models: dict[str, str] | None = None,
     ) -> None:
         self.seed = seed
         self.line_frequency_hz = line_frequency_hz
@@ -46,8 +48,9 @@ class SimLab:
         for k, (host, emulator_cls) in enumerate(SIM_HOSTS.items()):
             rng = np.random.default_rng([seed, k])
             device = DeviceArray(self.card, (), rng)
+            model = {"model": models[host]} if models and host in models else {}
             self.instruments[host] = emulator_cls(
-                self.clock, device, self.faults.get(host), line_frequency_hz
+                self.clock, device, self.faults.get(host), line_frequency_hz, **model
             )
 
     def instrument(self, host: str) -> SmuEmulator:
