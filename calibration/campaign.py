@@ -50,7 +50,8 @@ class PulseProtocol(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    amplitudes_v: list[float] = Field(default=[1.0, 1.25, 1.5, 1.75, 2.0], min_length=2)
+    # above the shipped card's 1.3 V write threshold: a pulse below it does nothing to fit
+    amplitudes_v: list[float] = Field(default=[1.4, 1.55, 1.7, 1.85, 2.0], min_length=2)
     widths_s: list[float] = Field(default=[5e-5, 1e-4, 2e-4], min_length=2)
     reads: int = Field(default=32, ge=1, description="reads averaged before and after each pulse")
     read_v: float = Field(default=0.2, gt=0)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from device_models.bias_lines import DEFAULT_TOPOLOGY
 from device_models.card import DeviceCard
 from device_models.mapping import weight_scale_siemens
 from device_models.realisation import Realisation
@@ -124,11 +125,13 @@ def map_trained(
     window: PulseWindow,
     seed: int = 0,
     card: DeviceCard | None = None,
+    bias: str = DEFAULT_TOPOLOGY,
 ) -> StpnMapping:
     """Place trained (H, K) lambda and gamma (weight units per unit h z) on the calibrated array.
 
-    The hardware lambda is what the realisation achieves for the trained one at step dt_s (s): each
-    device biased for it inside ``card``'s bias window (default card if None); the hardware gamma is
+    The hardware lambda is what the realisation achieves for the trained one at step dt_s (s) under
+    the ``bias`` topology (``device_models.bias_lines``: line voltages by default, "device" for a bias
+    per device) inside ``card``'s bias window (default card if None); the hardware gamma is
     the trained one clipped to the |dG| range the pulse window writes on both devices of the pair,
     converted with g_per_weight (S per weight unit); NaN (and never in range) when the record has no
     pulse response (decays only, e.g. imported traces).
@@ -142,21 +145,21 @@ def map_trained(
     if not g_per_weight > 0:
         raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
     shape = (lam_t.shape[0], lam_t.shape[1])
-    real = Realisation.from_record(record, dt_s, seed, shape, card=card, stuck=False)
-    bias, achieved = real.bias_for_lambda(lam_t)
+    real = Realisation.from_record(record, dt_s, seed, shape, card=card, stuck=False, bias=bias)
+    bias_v, achieved = real.bias_for_lambda(lam_t)
     broken = ~real.usable.all(0)
     lam_hw = np.where(broken, np.nan, real.synapse_retention(achieved))
     idx = real.device_index
     if record.reference_pulse is None:  # decays only (e.g. imported traces): no gamma on the array
         nan = np.full(lam_t.shape, np.nan)
-        return StpnMapping(lam_t, lam_hw, gam_t, nan, np.zeros(lam_t.shape, dtype=bool), idx, bias)
+        return StpnMapping(lam_t, lam_hw, gam_t, nan, np.zeros(lam_t.shape, dtype=bool), idx, bias_v)
     low, high = update_range(record, window)
     g_low = np.maximum(low[idx[0]], low[idx[1]]) / g_per_weight
     g_high = np.minimum(high[idx[0]], high[idx[1]]) / g_per_weight
     mag = np.abs(gam_t)
     in_range = (mag >= g_low) & (mag <= g_high)
     gam_hw = np.sign(gam_t) * np.clip(mag, g_low, g_high)
-    return StpnMapping(lam_t, lam_hw, gam_t, gam_hw, in_range, idx, bias)
+    return StpnMapping(lam_t, lam_hw, gam_t, gam_hw, in_range, idx, bias_v)
 
 
 def map_stpn(
@@ -167,6 +170,7 @@ def map_stpn(
     g_per_weight: float | None = None,
     seed: int = 0,
     card: DeviceCard | None = None,
+    bias: str = DEFAULT_TOPOLOGY,
 ) -> StpnMapping:
     """``map_trained`` for a trained STPN layer: anything with ``weight``, ``weight_lambda`` and
     ``weight_gamma`` tensors, e.g. ``hwloop.stpn.STPN`` (calibration does not import hwloop).
@@ -190,4 +194,5 @@ def map_stpn(
         window,
         seed,
         card,
+        bias,
     )

@@ -171,6 +171,14 @@ class DeviceCard(_Section):
     def _cross(self) -> DeviceCard:
         if self.pulse.v_threshold_v >= self.pulse.v_max_v:
             raise ValueError("pulse.v_threshold_v must be below pulse.v_max_v")
+        b, threshold = self.bias, self.pulse.v_threshold_v
+        reach = max(abs(b.bias_min_v), abs(b.bias_max_v))
+        if reach >= threshold:
+            raise ValueError(
+                f"bias window {b.bias_min_v:g}..{b.bias_max_v:g} V reaches pulse.v_threshold_v "
+                f"({threshold:g} V): a decay bias that high would write the device; keep "
+                "|bias.bias_min_v| and |bias.bias_max_v| below the pulse threshold"
+            )
         if self.read.write_v > self.pulse.v_max_v:
             raise ValueError(
                 f"read.write_v ({self.read.write_v:g}) exceeds pulse.v_max_v ({self.pulse.v_max_v:g})"

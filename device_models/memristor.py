@@ -199,6 +199,29 @@ def potentiation_width_s(
     return _out(width, g_st_siemens, dg_siemens, g_st_max_siemens, dg_up_ref_siemens)
 
 
+def depression_width_s(
+    fraction_left: float,
+    amplitude_v: float,
+    *,
+    g_st_max_siemens: float,
+    dg_down_ref_siemens: float,
+    v_ref_v: float,
+    width_ref_s: float,
+    v_threshold_v: float = 0.0,
+    amp_exponent: float = 1.0,
+    width_exponent: float = 1.0,
+) -> float:
+    """Width (s) of one depression pulse of |``amplitude_v``| that leaves ``fraction_left`` in (0, 1] of
+    every device's short-term conductance: the inverse of ``pulse_response``'s multiplicative law
+    g -> g exp(-drive dg_down / g_max), so one pulse erases a whole row to that fraction.
+
+    ``inf`` below the pulse threshold."""
+    if abs(amplitude_v) < v_threshold_v or abs(amplitude_v) == 0:
+        return math.inf
+    drive = -math.log(fraction_left) * g_st_max_siemens / dg_down_ref_siemens
+    return width_ref_s * (drive / (abs(amplitude_v) / v_ref_v) ** amp_exponent) ** (1.0 / width_exponent)
+
+
 # -- conductance window, noise, currents, energies ------------------------------------------------
 
 

@@ -6,7 +6,9 @@ its spreads and stuck devices) or from a calibration record (each device's fitte
 step ``dt_s``. It answers, per device:
 
 * ``lambda_range``: the per-step retention reachable inside the bias window;
-* ``bias_for_lambda``: the decay bias that realises a target lambda and the lambda achieved;
+* ``bias_for_lambda``: the decay bias that realises a target lambda and the lambda achieved, under the
+  array's bias topology (``device_models.bias_lines``: line voltages by default, a source per device,
+  row voltages only, or none);
 * ``pulse_for_write``: the pulse (amplitude, width, count) that writes a target |dG|;
 * ``read_energy_j`` / ``pulse_energy_j`` / ``bias_power_w``: what a read, a pulse, a held bias cost.
 
@@ -41,6 +43,14 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from device_models.bias_lines import (
+    DEFAULT_TOPOLOGY,
+    BiasTopology,
+    LineBias,
+    check_topology,
+    dac_count,
+    fit_line_bias,
+)
 from device_models.card import DeviceCard, load_card
 from device_models.errors import HwloopError
 from device_models.laws import DEFAULT_HORIZON_STEPS, step_retention
@@ -147,6 +157,7 @@ class Realisation:
         known_pulse_gain: Array,
         horizon_steps: int = DEFAULT_HORIZON_STEPS,
         record: CalibrationRecord | None = None,
+        bias: str = DEFAULT_TOPOLOGY,
     ) -> None:
         if not (isinstance(dt_s, int | float) and dt_s > 0 and math.isfinite(dt_s)):
             raise RealisationError(f"dt_s must be a positive number of seconds, got {dt_s}")
@@ -161,6 +172,8 @@ class Realisation:
             known_pulse_gain,
         )
         self._tables = _ln_q_tables(shapes, horizon_steps)
+        self.bias: BiasTopology = check_topology(bias)
+        self.line_bias: LineBias | None = None  # set by bias_for_lambda for "lines" / "rows"
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -173,8 +186,10 @@ class Realisation:
         *,
         d2d: bool = True,
         stuck: bool = True,
+        bias: str = DEFAULT_TOPOLOGY,
     ) -> Realisation:
-        """An (H, K) array of pairs drawn from ``card`` by ``seed`` (d2d spreads, stuck devices).
+        """An (H, K) array of pairs drawn from ``card`` by ``seed`` (d2d spreads, stuck devices), its
+        decay biases held by ``bias`` (``device_models.bias_lines``: "lines", "rows", "device", "none").
 
         The draw (torch PCG on the CPU, in this order: tau, window, pulse spreads (2, H, K) log-normal,
         then one uniform per device for stuck-on / stuck-off) is the emulated backend's chip.
@@ -199,6 +214,7 @@ class Realisation:
             g_st_max_siemens=c.window.g_st_max_siemens * draws["window"],
             pulse_gain=draws["pulse"],
             known_pulse_gain=ones,
+            bias=bias,
         )
 
     @classmethod
@@ -211,8 +227,10 @@ class Realisation:
         *,
         card: str | DeviceCard | None = None,
         stuck: bool = True,
+        bias: str = DEFAULT_TOPOLOGY,
     ) -> Realisation:
-        """An (H, K) array of pairs realised by the record's devices (``assign_devices``).
+        """An (H, K) array of pairs realised by the record's devices (``assign_devices``), biased by
+        ``bias`` (as ``from_card``).
 
         Each device decays by its own fitted law at the record's characterisation bias
         (``decay_bias_v``; the card's reference bias if unknown), moved by the bias with its measured
@@ -270,6 +288,7 @@ class Realisation:
             known_pulse_gain=gain,
             horizon_steps=record.horizon_steps,
             record=record,
+            bias=bias,
         )
 
     # -- decay -----------------------------------------------------------------------------------
@@ -325,12 +344,23 @@ class Realisation:
         return np.where(self.usable, lam, 0.0)
 
     def lambda_range(self) -> tuple[Array, Array]:
-        """(lam_min, lam_max), each (2, H, K): the retention reachable inside the card's bias window.
+        """(lam_min, lam_max), each (2, H, K): the retention each device reaches under this topology.
 
-        Stuck devices hold no volatile state: 0 for both."""
-        b = self.card.bias
-        ends = [self.lambda_at_bias(np.full((2, *self.shape), v)) for v in (b.bias_min_v, b.bias_max_v)]
+        Inside the card's bias window for "lines", "rows" and "device" (each device alone can reach
+        either end; which combinations lines can hold together is ``bias_for_lambda``'s fit); the
+        retention at 0 V for "none". Stuck devices hold no volatile state: 0 for both."""
+        ends = [self.lambda_at_bias(np.full((2, *self.shape), v)) for v in self._window_ends()]
         return np.minimum(*ends), np.maximum(*ends)
+
+    def _window_ends(self) -> tuple[float, float]:
+        """The decay biases (V) this topology can reach: the card's window, or 0 V alone for "none"."""
+        b = self.card.bias
+        return (0.0, 0.0) if self.bias == "none" else (b.bias_min_v, b.bias_max_v)
+
+    @property
+    def dac_count(self) -> int:
+        """Independent bias sources this array's topology needs (``device_models.bias_lines.dac_count``)."""
+        return dac_count(self.bias, self.shape)
 
     def trainable_lambda_range(self) -> tuple[float, float]:
         """(lo, hi): the lambda range a hardware-aware model should train in.
@@ -339,10 +369,7 @@ class Realisation:
         (the chip's d2d spread is unknown to the controller); for a record, the range at least 90% of
         the usable devices reach (lo = 90th percentile of the devices' lam_min, hi = 10th of lam_max).
         """
-        b = self.card.bias
-        ends = [
-            self._lambda_of(self._known, np.full((2, *self.shape), v)) for v in (b.bias_min_v, b.bias_max_v)
-        ]
+        ends = [self._lambda_of(self._known, np.full((2, *self.shape), v)) for v in self._window_ends()]
         lo, hi = np.minimum(*ends)[self.usable], np.maximum(*ends)[self.usable]
         if lo.size == 0:
             raise RealisationError("no usable device in the array")
@@ -351,11 +378,16 @@ class Realisation:
     def bias_for_lambda(self, lam: Any, *, clip: bool = True) -> tuple[Array, Array]:
         """Target lambda (H, K) (or (2, H, K)) -> (bias_v (2, H, K), lam_achieved (2, H, K)).
 
-        The bias comes from the known device model, clipped to the card's bias window unless
-        ``clip`` is False; the achieved lambda is the true device's at that bias (0 on stuck devices).
-        Targets outside (0, 1) are no device's retention: clipped, they go to the nearest end of
-        the window (lambda >= 1: the slowest decay, <= 0: the fastest); unclipped, they pass through
-        as achieved (the non-physical value itself), with the reference bias.
+        Each device's needed bias comes from the known device model, clipped to the card's bias
+        window; targets outside (0, 1) are no device's retention and go to the nearest end of the
+        window (lambda >= 1: the slowest decay, <= 0: the fastest). The topology then decides what
+        the array holds: "device" that bias itself; "lines" / "rows" the line voltages that best meet
+        every device's need in log-time (``device_models.bias_lines.fit_line_bias``, kept in
+        ``line_bias`` with its residual); "none" 0 V everywhere. The achieved lambda is the true
+        device's at the bias it gets (0 on stuck devices).
+
+        ``clip=False`` (per-device topology only, for equivalence tests): the bias is not clipped,
+        and non-physical targets pass through as achieved, with the reference bias.
         """
         target = np.broadcast_to(np.asarray(lam, dtype=np.float64), (2, *self.shape))
         physical = (target > 0) & (target < 1)
@@ -364,16 +396,65 @@ class Realisation:
         bias = self._bias_of(self._known, safe)
         slow_end = b.bias_min_v if self.card.bias.bias_efold_v > 0 else b.bias_max_v
         fast_end = b.bias_max_v + b.bias_min_v - slow_end
-        if clip:
-            bias = np.where(physical, bias, np.where(target >= 1, slow_end, fast_end))
-            bias = np.clip(bias, b.bias_min_v, b.bias_max_v)
-            achieved = self._lambda_of(self._true, bias)
-        else:
+        if not clip:
+            if self.bias != "device":
+                raise RealisationError(
+                    f"unclipped decay biases exist only per device (bias='device'), not bias={self.bias!r}"
+                )
             bias = np.where(physical, bias, b.bias_ref_v)
             achieved = np.where(
                 physical, self._lambda_of(self._true, np.where(physical, bias, self.v_char)), target
             )
+            return bias, np.where(self.usable, achieved, 0.0)
+        bias = np.where(physical, bias, np.where(target >= 1, slow_end, fast_end))
+        bias = np.clip(bias, b.bias_min_v, b.bias_max_v)
+        if self.bias == "none":
+            bias = np.zeros_like(bias)
+        elif self.bias in ("lines", "rows"):
+            self.line_bias = fit_line_bias(
+                bias, self._known.efold_v, np.ones_like(bias), (b.bias_min_v, b.bias_max_v), self.bias
+            )
+            bias = self.line_bias.device_bias_v()
+        achieved = self._lambda_of(self._true, bias)
         return bias, np.where(self.usable, achieved, 0.0)
+
+    def differentiable_retention(self, lam: torch.Tensor) -> torch.Tensor:
+        """(2, H, K) retention of the true devices as a differentiable torch function of target lam (H, K).
+
+        The torch twin of ``bias_for_lambda`` for hardware-aware training: each device's needed bias
+        from the known model (closed form, exponential-law devices), clipped to the window, then what
+        the topology holds: "lines" the unweighted least-squares line fit without the window
+        constraint (row mean + column mean - grand mean of the (H, 2K) biases, then clipped), "rows"
+        the row mean, "device" the bias itself; the true device's retention at that bias. It equals
+        ``bias_for_lambda`` wherever the constrained fit is the unconstrained one (uniform e-fold
+        voltages, no active window bound); trainers add the difference straight-through. Devices of a
+        non-exponential law, and the "none" topology, give lam itself (straight-through only).
+        """
+        b = self.card.bias
+        dtype = lam.dtype
+        target = lam.expand(2, *self.shape).clamp(1e-12, 1 - 1e-12)
+
+        def t(x: Array) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(dtype)
+
+        if self.bias == "none":
+            return target
+        tau_needed = -self.dt_s / torch.log(target)
+        bias = self.v_char - t(self._known.efold_v) * torch.log(tau_needed / t(self._known.tau1_s))
+        bias = bias.clamp(b.bias_min_v, b.bias_max_v)
+        if self.bias in ("lines", "rows"):
+            rows = torch.cat([bias[0], bias[1]], dim=1)  # (H, 2K) as the array's lines see it
+            held = rows.mean(1, keepdim=True)
+            if self.bias == "lines":
+                held = held + rows.mean(0, keepdim=True) - rows.mean()
+            held = held.expand_as(rows).clamp(b.bias_min_v, b.bias_max_v)
+            k = self.shape[1]
+            bias = torch.stack([held[:, :k], held[:, k:]])
+        tau = t(self._true.tau1_s) * torch.exp(-(bias - self.v_char) / t(self._true.efold_v))
+        achieved = torch.exp(-self.dt_s / tau)
+        exp_law = torch.as_tensor(self._true.shape == 0) & torch.as_tensor(self._tables[0] is None)
+        out = torch.where(exp_law, achieved, target)
+        return torch.where(torch.as_tensor(self.usable), out, torch.zeros_like(out))
 
     # -- writes ----------------------------------------------------------------------------------
     def pulse_for_write(self, dg_siemens: Any) -> Pulses:

@@ -2,7 +2,9 @@
 
 1. ``synaptic_energy_metric``: the paper's per-step sum_ij |G_ij / n_i| z_j^2 (unitless in weight units).
 2. Device physics, from a backend's ``energy()`` counters (J): reads V^2 G t_read, update pulses
-   V^2 G t_pulse, and the decay bias V^2 G held over each step's real duration dt_s. Excluded, as in
+   V^2 G t_pulse, the decay bias V^2 G held over each step's real duration dt_s (the bias each device
+   actually sits at: its line voltages by default), and exact normalisation's row refreshes (reads, an
+   erase pulse and the rewrite). Excluded, as in
    Weilenmann et al.: ADCs/DACs, drivers and every other peripheral, the digital neurons (tanh, row
    norms), the CNN and the heads.
 3. The same synaptic work on a GPU (``GpuModel``, default an NVIDIA A100): bytes moved and FLOPs of one
@@ -86,6 +88,7 @@ def device_energy_summary(
             "read_j": "V_read^2 G t_read of every device read",
             "program_j": "V^2 G t_pulse of every update pulse",
             "bias_j": "V_bias^2 G of every device held at its decay bias, times the step's real duration",
+            "refresh_j": "exact normalisation's row refreshes: reads, one erase pulse, rewrite (V^2 G t)",
         },
         "excluded": list(DEVICE_EXCLUDED),
     }
@@ -232,6 +235,11 @@ def paper_form(result: dict[str, Any]) -> EnergyReport:
         ("  update pulses (programming)", parts.get("program_j"), p["programming_j"], ""),
         ("  reads", parts.get("read_j"), None, "not given by the paper"),
         *(
+            (("  row refreshes (exact normalisation)", parts["refresh_j"], None, "read + erase + rewrite"),)
+            if "refresh_j" in parts
+            else ()
+        ),
+        *(
             (f"  lab block: {what}", parts[key], None, "measured controller I/O")
             for key, what in (("lab_read_j", "reads"), ("lab_program_j", "update pulses"))
             if key in parts
@@ -254,6 +262,14 @@ def paper_form(result: dict[str, Any]) -> EnergyReport:
         f"per synapse at a worst-case {p['decay_bias_v']} V decay bias, over "
         f"{paper_s:.1f} s (the duration its decay-bias figure implies); peripherals and ADCs excluded",
     ]
+    stats = result.get("backend_stats")
+    if isinstance(stats, dict) and "bias" in stats:
+        assumptions.insert(
+            0,
+            f"decay bias held by {stats['bias']} ({stats.get('dac_count', 0):,.0f} bias sources, DACs not "
+            f"counted in joules); exact normalisation refreshed {stats.get('refreshes_per_step', 0.0):.2f} "
+            "rows per step, each a read, erase and rewrite of the row's short-term devices",
+        )
     if ratio:
         assumptions.insert(0, ratio)
     else:

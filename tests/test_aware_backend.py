@@ -29,8 +29,9 @@ def layer(i: int = 5, h: int = 7, seed: int = 0, gamma: float = 0.5) -> STPN:
     return net
 
 
+@pytest.mark.parametrize("normalisation", ["exact", "native"])
 @pytest.mark.parametrize("seed", [0, 3])
-def test_deterministic_chip_matches_the_emulated_backend(seed: int) -> None:
+def test_deterministic_chip_matches_the_emulated_backend(seed: int, normalisation: str) -> None:
     """Noise-free reads: the aware torch path and the emulated numba kernels run the same chip identically.
 
     Every deterministic non-ideality is on (d2d, stuck, quantise, saturation, bias limits) and gamma is
@@ -39,9 +40,12 @@ def test_deterministic_chip_matches_the_emulated_backend(seed: int) -> None:
     net = layer(seed=seed)
     xs = torch.rand(4, 25, 5, dtype=torch.float64) * 2 - 0.5
     with torch.no_grad():
-        net.set_backend(EmulatedCrossbar(seed=seed, dt_s=DT_S, max_write_gain=4.0, **NOISE_OFF))
+        options: dict[str, Any] = dict(
+            seed=seed, dt_s=DT_S, max_write_gain=4.0, normalisation=normalisation, **NOISE_OFF
+        )
+        net.set_backend(EmulatedCrossbar(**options))
         emulated = net.run(xs)
-        net.set_backend(AwareCrossbar(seed=seed, dt_s=DT_S, max_write_gain=4.0, redraw=False, **NOISE_OFF))
+        net.set_backend(AwareCrossbar(redraw=False, **options))
         aware = net.run(xs)
     torch.testing.assert_close(aware.hs, emulated.hs, rtol=0, atol=1e-10)
     torch.testing.assert_close(aware.state[1], emulated.state[1], rtol=0, atol=1e-10)
@@ -71,13 +75,18 @@ def _fixed_state(h: int = 6, k: int = 9, batch: int = 4000) -> tuple[Synapses, t
     return syn, F, z
 
 
-def test_read_noise_variance_matches_the_emulated_backend() -> None:
+@pytest.mark.parametrize("normalisation", ["exact", "native"])
+def test_read_noise_variance_matches_the_emulated_backend(normalisation: str) -> None:
     """Per-output read-noise variance of (G z) from many reads: aware equals emulated's own statistics."""
     syn, F, z = _fixed_state()
     variances = []
     for backend in (
-        EmulatedCrossbar(seed=2, dt_s=DT_S, c2c=False, saturation=False, energy_counters=False),
-        AwareCrossbar(seed=2, dt_s=DT_S, c2c=False, saturation=False, redraw=False),
+        EmulatedCrossbar(
+            seed=2, dt_s=DT_S, c2c=False, saturation=False, energy_counters=False, normalisation=normalisation
+        ),
+        AwareCrossbar(
+            seed=2, dt_s=DT_S, c2c=False, saturation=False, redraw=False, normalisation=normalisation
+        ),
     ):
         backend.program(syn)
         backend.initial_state(F.shape[0])
@@ -139,11 +148,12 @@ def test_trainable_lambda_range_from_the_card_bias_window() -> None:
 
 
 def test_every_trainable_lambda_is_realised_by_the_nominal_device() -> None:
-    """The emulated backend (d2d off) realises lambda = lo and hi exactly: no bias is clipped."""
+    """The emulated backend (d2d off, a bias per device) realises lambda = lo and hi exactly: no bias is
+    clipped. (Lines cannot hold this checkerboard: see tests/test_bias_lines.py.)"""
     lo, hi = trainable_lambda_range(None, DT_S)
     w = torch.full((2, 3), 0.5, dtype=torch.float64)
     lam = torch.tensor([[lo, hi, lo], [hi, lo, hi]], dtype=torch.float64)
-    emu = EmulatedCrossbar(dt_s=DT_S, d2d=False, stuck=False, read_noise=False, c2c=False)
+    emu = EmulatedCrossbar(dt_s=DT_S, d2d=False, stuck=False, read_noise=False, c2c=False, bias="device")
     emu.program(Synapses(w, lam, torch.zeros_like(w)))
     torch.testing.assert_close(emu.retention, lam.expand(2, 2, 3), rtol=1e-12, atol=0)
 

@@ -183,7 +183,7 @@ def test_relaxation_is_the_chips_uncompensated_d2d_retention(tmp_path: Path) -> 
     lambda^(1 / r) (r from the chip draw); one aihwkit device holds the pair's mean of the two."""
     sigma = 0.2
     card = write_card(tmp_path, d2d_tau_rel=sigma)
-    xb = aihwkit(card=card, normalisation="native", seed=5)
+    xb = aihwkit(card=card, normalisation="native", seed=5, bias="device")  # a bias per device
     torch.manual_seed(5)
     w = (torch.rand(12, 40) * 2 - 1) * 0.2
     lam = 0.7 + 0.25 * torch.rand(12, 40)  # inside the card's bias window at dt = 0.1 s

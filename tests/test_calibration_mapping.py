@@ -74,10 +74,10 @@ def test_mapping_a_trained_layer_reports_per_synapse_distance():
     lam_hw = rec.lam_at(0.1).reshape(2, 2)
     g_per_weight = 1e-8
     low, high = update_range(rec, window)
-    idx = map_trained(lam_hw, np.ones((2, 2)), rec, 0.1, g_per_weight, window).device_index
+    idx = map_trained(lam_hw, np.ones((2, 2)), rec, 0.1, g_per_weight, window, bias="device").device_index
     pair_low, pair_high = np.maximum(low[idx[0]], low[idx[1]]), np.minimum(high[idx[0]], high[idx[1]])
     gamma = np.array([[0.5, -1.0], [100.0, 1e-6]]) * (pair_low + pair_high) / 2 / g_per_weight
-    m = map_trained(lam_hw, gamma, rec, 0.1, g_per_weight, window)
+    m = map_trained(lam_hw, gamma, rec, 0.1, g_per_weight, window, bias="device")
     np.testing.assert_allclose(m.lam_hardware, lam_hw)  # inside the bias window: each device compensated
     assert m.summary()["lambda_abs_err_median"] < 1e-12
     np.testing.assert_array_equal(m.gamma_in_range, [[True, True], [False, False]])
@@ -97,6 +97,9 @@ def test_map_stpn_uses_the_layer_parameters():
     b = CARD.bias
     tau_at_v = TAU[m.device_index] * np.exp(-(m.decay_bias_v - b.bias_ref_v) / b.bias_efold_v)
     np.testing.assert_allclose(m.lam_hardware, np.exp(-0.1 / tau_at_v).mean(0), rtol=1e-10)
+    assert m.decay_bias_v.min() >= b.bias_min_v and m.decay_bias_v.max() <= b.bias_max_v  # line voltages
+    # a bias per device meets every trained lambda inside the window
+    m = map_stpn(layer, rec, 0.1, window, bias="device")
     inside = ((m.decay_bias_v > b.bias_min_v) & (m.decay_bias_v < b.bias_max_v)).all(0)
     np.testing.assert_allclose(m.lam_hardware[inside], m.lam_trained[inside], rtol=1e-10)
     np.testing.assert_allclose(

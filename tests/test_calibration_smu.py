@@ -70,10 +70,10 @@ def test_measured_bias_law_picks_the_bias_that_realises_lambda(tmp_path):
 
 
 def test_bias_at_the_pulse_threshold_is_reported_not_fitted(tmp_path):
-    """At 0.5 V (the card's pulse threshold) the held device is driven, not relaxing: no tau there."""
+    """At 1.3 V (the card's pulse threshold) the held device is driven, not relaxing: no tau there."""
     lab = SimLab(seed=1)
     path = tmp_path / "bias.h5"
-    cfg = SmuCampaignConfig(bias_decay=BiasDecayProtocol(biases_v=[0.1, 0.3, 0.5], cycles=1))
+    cfg = SmuCampaignConfig(bias_decay=BiasDecayProtocol(biases_v=[0.1, 0.3, 1.3], cycles=1))
     run(lab, "k2450.sim", path, cfg)
     record, _ = build_record(path, model="exp")
     assert record.bias_law is not None

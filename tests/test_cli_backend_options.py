@@ -28,11 +28,13 @@ def test_emulated_with_every_non_ideality_switched_off_scores_exactly_as_ideal(h
     common = ("art", "eval", "--n", "400", "--seed", "7", "--json")
     ideal = json.loads(hwloop_process(*common).stdout)
     off = [arg for name in NON_IDEALITIES for arg in ("--backend-option", f"{name}=false")]
-    result = hwloop_process(*common, "--backend", "emulated", *off)
+    result = hwloop_process(*common, "--backend", "emulated", *off, "--backend-option", "bias=device")
     assert result.returncode == 0, result.stderr
     emulated = json.loads(result.stdout)
     assert emulated["accuracy"] == ideal["accuracy"]
-    assert emulated["backend_options"]["extra"] == [f"{name}=false" for name in NON_IDEALITIES]
+    assert emulated["backend_options"]["extra"] == [f"{name}=false" for name in NON_IDEALITIES] + [
+        "bias=device"
+    ]
 
 
 def test_an_option_the_backend_does_not_take_is_one_error_line(hwloop_process) -> None:

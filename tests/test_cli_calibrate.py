@@ -97,7 +97,9 @@ def test_map_reports_trained_against_hardware_per_synapse(tmp_path, hwloop_run):
         g_min_siemens=1e-9, g_max_siemens=2e-8,
     )  # fmt: skip
     record.save(tmp_path / "calib.json")
-    code, _, err = hwloop_run("calibrate", "map", str(tmp_path / "calib.json"), "--out", str(tmp_path / "m"))
+    code, _, err = hwloop_run(
+        "calibrate", "map", str(tmp_path / "calib.json"), "--out", str(tmp_path / "m"), "--bias", "device"
+    )
     assert code == 0, err
     arrays = load_file(str(tmp_path / "m" / "mapping.safetensors"))
     trained = load_model(DEFAULT_CHECKPOINT).stpn.weight_lambda.detach().double().numpy()

@@ -97,3 +97,29 @@ def test_art_eval_runs_on_the_emulated_backend_with_a_card(tmp_path: Path) -> No
     assert payload["backend"] == "emulated" and payload["backend_options"]["seed"] == 2
     assert 0.0 <= payload["accuracy"] <= 1.0
     assert payload["energy_joules"]["read_j"] > 0  # the physical counters were live
+
+
+def test_show_gives_the_realisable_lambda_of_every_bias_topology_at_dt() -> None:
+    """By hand: tau(V) = 1 s exp(-(V - 0.6) / 0.25) over the 0-1.2 V window; 'none' holds 0 V only."""
+    result = runner.invoke(app, ["devices", "show", "--dt-s", "0.05", "--json"])
+    assert result.exit_code == 0, result.output
+    table = {row["bias"]: row for row in json.loads(result.stdout)["realisable_lambda"]["topologies"]}
+    fast, slow = math.exp(-0.05 / math.exp(-0.6 / 0.25)), math.exp(-0.05 / math.exp(0.6 / 0.25))
+    for name in ("lines", "rows", "device"):
+        assert table[name]["lambda_min"] == pytest.approx(fast, rel=1e-9)
+        assert table[name]["lambda_max"] == pytest.approx(slow, rel=1e-9)
+    assert table["none"]["lambda_min"] == table["none"]["lambda_max"] == pytest.approx(slow, rel=1e-9)
+    assert [table[n]["sources"] for n in ("lines", "rows", "device", "none")] == ["H + 2K", "H", "2HK", "0"]
+
+
+def test_show_refuses_a_card_whose_bias_window_reaches_the_write_threshold(
+    tmp_path: Path, hwloop_run
+) -> None:
+    from device_models.card import DEFAULT_CARD
+
+    card = tmp_path / "unsafe.toml"
+    card.write_text(DEFAULT_CARD.read_text().replace("bias_max_v = 1.2 ", "bias_max_v = 1.4 "))
+    result = hwloop_run("devices", "show", str(card))
+    assert result.code == 2 and result.out == ""
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bias window 0..1.4 V reaches pulse.v_threshold_v (1.3 V)" in lines[0]

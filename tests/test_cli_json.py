@@ -37,7 +37,9 @@ def test_devices_show_json_is_the_card_itself(hwloop_process) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     out.pop("card")
+    realisable = out.pop("realisable_lambda")
     assert DeviceCard.model_validate(out) == load_card(None)
+    assert [row["bias"] for row in realisable["topologies"]] == ["lines", "rows", "device", "none"]
 
 
 def test_calibrate_fit_json_summary_agrees_with_the_record_it_wrote(tmp_path: Path, hwloop_process) -> None:

@@ -24,7 +24,9 @@ def _card(**decay: object) -> DeviceCard:
 
 
 def test_exp_bias_is_the_closed_form_inverse_of_the_bias_law() -> None:
-    real = Realisation.from_card(CARD, dt_s=1 / 15, seed=0, shape=(3, 4), d2d=False, stuck=False)
+    real = Realisation.from_card(
+        CARD, dt_s=1 / 15, seed=0, shape=(3, 4), d2d=False, stuck=False, bias="device"
+    )
     lam = np.linspace(0.5, 0.99, 12).reshape(3, 4)
     bias, achieved = real.bias_for_lambda(lam)
     b = CARD.bias
@@ -44,12 +46,12 @@ def test_exp_bias_is_the_closed_form_inverse_of_the_bias_law() -> None:
 def test_card_d2d_is_uncompensated_and_a_record_is_compensated_per_device() -> None:
     """With a card the controller knows only the nominal device: a device whose tau is r times the
     nominal one retains lambda^(1/r). A record knows each device: every one hits the target."""
-    real = Realisation.from_card(CARD, dt_s=0.1, seed=3, shape=(8, 8), stuck=False)
+    real = Realisation.from_card(CARD, dt_s=0.1, seed=3, shape=(8, 8), stuck=False, bias="device")
     tau_true = real.tau1_s  # the drawn chip
     _, achieved = real.bias_for_lambda(np.full((8, 8), 0.9))
     np.testing.assert_allclose(achieved, 0.9 ** (CARD.decay.tau_s / tau_true), rtol=1e-10)
     rec = CalibrationRecord.from_arrays((8, 16), tau_true.transpose(1, 0, 2).reshape(8, 16), decay_bias_v=0.6)
-    on_record = Realisation.from_record(rec, dt_s=0.1, seed=3, shape=(8, 8), stuck=False)
+    on_record = Realisation.from_record(rec, dt_s=0.1, seed=3, shape=(8, 8), stuck=False, bias="device")
     np.testing.assert_array_equal(on_record.tau1_s, tau_true)  # identity assignment, G+ then G-
     _, achieved = on_record.bias_for_lambda(np.full((8, 8), 0.9))
     np.testing.assert_allclose(achieved, 0.9, rtol=1e-10)
@@ -61,7 +63,7 @@ def test_non_exponential_laws_achieve_the_least_squares_step_retention(law: str)
     lambda minimising sum_k (lambda^k - phi(k dt))^2 by scipy's bounded scalar minimiser."""
     card = _card(law=law)
     dt, horizon = 0.1, 100
-    real = Realisation.from_card(card, dt_s=dt, seed=0, shape=(1, 3), d2d=False, stuck=False)
+    real = Realisation.from_card(card, dt_s=dt, seed=0, shape=(1, 3), d2d=False, stuck=False, bias="device")
     bias, achieved = real.bias_for_lambda(np.array([[0.8, 0.9, 0.97]]))
     d, b = card.decay, card.bias
     k = np.arange(1, horizon + 1)
@@ -88,7 +90,7 @@ def test_per_step_retention_equals_an_ode_integration_of_the_device() -> None:
     """dg/dt = -g / tau(V) integrated by scipy over dt at the realised bias: g(dt) / g(0) is the
     realisation's lambda for every device of a drawn chip (d2d spread included)."""
     dt = 1 / 15
-    real = Realisation.from_card(CARD, dt_s=dt, seed=11, shape=(2, 3), stuck=False)
+    real = Realisation.from_card(CARD, dt_s=dt, seed=11, shape=(2, 3), stuck=False, bias="device")
     bias, achieved = real.bias_for_lambda(np.full((2, 3), 0.93))
     b = CARD.bias
     for idx in np.ndindex(bias.shape):
@@ -106,7 +108,7 @@ def test_per_step_retention_equals_the_simulated_labs_device_physics() -> None:
     devices = DeviceArray(CARD, (1,), np.random.default_rng(0))
     tau_ref = float(devices.tau_ref_s[0])
     rec = CalibrationRecord.from_arrays((1, 2), [tau_ref, tau_ref], decay_bias_v=CARD.bias.bias_ref_v)
-    real = Realisation.from_record(rec, dt_s=dt, shape=(1, 1), stuck=False)
+    real = Realisation.from_record(rec, dt_s=dt, shape=(1, 1), stuck=False, bias="device")
     bias, achieved = real.bias_for_lambda(np.array([[0.96]]))
     assert float(bias[0, 0, 0]) < CARD.pulse.v_threshold_v  # the sim would take a higher level as a pulse
     devices.stuck_on[:] = devices.stuck_off[:] = False

@@ -73,9 +73,12 @@ def test_emulated_and_aihwkit_realise_one_record_identically(tmp_path: Path, sha
         normalisation="native",
         read_noise=False,
         fault_aware=False,  # aihwkit has no fault-aware programming: compare the raw realisation
+        bias="device",  # a bias per device compensates each one (lines: tests/test_bias_lines.py)
     )
     emu.program(Synapses(*(t.double() for t in syn)))
-    aih = make_backend("aihwkit", card=card, calibration=path, seed=3, dt_s=DT_S, normalisation="native")
+    aih = make_backend(
+        "aihwkit", card=card, calibration=path, seed=3, dt_s=DT_S, normalisation="native", bias="device"
+    )
     aih.program(syn)  # type: ignore[arg-type]
 
     np.testing.assert_array_equal(emu.device_index, aih.device_index)  # type: ignore[attr-defined]

@@ -60,4 +60,4 @@ def test_exp_decay_follows_the_law_with_each_devices_tau() -> None:
 def test_reading_at_a_pulse_level_is_refused() -> None:
     dev = DeviceArray(load_card(), (), np.random.default_rng(0))
     with pytest.raises(ValueError, match="below the pulse threshold"):
-        dev.read_train_a(1.0, np.arange(3) * 0.1)
+        dev.read_train_a(1.5, np.arange(3) * 0.1)  # the card's threshold is 1.3 V

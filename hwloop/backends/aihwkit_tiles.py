@@ -53,6 +53,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from device_models.bias_lines import DEFAULT_TOPOLOGY, check_topology
 from device_models.card import DeviceCard, load_card
 from device_models.periphery import Periphery
 from device_models.programming import (
@@ -195,7 +196,9 @@ class AihwkitCrossbar:
         dt_s: float = DEFAULT_DT_S,
         writes: Literal["deterministic", "stochastic"] = "deterministic",
         fault_aware: bool = True,
+        bias: str = DEFAULT_TOPOLOGY,
     ) -> None:
+        self.bias = check_topology(bias)
         if writes not in PULSE_TYPES:
             raise HwloopError(
                 f"aihwkit backend: writes must be 'deterministic' or 'stochastic', got {writes!r}"
@@ -242,12 +245,15 @@ class AihwkitCrossbar:
     # -- programming ------------------------------------------------------------------------------
     def realisation(self, shape: tuple[int, int]) -> Realisation:
         """The array this backend realises for an (H, K) layer (``device_models.realisation``); with
-        noise off: no d2d spread, no stuck devices."""
+        noise off: no d2d spread, no stuck devices, and a bias per device (a perfect array)."""
+        bias = self.bias if self.noisy else "device"
         if self.record is not None:
             return Realisation.from_record(
-                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.noisy
+                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.noisy, bias=bias
             )
-        return Realisation.from_card(self.card, self.dt_s, self.seed, shape, d2d=self.noisy, stuck=self.noisy)
+        return Realisation.from_card(
+            self.card, self.dt_s, self.seed, shape, d2d=self.noisy, stuck=self.noisy, bias=bias
+        )
 
     def program(self, synapses: Synapses) -> None:
         """Program W onto the inference tile and keep lambda, gamma for the F tiles (copies, no grad)."""

@@ -8,12 +8,15 @@ normalisation) runs it, in plain torch autograd so a model can be trained throug
   emulated backend itself, so device-to-device spreads, stuck devices, quantisation, programming
   error, the bias window and a calibration record's per-device laws are exactly the emulated ones.
   The devices' values enter the forward pass through straight-through estimators: the long-term
-  weight is W + (W_device - W).detach(), each device's retention lambda + (r_device - lambda).detach()
-  (zero, without gradient, on a stuck device), gamma + (gamma * pulse_gain - gamma).detach().
+  weight is W + (W_device - W).detach(), each device's retention r(lambda) + (r_device - r(lambda)).detach()
+  with r the realisation's differentiable twin of the bias topology (``Realisation.differentiable_retention``:
+  by default the line voltages fitted to every lambda, so the gradient sees which lambdas lines can
+  hold together; zero, without gradient, on a stuck device), gamma + (gamma * pulse_gain - gamma).detach().
 * each step, as ``EmulatedCrossbar.read`` / ``update`` (exact mode): G = W_device + F; the row norm
   n from the noise-free state; read noise one normal per output with the emulated variance
   (variance proportional to the conductances read, through the digital row scale s); s <- s / n
-  with a row refresh where 1/s would exceed ``max_write_gain``; sign-dependent retention (r+ where
+  with a row refresh where 1/s would exceed ``max_write_gain`` (read, erase, rewrite: its read and
+  write noise as ``EmulatedCrossbar._refresh``); sign-dependent retention (r+ where
   F > 0, r- where F < 0); the Hebbian write with one cycle-to-cycle draw per pulsed device (z_j != 0);
   the window clamp F in [lo s, hi s]. The noise is additive or multiplicative with a detached scale;
   the clamp passes no gradient where it acts (the true derivative).
@@ -34,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from device_models.bias_lines import DEFAULT_TOPOLOGY
 from device_models.card import DeviceCard, load_card
 from device_models.periphery import Periphery, periphery_read
 from hwloop.backends.emulated import EmulatedCrossbar
@@ -46,6 +50,7 @@ def trainable_lambda_range(
     dt_s: float = 0.1,
     shape: tuple[int, int] = (1, 1),
     calibration: str | Path | None = None,
+    bias: str = DEFAULT_TOPOLOGY,
 ) -> tuple[float, float]:
     """(lo, hi) per-step retention a hardware-aware STPN with (H, K) = ``shape`` trains in, at ``dt_s`` (s).
 
@@ -53,7 +58,7 @@ def trainable_lambda_range(
     emulated backend builds from ``card`` or ``calibration``: for a card, the nominal device's range
     inside the bias window; for a record, the range the bulk of the assigned devices reach.
     """
-    chip = EmulatedCrossbar(card=card, calibration=calibration, dt_s=dt_s)
+    chip = EmulatedCrossbar(card=card, calibration=calibration, dt_s=dt_s, bias=bias)
     return chip.realisation(shape).trainable_lambda_range()
 
 
@@ -65,13 +70,15 @@ PERIPHERIES: dict[str, tuple[Periphery | None, ...]] = {
 
 
 class AwareCrossbar:
-    """The emulated array (exact normalisation), differentiable, with a fresh chip per ``program``.
+    """The emulated array, differentiable, with a fresh chip per ``program``.
 
     Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality switches,
     max_write_gain); ``redraw``: draw a new chip (seed + count) at every ``program`` (True) or keep
     chip ``seed`` (False); ``periphery``: "none" (ideal DAC/ADC, as emulated), "aihwkit" (the
     aihwkit backend's periphery, ``device_models.periphery.Periphery()``) or "both" (alternating
-    per chip).
+    per chip); ``bias``: the bias topology (``device_models.bias_lines``); ``normalisation``: "exact"
+    (the digital row scale, refreshes) or "native" (devices decay by themselves, n at the read only:
+    the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode).
     """
 
     name = "aware"
@@ -92,11 +99,18 @@ class AwareCrossbar:
         max_write_gain: float = 16.0,
         redraw: bool = True,
         periphery: str = "none",
+        bias: str = DEFAULT_TOPOLOGY,
+        normalisation: str = "exact",
     ) -> None:
         if periphery not in PERIPHERIES:
             raise HwloopError(
                 f"aware backend: periphery must be one of {', '.join(PERIPHERIES)}, got {periphery!r}"
             )
+        if normalisation not in ("exact", "native"):
+            raise HwloopError(
+                f"aware backend: normalisation must be 'exact' or 'native', got {normalisation!r}"
+            )
+        self.normalisation = normalisation
         self._peripheries = PERIPHERIES[periphery]
         self.periphery: Periphery | None = self._peripheries[0]
         self.card: DeviceCard = load_card(card)
@@ -104,7 +118,7 @@ class AwareCrossbar:
             card=self.card,
             calibration=calibration,
             dt_s=dt_s,
-            normalisation="exact",
+            normalisation=normalisation,
             read_noise=read_noise,
             d2d=d2d,
             c2c=c2c,
@@ -114,6 +128,7 @@ class AwareCrossbar:
             bias_limits=bias_limits,
             energy_counters=False,
             max_write_gain=max_write_gain,
+            bias=bias,
         )
         EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
         self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), float(dt_s)
@@ -139,8 +154,11 @@ class AwareCrossbar:
         self._W = weight + (chip.effective_weight.to(dtype) - weight).detach()
         r = chip.retention.to(dtype)  # (2, H, K): 0 on stuck devices
         volatile = r != 0
-        r_plus = torch.where(volatile[0], lam + (r[0] - lam).detach(), torch.zeros_like(lam))
-        r_minus = torch.where(volatile[1], lam + (r[1] - lam).detach(), torch.zeros_like(lam))
+        # the gradient flows through what the topology holds (line voltages by default), the values
+        # are the chip's (straight-through for the rest: window bounds, other laws)
+        through = torch.where(chip._analog_f, chip.real.differentiable_retention(lam), lam)
+        r_plus = torch.where(volatile[0], through[0] + (r[0] - through[0]).detach(), torch.zeros_like(lam))
+        r_minus = torch.where(volatile[1], through[1] + (r[1] - through[1]).detach(), torch.zeros_like(lam))
         self._r_mid, self._r_half = (r_plus + r_minus) / 2, (r_plus - r_minus) / 2
         self._gamma = gamma + (chip._gamma.to(dtype) - gamma).detach()
         self._window = chip._window
@@ -198,26 +216,53 @@ class AwareCrossbar:
             2 * c.window.g_min_siemens * z2.sum(1, keepdim=True)
             + gpw * torch.einsum("bhk,bk->bh", F.abs(), z2) / s
         )
-        sum_noise = z2 @ self._g_lt_sum.T + s * s * st_z2
+        if self.normalisation == "native":  # one pair holds W + F: no scale, no separate short-term pair
+            sum_noise = z2 @ self._g_lt_sum.T + gpw * torch.einsum("bhk,bk->bh", F.abs(), z2)
+        else:
+            sum_noise = z2 @ self._g_lt_sum.T + s * s * st_z2
         var_w2 = c.variability.read_noise_rel**2 * c.window.g_max_siemens * sum_noise / gpw**2
         return var_w2.clamp(min=0).sqrt()
 
     def update(self, F: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
         """Retention (sign-dependent, with the digital 1/n), Hebbian write with c2c noise, window clamp."""
-        s = self._scale_of(F) / n.detach()
-        s = torch.where(s * self.max_write_gain < 1, torch.ones_like(s), s)  # row refresh
+        s_prev = self._scale_of(F)
+        native = self.normalisation == "native"
+        if native:  # the devices decay by themselves; n acts at the read only
+            s, inv_n = s_prev, torch.ones_like(n).unsqueeze(2)
+        else:
+            s, inv_n = s_prev / n.detach(), torch.reciprocal(n).unsqueeze(2)
+            refresh = s * self.max_write_gain < 1
+            if bool(refresh.any()):
+                F = F + self._refresh_noise(F.detach(), refresh, s_prev)
+            s = torch.where(refresh, torch.ones_like(s), s)  # row refresh
         write = self._gamma * (h.unsqueeze(2) * z.unsqueeze(1))
         sigma = self.card.variability.c2c_pulse_rel
         if self.c2c and sigma > 0:
             noise = sigma * torch.randn(write.shape, generator=self._noise, dtype=write.dtype)
             write = write * (1 + noise * ((z != 0).unsqueeze(1) & self._pulsed))
-        out = (self._r_mid * F + self._r_half * F.abs()) / n.unsqueeze(2) + write
+        out = (self._r_mid * F + self._r_half * F.abs()) * inv_n + write
         if self._window is not None:
             lo, hi = self._window
             sb = s.unsqueeze(2)
             out = torch.clamp(out, min=lo * sb, max=hi * sb)
         self._F_out, self._scale = out, s
         return out
+
+    def _refresh_noise(self, F: Tensor, rows: Tensor, s_prev: Tensor) -> Tensor:
+        """What ``EmulatedCrossbar._refresh`` adds to a refreshed row (B, H, K; 0 on other rows), detached:
+        the read of f = F / s (variance proportional to each device's conductance) and the rewrite from
+        rest with cycle-to-cycle noise on the written value."""
+        c, gpw = self.card, self._gpw
+        s = s_prev.unsqueeze(2)
+        var = torch.zeros_like(F)
+        if self.read_noise:
+            g_pair = 2 * c.window.g_min_siemens + F.abs() / s * gpw
+            var = var + s * s * (c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2) * g_pair
+        sigma = c.variability.c2c_pulse_rel
+        if self.c2c and sigma > 0:
+            var = var + (sigma * F) ** 2
+        noise = var.sqrt() * torch.randn(F.shape, generator=self._noise, dtype=F.dtype)
+        return torch.where(rows.unsqueeze(2) & self._pulsed, noise, 0.0)
 
     def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
         """One time step: ``read``, h = tanh(y + bias), ``update``."""

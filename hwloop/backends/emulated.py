@@ -34,11 +34,14 @@ is assumed to know it); writes use the small-signal pulse response (the soft-bou
 saturation appears only as the window clamp); programming energy uses each written device's
 long-term conductance and the small-signal pulse width of the intended change (a write the window
 clips is still charged at its intended size); decay-bias energy holds each step's starting state
-over dt_s (rectangle rule); row refreshes in exact mode are counted, not charged energy; biexp and
+over dt_s (rectangle rule); row refreshes in exact mode are done by the array (read, erase, rewrite:
+``_refresh``) with their noise and energy (``refresh_j``), the erase's own time not paced; biexp and
 stretched laws decay by their best per-step retention (``device_models.laws.step_retention``),
 exact only for "exp"; digital synapses add no read noise or device energy, and the verify reads
-are counted in ``fault_report()``, not charged energy. Per-device decay biases assume each
-device's bias can be set (1T1R-style access). Inference only: no autograd.
+are counted in ``fault_report()``, not charged energy. Decay biases follow the array's topology
+(``bias``, ``device_models.bias_lines``): by default line voltages (H + 2K drivers, device (r, c) at
+V_row - V_col, fitted to the trained lambdas in log-time); ``"device"`` is the idealised bias per device
+(1T1R-style access). Inference only: no autograd.
 """
 
 from __future__ import annotations
@@ -51,8 +54,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias, check_topology
 from device_models.card import DeviceCard, load_card
 from device_models.mapping import weight_scale_siemens, weights_to_pair
+from device_models.memristor import card_pulse_kwargs, depression_width_s
 from device_models.programming import (
     VERIFY_SEED_OFFSET,
     FaultReport,
@@ -69,6 +74,7 @@ if TYPE_CHECKING:
     from device_models.record import CalibrationRecord
 
 Normalisation = Literal["exact", "native"]
+REFRESH_ERASE_LEFT = 1e-3  # fraction of its short-term conductance a refresh's erase pulse leaves
 
 
 class EmulatedCrossbar:
@@ -85,6 +91,8 @@ class EmulatedCrossbar:
     max_write_gain: exact mode: largest write amplification 1/s before a row is refreshed.
     fault_aware: program-and-verify finds stuck devices and compensates them
         (``device_models.programming``; ``fault_report()`` says what it found and the digital cost).
+    bias: how the decay biases are held: "lines" (row and column line voltages, default), "rows",
+        "device" (one source per device, idealised) or "none" (0 V) (``device_models.bias_lines``).
 
     After ``program``: ``g_per_weight`` (S per weight unit), ``g_lt_siemens`` (2, H, K) long-term
     conductances of [G+, G-], ``effective_weight`` (H, K) the W the array (and the periphery, for
@@ -111,6 +119,7 @@ class EmulatedCrossbar:
         energy_counters: bool = True,
         max_write_gain: float = 16.0,
         fault_aware: bool = True,
+        bias: str = DEFAULT_TOPOLOGY,
     ) -> None:
         if normalisation not in ("exact", "native"):
             raise HwloopError(f"normalisation must be 'exact' or 'native', got {normalisation!r}")
@@ -118,6 +127,11 @@ class EmulatedCrossbar:
             raise HwloopError(f"dt_s must be a positive number of seconds, got {dt_s}")
         if not max_write_gain >= 1:
             raise HwloopError(f"max_write_gain must be >= 1, got {max_write_gain}")
+        self.bias = check_topology(bias)
+        if not bias_limits and self.bias != "device":
+            raise HwloopError(
+                f"bias_limits=False needs bias='device' (unclipped per-device biases), not {bias!r}"
+            )
         self.card = load_card(card)
         if self.card.read.write_v < self.card.pulse.v_threshold_v:
             raise HwloopError("device card: read.write_v is below pulse.v_threshold_v, so no write would act")
@@ -147,9 +161,11 @@ class EmulatedCrossbar:
         """The array this backend emulates for an (H, K) layer (``device_models.realisation``)."""
         if self.record is not None:
             return Realisation.from_record(
-                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.stuck
+                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.stuck, bias=self.bias
             )
-        return Realisation.from_card(self.card, self.dt_s, self.seed, shape, d2d=self.d2d, stuck=self.stuck)
+        return Realisation.from_card(
+            self.card, self.dt_s, self.seed, shape, d2d=self.d2d, stuck=self.stuck, bias=self.bias
+        )
 
     def _program(self, weight: Tensor, lam: Tensor, gamma: Tensor) -> None:
         if not fusable(weight, lam, gamma):
@@ -158,6 +174,7 @@ class EmulatedCrossbar:
         win = c.window
         shape2 = (2, h, k)  # [G+, G-] devices of every synapse
         real = self.realisation((h, k))
+        self.real = real
         self.device_index = real.device_index
         stuck_on, stuck_off = torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off)
 
@@ -172,6 +189,8 @@ class EmulatedCrossbar:
         # retention: target lambda -> decay bias (known device, clipped) -> the true device's lambda
         b = c.bias
         bias, retention_np = real.bias_for_lambda(lam.to(torch.float64).numpy(), clip=self.bias_limits)
+        self.line_bias: LineBias | None = real.line_bias
+        self.dac_count = real.dac_count
         retention = torch.from_numpy(retention_np)
         bias_clipped = torch.from_numpy(np.clip(bias, b.bias_min_v, b.bias_max_v))
         volatile = torch.from_numpy(real.usable)
@@ -202,11 +221,15 @@ class EmulatedCrossbar:
         volatile = volatile | digital_f
         gamma_eff = torch.where(digital_f, gamma64, gamma_eff)
         self.retention = retention
-        self.decay_bias_v = torch.where(digital_f, 0.0, bias_clipped)  # no device is biased for it
+        # per device, no source is spent on a digital synapse; lines bias every device on them
+        self.decay_bias_v = (
+            torch.where(digital_f, 0.0, bias_clipped) if self.bias == "device" else bias_clipped
+        )
         self._r_mid = ((retention[0] + retention[1]) / 2).to(dtype)
         self._r_half = ((retention[0] - retention[1]) / 2).to(dtype)
         self._gamma = gamma_eff.to(dtype)
         self._gamma64 = torch.where(digital_f, 0.0, gamma64)  # the pulsed change per write (energy)
+        self._analog_f = ~digital_f  # (H, K) synapses whose F sits on devices (refreshes touch these)
         self._digital: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
         if bool(digital_f.any()):
             rows, cols = digital_f.nonzero(as_tuple=True)
@@ -247,6 +270,9 @@ class EmulatedCrossbar:
         p = c.pulse
         amp_term = (c.read.write_v / p.v_ref_v) ** p.amp_exponent
         self._width_per_siemens = p.width_ref_s / (p.dg_up_ref_siemens * amp_term)
+        kw = card_pulse_kwargs(c)
+        del kw["dg_up_ref_siemens"]
+        self.erase_width_s = depression_width_s(REFRESH_ERASE_LEFT, -c.read.write_v, **kw)
         # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
         g_up, g_down = (torch.full_like(self.g_lt_siemens, g_min) if exact else self.g_lt_siemens).unbind(0)
         self._g_up, self._g_down = g_up.to(dtype), g_down.to(dtype)
@@ -336,7 +362,9 @@ class EmulatedCrossbar:
             if self.normalisation == "exact":
                 s = s_prev / n
                 refresh = s * self.max_write_gain < 1
-                self.refresh_rows += int(refresh.sum())
+                F_read = F  # the state the step's bias energy is charged on (the read cached its rows)
+                if bool(refresh.any()):
+                    F = self._refresh(F, refresh, s_prev)
                 s = torch.where(refresh, torch.ones_like(s), s)
                 inv_n = torch.reciprocal(n)
             else:
@@ -365,9 +393,55 @@ class EmulatedCrossbar:
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
             if self.energy_counters:
-                self._count_update_energy(self._bias_rows(F) / s_prev, gain, h, z, abs_z_coef)
+                bias_rows = self._bias_rows(F_read if self.normalisation == "exact" else F)
+                self._count_update_energy(bias_rows / s_prev, gain, h, z, abs_z_coef)
+            self.sample_steps += F.shape[0]
             self._adopt(out, s)
             return out
+
+    def _refresh(self, F: Tensor, rows: Tensor, s_prev: Tensor) -> Tensor:
+        """Exact mode's row refreshes, done by the array: F with every refreshed row rewritten at scale 1.
+
+        rows: (B, H) bool. Each refreshed row's short-term pair holds f = F / s (weight units). The
+        periphery reads every device of the row (read noise, variance proportional to each device's
+        conductance), one depression pulse erases the rows to ``REFRESH_ERASE_LEFT`` of their state
+        (the multiplicative depression law, ``depression_width_s``: one pulse for all rows at once),
+        and the read value s f is written again from rest on the device of its sign (cycle-to-cycle
+        noise on the written change, as any write). Charged to ``refresh_j``: the reads
+        (V_read^2 G t_read), the erase (V^2 G w_erase, G at the state before it, every device of the
+        row) and the rewrite (V^2 G w, small-signal width, as the update's writes). Digital synapses
+        (fault-aware programming) are the periphery's own numbers: untouched.
+        """
+        c, gpw = self.card, self.g_per_weight
+        b_idx, h_idx = rows.nonzero(as_tuple=True)
+        F_rows = F[b_idx, h_idx]  # (R, K) weight units
+        s = s_prev[b_idx, h_idx].unsqueeze(1)
+        analog = self._analog_f[h_idx]
+        g_min = c.window.g_min_siemens
+        g_pair = 2 * g_min + F_rows.abs() / s * gpw  # (R, K) S, both devices of the short-term pair
+        # read noise (variance prop. to each device's conductance, through the scale s) and the rewrite's
+        # c2c noise (relative to the value written) are independent Gaussians: one draw of their summed
+        # variance (the product of the two, second order at c2c^2 = 0.25 %, is left out)
+        var = torch.zeros_like(F_rows)
+        if self.read_noise:
+            var = var + s * s * (c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2) * g_pair
+        sigma = c.variability.c2c_pulse_rel
+        if self.c2c and sigma > 0:
+            var = var + (sigma * F_rows) ** 2
+        new = F_rows
+        if self.read_noise or (self.c2c and sigma > 0):
+            new = F_rows + var.sqrt() * torch.randn(F_rows.shape, generator=self._noise, dtype=F_rows.dtype)
+        out = F.clone()
+        out[b_idx, h_idx] = torch.where(analog, new, F_rows)
+        self.refresh_rows += int(b_idx.numel())
+        if self.energy_counters:
+            on = analog.to(F.dtype)
+            read = c.read.read_v_per_unit**2 * c.read.read_time_s * float((g_pair * on).sum())
+            v2 = c.read.write_v**2
+            erase = v2 * self.erase_width_s * float((g_pair * on).sum())
+            rewrite = v2 * g_min * self._width_per_siemens * gpw * float((new.abs() * on).sum())
+            self._energy["refresh_j"] += read + erase + rewrite
+        return out
 
     def _write_noise(self, z: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
         """Cycle-to-cycle noise of this step's pulses: one normal per written device, none elsewhere.
@@ -432,12 +506,25 @@ class EmulatedCrossbar:
     def reset_energy(self) -> None:
         """Zero the energy counters and the exact-mode write statistics."""
         self._energy = {"read_j": 0.0, "program_j": 0.0, "bias_j": 0.0}
-        self.refresh_rows = 0
+        if self.normalisation == "exact":
+            self._energy["refresh_j"] = 0.0
+        self.refresh_rows = self.sample_steps = 0
         self.max_gain_seen = 1.0
 
-    def stats(self) -> dict[str, float]:
-        """Cost of the normalisation: largest write gain 1/s used and rows refreshed (exact mode)."""
-        return {"max_write_gain": self.max_gain_seen, "refresh_rows": float(self.refresh_rows)}
+    def stats(self) -> dict[str, float | str]:
+        """Cost of the normalisation and of the bias: largest write gain 1/s used, rows refreshed (exact
+        mode; in total and per sample step), the bias topology, its line drivers (DACs) and the RMS
+        log-time residual of its line voltages (0 for "device" and "none")."""
+        per_step = self.refresh_rows / self.sample_steps if self.sample_steps else 0.0
+        line_bias = getattr(self, "line_bias", None)
+        return {
+            "max_write_gain": self.max_gain_seen,
+            "refresh_rows": float(self.refresh_rows),
+            "refreshes_per_step": per_step,
+            "bias": self.bias,
+            "dac_count": float(getattr(self, "dac_count", 0)),
+            "bias_residual_ln_tau": line_bias.residual_ln_tau if line_bias is not None else 0.0,
+        }
 
     def fault_report(self) -> dict[str, int]:
         """What fault-aware programming found and did at the last ``program`` (zeros when off)."""

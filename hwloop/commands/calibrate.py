@@ -440,13 +440,16 @@ def map_cmd(
     card: Annotated[
         Path | None, typer.Option("--card", help="Device card: the bias window (default: the shipped one).")
     ] = None,
+    bias: Annotated[
+        str, typer.Option("--bias", help="How decay biases are held: lines, rows, device or none.")
+    ] = "lines",
     as_json: Annotated[bool, typer.Option("--json", help="Print the mapping summary as JSON.")] = False,
     json_out: JsonOutOpt = None,
 ) -> None:
     """How far a trained STPN's lambda and gamma are from what the calibrated array realises, per synapse.
 
-    The same realisation as every backend (``device_models.realisation``): each synapse's two devices
-    are biased for its trained lambda inside the card's bias window."""
+    The same realisation as every backend (``device_models.realisation``): the devices are biased for
+    the trained lambdas inside the card's bias window, by line voltages (default) or as --bias says."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -462,9 +465,10 @@ def map_cmd(
         raise HwloopError("--amplitude and --width take two numbers MIN,MAX") from None
     window = PulseWindow(amplitude_min_v=a_lo, amplitude_max_v=a_hi, width_min_s=w_lo, width_max_s=w_hi)
     layer = load_model(checkpoint or DEFAULT_CHECKPOINT).stpn
+    from device_models.bias_lines import check_topology
     from device_models.card import load_card
 
-    mapping = map_stpn(layer, record, dt, window, seed=seed, card=load_card(card))
+    mapping = map_stpn(layer, record, dt, window, seed=seed, card=load_card(card), bias=check_topology(bias))
     out.mkdir(parents=True, exist_ok=True)
     summary = mapping.summary()
     known = {key: (value if np.isfinite(value) else None) for key, value in summary.items()}  # JSON: null

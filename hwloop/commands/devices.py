@@ -36,12 +36,22 @@ def show_cmd(
     card: CardArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card as JSON instead.")] = False,
     json_out: JsonOutOpt = None,
+    dt_s: Annotated[
+        float, typer.Option("--dt-s", min=0.0, help="Seconds per STPN step (> 0) for the lambda table.")
+    ] = 0.1,
 ) -> None:
-    """Print every parameter of a device card with its unit and meaning."""
+    """Print every parameter of a device card with its unit and meaning, and the per-step retention
+    (lambda) each bias topology can realise at --dt-s. A card whose bias window reaches its write
+    threshold is refused."""
     from device_models.card import DEFAULT_CARD, load_card
 
     c = load_card(card)
-    emit_result({"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json")}, as_json, json_out)
+    realisable = realisable_lambdas(c, dt_s)
+    emit_result(
+        {"card": str(card or DEFAULT_CARD), **c.model_dump(mode="json"), "realisable_lambda": realisable},
+        as_json,
+        json_out,
+    )
     if as_json:
         return
     console.print(escape(f"{c.meta.name}  ({card or DEFAULT_CARD})"))
@@ -62,8 +72,49 @@ def show_cmd(
     console.print(table)
     lo, hi = c.tau_range_s()
     console.print(f"decay time over the bias window: {lo:.3g} s .. {hi:.3g} s")
+    lam_table = Table(title=f"realisable lambda per step at dt = {dt_s:g} s (nominal device)")
+    for column in ("bias", "sources (H x 2K array)", "lambda min", "lambda max", "what it holds"):
+        lam_table.add_column(column, overflow="fold")
+    for row in realisable["topologies"]:
+        lam_table.add_row(
+            row["bias"],
+            row["sources"],
+            f"{row['lambda_min']:.4g}",
+            f"{row['lambda_max']:.4g}",
+            escape(row["holds"]),
+        )
+    console.print(lam_table)
     if c.meta.illustrative:
         console.print("[yellow]ILLUSTRATIVE values: replace them with your own calibration[/]")
+
+
+_TOPOLOGY_ROWS = (
+    ("lines", "H + 2K", "device (r, c) at V_row[r] - V_col[c]: ln tau additive in row and column (default)"),
+    ("rows", "H", "one bias per row; columns at 0 V"),
+    ("device", "2HK", "any bias per device (1T1R-style access; idealised)"),
+    ("none", "0", "every device at 0 V"),
+)
+
+
+def realisable_lambdas(c: DeviceCard, dt_s: float) -> dict[str, Any]:
+    """Per bias topology: the sources an H x 2K array needs and the per-step retention range (1) the
+    nominal device reaches at ``dt_s`` (s), through the realisation (the one owner of lambda)."""
+    from device_models.realisation import Realisation
+
+    rows = []
+    for name, sources, holds in _TOPOLOGY_ROWS:
+        real = Realisation.from_card(c, dt_s, shape=(1, 1), d2d=False, stuck=False, bias=name)
+        lo, hi = real.lambda_range()
+        rows.append(
+            {
+                "bias": name,
+                "sources": sources,
+                "lambda_min": float(lo.min()),
+                "lambda_max": float(hi.max()),
+                "holds": holds,
+            }
+        )
+    return {"dt_s": dt_s, "topologies": rows}
 
 
 def parse_quantity(text: str, unit: str, what: str) -> float:
