@@ -226,7 +226,7 @@ def _noise_row(key, b, H, i, n_b, col, sig, table, eps, mult):  # pragma: no cov
 def _update_one(
     f_row, o_row, z_row, s, post, sb, rm, rh, g_row, c_row, lo_row, hi_row, mult, with_clamp
 ):  # pragma: no cover
-    """One row of one sample (the 4-row loop of ``_update_rows`` for a batch remainder); returns coef . |z|."""
+    """One row of one sample (``_update_rows`` for a batch remainder); returns coef . |z|."""
     acc = f_row.dtype.type(0)
     for j in range(f_row.shape[0]):
         f = f_row[j]
@@ -411,8 +411,8 @@ def emulated_update(
     r(F) = r_mid + r_half * sign(F) (H, K), i.e. the retention r+ = r_mid + r_half of the G+ device
     where F > 0 and r- = r_mid - r_half of the G- device where F < 0. ``window``: None (no clip) or
     (lo, hi) (H, K) in weight units, scaled per row by ``bound`` (B, H). ``c2c``: None, or
-    (sigma (H, K), key): the relative write noise sigma_ij * eps of each pulsed synapse (z_bj != 0; no pulse, no
-    noise), eps the m-th standard normal of row (b, i)'s stream for its m-th pulsed column
+    (sigma (H, K), key): the relative write noise sigma_ij * eps of each pulsed synapse (z_bj != 0;
+    no pulse, no noise), eps the m-th standard normal of row (b, i)'s stream for its m-th pulsed column
     (``normals(row_key(key, b * H + i), ...)``); nothing is drawn for the synapses without a pulse. F is never overwritten.
     Also returns sum_j write_coef_ij |z_bj| (B, H), gathered in the same pass.
     """
