@@ -14,8 +14,6 @@ whose CPU time exceeds 1.2x its wall time is flagged: a second thread was charge
 
 from __future__ import annotations
 
-import single_thread  # noqa: I001  (first: pins the thread pools before torch / numba load)
-
 import argparse
 import json
 import os
@@ -24,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import single_thread
 import torch
 
 from hwloop.crossbar import make_backend
@@ -100,8 +99,7 @@ def main() -> None:
         ideal_cpu = statistics.median(cpus[(batch, "ideal")])
         ideal_wall = statistics.median(walls[(batch, "ideal")])
         print(f"\nbatch {batch}")
-        head = f"{'backend':50s} {'cpu ms':>8s} {'x ideal':>8s} {'wall ms':>8s} {'x ideal':>8s} {'cpu/wall':>8s}"
-        print(head)
+        print(f"{'backend':50s} {'cpu ms':>8s} {'x ideal':>8s} {'wall ms':>8s} {'x ideal':>8s} cpu/wall")
         for label, (_, _, is_default) in CONFIGS.items():
             if (batch, label) not in layers:
                 continue

@@ -8,6 +8,7 @@ CPU time exceeds 1.2x its wall time: a second thread was charged to it, so it wa
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -24,10 +25,8 @@ def pin() -> None:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set, or inter-op work already ran
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (or inter-op work already ran): keep the first setting
-        pass
     threadpool_limits(1)
 
 

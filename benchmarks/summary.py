@@ -3,7 +3,9 @@
 Reads every ``benchmarks/results/*.json`` that has a top-level ``"headline"`` list (see
 benchmarks/README.md for the convention), checks each figure against its goal, and writes
 ``benchmarks/results/summary.json`` and ``benchmarks/results/summary.md`` (the table the README shows).
-With ``--since UNIX_TIME`` (``make bench`` passes its start time), a result file older than that is
+A goal is accepted only on a figure marked ``"default_configuration": true`` (it measures what users
+get by default); a goal on any other figure is refused with an error, so a goal cannot land on a
+subset of the defaults. With ``--since UNIX_TIME`` (``make bench`` passes its start time), a result file older than that is
 marked stale: it was not re-measured in this run, so its figures are not side by side with the others.
 
     python benchmarks/summary.py [--since 1764460000]
@@ -55,6 +57,11 @@ def collect(since: float | None = None) -> list[dict[str, Any]]:
             missing = {"name", "value", "unit", "goal"} - set(item)
             if missing:
                 raise SystemExit(f"{path}: headline entry {item} lacks {sorted(missing)}")
+            if item["goal"] is not None and item.get("default_configuration") is not True:
+                raise SystemExit(
+                    f"{path}: goal {item['goal']!r} on {item['name']!r}, a figure not marked "
+                    '"default_configuration": true; goals are for the default configuration only'
+                )
             rows.append(
                 {
                     "benchmark": path.stem,
@@ -62,6 +69,7 @@ def collect(since: float | None = None) -> list[dict[str, Any]]:
                     "value": item["value"],
                     "unit": item["unit"],
                     "goal": item["goal"],
+                    "default_configuration": item.get("default_configuration") is True,
                     "met": goal_met(float(item["value"]), item["goal"]),
                     "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(measured)),
                     "stale": since is not None and measured < since,
@@ -77,9 +85,10 @@ def _fmt(value: float) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The README table: benchmark, figure, value with unit, goal, verdict."""
+    """The README table: benchmark, figure, value with unit, goal, verdict; the default configuration's
+    figures (the ones with goals) first."""
     lines = ["| benchmark | figure | value | goal | met |", "| --- | --- | --- | --- | --- |"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: not r.get("default_configuration")):  # the defaults first
         verdict = {True: "yes", False: "**no**", None: ""}[r["met"]]
         stale = " (stale: not re-run)" if r["stale"] else ""
         unit = r["unit"] if r["unit"] != "x" else "x"

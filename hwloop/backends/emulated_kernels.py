@@ -30,58 +30,74 @@ def _read_rows(W, F, z, bias_abs, g_lt, eps, dot, n, abs_f_z2, bias_rows, g_lt_z
         q = r // H
         i = r - q * H
         b0 = 4 * q
-        b1, b2, b3 = (
-            min(b0 + 1, B - 1),
-            min(b0 + 2, B - 1),
-            min(b0 + 3, B - 1),
-        )  # the last group repeats B - 1
-        w_row, ba, gl = W[i], bias_abs[i], g_lt[i]
-        f0, f1, f2, f3 = F[b0, i], F[b1, i], F[b2, i], F[b3, i]
-        z0, z1, z2, z3 = z[b0], z[b1], z[b2], z[b3]
-        sq0 = F.dtype.type(0)  # accumulate in the arrays' own dtype, as torch does
-        sq1 = sq2 = sq3 = ac0 = ac1 = ac2 = ac3 = ez0 = ez1 = ez2 = ez3 = sq0
-        eb0 = eb1 = eb2 = eb3 = eg0 = eg1 = eg2 = eg3 = sq0
-        for j in range(K):
-            w, c, gg = w_row[j], ba[j], gl[j]
-            f = f0[j]
-            g, a, x, x2 = w + f, abs(f), z0[j], z0[j] * z0[j]
-            sq0 += g * g
-            ac0 += g * x
-            ez0 += a * x2
-            eb0 += c * a
-            eg0 += gg * x2
-            f = f1[j]
-            g, a, x, x2 = w + f, abs(f), z1[j], z1[j] * z1[j]
-            sq1 += g * g
-            ac1 += g * x
-            ez1 += a * x2
-            eb1 += c * a
-            eg1 += gg * x2
-            f = f2[j]
-            g, a, x, x2 = w + f, abs(f), z2[j], z2[j] * z2[j]
-            sq2 += g * g
-            ac2 += g * x
-            ez2 += a * x2
-            eb2 += c * a
-            eg2 += gg * x2
-            f = f3[j]
-            g, a, x, x2 = w + f, abs(f), z3[j], z3[j] * z3[j]
-            sq3 += g * g
-            ac3 += g * x
-            ez3 += a * x2
-            eb3 += c * a
-            eg3 += gg * x2
-        for b, sq, ac, ez, eb, eg in (
-            (b0, sq0, ac0, ez0, eb0, eg0),
-            (b1, sq1, ac1, ez1, eb1, eg1),
-            (b2, sq2, ac2, ez2, eb2, eg2),
-            (b3, sq3, ac3, ez3, eb3, eg3),
-        ):
-            n[b, i] = np.sqrt(sq) + eps
-            dot[b, i] = ac
-            abs_f_z2[b, i] = ez
-            bias_rows[b, i] = eb
-            g_lt_z2[b, i] = eg
+        if b0 + 4 > B:  # the remainder of the batch: one sample at a time
+            w_row, ba, gl = W[i], bias_abs[i], g_lt[i]
+            for b in range(b0, B):
+                f_row, z_row = F[b, i], z[b]
+                sq = F.dtype.type(0)
+                ac = ez = eb = eg = sq
+                for j in range(K):
+                    f, x = f_row[j], z_row[j]
+                    g, a, x2 = w_row[j] + f, abs(f), x * x
+                    sq += g * g
+                    ac += g * x
+                    ez += a * x2
+                    eb += ba[j] * a
+                    eg += gl[j] * x2
+                n[b, i] = np.sqrt(sq) + eps
+                dot[b, i] = ac
+                abs_f_z2[b, i] = ez
+                bias_rows[b, i] = eb
+                g_lt_z2[b, i] = eg
+        else:
+            b1, b2, b3 = b0 + 1, b0 + 2, b0 + 3
+            w_row, ba, gl = W[i], bias_abs[i], g_lt[i]
+            f0, f1, f2, f3 = F[b0, i], F[b1, i], F[b2, i], F[b3, i]
+            z0, z1, z2, z3 = z[b0], z[b1], z[b2], z[b3]
+            sq0 = F.dtype.type(0)  # accumulate in the arrays' own dtype, as torch does
+            sq1 = sq2 = sq3 = ac0 = ac1 = ac2 = ac3 = ez0 = ez1 = ez2 = ez3 = sq0
+            eb0 = eb1 = eb2 = eb3 = eg0 = eg1 = eg2 = eg3 = sq0
+            for j in range(K):
+                w, c, gg = w_row[j], ba[j], gl[j]
+                f = f0[j]
+                g, a, x, x2 = w + f, abs(f), z0[j], z0[j] * z0[j]
+                sq0 += g * g
+                ac0 += g * x
+                ez0 += a * x2
+                eb0 += c * a
+                eg0 += gg * x2
+                f = f1[j]
+                g, a, x, x2 = w + f, abs(f), z1[j], z1[j] * z1[j]
+                sq1 += g * g
+                ac1 += g * x
+                ez1 += a * x2
+                eb1 += c * a
+                eg1 += gg * x2
+                f = f2[j]
+                g, a, x, x2 = w + f, abs(f), z2[j], z2[j] * z2[j]
+                sq2 += g * g
+                ac2 += g * x
+                ez2 += a * x2
+                eb2 += c * a
+                eg2 += gg * x2
+                f = f3[j]
+                g, a, x, x2 = w + f, abs(f), z3[j], z3[j] * z3[j]
+                sq3 += g * g
+                ac3 += g * x
+                ez3 += a * x2
+                eb3 += c * a
+                eg3 += gg * x2
+            for b, sq, ac, ez, eb, eg in (
+                (b0, sq0, ac0, ez0, eb0, eg0),
+                (b1, sq1, ac1, ez1, eb1, eg1),
+                (b2, sq2, ac2, ez2, eb2, eg2),
+                (b3, sq3, ac3, ez3, eb3, eg3),
+            ):
+                n[b, i] = np.sqrt(sq) + eps
+                dot[b, i] = ac
+                abs_f_z2[b, i] = ez
+                bias_rows[b, i] = eb
+                g_lt_z2[b, i] = eg
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
@@ -413,8 +429,8 @@ def emulated_update(
     (lo, hi) (H, K) in weight units, scaled per row by ``bound`` (B, H). ``c2c``: None, or
     (sigma (H, K), key): the relative write noise sigma_ij * eps of each pulsed synapse (z_bj != 0;
     no pulse, no noise), eps the m-th standard normal of row (b, i)'s stream for its m-th pulsed column
-    (``normals(row_key(key, b * H + i), ...)``); nothing is drawn for the synapses without a pulse. F is never overwritten.
-    Also returns sum_j write_coef_ij |z_bj| (B, H), gathered in the same pass.
+    (``normals(row_key(key, b * H + i), ...)``); nothing is drawn for the synapses without a pulse.
+    F is never overwritten. Also returns sum_j write_coef_ij |z_bj| (B, H), gathered in the same pass.
     """
     f = _array(F)
     out = np.empty_like(f)
