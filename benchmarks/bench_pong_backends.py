@@ -18,17 +18,16 @@ lab with an 8 x 8 block on the sim >= 15 steps/s (real time) with the virtual cl
 
 from __future__ import annotations
 
-import single_thread  # noqa: I001  (first: pins the thread pools before torch / numba load)
-
 import argparse
-import os
 import json
+import os
 import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import single_thread
 import torch
 
 from experiments.pong.agent import AgentState, PongAgent, load_agent

@@ -5,7 +5,8 @@ benchmarks/README.md for the convention), checks each figure against its goal, a
 ``benchmarks/results/summary.json`` and ``benchmarks/results/summary.md`` (the table the README shows).
 A goal is accepted only on a figure marked ``"default_configuration": true`` (it measures what users
 get by default); a goal on any other figure is refused with an error, so a goal cannot land on a
-subset of the defaults. With ``--since UNIX_TIME`` (``make bench`` passes its start time), a result file older than that is
+subset of the defaults. With ``--since UNIX_TIME`` (``make bench`` passes its start time), a result
+file older than that is
 marked stale: it was not re-measured in this run, so its figures are not side by side with the others.
 
     python benchmarks/summary.py [--since 1764460000]
