@@ -108,18 +108,22 @@ def test_written_change_has_the_analytic_distribution(normalisation: str) -> Non
     assert abs(both.std() - 1) < 4 / math.sqrt(2 * both.size)
 
 
-def test_samples_draw_their_own_noise_and_the_same_seed_repeats_it() -> None:
-    card = card_with(variability={"c2c_pulse_rel": 0.2})
-    w = torch.full((30, 40), 0.1, dtype=torch.float64)
-    z = torch.ones(5, 40, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_samples_draw_their_own_noise_and_the_same_seed_repeats_it(dtype: torch.dtype) -> None:
+    sigma = 0.2
+    card = card_with(variability={"c2c_pulse_rel": sigma})
+    w = torch.full((30, 40), 0.1, dtype=dtype)
+    z = torch.ones(5, 40, dtype=dtype)
     outs = []
     for _ in range(2):
         xbar = EmulatedCrossbar(card, **{**ALL_OFF, "c2c": True}, normalisation="native", seed=4)
         xbar.program(synapses(w, 0.5, gamma=0.01))
         F = xbar.initial_state(5)
-        outs.append(xbar.update(F, xbar.read(F, z).n, torch.ones(5, 30, dtype=torch.float64), z))
+        outs.append(xbar.update(F, xbar.read(F, z).n, torch.ones(5, 30, dtype=dtype), z))
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-    a, b = outs[0][0].flatten().numpy(), outs[0][4].flatten().numpy()  # the group and the remainder
+    eps = (outs[0].double() / 0.01 - 1) / sigma
+    assert stats.kstest(eps.flatten().numpy(), "norm").pvalue > 1e-3
+    a, b = eps[0].flatten().numpy(), eps[4].flatten().numpy()  # the group and the remainder
     assert abs(np.corrcoef(a, b)[0, 1]) < 4 / math.sqrt(a.size)
 
 

@@ -130,7 +130,9 @@ class EmulatedCrossbar:
         self.faults = FaultReport()
         self._noise = torch.Generator().manual_seed(self.seed)
         self._writes = 0  # updates with write noise so far: each has its own noise stream
-        self._sigma, self._sigma_for = torch.empty(0), None  # c2c spread per synapse, for _digital
+        # c2c spread per synapse, built for the digital synapses ``_sigma_for`` of the last program
+        self._sigma: Tensor = torch.empty(0)
+        self._sigma_for: tuple[Tensor, ...] | None = None
         self._programmed = False
         self._F_out: Tensor | None = None
         self._energy: dict[str, float] = {}
@@ -375,7 +377,12 @@ class EmulatedCrossbar:
         sigma = self.card.variability.c2c_pulse_rel
         if not (self.c2c and sigma > 0):
             return None
-        if self._sigma_for is not self._digital or self._sigma.dtype != self._W.dtype:
+        W = self._W
+        if (
+            self._sigma_for is not self._digital
+            or self._sigma.shape != W.shape
+            or self._sigma.dtype != W.dtype
+        ):
             self._sigma = torch.full_like(self._W, sigma)
             if self._digital is not None:
                 rows, cols = self._digital[:2]
