@@ -244,11 +244,17 @@ def _update_one(
 ):  # pragma: no cover
     """One row of one sample (``_update_rows`` for a batch remainder); returns coef . |z|."""
     acc = f_row.dtype.type(0)
-    for j in range(f_row.shape[0]):
-        f = f_row[j]
-        acc += c_row[j] * abs(z_row[j])
-        v = (rm[j] * f + rh[j] * abs(f)) * s + g_row[j] * (post * z_row[j]) * mult[j]
-        o_row[j] = min(max(v, lo_row[j] * sb), hi_row[j] * sb) if with_clamp else v
+    if with_clamp:
+        for j in range(f_row.shape[0]):
+            f = f_row[j]
+            acc += c_row[j] * abs(z_row[j])
+            v = (rm[j] * f + rh[j] * abs(f)) * s + g_row[j] * (post * z_row[j]) * mult[j]
+            o_row[j] = min(max(v, lo_row[j] * sb), hi_row[j] * sb)
+    else:
+        for j in range(f_row.shape[0]):
+            f = f_row[j]
+            acc += c_row[j] * abs(z_row[j])
+            o_row[j] = (rm[j] * f + rh[j] * abs(f)) * s + g_row[j] * (post * z_row[j]) * mult[j]
     return acc
 
 
