@@ -185,7 +185,8 @@ def main() -> None:
             )
 
     def entry(name: str, value: float, unit: str, goal: str | None) -> dict[str, object]:
-        return {"name": name, "value": value, "unit": unit, "goal": goal}
+        # every figure here runs the default configuration (a goal needs that mark: benchmarks/summary.py)
+        return {"name": name, "value": value, "unit": unit, "goal": goal, "default_configuration": True}
 
     headline = [
         entry("fit 169,984 devices, file to record", round(e2e["file_to_record_s"], 2), "s", "< 60"),

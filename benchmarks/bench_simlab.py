@@ -74,6 +74,7 @@ def main() -> None:
             "value": worst,
             "unit": "x",
             "goal": f"> {GOAL_RATIO:g}",
+            "default_configuration": True,
         }
     ]
     payload = {"goal_speedup": GOAL_RATIO, "worst_speedup": worst, "runs": runs, "headline": headline}

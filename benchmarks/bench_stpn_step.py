@@ -196,6 +196,7 @@ def main() -> None:
                 "value": g["cpu"],
                 "unit": "x",
                 "goal": f">= {g['goal']}",
+                "default_configuration": True,
             }
             for b, g in goals.items()
         ],

@@ -120,6 +120,7 @@ def main() -> None:
             "value": ratio,
             "unit": "x",
             "goal": f">= {GOAL_RAY_VS_POOL}",
+            "default_configuration": True,
         },
         {
             "name": "sweep of 32 points end to end on Ray (incl. cluster start)",

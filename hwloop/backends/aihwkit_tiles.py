@@ -376,9 +376,15 @@ class AihwkitCrossbar:
 
     # -- state ------------------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> Tensor:
-        """F = 0 on B fresh arrays, (B, H, K)."""
+        """F = 0 on the B arrays, (B, H, K): the chip's tile of the last ``program`` for this batch size,
+        set back to zero (building it is aihwkit's costliest call; its device parameters are the same
+        chip's every time, and its cycle-to-cycle noise stream goes on rather than restarting)."""
         w = self._programmed_w()
-        self._f_tile = self._make_f_tile(batch_size)
+        tile = self._f_tile
+        if tile is not None and tile.out_size == batch_size * w.shape[0]:
+            tile.set_weights(torch.zeros(tile.out_size, tile.in_size))
+        else:
+            self._f_tile = self._make_f_tile(batch_size)
         self._scale = torch.ones(batch_size, w.shape[0])
         self._last_F = w.new_zeros((batch_size, *w.shape))
         self._F_dig = None if self._digital is None else torch.zeros_like(self._last_F)

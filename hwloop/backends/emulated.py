@@ -65,7 +65,7 @@ from device_models.programming import (
     written_conductance,
 )
 from device_models.realisation import Realisation
-from hwloop.backends.emulated_kernels import emulated_read, emulated_update
+from hwloop.backends.emulated_kernels import emulated_read, emulated_update, write_noise_key
 from hwloop.backends.fused import fusable
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.errors import HwloopError, ShapeError
@@ -143,6 +143,10 @@ class EmulatedCrossbar:
         self.fault_aware = bool(fault_aware)
         self.faults = FaultReport()
         self._noise = torch.Generator().manual_seed(self.seed)
+        self._writes = 0  # updates with write noise so far: each has its own noise stream
+        # c2c spread per synapse, built for the digital synapses ``_sigma_for`` of the last program
+        self._sigma: Tensor = torch.empty(0)
+        self._sigma_for: tuple[Tensor, ...] | None = None
         self._programmed = False
         self._F_out: Tensor | None = None
         self._energy: dict[str, float] = {}
@@ -369,7 +373,7 @@ class EmulatedCrossbar:
                 inv_n = torch.reciprocal(n)
             else:
                 s, inv_n = s_prev, torch.ones_like(n)
-            c2c = self._write_noise(z, F.shape[1])
+            c2c = self._write_noise()
             out, abs_z_coef = emulated_update(
                 F,
                 r_mid=self._r_mid,
@@ -383,13 +387,6 @@ class EmulatedCrossbar:
                 z=z,
                 c2c=c2c,
             )
-            if self._digital is not None and c2c is not None:  # digital synapses: no write noise
-                rows, cols, flat, lam_d, gamma_d = self._digital
-                batch = F.shape[0]
-                f_d = F.reshape(batch, -1).index_select(1, flat)
-                post = h.index_select(1, rows) * z.index_select(1, cols)
-                exact = lam_d * f_d * inv_n.index_select(1, rows) + gamma_d * post
-                out.view(batch, -1).index_copy_(1, flat, exact)
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
             if self.energy_counters:
@@ -443,19 +440,30 @@ class EmulatedCrossbar:
             self._energy["refresh_j"] += read + erase + rewrite
         return out
 
-    def _write_noise(self, z: Tensor, rows: int) -> tuple[Tensor, Tensor] | None:
-        """Cycle-to-cycle noise of this step's pulses: one normal per written device, none elsewhere.
+    def _write_noise(self) -> tuple[Tensor, int] | None:
+        """Cycle-to-cycle noise of this step's pulses for the update kernel: (sigma (H, K), key), or None.
 
-        Column j of sample b gets pulses only where z_bj != 0, so draws are (B, H, max_b nnz(z_b)) with
-        col (B, K) pointing column j to its draw (-1: no pulse), in column order.
+        sigma is the card's c2c_pulse_rel on every analog synapse and 0 on the digital ones (their F is
+        computed exactly). The kernel draws one normal per written device only (where z_bj != 0) from
+        a counter-based stream keyed by this backend's seed and its update count
+        (``emulated_kernels.write_noise_key``): nothing is drawn for the synapses without a pulse.
         """
         sigma = self.card.variability.c2c_pulse_rel
         if not (self.c2c and sigma > 0):
             return None
-        pulsed = z != 0
-        col = torch.where(pulsed, pulsed.cumsum(1) - 1, -1)
-        draws = int(pulsed.sum(1).max()) if z.numel() else 0
-        return sigma * torch.randn((z.shape[0], rows, draws), generator=self._noise, dtype=z.dtype), col
+        W = self._W
+        if (
+            self._sigma_for is not self._digital
+            or self._sigma.shape != W.shape
+            or self._sigma.dtype != W.dtype
+        ):
+            self._sigma = torch.full_like(self._W, sigma)
+            if self._digital is not None:
+                rows, cols = self._digital[:2]
+                self._sigma[rows, cols] = 0.0
+            self._sigma_for = self._digital
+        self._writes += 1
+        return self._sigma, write_noise_key(self.seed, self._writes)
 
     def _bias_rows(self, F: Tensor) -> Tensor:
         """sum_j bias_abs_ij |F_ij| + bias_sgn_ij F_ij per row (B, H): from the read of F, or computed."""

@@ -30,58 +30,74 @@ def _read_rows(W, F, z, bias_abs, g_lt, eps, dot, n, abs_f_z2, bias_rows, g_lt_z
         q = r // H
         i = r - q * H
         b0 = 4 * q
-        b1, b2, b3 = (
-            min(b0 + 1, B - 1),
-            min(b0 + 2, B - 1),
-            min(b0 + 3, B - 1),
-        )  # the last group repeats B - 1
-        w_row, ba, gl = W[i], bias_abs[i], g_lt[i]
-        f0, f1, f2, f3 = F[b0, i], F[b1, i], F[b2, i], F[b3, i]
-        z0, z1, z2, z3 = z[b0], z[b1], z[b2], z[b3]
-        sq0 = F.dtype.type(0)  # accumulate in the arrays' own dtype, as torch does
-        sq1 = sq2 = sq3 = ac0 = ac1 = ac2 = ac3 = ez0 = ez1 = ez2 = ez3 = sq0
-        eb0 = eb1 = eb2 = eb3 = eg0 = eg1 = eg2 = eg3 = sq0
-        for j in range(K):
-            w, c, gg = w_row[j], ba[j], gl[j]
-            f = f0[j]
-            g, a, x, x2 = w + f, abs(f), z0[j], z0[j] * z0[j]
-            sq0 += g * g
-            ac0 += g * x
-            ez0 += a * x2
-            eb0 += c * a
-            eg0 += gg * x2
-            f = f1[j]
-            g, a, x, x2 = w + f, abs(f), z1[j], z1[j] * z1[j]
-            sq1 += g * g
-            ac1 += g * x
-            ez1 += a * x2
-            eb1 += c * a
-            eg1 += gg * x2
-            f = f2[j]
-            g, a, x, x2 = w + f, abs(f), z2[j], z2[j] * z2[j]
-            sq2 += g * g
-            ac2 += g * x
-            ez2 += a * x2
-            eb2 += c * a
-            eg2 += gg * x2
-            f = f3[j]
-            g, a, x, x2 = w + f, abs(f), z3[j], z3[j] * z3[j]
-            sq3 += g * g
-            ac3 += g * x
-            ez3 += a * x2
-            eb3 += c * a
-            eg3 += gg * x2
-        for b, sq, ac, ez, eb, eg in (
-            (b0, sq0, ac0, ez0, eb0, eg0),
-            (b1, sq1, ac1, ez1, eb1, eg1),
-            (b2, sq2, ac2, ez2, eb2, eg2),
-            (b3, sq3, ac3, ez3, eb3, eg3),
-        ):
-            n[b, i] = np.sqrt(sq) + eps
-            dot[b, i] = ac
-            abs_f_z2[b, i] = ez
-            bias_rows[b, i] = eb
-            g_lt_z2[b, i] = eg
+        if b0 + 4 > B:  # the remainder of the batch: one sample at a time
+            w_row, ba, gl = W[i], bias_abs[i], g_lt[i]
+            for b in range(b0, B):
+                f_row, z_row = F[b, i], z[b]
+                sq = F.dtype.type(0)
+                ac = ez = eb = eg = sq
+                for j in range(K):
+                    f, x = f_row[j], z_row[j]
+                    g, a, x2 = w_row[j] + f, abs(f), x * x
+                    sq += g * g
+                    ac += g * x
+                    ez += a * x2
+                    eb += ba[j] * a
+                    eg += gl[j] * x2
+                n[b, i] = np.sqrt(sq) + eps
+                dot[b, i] = ac
+                abs_f_z2[b, i] = ez
+                bias_rows[b, i] = eb
+                g_lt_z2[b, i] = eg
+        else:
+            b1, b2, b3 = b0 + 1, b0 + 2, b0 + 3
+            w_row, ba, gl = W[i], bias_abs[i], g_lt[i]
+            f0, f1, f2, f3 = F[b0, i], F[b1, i], F[b2, i], F[b3, i]
+            z0, z1, z2, z3 = z[b0], z[b1], z[b2], z[b3]
+            sq0 = F.dtype.type(0)  # accumulate in the arrays' own dtype, as torch does
+            sq1 = sq2 = sq3 = ac0 = ac1 = ac2 = ac3 = ez0 = ez1 = ez2 = ez3 = sq0
+            eb0 = eb1 = eb2 = eb3 = eg0 = eg1 = eg2 = eg3 = sq0
+            for j in range(K):
+                w, c, gg = w_row[j], ba[j], gl[j]
+                f = f0[j]
+                g, a, x, x2 = w + f, abs(f), z0[j], z0[j] * z0[j]
+                sq0 += g * g
+                ac0 += g * x
+                ez0 += a * x2
+                eb0 += c * a
+                eg0 += gg * x2
+                f = f1[j]
+                g, a, x, x2 = w + f, abs(f), z1[j], z1[j] * z1[j]
+                sq1 += g * g
+                ac1 += g * x
+                ez1 += a * x2
+                eb1 += c * a
+                eg1 += gg * x2
+                f = f2[j]
+                g, a, x, x2 = w + f, abs(f), z2[j], z2[j] * z2[j]
+                sq2 += g * g
+                ac2 += g * x
+                ez2 += a * x2
+                eb2 += c * a
+                eg2 += gg * x2
+                f = f3[j]
+                g, a, x, x2 = w + f, abs(f), z3[j], z3[j] * z3[j]
+                sq3 += g * g
+                ac3 += g * x
+                ez3 += a * x2
+                eb3 += c * a
+                eg3 += gg * x2
+            for b, sq, ac, ez, eb, eg in (
+                (b0, sq0, ac0, ez0, eb0, eg0),
+                (b1, sq1, ac1, ez1, eb1, eg1),
+                (b2, sq2, ac2, ez2, eb2, eg2),
+                (b3, sq3, ac3, ez3, eb3, eg3),
+            ):
+                n[b, i] = np.sqrt(sq) + eps
+                dot[b, i] = ac
+                abs_f_z2[b, i] = ez
+                bias_rows[b, i] = eb
+                g_lt_z2[b, i] = eg
 
 
 @njit(parallel=True, cache=True, fastmath={"reassoc"})
@@ -99,79 +115,267 @@ def _row_energy(W, F, z, n, row_energy):  # pragma: no cover
         row_energy[b, i] = en / n[b, i]
 
 
-@njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _update_rows(
-    F, r_mid, r_half, gamma, lo, hi, inv_n, bound, h, z, c2c, c2c_col, out, with_c2c, with_clamp
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment and finaliser constants
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+# Acklam's rational approximation of the standard normal quantile (relative error < 1.2e-9)
+_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+      -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+      -1.328068155288572e01)  # fmt: skip
+_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549671010984292e00,
+      4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+_P_LOW = 0.02425
+
+
+@njit(inline="always")
+def _mix64(x):  # pragma: no cover - SplitMix64's finaliser: a bijection of uint64 with full avalanche
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(inline="always")
+def _quantile(u):  # pragma: no cover - standard normal quantile, Acklam (relative error < 1.2e-9)
+    p = min(u, 1.0 - u)
+    if p >= _P_LOW:  # central region
+        q = u - 0.5
+        r = q * q
+        num = (((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * q
+        return num / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0)
+    q = np.sqrt(-2.0 * np.log(p))
+    x = (((((_C[0] * q + _C[1]) * q + _C[2]) * q + _C[3]) * q + _C[4]) * q + _C[5]) / (
+        (((_D[0] * q + _D[1]) * q + _D[2]) * q + _D[3]) * q + 1.0
+    )
+    return x if u < 0.5 else -x
+
+
+TABLE_BITS = 14  # the quantile table: 2^14 bins in u, linear inside a bin
+_BINS = 1 << TABLE_BITS
+_SHIFT = np.uint64(32 - TABLE_BITS)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_FRAC = 1.0 / (1 << (32 - TABLE_BITS))
+
+
+@njit(cache=True)
+def _build_table(bins):  # pragma: no cover
+    table = np.empty(bins + 1)
+    for k in range(1, bins):
+        table[k] = _quantile(k / bins)
+    table[0], table[bins] = -np.inf, np.inf  # never read: the outer bins take the exact path
+    return table
+
+
+QUANTILES = _build_table(_BINS)
+
+
+@njit(inline="always")
+def _normal_of(bits, table):  # pragma: no cover
+    """A standard normal from 32 random bits: inverse CDF, the top 14 bits pick the bin in u, the
+    other 18 the place in it; linear in the bin, exact (Acklam) in the two outer bins of each side."""
+    k = np.int64(bits >> _SHIFT)
+    frac = (np.float64(bits & np.uint64((1 << (32 - TABLE_BITS)) - 1)) + 0.5) * _FRAC
+    if k < 2 or k >= _BINS - 2:  # 2.4e-4 of the draws: the curvature of the tails
+        return _quantile((k + frac) / _BINS)
+    a = table[k]
+    return a + frac * (table[k + 1] - a)
+
+
+@njit(inline="always")
+def _pair_at(key, counter):  # pragma: no cover
+    """Two 32-bit halves of random word ``counter`` of stream ``key`` (counter-based SplitMix64)."""
+    x = _mix64(key + (counter + np.uint64(1)) * _GOLDEN)
+    return x >> np.uint64(32), x & _LOW32
+
+
+@njit(cache=True)
+def row_key(key, row):  # pragma: no cover
+    """The key of the write-noise stream of row ``row`` = b H + i in the stream of one update."""
+    return _mix64(key + (row + np.uint64(1)) * _GOLDEN)
+
+
+@njit(inline="always")
+def _row_key(key, row):  # pragma: no cover
+    return _mix64(key + (row + np.uint64(1)) * _GOLDEN)
+
+
+@njit(cache=True)
+def _pulsed_columns(z, cols, nnz):  # pragma: no cover
+    B, K = z.shape
+    for b in range(B):
+        m = 0
+        for j in range(K):
+            if z[b, j] != 0:
+                cols[b, m] = j
+                m += 1
+        nnz[b] = m
+
+
+@njit(inline="always")
+def _row_normals(key, n, table, out):  # pragma: no cover
+    """out[:n] = the first ``n`` standard normals of stream ``key`` (out holds n + 1)."""
+    for m in range(0, n, 2):
+        hi, lo = _pair_at(key, np.uint64(m // 2))
+        out[m] = _normal_of(hi, table)
+        out[m + 1] = _normal_of(lo, table)
+
+
+@njit(cache=True)
+def normals(key, n, table):  # pragma: no cover - the write-noise stream, for tests and the docs
+    """The first ``n`` standard normals of stream ``key`` (as the update kernel draws a row's)."""
+    out = np.empty(n + 1)
+    _row_normals(key, n, table, out)
+    return out[:n]
+
+
+@njit(inline="always")
+def _noise_row(key, b, H, i, n_b, col, sig, table, eps, mult):  # pragma: no cover
+    """mult[j] = 1 + sigma_ij eps for the n_b pulsed columns col[:n_b] of row (b, i) (mult is all 1)."""
+    _row_normals(_row_key(key, np.uint64(b * H + i)), n_b, table, eps)
+    for m in range(n_b):
+        j = col[m]
+        mult[j] = 1 + sig[j] * eps[m]
+
+
+@njit(inline="always")
+def _update_one(
+    f_row, o_row, z_row, s, post, sb, rm, rh, g_row, c_row, lo_row, hi_row, mult, with_clamp
 ):  # pragma: no cover
-    B, H, K = F.shape
-    for r in prange(B * H):
-        b = r // H
-        i = r - b * H
-        f_row = F[b, i]
-        out_row = out[b, i]
-        rm = r_mid[i]
-        rh = r_half[i]
-        g_row = gamma[i]
-        z_row = z[b]
-        scale = inv_n[b, i]
-        post = h[b, i]
-        sb = bound[b, i]
-        if with_c2c:
-            noise = c2c[b, i]
-            col = c2c_col[b]
-            for j in range(K):
-                f = f_row[j]
-                d = g_row[j] * (post * z_row[j])
-                c = col[j]
-                if c >= 0:  # a pulse is applied only where z_j != 0: only there is c2c noise
-                    d *= 1 + noise[c]
-                v = (rm[j] * f + rh[j] * abs(f)) * scale + d
-                out_row[j] = min(max(v, lo[i, j] * sb), hi[i, j] * sb) if with_clamp else v
-        else:
-            lo_row = lo[i]
-            hi_row = hi[i]
-            for j in range(K):
-                f = f_row[j]
-                # f * (r+ if f > 0 else r-) written branch-free, so the loop vectorises
-                v = (rm[j] * f + rh[j] * abs(f)) * scale + g_row[j] * (post * z_row[j])
-                out_row[j] = min(max(v, lo_row[j] * sb), hi_row[j] * sb)
+    """One row of one sample (``_update_rows`` for a batch remainder); returns coef . |z|."""
+    acc = f_row.dtype.type(0)
+    if with_clamp:
+        for j in range(f_row.shape[0]):
+            f = f_row[j]
+            acc += c_row[j] * abs(z_row[j])
+            v = (rm[j] * f + rh[j] * abs(f)) * s + g_row[j] * (post * z_row[j]) * mult[j]
+            o_row[j] = min(max(v, lo_row[j] * sb), hi_row[j] * sb)
+    else:
+        for j in range(f_row.shape[0]):
+            f = f_row[j]
+            acc += c_row[j] * abs(z_row[j])
+            o_row[j] = (rm[j] * f + rh[j] * abs(f)) * s + g_row[j] * (post * z_row[j]) * mult[j]
+    return acc
 
 
-@njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _update_rows_plain(F, r_mid, r_half, gamma, coef, inv_n, h, z, out, coef_z):  # pragma: no cover
+@njit(parallel=True, cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _update_rows(
+    F,
+    r_mid,
+    r_half,
+    gamma,
+    coef,
+    lo,
+    hi,
+    inv_n,
+    bound,
+    h,
+    z,
+    cols,
+    nnz,
+    key,
+    sigma,
+    table,
+    ones,
+    out,
+    coef_z,
+    with_clamp,
+    with_c2c,
+):  # pragma: no cover
     B, H, K = F.shape
     for r in prange(((B + 3) // 4) * H):  # row i of four samples at once: its parameters load once
         q = r // H
         i = r - q * H
         b0 = 4 * q
-        b1, b2, b3 = min(b0 + 1, B - 1), min(b0 + 2, B - 1), min(b0 + 3, B - 1)
-        f0, f1, f2, f3 = F[b0, i], F[b1, i], F[b2, i], F[b3, i]
-        o0, o1, o2, o3 = out[b0, i], out[b1, i], out[b2, i], out[b3, i]
-        z0, z1, z2, z3 = z[b0], z[b1], z[b2], z[b3]
-        s0, s1, s2, s3 = inv_n[b0, i], inv_n[b1, i], inv_n[b2, i], inv_n[b3, i]
-        h0, h1, h2, h3 = h[b0, i], h[b1, i], h[b2, i], h[b3, i]
-        rm = r_mid[i]
-        rh = r_half[i]
-        g_row = gamma[i]
-        c_row = coef[i]
-        c0 = F.dtype.type(0)
-        c1 = c2 = c3 = c0
-        for j in range(K):
-            # f * (r+ if f > 0 else r-) written branch-free, so the loop vectorises
-            m, d, g, c = rm[j], rh[j], g_row[j], c_row[j]
-            c0 += c * abs(z0[j])
-            c1 += c * abs(z1[j])
-            c2 += c * abs(z2[j])
-            c3 += c * abs(z3[j])
-            f = f0[j]
-            o0[j] = (m * f + d * abs(f)) * s0 + g * (h0 * z0[j])
-            f = f1[j]
-            o1[j] = (m * f + d * abs(f)) * s1 + g * (h1 * z1[j])
-            f = f2[j]
-            o2[j] = (m * f + d * abs(f)) * s2 + g * (h2 * z2[j])
-            f = f3[j]
-            o3[j] = (m * f + d * abs(f)) * s3 + g * (h3 * z3[j])
-        coef_z[b0, i], coef_z[b1, i], coef_z[b2, i], coef_z[b3, i] = c0, c1, c2, c3
+        rm, rh, g_row, c_row, sig = r_mid[i], r_half[i], gamma[i], coef[i], sigma[i]
+        lo_row, hi_row = (lo[i], hi[i]) if with_clamp else (rm, rm)
+        # write noise as a factor 1 + sigma eps per pulsed synapse, on rows of ones of this thread
+        mult = ones[numba.get_thread_id()]
+        eps = np.empty(K + 1)
+        if with_c2c:
+            for b in range(b0, min(b0 + 4, B)):
+                _noise_row(key, b, H, i, nnz[b], cols[b], sig, table, eps, mult[b - b0])
+        if b0 + 4 > B:  # the remainder of the batch: one sample at a time
+            for b in range(b0, B):
+                coef_z[b, i] = _update_one(
+                    F[b, i],
+                    out[b, i],
+                    z[b],
+                    inv_n[b, i],
+                    h[b, i],
+                    bound[b, i] if with_clamp else rm[0],
+                    rm,
+                    rh,
+                    g_row,
+                    c_row,
+                    lo_row,
+                    hi_row,
+                    mult[b - b0],
+                    with_clamp,
+                )
+        else:
+            b1, b2, b3 = b0 + 1, b0 + 2, b0 + 3
+            f0, f1, f2, f3 = F[b0, i], F[b1, i], F[b2, i], F[b3, i]
+            o0, o1, o2, o3 = out[b0, i], out[b1, i], out[b2, i], out[b3, i]
+            z0, z1, z2, z3 = z[b0], z[b1], z[b2], z[b3]
+            s0, s1, s2, s3 = inv_n[b0, i], inv_n[b1, i], inv_n[b2, i], inv_n[b3, i]
+            h0, h1, h2, h3 = h[b0, i], h[b1, i], h[b2, i], h[b3, i]
+            n0, n1, n2, n3 = mult[0], mult[1], mult[2], mult[3]
+            c0 = F.dtype.type(0)
+            c1 = c2 = c3 = c0
+            if with_clamp:
+                l0, l1, l2, l3 = bound[b0, i], bound[b1, i], bound[b2, i], bound[b3, i]
+                for j in range(K):
+                    # f * (r+ if f > 0 else r-) written branch-free, so the loop vectorises
+                    m, d, g, c, lw, hw = rm[j], rh[j], g_row[j], c_row[j], lo_row[j], hi_row[j]
+                    c0 += c * abs(z0[j])
+                    c1 += c * abs(z1[j])
+                    c2 += c * abs(z2[j])
+                    c3 += c * abs(z3[j])
+                    f = f0[j]
+                    o0[j] = min(max((m * f + d * abs(f)) * s0 + g * (h0 * z0[j]) * n0[j], lw * l0), hw * l0)
+                    f = f1[j]
+                    o1[j] = min(max((m * f + d * abs(f)) * s1 + g * (h1 * z1[j]) * n1[j], lw * l1), hw * l1)
+                    f = f2[j]
+                    o2[j] = min(max((m * f + d * abs(f)) * s2 + g * (h2 * z2[j]) * n2[j], lw * l2), hw * l2)
+                    f = f3[j]
+                    o3[j] = min(max((m * f + d * abs(f)) * s3 + g * (h3 * z3[j]) * n3[j], lw * l3), hw * l3)
+            else:
+                for j in range(K):
+                    m, d, g, c = rm[j], rh[j], g_row[j], c_row[j]
+                    c0 += c * abs(z0[j])
+                    c1 += c * abs(z1[j])
+                    c2 += c * abs(z2[j])
+                    c3 += c * abs(z3[j])
+                    f = f0[j]
+                    o0[j] = (m * f + d * abs(f)) * s0 + g * (h0 * z0[j]) * n0[j]
+                    f = f1[j]
+                    o1[j] = (m * f + d * abs(f)) * s1 + g * (h1 * z1[j]) * n1[j]
+                    f = f2[j]
+                    o2[j] = (m * f + d * abs(f)) * s2 + g * (h2 * z2[j]) * n2[j]
+                    f = f3[j]
+                    o3[j] = (m * f + d * abs(f)) * s3 + g * (h3 * z3[j]) * n3[j]
+            coef_z[b0, i], coef_z[b1, i], coef_z[b2, i], coef_z[b3, i] = c0, c1, c2, c3
+        if with_c2c:  # back to ones for the next row
+            for b in range(b0, min(b0 + 4, B)):
+                row, col = mult[b - b0], cols[b]
+                for m in range(nnz[b]):
+                    row[col[m]] = 1
+
+
+def write_noise_key(seed: int, step: int) -> int:
+    """Key (uint64 as int) of the write-noise stream of update ``step`` of a backend seeded ``seed``."""
+    mask = (1 << 64) - 1
+
+    def mix(x: int) -> int:
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    return mix((mix(seed & mask) + step * 0x9E3779B97F4A7C15) & mask)
+
+
+_MAX_THREADS: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -222,27 +426,50 @@ def emulated_update(
     bound: Tensor,
     h: Tensor,
     z: Tensor,
-    c2c: tuple[Tensor, Tensor] | None,
-) -> tuple[Tensor, Tensor | None]:
+    c2c: tuple[Tensor, int] | None,
+) -> tuple[Tensor, Tensor]:
     """F_t = clip(r(F) * F * inv_n + gamma * (h outer z) * (1 + c2c), lo * bound, hi * bound), new tensor.
 
     r(F) = r_mid + r_half * sign(F) (H, K), i.e. the retention r+ = r_mid + r_half of the G+ device
     where F > 0 and r- = r_mid - r_half of the G- device where F < 0. ``window``: None (no clip) or
-    (lo, hi) (H, K) in weight units, scaled per row by ``bound`` (B, H). ``c2c``: None,
-    or (noise (B, H, M), col (B, K) int64): the relative write noise of the synapses sample b writes,
-    noise[b, i, col[b, j]], with col = -1 where z_j = 0 (no pulse). F is never overwritten.
-    Also returns sum_j write_coef_ij |z_bj| (B, H) when no clip and no c2c (gathered in the same
-    pass), else None.
+    (lo, hi) (H, K) in weight units, scaled per row by ``bound`` (B, H). ``c2c``: None, or
+    (sigma (H, K), key): the relative write noise sigma_ij * eps of each pulsed synapse (z_bj != 0;
+    no pulse, no noise), eps the m-th standard normal of row (b, i)'s stream for its m-th pulsed column
+    (``normals(row_key(key, b * H + i), ...)``); nothing is drawn for the synapses without a pulse.
+    F is never overwritten. Also returns sum_j write_coef_ij |z_bj| (B, H), gathered in the same pass.
     """
     f = _array(F)
     out = np.empty_like(f)
-    if c2c is None and window is None:
-        coef_z = np.empty(f.shape[:2], f.dtype)
-        arrays = (_array(t) for t in (r_mid, r_half, gamma, write_coef, inv_n, h, z))
-        _launch(_update_rows_plain, f, *arrays, out, coef_z)
-        return torch.from_numpy(out), torch.from_numpy(coef_z)
-    noise, col = c2c if c2c is not None else (F.new_empty((0, 0, 0)), torch.empty((0, 0), dtype=torch.int64))
-    lo, hi = window if window is not None else (F.new_empty((0, 0)), F.new_empty((0, 0)))
-    arrays = (_array(t) for t in (r_mid, r_half, gamma, lo, hi, inv_n, bound, h, z, noise, col))
-    _launch(_update_rows, f, *arrays, out, c2c is not None, window is not None)
-    return torch.from_numpy(out), None
+    coef_z = np.empty(f.shape[:2], f.dtype)
+    zz = _array(z)
+    if c2c is not None:
+        sigma, key = _array(c2c[0]), c2c[1]
+        cols, nnz = np.empty(zz.shape, np.int64), np.empty(zz.shape[0], np.int64)
+        _pulsed_columns(zz, cols, nnz)
+    else:
+        sigma, key = f[0, :0], 0
+        cols, nnz = np.empty((0, 0), np.int64), np.empty(0, np.int64)
+    ones = np.ones((_MAX_THREADS, 4, f.shape[2]), f.dtype)  # per thread: write-noise factors of 4 rows
+    lo, hi = (_array(t) for t in window) if window is not None else (f[:0, 0], f[:0, 0])
+    params = (_array(t) for t in (r_mid, r_half, gamma, write_coef))
+    rows = (_array(t) for t in (inv_n, bound, h))
+    flags = (window is not None, c2c is not None)
+    _launch(
+        _update_rows,
+        f,
+        *params,
+        lo,
+        hi,
+        *rows,
+        zz,
+        cols,
+        nnz,
+        np.uint64(key),
+        sigma,
+        QUANTILES,
+        ones,
+        out,
+        coef_z,
+        *flags,
+    )
+    return torch.from_numpy(out), torch.from_numpy(coef_z)
