@@ -2,7 +2,8 @@
 
 Registered through ``serial.protocol_handler_packages`` (see ``drivers.transport``), so
 ``serial.serial_for_url("xbarsim://8x8?seed=1")`` opens a port whose other end is ``XbarFirmware``.
-Query parameters: ``seed`` (int), ``protocol`` (2, the default, or 1 for a legacy v1 firmware), and any
+Query parameters: ``seed`` (int), ``protocol`` (3, the default, with line biases; 2 for a controller
+without them; 1 for a legacy v1 firmware), and any
 ``ControllerFaults`` field (``timeout_on=READ``, ``drop_after=5``, ``garbage_on=SIZE?``,
 ``truncate_on=READROW``, ``stuck_at_s=0.5``, ``stuck_device=2,3``, ``corrupt_on=PULSE``,
 ``late_on=READROW``). Reply faults hit the reply that carries a command's result (for a v2 two-phase
@@ -30,6 +31,7 @@ from drivers.xbar_protocol import body_text
 
 _ARRAYS: dict[tuple[int, int, int], SimArray] = {}
 _FIRMWARES: dict[tuple[int, int, int], XbarFirmware] = {}
+DEFAULT_PROTOCOL = 3
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
@@ -55,11 +57,14 @@ def sim_array(rows: int, cols: int, seed: int) -> SimArray:
     return _ARRAYS[key]
 
 
-def sim_firmware(rows: int, cols: int, seed: int, protocol: int = 2) -> XbarFirmware:
+def sim_firmware(rows: int, cols: int, seed: int, protocol: int | None = None) -> XbarFirmware:
     """The persistent controller behind ``xbarsim://ROWSxCOLS?seed=SEED``; asking for another
-    ``protocol`` than it runs reflashes it (its settings and line buffer start over, the array stays)."""
+    ``protocol`` than it runs reflashes it (its settings, line biases and line buffer start over, the
+    array stays); ``None``: the one it runs (a new one runs the newest, 3)."""
     key = (rows, cols, seed)
     firmware = _FIRMWARES.get(key)
+    if protocol is None:
+        protocol = firmware.protocol if firmware is not None else DEFAULT_PROTOCOL
     if firmware is None or firmware.protocol != protocol:
         # the devices keep their history: the array carries the time each row was settled to
         firmware = XbarFirmware(sim_array(rows, cols, seed), protocol=protocol)
@@ -83,9 +88,9 @@ def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults]:
         raise ValueError(f"xbarsim URL needs a size ROWSxCOLS, e.g. xbarsim://8x8, got {parts.netloc!r}")
     params = dict(urllib.parse.parse_qsl(parts.query))
     seed = int(params.pop("seed", 0))
-    protocol = int(params.pop("protocol", 2))
-    if protocol not in (1, 2):
-        raise ValueError(f"xbarsim protocol must be 1 or 2, got {protocol}")
+    protocol = int(params.pop("protocol", DEFAULT_PROTOCOL))
+    if protocol not in (1, 2, 3):
+        raise ValueError(f"xbarsim protocol must be 1, 2 or 3, got {protocol}")
     if "stuck_device" in params:
         params["stuck_device"] = tuple(int(x) for x in params["stuck_device"].split(","))  # type: ignore[assignment]
     try:
