@@ -215,7 +215,7 @@ class XbarFirmware:
                 )
             for v in (*rows, *cols):
                 if not abs(v) <= MAX_ABS_BIAS_V:
-                    raise FirmwareError("RANGE", f"bias {v:g} V outside ±{MAX_ABS_BIAS_V:g} V")
+                    raise FirmwareError("RANGE", f"bias {v:g} V outside +-{MAX_ABS_BIAS_V:g} V")
             return (rows, cols)
         self._need_ilim()
         if keyword == "PULSE":
@@ -394,7 +394,7 @@ class XbarFirmware:
     @staticmethod
     def _volts(v: float) -> float:
         if not abs(v) <= MAX_ABS_V:
-            raise FirmwareError("RANGE", f"{v:g} V outside ±{MAX_ABS_V:g} V")
+            raise FirmwareError("RANGE", f"{v:g} V outside +-{MAX_ABS_V:g} V")
         return v
 
     def _width(self, w: float) -> float:
