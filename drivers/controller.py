@@ -37,8 +37,8 @@ from drivers.errors import ComplianceError, InstrumentError, InstrumentStateErro
 from drivers.safety import PulseRateGuard, SafeOffOnClose, SafetyLimits
 from drivers.transport import SerialTransport, Transport
 from drivers.xbar_protocol import (
-    MAX_LINE_BYTES,
     BIAS_PROTOCOL,
+    MAX_LINE_BYTES,
     SEQ_MODULUS,
     FrameError,
     format_number,

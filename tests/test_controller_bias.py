@@ -82,7 +82,7 @@ def test_bias_command_is_framed_echoed_and_confirmed_as_documented() -> None:
         np.testing.assert_allclose(rows, [0.6, 0.3])
         np.testing.assert_allclose(cols, [0.0, -0.2, 0.1])
         held_rows, held_cols = xbar.line_bias()
-        np.testing.assert_allclose(held_cols, [0.0, -0.2, 0.1])
+        np.testing.assert_allclose(np.concatenate([held_rows, held_cols]), [0.6, 0.3, 0.0, -0.2, 0.1])
     assert t.done()
 
 

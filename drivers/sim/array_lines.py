@@ -3,9 +3,9 @@ the ArC TWO fake) applies to a ``SimArray``, on its virtual clock.
 
 Idle lines sit at their bias (``set_bias``: row_v, col_v; 0 V unless a v3 controller set one), so
 between operations device (r, c) relaxes at tau(row_v[r] - col_v[c]) and draws the bias power V^2 G
-(``bias_energy_j``); a drive holds the given voltage on the driven devices for its duration; a read drives the read voltage for the card's read time. Every
-drive is recorded on ``scope`` (what an oscilloscope on the lines would show), the ground truth tests use
-to tell whether a pulse reached the devices.
+(``bias_energy_j``); a drive holds the given voltage on the driven devices for its duration; a read
+drives the read voltage for the card's read time. Every drive is recorded on ``scope`` (what an
+oscilloscope on the lines would show), the ground truth tests use to tell whether a pulse reached the devices.
 """
 
 from __future__ import annotations

@@ -32,12 +32,12 @@ from drivers.xbar_protocol import (
     INTER_BYTE_TIMEOUT_S,
     MAX_LINE_BYTES,
     FrameError,
-    quantise_bias,
     echo_number,
     frame,
     parse_int,
     parse_number,
     parse_numbers,
+    quantise_bias,
     unframe,
 )
 
