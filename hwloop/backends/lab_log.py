@@ -25,11 +25,19 @@ C block columns, D = controller columns read, P = row pulses per row at most):
 programmed (and after each rest between games, ``events``), so G - baseline is the volatile part.
 ``events`` (text) and ``event_step`` (int) record rests, refused pulses and the error a run ended with.
 docs/hil.md describes the format and how to replay a run.
+
+One writer at a time: a run holds an exclusive ``flock`` on ``<log>.lock`` (which names its pid, host and
+start) for as long as its log is open. The kernel releases it when the process ends, however it ends, so
+a second run pointed at a log that a live run is writing is refused naming that run, while a log left by a
+killed run (lock free, HDF5's write flag still set) gets the "left open by a run that crashed" message.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -57,9 +65,11 @@ class LabLog:
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._lock_fd: int | None = acquire_writer_lock(path)
         try:
             self._file = h5py.File(path, "a", libver="latest")
         except OSError as exc:
+            self._release_lock()
             if "already open for write" in str(exc):
                 raise HwloopError(
                     f"log {path} was left open by a run that crashed: its steps are intact (read them with "
@@ -67,6 +77,15 @@ class LabLog:
                     "or choose another log"
                 ) from None
             raise HwloopError(f"cannot open the step log {path}: {exc}") from None
+        try:
+            self._create_run(rows, cols, device_cols, pulses_per_row, attrs)
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_run(
+        self, rows: int, cols: int, device_cols: int, pulses_per_row: int, attrs: dict[str, Any]
+    ) -> None:
         runs = self._file.require_group("runs")
         self.run_name = f"{len(runs):04d}"
         g = runs.create_group(self.run_name)
@@ -132,10 +151,45 @@ class LabLog:
         self._file.flush()
 
     def close(self) -> None:
-        """Flush and close (idempotent)."""
+        """Flush and close, then release the writer lock (idempotent)."""
         if self._file.id.valid:
             self._file.flush()
             self._file.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def lock_path(path: Path) -> Path:
+    """The writer-lock file beside the log ``path`` (``<log>.lock``)."""
+    return path.with_name(path.name + ".lock")
+
+
+def acquire_writer_lock(path: Path) -> int:
+    """Take the exclusive writer lock of the log ``path`` (returns its file descriptor); ``HwloopError``
+    naming the live run (pid, host, start) that holds it. The lock dies with its process."""
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise HwloopError(f"cannot create the step log's lock file {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 512, 0).decode("utf-8", errors="replace").strip() or "unknown process"
+        os.close(fd)
+        raise HwloopError(
+            f"log {path} is being written by another run that is still going ({holder}): choose "
+            "another log (--backend-option log=PATH) or wait for that run to end"
+        ) from None
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+    return fd
 
 
 def wall_time_s() -> float:
