@@ -282,7 +282,11 @@ class CrossbarController(SafeOffOnClose):
         self.row_bias_v, self.col_bias_v = np.zeros(self.rows), np.zeros(self.cols)
 
     def set_line_bias(
-        self, row_v: Sequence[float], col_v: Sequence[float], *, write_threshold_v: float
+        self,
+        row_v: Sequence[float] | np.ndarray,
+        col_v: Sequence[float] | np.ndarray,
+        *,
+        write_threshold_v: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Hold every row line at ``row_v`` and every column line at ``col_v`` (V) between commands, so
         device (r, c) idles at row_v[r] - col_v[c]. ``write_threshold_v``: the devices' pulse threshold

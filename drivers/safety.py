@@ -100,7 +100,10 @@ class SafetyLimits(BaseModel):
         return i
 
     def check_line_bias(
-        self, row_v: Sequence[float], col_v: Sequence[float], write_threshold_v: float
+        self,
+        row_v: Sequence[float] | np.ndarray,
+        col_v: Sequence[float] | np.ndarray,
+        write_threshold_v: float,
     ) -> tuple[list[float], list[float]]:
         """Validate idle line voltages (V) of a crossbar: every line and every device between them
         (row_v[r] - col_v[c]) within ±max_abs_voltage_v, and every device strictly below the card's

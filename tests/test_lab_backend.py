@@ -53,9 +53,10 @@ def _log(path: Path) -> h5py.Group:
 
 
 def test_the_block_decays_by_the_devices_own_law_between_paced_reads(tmp_path: Path) -> None:
-    """After writes stop, each device's measured volatile conductance falls by exp(-dt / tau(0 V)) per
-    step, tau the simulated device's ground truth: decay is left to the device, reads are dt apart."""
-    net, lab = _net(), _lab(tmp_path)
+    """After writes stop, each device's measured volatile conductance falls by exp(-dt / tau(V)) per
+    step, tau the simulated device's ground truth at the line bias V = row_v - col_v the controller holds:
+    decay is left to the device, reads are dt apart (native normalisation: no refreshes touch the block)."""
+    net, lab = _net(), _lab(tmp_path, normalisation="native")
     net.set_backend(lab)
     on, off = 15, 25
     xs = torch.cat([torch.ones(1, on, IN), torch.zeros(1, off, IN)], dim=1)  # writes, then none (z = 0)
@@ -66,7 +67,10 @@ def test_the_block_decays_by_the_devices_own_law_between_paced_reads(tmp_path: P
     g_st = current / g.attrs["read_v"] - base  # (steps, R, D) volatile part, S
     t_read = g["t_read_s"][:]
     assert np.allclose(np.diff(t_read, axis=0)[on:], 0.5, atol=2e-6)  # rows read dt apart (1 us stamps)
-    truth = sim_array(HID, 2 * IN, 7).tau_s(0.0)  # (R, D) the simulated devices' decay time at 0 V
+    held_v = g.attrs["row_bias_held_v"][:, None] - g.attrs["col_bias_held_v"][None, :]  # (R, D) V
+    assert g.attrs["bias"].startswith("lines") and held_v.min() > 0.1  # lambda 0.9 needs a bias at dt 0.5 s
+    truth = sim_array(HID, 2 * IN, 7).tau_s(held_v)  # (R, D) the devices' decay time at their held bias
+    assert (truth < 0.7 * sim_array(HID, 2 * IN, 7).tau_s(0.0)).all()  # not their 0 V decay
     charged = g_st[on] > 20 * 1.4e-10  # well above read noise (sigma ~1.4e-10 S)
     assert charged.sum() >= 3  # the writes reached several devices
     steps = np.arange(off - 1)
@@ -81,7 +85,7 @@ def test_writes_follow_the_sign_of_the_hebbian_change(tmp_path: Path) -> None:
     for sign in (1.0, -1.0):
         forget_arrays()
         net = _net(gamma=0.3 * sign)
-        net.set_backend(_lab(tmp_path, log=tmp_path / f"s{sign}.h5"))
+        net.set_backend(_lab(tmp_path, log=tmp_path / f"s{sign}.h5", normalisation="native"))
         h_F = _run(net, torch.ones(1, 12, IN))
         net.crossbar.close()  # type: ignore[attr-defined]
         g = _log(tmp_path / f"s{sign}.h5")

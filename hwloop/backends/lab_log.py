@@ -15,9 +15,15 @@ C block columns, D = controller columns read, P = row pulses per row at most):
     t_read_s                   (N, R)        controller timestamp of each row read (s)
     current_a                  (N, R, D)     currents read at ``read_v`` (A): F is measured from them
     z, h                       (N, C), (N, R) presynaptic activity and neuron outputs of the block
-    f_measured, f_target       (N, R, C)     F from the currents, and the F the write aims for (weight units)
-    f_model                    (N, R, C)     F the STPN's own update (lambda F / n + gamma h z, on the
-                                             emulated array) gives from the measured F: the deviation
+    f_measured                 (N, R, C)     F measured from the currents, s f (weight units)
+    f_model                    (N, R, C)     F the STPN's own update gave for this step (lambda F / n +
+                                             gamma h z from the previous step's measured F and inputs, on
+                                             the emulated model of the block); NaN at a game's first step
+    f_diff                     (N, R, C)     f_measured - f_model (the fidelity error)
+    f_target                   (N, R, C)     F the write aims for at the next read
+    row_scale, row_norm        (N, R)        exact normalisation's digital scale s after the step, and n
+    refreshed                  (N, R) int8   1 where the row was refreshed on the devices this step
+    dropped                    (N,) int      device writes dropped this step (below the pulse threshold)
     pulse_width_s              (N, P, R)     width of row pulse p of each row (0 = not sent)
     pulse_amplitude_v          (N, P, R, D)  per-column amplitude of that row pulse (V)
 
@@ -107,6 +113,11 @@ class LabLog:
             "f_measured": ((r, c), np.float64),
             "f_target": ((r, c), np.float64),
             "f_model": ((r, c), np.float64),
+            "f_diff": ((r, c), np.float64),
+            "row_scale": ((r,), np.float64),
+            "row_norm": ((r,), np.float64),
+            "refreshed": ((r,), np.int8),
+            "dropped": ((), np.int64),
             "pulse_width_s": ((p, r), np.float64),
             "pulse_amplitude_v": ((p, r, d), np.float64),
         }
