@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from drivers.sim.protocol_xbarsim import forget_arrays, sim_array
-from hwloop.backends.lab import LabCrossbar, LabError
+from hwloop.backends.lab import PULSES_PER_ROW, LabCrossbar, LabError
 from hwloop.crossbar import make_backend
 from hwloop.stpn import STPN
 
@@ -93,7 +93,8 @@ def test_writes_follow_the_sign_of_the_hebbian_change(tmp_path: Path) -> None:
         g = _log(tmp_path / f"s{sign}.h5")
         f, h = g["f_measured"][-1], g["h"][-1]  # (R, C): z = 1, so gamma h has the sign of F to expect
         expect = np.sign(0.3 * sign * h)[:, None] * np.ones_like(f)
-        assert np.mean(np.sign(f) == expect) > 0.9
+        strong = np.abs(h) > 0.3  # rows whose h has kept its sign (a row near h = 0 flips)
+        assert strong.any() and np.mean((np.sign(f) == expect)[strong]) > 0.9
         assert h_F.hs.shape == (1, 12, HID)
     lab.close()
 
@@ -109,14 +110,14 @@ def test_the_log_holds_every_step_and_appends_runs(tmp_path: Path) -> None:
         g = f["runs/0001"]
         assert g["step"][:].tolist() == list(range(6))
         assert g["current_a"].shape == (6, HID, 2 * IN) and g["pulse_amplitude_v"].shape[1:] == (
-            2,
+            PULSES_PER_ROW,
             HID,
             2 * IN,
         )
         assert json.loads(g.attrs["limits"])["max_pulses_per_s"] == 1000
         assert (g["t_end_s"][:] - g["t_start_s"][:] < 0.5).all() and (g["lateness_s"][:] == 0).all()
         sent = g["pulse_amplitude_v"][:]
-        assert np.all((sent == 0) | ((np.abs(sent) >= 0.5) & (np.abs(sent) <= 1.5)))  # threshold..write_v
+        assert np.all((sent == 0) | ((np.abs(sent) >= 1.3) & (np.abs(sent) <= 2.0)))  # threshold..v_max
 
 
 def test_a_step_longer_than_dt_is_reported_or_stops_the_run(tmp_path: Path) -> None:
@@ -151,7 +152,7 @@ def test_a_pulse_beyond_the_users_limits_is_refused_naming_step_and_synapse(tmp_
     with pytest.raises(
         LabError,
         match=r"lab step 0: pulse refused for synapse \(\d, \d\) G[+-] on controller "
-        r"row \d, column \d+: pulse amplitude 1.5 V exceeds the safety limit of ±1 V",
+        r"row \d, column \d+: pulse amplitude -?[\d.]+ V exceeds the safety limit of ±1 V",
     ):
         _run(net, torch.ones(1, 3, IN))
     assert lab.controller is None  # closed: lines at 0 V

@@ -57,7 +57,6 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
-from device_models.memristor import card_pulse_kwargs, depression_width_s, pulse_drive
 from hwloop.backends.emulated import EmulatedCrossbar
 from hwloop.crossbar import Readout, StepResult, Synapses
 from hwloop.errors import HwloopError, ShapeError
@@ -69,7 +68,7 @@ if TYPE_CHECKING:
     from hwloop.backends.lab_log import LabLog
     from hwloop.pacing import StepPacer
 
-PULSES_PER_ROW = 2  # row pulses per row and step: each covers a (v_max / v_threshold)^a range of drive
+PULSES_PER_ROW = 3  # row pulses per row and step: each covers a (v_max / v_threshold)^a range of drive
 DEFAULT_LOG = Path("hwloop-lab.h5")
 
 
@@ -139,7 +138,7 @@ class LabCrossbar:
         rest_s: float | None = None,
         baseline_reads: int = 4,
         reads_per_device: int = 1,
-        max_write_gain: float = 16.0,
+        max_write_gain: float = 2.0,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -160,7 +159,6 @@ class LabCrossbar:
             seed=seed,
             dt_s=dt_s,
             normalisation=normalisation,  # type: ignore[arg-type]
-            max_write_gain=max_write_gain,
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
         self.reads_per_device = reads_per_device
@@ -355,6 +353,15 @@ class LabCrossbar:
     def _measure_baseline(self) -> None:
         reads = [self._read_block()[1] for _ in range(self.baseline_reads)]
         self.baseline_g = np.mean(reads, axis=0) / self.read_v
+        from device_models.memristor import read_noise_var_siemens2
+
+        sigma = np.sqrt(
+            read_noise_var_siemens2(
+                self.baseline_g, self.card.variability.read_noise_rel, self.card.window.g_max_siemens
+            )
+            / self.reads_per_device
+        )
+        self._noise_floor = 2 * sigma[self.dev_row, self.dev_col]  # (2, R, C) S
         assert self.log is not None
         self.log.set_baseline(self.baseline_g)
 
@@ -454,23 +461,18 @@ class LabCrossbar:
                 else np.ones(r1 - r0)
             )
             lam = self.lam_idle  # (2, R, C) per step at the held bias
-            f_decayed = (lam[0] * g_st[plus] - lam[1] * g_st[minus]) / gpw  # f at the next read, unwritten
+            g_now = np.maximum(np.stack([g_st[plus], g_st[minus]]), 0.0)  # (2, R, C) volatile parts, S
             scale = self.scale / n
             refresh = (1.0 / scale > self.max_write_gain) if self.normalisation == "exact" else scale < 0
-            f_target = scale[:, None] * f_decayed + dF  # F at the next read (weight units)
-            if refresh.any():
-                self._erase_rows(k, np.flatnonzero(refresh))
-                scale = np.where(refresh, 1.0, scale)
-                f_decayed = np.where(refresh[:, None], 0.0, f_decayed)
-            df = f_target / scale[:, None] - f_decayed  # physical change, before its own decay
-            left = max(t_start + self.dt_s - self.controller.clock.now_s(), 0.0) / self.dt_s
-            keep = np.where(df >= 0, lam[0], lam[1]) ** left  # the write decays until the next read
-            df = np.where(self.digital, 0.0, df / np.maximum(keep, 1e-12))
-            dg = np.stack([np.maximum(df, 0.0), np.maximum(-df, 0.0)]) * gpw
-            widths, amps, sent = self._write_plan(dg)
+            f_target = scale[:, None] * (lam[0] * g_now[0] - lam[1] * g_now[1]) / gpw + dF  # next read
+            scale = np.where(refresh, 1.0, scale)  # a refreshed row holds s f at gain 1 from now on
+            g_target = self._device_targets(f_target / scale[:, None], g_now, t_start)
+            g_target = np.where(self.digital, g_now, g_target)
+            widths, amps, _, g_next = self._write_plan(g_now, g_target)
             self._send(k, widths, amps, current / self.read_v)
-            f_target = np.where(sent | (df == 0) | self.digital, f_target, scale[:, None] * f_decayed)
-            f_target = np.where(self.digital, f_model_next, f_target)
+            f_target = np.where(
+                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_next, t_start)
+            )
             F_t[0, r0:r1, c0:c1] = torch.from_numpy(f_target).to(F_t.dtype)
         self.scale, self.f_model_next = scale, f_model_next
         self.refresh_rows += int(refresh.sum())
@@ -509,84 +511,121 @@ class LabCrossbar:
         a, b = f_meas[ok], f_model[ok]
         self._fid += np.array([a @ a, b @ b, a @ b, a.sum(), b.sum(), a.size])
 
-    def _erase_rows(self, step: int, rows: np.ndarray) -> None:
-        """Refresh's erase: depression pulses on every device of ``rows`` leaving ``REFRESH_ERASE_LEFT`` of
-        their volatile state (the card's multiplicative depression law), split into pulses the limits
-        allow; an event in the log."""
-        from hwloop.backends.emulated import REFRESH_ERASE_LEFT
+    def _left(self, t_start: float) -> np.ndarray:
+        """(2, R, C) retention of each device from now to the next read (the step's deadline)."""
+        assert self.controller is not None
+        left = max(t_start + self.dt_s - self.controller.clock.now_s(), 0.0) / self.dt_s
+        return np.maximum(self.lam_idle**left, 1e-12)
 
-        assert self.controller is not None and self.log is not None
+    def _f_at_next_read(self, g_now: np.ndarray, t_start: float) -> np.ndarray:
+        """f (weight units) the devices (2, R, C) of volatile part ``g_now`` (S) hold at the next read."""
+        g = g_now * self._left(t_start)
+        return (g[0] - g[1]) / self.emulated.g_per_weight
+
+    def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, t_start: float) -> np.ndarray:
+        """(2, R, C) volatile conductance (S) each device should hold now so that the pair holds ``f_next``
+        (weight units) at the next read. The state read now decays by lambda until then, a change
+        written now only for the rest of the step. The device of f's sign carries f; the other is left
+        to decay, unless the carrier would pass half its window: then the other is depressed to what one
+        full erase pulse leaves (both devices of a pair would otherwise fill up)."""
+        lam, keep = self.lam_idle, self._left(t_start)
+        cap = 0.95 * self.real.g_st_max_siemens
+        need = np.abs(f_next) * self.emulated.g_per_weight
+        pos = f_next >= 0
+        carrier = np.where(pos, 0, 1)
+        g_next = lam * g_now  # unwritten, at the next read
+        other_next = np.where(pos, g_next[1], g_next[0])
+        carrier_next = need + other_next
+        cap_carrier = np.where(pos, cap[0], cap[1])
+        erase = carrier_next > 0.5 * cap_carrier
+        floor = g_next * self._erase_fraction()
+        other_next = np.where(erase, np.where(pos, floor[1], floor[0]), other_next)
+        carrier_next = need + other_next
+        want = g_next.copy()  # (2, R, C) wanted at the next read
+        want[0] = np.where(carrier == 0, carrier_next, other_next)
+        want[1] = np.where(carrier == 1, carrier_next, other_next)
+        target = g_now + (want - g_next) / keep  # what to hold now
+        return np.clip(target, 0.0, cap)
+
+    def _pulse_bounds(self) -> tuple[float, float, float]:
+        """(largest |V| a write may use, shortest and longest pulse width (s)) for this session."""
         p = self.card.pulse
-        volts = -min(self.card.read.write_v, p.v_max_v, self.limits.max_abs_voltage_v)
-        kw = card_pulse_kwargs(self.card)
-        del kw["dg_up_ref_siemens"]
-        total = depression_width_s(REFRESH_ERASE_LEFT, volts, **kw)
-        w_max = min(self.limits.max_pulse_width_s, 1e-3)
-        hardware = getattr(self.controller, "hardware", None)
-        if hardware is not None:
-            w_max = min(w_max, hardware.max_width_s)
-        count = max(math.ceil(total / w_max), 1)
-        widths = np.zeros((count, self.r1 - self.r0))
-        amps = np.zeros((count, self.r1 - self.r0, self.device_cols))
-        widths[:, rows] = total / count
-        amps[:, rows, :] = volts
-        self._send(step, widths, amps, self.baseline_g)
-        self.log.event(
-            step,
-            f"refresh rows {rows.tolist()}: erased ({count} x {total / count * 1e3:.3g} ms at {volts:g} V)",
-        )
-
-    def _write_plan(self, dg_siemens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Target |dG| per device (2, R, C) in S -> row pulses: widths (P, R) s, amplitudes (P, R, D) V,
-        and which synapses' writes are sent (R, C) bool. THE one place gamma becomes pulses.
-
-        The realisation prescribes width-modulated pulses at the card's write voltage (count x width);
-        a row pulse has one width, so each device gets the amplitude with the same drive
-        (V / v_ref)^a (w / w_ref)^b at the row's width: the largest drive of the row at the write
-        voltage, the others lower. Devices below the pulse threshold go to the next row pulse (at most
-        ``PULSES_PER_ROW``); what is left is dropped (counted in ``stats``).
-        """
-        p, write_v = self.card.pulse, self.card.read.write_v
-        pulses = self.real.pulse_for_write(dg_siemens)
-        drive = pulses.count * pulse_drive(
-            pulses.amplitude_v,
-            pulses.width_s,
-            v_ref_v=p.v_ref_v,
-            width_ref_s=p.width_ref_s,
-            v_threshold_v=p.v_threshold_v,
-            amp_exponent=p.amp_exponent,
-            width_exponent=p.width_exponent,
-        )
-        drive = np.where(self.real.usable, drive, 0.0)  # no write into a stuck device
-        R, D = self.r1 - self.r0, self.device_cols
-        per_device = np.zeros((R, D))
-        per_device[self.dev_row, self.dev_col] = drive
-        widths, amps = np.zeros((PULSES_PER_ROW, R)), np.zeros((PULSES_PER_ROW, R, D))
+        v_max = p.v_max_v  # the card's safe amplitude; the user's limits are enforced by the driver
         w_min, w_max = 10e-9, min(self.limits.max_pulse_width_s, 1e-3)
         hardware = getattr(self.controller, "hardware", None)  # the controller's own range (LIMITS?)
         if hardware is not None:
             w_min, w_max = max(w_min, hardware.min_width_s), min(w_max, hardware.max_width_s)
+            v_max = min(v_max, hardware.max_abs_v)
+        return v_max, w_min, w_max
+
+    def _erase_fraction(self) -> np.ndarray:
+        """(2, R, C) fraction of its volatile part one longest, largest depression pulse leaves (the
+        block's own devices)."""
+        p = self.card.pulse
+        v_max, _, w_max = self._pulse_bounds()
+        drive = (v_max / p.v_ref_v) ** p.amp_exponent * (w_max / p.width_ref_s) ** p.width_exponent
+        return np.exp(-drive * p.dg_down_ref_siemens * self.real.pulse_gain / self.real.g_st_max_siemens)
+
+    def _write_plan(
+        self, g_now: np.ndarray, g_target: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Volatile parts now and wanted (2, R, C), S -> row pulses: widths (P, R) s, signed amplitudes
+        (P, R, D) V, which synapses' writes are sent in full (R, C), and the volatile parts the pulses
+        are expected to leave (2, R, C). THE one place F becomes pulses.
+
+        Each device's drive (V / v_ref)^a (w / w_ref)^b comes from the pulse law inverted with the block's
+        own devices (``Realisation.pulse_gain``, ``g_st_max_siemens``): soft-bounded potentiation up,
+        multiplicative depression down. A row pulse has one width and a signed amplitude per column: the
+        width makes the row's largest drive at the largest allowed amplitude, the others get the
+        amplitude of their drive; devices that would fall below the pulse threshold go to the next row
+        pulse (at most ``PULSES_PER_ROW``); what is left is dropped (counted in ``stats``).
+        """
+        p = self.card.pulse
+        gmax, gain = self.real.g_st_max_siemens, self.real.pulse_gain
+        tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
+        up = g_target > g_now + tiny
+        down = g_target < g_now - tiny
+        room = np.maximum(gmax - g_now, 1e-30)
+        frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
+        drive_up = -np.log(frac) * gmax / (p.dg_up_ref_siemens * gain)
+        drive_down = (
+            np.log(np.maximum(g_now, 1e-30) / np.maximum(g_target, 1e-30))
+            * gmax
+            / (p.dg_down_ref_siemens * gain)
+        )
+        usable = self.real.usable
+        drive = np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))  # signed
+        R, D = self.r1 - self.r0, self.device_cols
+        per_device = np.zeros((R, D))
+        per_device[self.dev_row, self.dev_col] = drive
+        widths, amps = np.zeros((PULSES_PER_ROW, R)), np.zeros((PULSES_PER_ROW, R, D))
+        v_max, w_min, w_max = self._pulse_bounds()
         left = per_device.copy()
         for q in range(PULSES_PER_ROW):
-            top = left.max(axis=1)
+            top = np.abs(left).max(axis=1)
             for r in np.flatnonzero(top > 0):
-                w = p.width_ref_s * (top[r] / (write_v / p.v_ref_v) ** p.amp_exponent) ** (
-                    1 / p.width_exponent
-                )
-                w = float(np.clip(w, w_min, w_max))  # a wider pulse: lower amplitudes below
-                a = p.v_ref_v * (left[r] / (w / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
-                a = np.minimum(a, write_v)
-                go = a >= p.v_threshold_v
+                w = p.width_ref_s * (top[r] / (v_max / p.v_ref_v) ** p.amp_exponent) ** (1 / p.width_exponent)
+                w = float(np.clip(w, w_min, w_max))
+                mag = np.abs(left[r])
+                a = p.v_ref_v * (mag / (w / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
+                a = np.minimum(a, v_max)
+                go = (a >= p.v_threshold_v) & (mag > 0)
                 widths[q, r] = w
-                amps[q, r] = np.where(go, a, 0.0)
-                left[r] = np.where(go, 0.0, left[r])
+                amps[q, r] = np.where(go, np.sign(left[r]) * a, 0.0)
+                done = (a / p.v_ref_v) ** p.amp_exponent * (w / p.width_ref_s) ** p.width_exponent
+                left[r] = np.where(go, np.sign(left[r]) * np.maximum(mag - done, 0.0), left[r])
+                left[r] = np.where(go & (np.abs(left[r]) < 1e-3 * mag), 0.0, left[r])
             if not left.any():
                 break
-        dropped = left[self.dev_row, self.dev_col] > 0  # (2, R, C)
+        rest = left[self.dev_row, self.dev_col]  # (2, R, C) drive not delivered
+        dropped = np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
-        sent = (drive > 0) & ~dropped  # both devices of a pair are written by potentiation (module doc)
-        return widths, amps, (sent[0] | sent[1])
+        given = drive - rest
+        g_up = gmax - (gmax - g_now) * np.exp(-np.maximum(given, 0) * p.dg_up_ref_siemens * gain / gmax)
+        g_down = g_now * np.exp(np.minimum(given, 0) * p.dg_down_ref_siemens * gain / gmax)
+        g_next = np.where(given > 0, g_up, np.where(given < 0, g_down, g_now))
+        return widths, amps, ~(dropped[0] | dropped[1]), g_next
 
     def _send(self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray) -> None:
         """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse."""
