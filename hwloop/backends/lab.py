@@ -18,8 +18,10 @@ device's own 0 V retention (stated in ``stats`` and the log as "no bias").
 **Normalisation** as the emulated backend runs it (``normalisation``; docs/normalisation.md). Exact: the
 periphery keeps a digital scale s_i per block row, F = s f (f the devices' volatile state); per step
 s_i <- s_i / n_i and the write is dF / s_i; when 1/s_i would pass ``max_write_gain`` the row is
-refreshed on the devices (one erase of depression pulses leaves 1e-3 of its volatile state, then the
-whole value is written from rest) and s_i = 1; each refresh is logged. Native: s = 1, no division.
+refreshed: its devices are written (by depression and potentiation in the step's own row pulses) to
+hold F at the largest gain, s_i = 1 / max_write_gain (the same F = s f; the emulated backend refreshes to
+s = 1, a lab block to the largest gain because its read noise, in F units, shrinks by that gain);
+each refresh is counted per step in the log (``refreshed``). Native: s = 1, no division.
 
 Each agent step:
 
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
     from hwloop.backends.lab_log import LabLog
     from hwloop.pacing import StepPacer
 
-PULSES_PER_ROW = 3  # row pulses per row and step: each covers a (v_max / v_threshold)^a range of drive
+PULSES_PER_ROW = 2  # row pulses per row and step: each covers a (v_max / v_threshold)^a range of drive
 DEFAULT_LOG = Path("hwloop-lab.h5")
 
 
@@ -138,7 +140,7 @@ class LabCrossbar:
         rest_s: float | None = None,
         baseline_reads: int = 4,
         reads_per_device: int = 1,
-        max_write_gain: float = 2.0,
+        max_write_gain: float = 16.0,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -465,7 +467,9 @@ class LabCrossbar:
             scale = self.scale / n
             refresh = (1.0 / scale > self.max_write_gain) if self.normalisation == "exact" else scale < 0
             f_target = scale[:, None] * (lam[0] * g_now[0] - lam[1] * g_now[1]) / gpw + dF  # next read
-            scale = np.where(refresh, 1.0, scale)  # a refreshed row holds s f at gain 1 from now on
+            # a refreshed row is rewritten at the largest gain: the devices hold F / s = max_write_gain F,
+            # well above the read noise (which F = s f divides by the same gain)
+            scale = np.where(refresh, 1.0 / self.max_write_gain, scale)
             g_target = self._device_targets(f_target / scale[:, None], g_now, t_start)
             g_target = np.where(self.digital, g_now, g_target)
             widths, amps, _, g_next = self._write_plan(g_now, g_target)
@@ -643,13 +647,14 @@ class LabCrossbar:
                     self.controller.wait(wait)
                 full[:] = 0.0
                 full[: self.device_cols] = amps[q, r]
+                started = self.controller.clock.now_s()  # the driver's rate guard counts from here too
                 try:
                     self.controller.pulse_row(r, list(full), float(widths[q, r]))
                 except SafetyError as exc:
                     raise LabError(
                         f"lab step {step}: pulse refused for {self._synapse_at(r, amps[q, r])}: {exc}"
                     ) from None
-                self._last_pulse_s = self.controller.clock.now_s()
+                self._last_pulse_s = started
                 energy = self.real.pulse_energy_j(g_siemens[r], amps[q, r], widths[q, r])
                 self._lab_energy["lab_program_j"] += float(np.sum(energy))
 
