@@ -465,9 +465,8 @@ def map_cmd(
         raise HwloopError("--amplitude and --width take two numbers MIN,MAX") from None
     window = PulseWindow(amplitude_min_v=a_lo, amplitude_max_v=a_hi, width_min_s=w_lo, width_max_s=w_hi)
     layer = load_model(checkpoint or DEFAULT_CHECKPOINT).stpn
-    from device_models.card import load_card
-
     from device_models.bias_lines import check_topology
+    from device_models.card import load_card
 
     mapping = map_stpn(layer, record, dt, window, seed=seed, card=load_card(card), bias=check_topology(bias))
     out.mkdir(parents=True, exist_ok=True)
