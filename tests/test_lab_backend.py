@@ -247,3 +247,38 @@ def test_a_killed_run_leaves_every_flushed_step_readable(tmp_path: Path) -> None
     with pytest.raises(Exception, match="was left open by a run that crashed: its steps are intact"):
         net.initial_state(1)
     assert lab.controller is None  # the controller opened before the log was closed again
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("reject_on=BIAS&fault_after=40", "refused 'BIAS .*STATE refused by the controller"),
+        ("drop_on=BIAS&fault_after=40", "connection lost"),
+        ("stuck_at_s=0.6&stuck_device=1,2", "current limited"),
+    ],
+    ids=["bias refused", "link dropped in a bias update", "device shorts under bias"],
+)
+def test_a_bias_fault_mid_game_is_one_error_line_naming_the_step_lines_to_0v_log_readable(
+    tmp_path: Path, fault: str, message: str
+) -> None:
+    resource = f"xbarsim://{HID}x{2 * IN}?seed=7&{fault}"
+    net, lab = _net(), _lab(tmp_path, resource=resource, dt_s=0.1, bias_check_steps=3)
+    net.set_backend(lab)
+    with torch.no_grad():
+        net.initial_state(1)
+    firmware = lab.controller.transport.port.firmware  # type: ignore[union-attr]
+    assert np.ptp(firmware.lines.bias_v) >= 0 and firmware.lines.bias_v.max() > 0.1  # biased lines
+    with pytest.raises(LabError, match=rf"^lab step \d+: .*{message}") as err:
+        _run(net, torch.ones(1, 40, IN))
+    assert err.value.args[0].count("\n") == 0
+    steps = int(err.value.args[0].split()[2].rstrip(":"))
+    assert steps > 0  # mid-game
+    if "BIAS" in fault:
+        assert steps % 3 == 0  # at a bias update
+    assert lab.controller is None
+    if "drop" not in fault:  # RST reached the controller: every line back at 0 V
+        assert not firmware.lines.bias_v.any() and firmware.ilim_a is None
+    with h5py.File(tmp_path / "lab.h5", "r") as f:  # readable, closed cleanly
+        g = f["runs/0000"]
+        assert g["step"].shape == (steps,)
+        assert g["events"][-1].decode().startswith(f"error: lab step {steps}")

@@ -6,7 +6,8 @@ Query parameters: ``seed`` (int), ``protocol`` (3, the default, with line biases
 without them; 1 for a legacy v1 firmware), and any
 ``ControllerFaults`` field (``timeout_on=READ``, ``drop_after=5``, ``garbage_on=SIZE?``,
 ``truncate_on=READROW``, ``stuck_at_s=0.5``, ``stuck_device=2,3``, ``corrupt_on=PULSE``,
-``late_on=READROW``). Reply faults hit the reply that carries a command's result (for a v2 two-phase
+``late_on=READROW``, ``reject_on=BIAS`` (refused with ``ERR STATE``), ``drop_on=BIAS`` (the link drops
+as the command arrives), ``fault_after=N`` (those two only after N commands)). Reply faults hit the reply that carries a command's result (for a v2 two-phase
 command, the reply to its ``GO``).
 
 The controller behind a URL (array and firmware, without the URL's fault parameters) persists across
@@ -27,7 +28,7 @@ from serial.serialutil import SerialBase, SerialException
 from drivers.sim.faults import Faults
 from drivers.sim.lab import SimArray
 from drivers.sim.xbar_firmware import XbarFirmware
-from drivers.xbar_protocol import body_text
+from drivers.xbar_protocol import body_text, frame
 
 _ARRAYS: dict[tuple[int, int, int], SimArray] = {}
 _FIRMWARES: dict[tuple[int, int, int], XbarFirmware] = {}
@@ -46,6 +47,12 @@ class ControllerFaults(Faults):
     late_on: str | None = Field(
         default=None,
         description="the first reply to these commands arrives late: after the host's next command",
+    )
+    drop_on: str | None = Field(
+        default=None, description="the link drops when one of these commands arrives (after fault_after)"
+    )
+    fault_after: int = Field(
+        default=0, ge=0, description="reject_on and drop_on act only after this many commands"
     )
 
 
@@ -185,11 +192,20 @@ class Serial(SerialBase):
     def _deliver(self, subject: str, reply: str | None) -> None:
         faults = self.faults
         self._commands += 1
-        if faults.drop_after is not None and self._commands > faults.drop_after:
+        command = subject.removeprefix("ARM ")  # the arm of a two-phase command is hit as the command
+        armed = self._commands > faults.fault_after
+        if (faults.drop_after is not None and self._commands > faults.drop_after) or (
+            armed and faults.matches(faults.drop_on, command)
+        ):
             self._dropped = True
+            self.firmware.armed = None  # the line never completed: nothing runs
             raise SerialException("device disconnected (simulated dropped link)")
         if reply is None:
             return
+        if armed and reply.startswith("@") and faults.matches(faults.reject_on, command):
+            self.firmware.armed = None  # refused: nothing armed, nothing applied
+            seq = reply[1:].split(" ", 1)[0]
+            reply = frame(int(seq), "ERR STATE refused by the controller (simulated fault)")
         data = reply.encode("ascii")
         fault = faults.reply_fault(subject)
         if fault == "timeout":

@@ -117,7 +117,8 @@ class LabCrossbar:
         relaxes (s; default five of the slowest device's decay times at its held bias); baseline_reads:
         reads averaged for each device's conductance at rest; reads_per_device: reads averaged per device
         and step (read noise / sqrt(N), at N row reads' time each); max_write_gain: exact normalisation's
-        largest write gain 1/s before a row refresh.
+        largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
+        biases are sent again and read back (a controller that lost them is corrected; logged).
     """
 
     name = "lab"
@@ -141,6 +142,7 @@ class LabCrossbar:
         baseline_reads: int = 4,
         reads_per_device: int = 1,
         max_write_gain: float = 16.0,
+        bias_check_steps: int = 100,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -152,7 +154,11 @@ class LabCrossbar:
             )
         if overrun not in POLICIES:
             raise HwloopError(f"lab backend: overrun={overrun!r}; choose one of {', '.join(POLICIES)}")
-        for name, value in (("baseline_reads", baseline_reads), ("reads_per_device", reads_per_device)):
+        for name, value in (
+            ("baseline_reads", baseline_reads),
+            ("reads_per_device", reads_per_device),
+            ("bias_check_steps", bias_check_steps),
+        ):
             if not (isinstance(value, int) and value >= 1):
                 raise HwloopError(f"lab backend: {name} must be a positive integer, got {value!r}")
         self.emulated = EmulatedCrossbar(
@@ -163,7 +169,7 @@ class LabCrossbar:
             normalisation=normalisation,  # type: ignore[arg-type]
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
-        self.reads_per_device = reads_per_device
+        self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
         self.calibration, self.seed, self.dt_s = calibration, int(seed), float(dt_s)
         self.resource, self.rows_text, self.cols_text = resource, rows, cols
         self.limits_path, self.log_path = limits, Path(log) if log is not None else DEFAULT_LOG
@@ -432,6 +438,13 @@ class LabCrossbar:
             (self.dev_row[1], self.dev_col[1]),
         )
         t_start = self.pacer.start()
+        if k > 0 and k % self.bias_check_steps == 0 and self.controller.bias_capable:
+            self._hold_bias()  # a bias update: sent again, read back
+            error_mv = 1e3 * max(
+                float(np.max(np.abs(self.held_row_v - self.block_row_v))),
+                float(np.max(np.abs(self.held_col_v - self.block_col_v))),
+            )
+            self.log.event(k, f"bias update: lines sent again, held within {error_mv:.2f} mV of prescribed")
         # 1. read: F of the block is measured (F = s f, f the devices' volatile state)
         t_read, current = self._read_block(self.reads_per_device)
         g_st = current / self.read_v - self.baseline_g
