@@ -7,8 +7,8 @@ without them; 1 for a legacy v1 firmware), and any
 ``ControllerFaults`` field (``timeout_on=READ``, ``drop_after=5``, ``garbage_on=SIZE?``,
 ``truncate_on=READROW``, ``stuck_at_s=0.5``, ``stuck_device=2,3``, ``corrupt_on=PULSE``,
 ``late_on=READROW``, ``reject_on=BIAS`` (refused with ``ERR STATE``), ``drop_on=BIAS`` (the link drops
-as the command arrives), ``fault_after=N`` (those two only after N commands)). Reply faults hit the reply that carries a command's result (for a v2 two-phase
-command, the reply to its ``GO``).
+as the command arrives), ``fault_after=N`` (those two only after N commands)). Reply faults hit the
+reply that carries a command's result (for a v2 two-phase command, the reply to its ``GO``).
 
 The controller behind a URL (array and firmware, without the URL's fault parameters) persists across
 connections, as hardware does: its settings, an armed command and a partial line left by a crashed

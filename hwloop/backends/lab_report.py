@@ -111,14 +111,15 @@ def lab_report(path: Path, run: str | None = None) -> tuple[LabReport, dict[str,
             raise HwloopError(
                 f"{path} run {name} was written before fidelity logging ({', '.join(missing)} missing)"
             )
-        meas, model = g["f_measured"][:], g["f_model"][:]
+        n = min(g[k].shape[0] for k in needed)  # a live run grows while this reads: the common steps
+        meas, model = g["f_measured"][:n], g["f_model"][:n]
         digital = np.asarray(g.attrs.get("digital_synapses", np.zeros(meas.shape[1:], bool)), dtype=bool)
         analog = np.broadcast_to(~digital, meas.shape)
         figures = fidelity_from_sums(fidelity_sums(meas[analog], model[analog]))
-        late = g["lateness_s"][:]
+        late = g["lateness_s"][:n]
         counts, _ = np.histogram(late, bins=np.array(LATENESS_BINS_S))
-        dropped = g["dropped"][:]
-        refreshed = g["refreshed"][:] if "refreshed" in g else np.zeros((0,))
+        dropped = g["dropped"][:n]
+        refreshed = g["refreshed"][:n] if "refreshed" in g else np.zeros((0,))
         prescribed = np.concatenate(
             [g.attrs.get("row_bias_prescribed_v", []), g.attrs.get("col_bias_prescribed_v", [])]
         )
@@ -128,7 +129,7 @@ def lab_report(path: Path, run: str | None = None) -> tuple[LabReport, dict[str,
             if prescribed.size and held.size == prescribed.size
             else 0.0
         )
-        episodes = g["episode"][:]
+        episodes = g["episode"][:n]
         report = LabReport(
             log=str(path),
             run=name,
