@@ -118,7 +118,8 @@ class LabCrossbar:
         reads averaged for each device's conductance at rest; reads_per_device: reads averaged per device
         and step (read noise / sqrt(N), at N row reads' time each); max_write_gain: exact normalisation's
         largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
-        biases are sent again and read back (a controller that lost them is corrected; logged).
+        biases are sent again and read back (a controller that lost them is corrected; logged);
+        pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time).
     """
 
     name = "lab"
@@ -143,6 +144,7 @@ class LabCrossbar:
         reads_per_device: int = 1,
         max_write_gain: float = 16.0,
         bias_check_steps: int = 100,
+        pulses_per_row: int = PULSES_PER_ROW,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -158,6 +160,7 @@ class LabCrossbar:
             ("baseline_reads", baseline_reads),
             ("reads_per_device", reads_per_device),
             ("bias_check_steps", bias_check_steps),
+            ("pulses_per_row", pulses_per_row),
         ):
             if not (isinstance(value, int) and value >= 1):
                 raise HwloopError(f"lab backend: {name} must be a positive integer, got {value!r}")
@@ -170,6 +173,7 @@ class LabCrossbar:
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
         self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
+        self.pulses_per_row = pulses_per_row
         self.calibration, self.seed, self.dt_s = calibration, int(seed), float(dt_s)
         self.resource, self.rows_text, self.cols_text = resource, rows, cols
         self.limits_path, self.log_path = limits, Path(log) if log is not None else DEFAULT_LOG
@@ -237,7 +241,7 @@ class LabCrossbar:
                     rows=R,
                     cols=C,
                     device_cols=self.device_cols,
-                    pulses_per_row=PULSES_PER_ROW,
+                    pulses_per_row=self.pulses_per_row,
                     attrs=self._log_attrs(h, k),
                 )
             self._measure_baseline()
@@ -615,10 +619,10 @@ class LabCrossbar:
         R, D = self.r1 - self.r0, self.device_cols
         per_device = np.zeros((R, D))
         per_device[self.dev_row, self.dev_col] = drive
-        widths, amps = np.zeros((PULSES_PER_ROW, R)), np.zeros((PULSES_PER_ROW, R, D))
+        widths, amps = np.zeros((self.pulses_per_row, R)), np.zeros((self.pulses_per_row, R, D))
         v_max, w_min, w_max = self._pulse_bounds()
         left = per_device.copy()
-        for q in range(PULSES_PER_ROW):
+        for q in range(self.pulses_per_row):
             top = np.abs(left).max(axis=1)
             for r in np.flatnonzero(top > 0):
                 w = p.width_ref_s * (top[r] / (v_max / p.v_ref_v) ** p.amp_exponent) ** (1 / p.width_exponent)
