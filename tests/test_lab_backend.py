@@ -282,3 +282,20 @@ def test_a_bias_fault_mid_game_is_one_error_line_naming_the_step_lines_to_0v_log
         g = f["runs/0000"]
         assert g["step"].shape == (steps,)
         assert g["events"][-1].decode().startswith(f"error: lab step {steps}")
+
+
+def test_a_v2_controller_still_runs_with_no_bias_stated(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hwloop.cli import app
+
+    net, lab = _net(), _lab(tmp_path, resource=f"xbarsim://{HID}x{2 * IN}?seed=7&protocol=2")
+    net.set_backend(lab)
+    _run(net, torch.ones(1, 6, IN))
+    stats = lab.stats()
+    lab.close()
+    assert stats["bias"].startswith("no bias") and stats["bias_held_v"] == [0.0, 0.0]
+    assert stats["fidelity"]["correlation"] is not None
+    result = CliRunner().invoke(app, ["lab", "report", str(tmp_path / "lab.h5")])
+    assert result.exit_code == 0 and "bias: no bias (protocol v2" in result.output
+    assert "fidelity: correlation" in result.output
