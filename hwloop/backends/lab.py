@@ -19,8 +19,7 @@ device's own 0 V retention (stated in ``stats`` and the log as "no bias").
 periphery keeps a digital scale s_i per block row, F = s f (f the devices' volatile state); per step
 s_i <- s_i / n_i and the write is dF / s_i; when 1/s_i would pass ``max_write_gain`` the row is
 refreshed: its devices are written (by depression and potentiation in the step's own row pulses) to
-hold F at the largest gain that keeps the row inside half its devices' window, at most max_write_gain
-(the same F = s f; a row about to pass that room is refreshed too; the emulated backend refreshes to
+hold F at the largest gain, s_i = 1 / max_write_gain (the same F = s f; the emulated backend refreshes to
 s = 1, a lab block to the largest gain because its read noise, in F units, shrinks by that gain);
 each refresh is counted per step in the log (``refreshed``). Native: s = 1, no division.
 
@@ -230,9 +229,6 @@ class LabCrossbar:
         self.digital = ~(self.real.usable[0] & self.real.usable[1])
         self.scale = np.ones(R)
         self.f_model_next: np.ndarray | None = None
-        # per block row, half the smallest volatile window of its usable devices (weight units)
-        window = np.where(self.real.usable, self.real.g_st_max_siemens, np.inf).min(axis=(0, 2))
-        self._room = 0.5 * np.where(np.isfinite(window), window, 1.0) / self.emulated.g_per_weight
         if self.controller is None:
             self._open(R, C)
         assert self.controller is not None
@@ -486,17 +482,11 @@ class LabCrossbar:
             lam = self.lam_idle  # (2, R, C) per step at the held bias
             g_now = np.maximum(np.stack([g_st[plus], g_st[minus]]), 0.0)  # (2, R, C) volatile parts, S
             scale = self.scale / n
+            refresh = (1.0 / scale > self.max_write_gain) if self.normalisation == "exact" else scale < 0
             f_target = scale[:, None] * (lam[0] * g_now[0] - lam[1] * g_now[1]) / gpw + dF  # next read
-            # the gain that keeps the row's largest |F| inside half the smallest window of the row
-            peak = np.abs(f_target).max(axis=1)
-            fit = np.maximum(1.0 / self.max_write_gain, peak / self._room)
-            if self.normalisation == "exact":
-                refresh = (1.0 / scale > self.max_write_gain) | (scale < fit)
-            else:
-                refresh = np.zeros(r1 - r0, dtype=bool)
-            # a refreshed row is rewritten at the largest gain that fits: the devices hold F / s, well
-            # above the read noise (which F = s f divides by the same gain)
-            scale = np.where(refresh, fit, scale)
+            # a refreshed row is rewritten at the largest gain: the devices hold F / s = max_write_gain F,
+            # well above the read noise (which F = s f divides by the same gain)
+            scale = np.where(refresh, 1.0 / self.max_write_gain, scale)
             g_target = self._device_targets(f_target / scale[:, None], g_now, t_start)
             g_target = np.where(self.digital, g_now, g_target)
             widths, amps, _, g_next = self._write_plan(g_now, g_target)
