@@ -229,6 +229,7 @@ class LabCrossbar:
         self.digital = ~(self.real.usable[0] & self.real.usable[1])
         self.scale = np.ones(R)
         self.f_model_next: np.ndarray | None = None
+        self._step_s = self.dt_s  # expected time from one read of a row to the next (s)
         if self.controller is None:
             self._open(R, C)
         assert self.controller is not None
@@ -400,6 +401,7 @@ class LabCrossbar:
         self.log.event(self.step_index, f"game {self.episode}: rested {rest:.3g} s, baseline re-measured")
         self.scale = np.ones(self.r1 - self.r0)
         self.f_model_next = None
+        self._step_s = self.dt_s
         self.pacer.restart()
         return F
 
@@ -496,6 +498,7 @@ class LabCrossbar:
             )
             F_t[0, r0:r1, c0:c1] = torch.from_numpy(f_target).to(F_t.dtype)
         self.scale, self.f_model_next = scale, f_model_next
+        self._step_s = max(self.dt_s, self.controller.clock.now_s() - t_start)  # the next read's distance
         self.refresh_rows += int(refresh.sum())
         self._count_fidelity(f_meas, f_model)
         # 4. decay: the devices relax until the step's deadline
@@ -533,9 +536,10 @@ class LabCrossbar:
         self._fid += np.array([a @ a, b @ b, a @ b, a.sum(), b.sum(), a.size])
 
     def _left(self, t_start: float) -> np.ndarray:
-        """(2, R, C) retention of each device from now to the next read (the step's deadline)."""
+        """(2, R, C) retention of each device from now to the next read: the step's deadline, or, when
+        steps overrun, as long after this step's start as the last step's I/O took."""
         assert self.controller is not None
-        left = max(t_start + self.dt_s - self.controller.clock.now_s(), 0.0) / self.dt_s
+        left = max(t_start + self._step_s - self.controller.clock.now_s(), 0.0) / self.dt_s
         return np.maximum(self.lam_idle**left, 1e-12)
 
     def _f_at_next_read(self, g_now: np.ndarray, t_start: float) -> np.ndarray:
@@ -549,7 +553,7 @@ class LabCrossbar:
         written now only for the rest of the step. The device of f's sign carries f; the other is left
         to decay, unless the carrier would pass half its window: then the other is depressed to what one
         full erase pulse leaves (both devices of a pair would otherwise fill up)."""
-        lam, keep = self.lam_idle, self._left(t_start)
+        lam, keep = self.lam_idle ** (self._step_s / self.dt_s), self._left(t_start)  # read to read
         cap = 0.95 * self.real.g_st_max_siemens
         need = np.abs(f_next) * self.emulated.g_per_weight
         pos = f_next >= 0
