@@ -29,10 +29,11 @@ Each agent step:
    G = I / V minus each device's conductance at rest gives the volatile part; F = s (g+ - g-) / g_per_weight;
 2. **neurons**: the measured F replaces the block in the layer's state and the periphery computes
    y = G z / n, h = tanh(y + b) digitally (the emulated array supplies the rest of the row);
-3. **write**: the change that brings the block to lambda F / n + gamma h z at the next read (the decay the
-   write itself will undergo before that read is pre-compensated) becomes the pulses the realisation
-   prescribes (``Realisation.pulse_for_write``, on G+ for a positive change, G- for a negative one), sent
-   as at most ``PULSES_PER_ROW`` row pulses per row (``PULSEROW``; ``_write_plan``);
+3. **write**: every device is brought to the volatile conductance that makes its pair hold
+   lambda F / n + gamma h z at the next read (the change written now is pre-compensated for its own decay
+   until then): signed row pulses (``PULSEROW``: one width per row pulse, a signed amplitude per column,
+   depression and potentiation together) from the pulse law inverted with the block's own devices, at
+   most ``pulses_per_row`` per row (``_write_plan``);
 4. **decay**: nothing is computed: the devices relax at their held bias over the step's real duration,
    paced to dt on the controller's clock (``hwloop.pacing``; virtual on the simulated lab).
 
