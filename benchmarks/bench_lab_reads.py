@@ -70,9 +70,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_lab_reads_"))
     rows = [run(n, args.steps, tmp / f"reads{n}.h5") for n in (1, 2, 4)]
     print(f"lab 8x8 block, {args.steps} Pong steps per setting, dt {STEP_S * 1e3:.1f} ms")
-    print(
-        f"{'reads':>5s} {'I/O ms/step':>11s} {'worst':>7s} {'overruns':>8s} {'r':>6s} {'RMS ratio':>9s} {'RMS dF':>7s}"
-    )
+    head = ("reads", "I/O ms/step", "worst", "overruns", "r", "RMS ratio", "RMS dF")
+    print("{:>5s} {:>11s} {:>7s} {:>8s} {:>6s} {:>9s} {:>7s}".format(*head))
     for r in rows:
         print(
             f"{r['reads_per_device']:5d} {r['io_ms_per_step']:11.1f} {r['io_ms_worst']:7.1f} "
