@@ -146,20 +146,20 @@ def map_trained(
         raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
     shape = (lam_t.shape[0], lam_t.shape[1])
     real = Realisation.from_record(record, dt_s, seed, shape, card=card, stuck=False, bias=bias)
-    bias, achieved = real.bias_for_lambda(lam_t)
+    bias_v, achieved = real.bias_for_lambda(lam_t)
     broken = ~real.usable.all(0)
     lam_hw = np.where(broken, np.nan, real.synapse_retention(achieved))
     idx = real.device_index
     if record.reference_pulse is None:  # decays only (e.g. imported traces): no gamma on the array
         nan = np.full(lam_t.shape, np.nan)
-        return StpnMapping(lam_t, lam_hw, gam_t, nan, np.zeros(lam_t.shape, dtype=bool), idx, bias)
+        return StpnMapping(lam_t, lam_hw, gam_t, nan, np.zeros(lam_t.shape, dtype=bool), idx, bias_v)
     low, high = update_range(record, window)
     g_low = np.maximum(low[idx[0]], low[idx[1]]) / g_per_weight
     g_high = np.minimum(high[idx[0]], high[idx[1]]) / g_per_weight
     mag = np.abs(gam_t)
     in_range = (mag >= g_low) & (mag <= g_high)
     gam_hw = np.sign(gam_t) * np.clip(mag, g_low, g_high)
-    return StpnMapping(lam_t, lam_hw, gam_t, gam_hw, in_range, idx, bias)
+    return StpnMapping(lam_t, lam_hw, gam_t, gam_hw, in_range, idx, bias_v)
 
 
 def map_stpn(

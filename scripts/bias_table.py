@@ -2,9 +2,10 @@
 
     python scripts/bias_table.py RUNS_DIR experiments/bias_topologies.json
 
-RUNS_DIR holds `scripts/eval_held_out.py` outputs named `{art,pong}_{device,rows,lines,none}.json`
-(held-out chips, the same seeds on every topology). Prints the markdown table (docs/bias-topologies.md
-quotes it) and writes the numbers with the commands that produced them.
+RUNS_DIR holds `scripts/eval_held_out.py` outputs named `{art,pong}_*.json` (held-out chips, the same
+seeds on every topology); each file is one row, its topology read from the run's `bias=` option (the
+default, lines, when absent) and its model from the checkpoint name. Prints the markdown table
+(docs/bias-topologies.md quotes it) and writes the numbers with the commands that produced them.
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ def main() -> None:
     runs_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
     table: dict[str, dict[str, dict]] = {}
     for task in ("art", "pong"):
-        for bias in BIAS_TOPOLOGIES:
-            path = runs_dir / f"{task}_{bias}.json"
-            if not path.is_file():
-                continue
+        for path in sorted(runs_dir.glob(f"{task}_*.json")):
             summary = json.loads(path.read_text())
+            options = dict(o.split("=", 1) for o in summary["options"])
+            bias = options.get("bias", "lines")
+            if bias not in BIAS_TOPOLOGIES:
+                raise SystemExit(f"{path}: unknown bias {bias!r}")
             runs = list(summary["runs"].values())
-            table.setdefault(task, {})[bias] = {
+            table.setdefault(task, {})[path.stem.removeprefix(f"{task}_")] = {
+                "bias": bias,
+                "model": Path(summary["checkpoint"]).stem,
+                "backend": summary["backend"],
+                "calibration": "--calibration" in runs[0]["command"],
                 "skill_mean": summary["mean"],
                 "skill_min": summary["min"],
                 "worst_chip": summary["worst_chip"],
@@ -48,18 +54,23 @@ def main() -> None:
                 "commands": [r["command"] for r in runs],
             }
     out.write_text(json.dumps(table, indent=1) + "\n")
-    print("| task | bias | bias sources (DACs) | skill, mean over chips (worst chip) | device energy |")
-    print("|---|---|---|---|---|")
+    header = ("task", "bias", "bias sources (DACs)", "model", "chips", "skill: mean (worst chip)", "energy")
+    print("| " + " | ".join(header) + " |")
+    print("|---|---|---|---|---|---|---|")
+    order = {name: i for i, name in enumerate(BIAS_TOPOLOGIES)}
     for task, rows in table.items():
         unit = "per sequence" if task == "art" else "per game"
-        for bias, row in rows.items():
+        for row in sorted(rows.values(), key=lambda r: (order[r["bias"]], r["model"])):
             skill = (
                 f"{row['skill_mean']:.4f} ({row['skill_min']:.4f})"
                 if task == "art"
                 else f"{row['skill_mean']:+.1f} ({row['skill_min']:+.1f})"
             )
-            energy = f"{row['energy_j'] * 1e6:.3g} uJ {unit}" if task == "art" else f"{row['energy_j']:.3g} J {unit}"
-            print(f"| {task.upper()} | {bias} | {row['dac_count']:,} | {skill} | {energy} |")
+            joules = row["energy_j"]
+            energy = f"{joules * 1e6:.3g} uJ {unit}" if task == "art" else f"{joules:.3g} J {unit}"
+            chips = f"{len(row['chips'])} ({row['chips'][0]}-{row['chips'][-1]})"
+            cells = (task.upper(), row["bias"], f"{row['dac_count']:,}", row["model"], chips, skill, energy)
+            print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

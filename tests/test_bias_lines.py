@@ -186,7 +186,8 @@ def test_a_refresh_costs_the_reads_the_erase_and_the_rewrite_by_hand() -> None:
 
 
 def test_a_refresh_adds_the_read_and_write_noise_of_the_array() -> None:
-    """Monte Carlo over 4000 samples: the refreshed F scatters with var = s^2 var_read(f) + (c2c F)^2."""
+    """Monte Carlo over 4000 samples: the refreshed F scatters with var = s^2 var_read(f) + (c2c F)^2
+    (read noise of f = F / s through the scale, and the rewrite's relative noise on the value)."""
     xbar = _exact(read_noise=True, c2c=True, bias_limits=False)  # lambda = 1 passes through
     w = torch.tensor([[0.5, -0.25]], dtype=torch.float64)
     xbar.program(Synapses(w, torch.ones_like(w), torch.zeros_like(w)))
@@ -199,7 +200,7 @@ def test_a_refresh_adds_the_read_and_write_noise_of_the_array() -> None:
     out = xbar.update(F, n, h, z)  # lambda = 1 on every device: decay leaves F as it is
     gpw, F0 = xbar.g_per_weight, np.array([0.02, -0.01])
     var_read = 0.01**2 * 2e-8 * (2e-9 + np.abs(F0) / s * gpw) / gpw**2
-    var = s**2 * var_read + (0.05 * F0) ** 2 + s**2 * var_read * 0.05**2
+    var = s**2 * var_read + (0.05 * F0) ** 2  # independent read and rewrite noise
     got = out[:, 0, :].numpy()
     np.testing.assert_allclose(got.mean(0), F0, atol=4 * np.sqrt(var / batch).max())
     np.testing.assert_allclose(got.var(0), var, rtol=0.1)

@@ -254,15 +254,15 @@ class AwareCrossbar:
         rest with cycle-to-cycle noise on the written value."""
         c, gpw = self.card, self._gpw
         s = s_prev.unsqueeze(2)
-        new = F
+        var = torch.zeros_like(F)
         if self.read_noise:
             g_pair = 2 * c.window.g_min_siemens + F.abs() / s * gpw
-            var_w2 = c.variability.read_noise_rel**2 * c.window.g_max_siemens * g_pair / gpw**2
-            new = new + s * var_w2.sqrt() * torch.randn(F.shape, generator=self._noise, dtype=F.dtype)
+            var = var + s * s * (c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2) * g_pair
         sigma = c.variability.c2c_pulse_rel
         if self.c2c and sigma > 0:
-            new = new * (1 + sigma * torch.randn(F.shape, generator=self._noise, dtype=F.dtype))
-        return torch.where(rows.unsqueeze(2) & self._pulsed, new - F, 0.0)
+            var = var + (sigma * F) ** 2
+        noise = var.sqrt() * torch.randn(F.shape, generator=self._noise, dtype=F.dtype)
+        return torch.where(rows.unsqueeze(2) & self._pulsed, noise, 0.0)
 
     def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
         """One time step: ``read``, h = tanh(y + bias), ``update``."""

@@ -362,6 +362,7 @@ class EmulatedCrossbar:
             if self.normalisation == "exact":
                 s = s_prev / n
                 refresh = s * self.max_write_gain < 1
+                F_read = F  # the state the step's bias energy is charged on (the read cached its rows)
                 if bool(refresh.any()):
                     F = self._refresh(F, refresh, s_prev)
                 s = torch.where(refresh, torch.ones_like(s), s)
@@ -392,7 +393,8 @@ class EmulatedCrossbar:
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
             if self.energy_counters:
-                self._count_update_energy(self._bias_rows(F) / s_prev, gain, h, z, abs_z_coef)
+                bias_rows = self._bias_rows(F_read if self.normalisation == "exact" else F)
+                self._count_update_energy(bias_rows / s_prev, gain, h, z, abs_z_coef)
             self.sample_steps += F.shape[0]
             self._adopt(out, s)
             return out
@@ -417,14 +419,18 @@ class EmulatedCrossbar:
         analog = self._analog_f[h_idx]
         g_min = c.window.g_min_siemens
         g_pair = 2 * g_min + F_rows.abs() / s * gpw  # (R, K) S, both devices of the short-term pair
-        new = F_rows
+        # read noise (variance prop. to each device's conductance, through the scale s) and the rewrite's
+        # c2c noise (relative to the value written) are independent Gaussians: one draw of their summed
+        # variance (the product of the two, second order at c2c^2 = 0.25 %, is left out)
+        var = torch.zeros_like(F_rows)
         if self.read_noise:
-            var_w2 = c.variability.read_noise_rel**2 * c.window.g_max_siemens * g_pair / gpw**2
-            noise = torch.randn(new.shape, generator=self._noise, dtype=new.dtype)
-            new = new + s * var_w2.sqrt() * noise
+            var = var + s * s * (c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2) * g_pair
         sigma = c.variability.c2c_pulse_rel
         if self.c2c and sigma > 0:
-            new = new * (1 + sigma * torch.randn(new.shape, generator=self._noise, dtype=new.dtype))
+            var = var + (sigma * F_rows) ** 2
+        new = F_rows
+        if self.read_noise or (self.c2c and sigma > 0):
+            new = F_rows + var.sqrt() * torch.randn(F_rows.shape, generator=self._noise, dtype=F_rows.dtype)
         out = F.clone()
         out[b_idx, h_idx] = torch.where(analog, new, F_rows)
         self.refresh_rows += int(b_idx.numel())
