@@ -52,6 +52,7 @@ from device_models.bias_lines import (
     fit_line_bias,
 )
 from device_models.card import DeviceCard, load_card
+from device_models.chip import draw_chip
 from device_models.errors import HwloopError
 from device_models.laws import DEFAULT_HORIZON_STEPS, step_retention
 from device_models.memristor import (
@@ -525,20 +526,6 @@ def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]
 def _chip_draws(
     card: DeviceCard, seed: int, shape: tuple[int, int], d2d: bool, stuck: bool
 ) -> dict[str, Any]:
-    """The chip's d2d factors (tau, window, pulse) and stuck masks, each (2, H, K), from ``seed``."""
-    var = card.variability
-    gen = torch.Generator().manual_seed(int(seed))
-    size = (2, int(shape[0]), int(shape[1]))
-    out: dict[str, Any] = {}
-    for name, sigma in (
-        ("tau", var.d2d_tau_rel),
-        ("window", var.d2d_window_rel),
-        ("pulse", var.d2d_pulse_rel),
-    ):
-        draw = torch.randn(size, generator=gen, dtype=torch.float64)
-        out[name] = torch.exp(sigma * draw).numpy() if d2d and sigma > 0 else np.ones(size)
-    u = torch.rand(size, generator=gen, dtype=torch.float64).numpy()
-    on, off = var.stuck_on_fraction, var.stuck_off_fraction
-    out["stuck_on"] = (u < on) & stuck
-    out["stuck_off"] = (u >= on) & (u < on + off) & stuck
-    return out
+    """The chip's d2d factors (tau, window, pulse) and stuck masks, each (2, H, K), from ``seed``: THE
+    chip draw (``device_models.chip.draw_chip``), the same one the simulated lab's arrays use."""
+    return draw_chip(card, seed, shape, d2d, stuck)

@@ -6,6 +6,12 @@ command that acts on the array (``ILIM``, ``PULSE``, ``PULSEROW``, ``READ``, ``R
 phases: the controller echoes the values it parsed, the driver compares them with what it meant, and
 only then sends ``GO``; a misparsed command never executes.
 
+Protocol v3 adds line biases: ``set_line_bias`` holds every row and column line at an idle voltage
+(``BIAS``, two-phase like the others), refused before anything is sent when a line or a device between
+two lines exceeds the ``SafetyLimits`` or reaches the card's write threshold. Reads and pulses are taken
+as in v2 (the addressed devices see the commanded voltage, not bias plus it); the lines return to the held
+bias afterwards. A v2 controller has no bias (``bias_capable`` False).
+
 A v1 controller (no CRC, no echo) stays readable: identify, compliance, reads. Its pulses are refused
 unless the user opts in (``allow_v1_pulses=True``, CLI ``--allow-v1-pulses``).
 
@@ -31,6 +37,7 @@ from drivers.errors import ComplianceError, InstrumentError, InstrumentStateErro
 from drivers.safety import PulseRateGuard, SafeOffOnClose, SafetyLimits
 from drivers.transport import SerialTransport, Transport
 from drivers.xbar_protocol import (
+    BIAS_PROTOCOL,
     MAX_LINE_BYTES,
     SEQ_MODULUS,
     FrameError,
@@ -39,6 +46,7 @@ from drivers.xbar_protocol import (
     parse_int,
     parse_number,
     parse_numbers,
+    quantise_bias,
     sent_value,
     unframe,
 )
@@ -50,13 +58,16 @@ EchoValue = int | float | str | tuple[float, ...]
 
 
 class HardwareRanges(NamedTuple):
-    """What the controller itself can do (``LIMITS?``): |V| (V), pulse widths (s), ILIM (A)."""
+    """What the controller itself can do (``LIMITS?``): |V| (V), pulse widths (s), ILIM (A), and (v3) the
+    line-bias range |V| and its DAC step (V); 0 and 0 on a controller without line biases."""
 
     max_abs_v: float
     min_width_s: float
     max_width_s: float
     min_ilim_a: float
     max_ilim_a: float
+    max_abs_bias_v: float = 0.0
+    bias_lsb_v: float = 0.0
 
 
 V1_RANGES = HardwareRanges(math.inf, 0.0, 1.0, 0.0, math.inf)  # v1 only promises widths in (0, 1] s
@@ -96,15 +107,20 @@ class CrossbarController(SafeOffOnClose):
         self.protocol = self._negotiate()
         self.rows, self.cols = self._size()
         self.hardware = self._hardware_ranges()
+        self.row_bias_v = np.zeros(self.rows)  # the line biases this session set (V); RST: all 0 V
+        self.col_bias_v = np.zeros(self.cols)
 
     # -- protocol plumbing -------------------------------------------------------------------
     def _negotiate(self) -> int:
-        """2 if the controller answers a framed ``VER?``, 1 if it answers only the unframed one."""
+        """3 or 2 if the controller answers a framed ``VER?`` (its major version), 1 if it answers only the
+        unframed one."""
         reply = self._v2_exchange("VER?", negotiating=True)
         if reply is not None:
-            if not reply.startswith("2."):
-                raise ProtocolError(f"{self.transport.name}: framed VER? answered {reply[:40]!r}, not 2.x")
-            return 2
+            if not reply.startswith(("2.", "3.")):
+                raise ProtocolError(
+                    f"{self.transport.name}: framed VER? answered {reply[:40]!r}, not 2.x or 3.x"
+                )
+            return int(reply[0])
         version = self.transport.query("VER?").strip()
         if not version.startswith("1."):
             raise ProtocolError(
@@ -206,7 +222,13 @@ class CrossbarController(SafeOffOnClose):
     def _hardware_ranges(self) -> HardwareRanges:
         if self.protocol < 2:
             return V1_RANGES
-        return HardwareRanges(*(float(x) for x in self._numbers(self._ask("LIMITS?"), 5, "LIMITS?")))
+        n = 7 if self.protocol >= BIAS_PROTOCOL else 5
+        return HardwareRanges(*(float(x) for x in self._numbers(self._ask("LIMITS?"), n, "LIMITS?")))
+
+    @property
+    def bias_capable(self) -> bool:
+        """Whether the controller can hold line biases (protocol v3); a v2 controller's lines idle at 0 V."""
+        return self.protocol >= BIAS_PROTOCOL
 
     def _echo_ilim(self) -> list[EchoValue]:
         assert self.compliance_set_a is not None
@@ -257,6 +279,56 @@ class CrossbarController(SafeOffOnClose):
         """All lines to 0 V, selection cleared, compliance cleared (must be set again)."""
         self._ok(self._ask("RST"), "RST")
         self.compliance_set_a = None
+        self.row_bias_v, self.col_bias_v = np.zeros(self.rows), np.zeros(self.cols)
+
+    def set_line_bias(
+        self,
+        row_v: Sequence[float] | np.ndarray,
+        col_v: Sequence[float] | np.ndarray,
+        *,
+        write_threshold_v: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hold every row line at ``row_v`` and every column line at ``col_v`` (V) between commands, so
+        device (r, c) idles at row_v[r] - col_v[c]. ``write_threshold_v``: the devices' pulse threshold
+        (V, from their card); a device bias reaching it is refused. Nothing is sent unless every value
+        passes the ``SafetyLimits``, the threshold and the controller's bias range (``LIMITS?``).
+        Returns the (row, col) voltages the controller holds (on its DAC grid)."""
+        if not self.bias_capable:
+            raise InstrumentStateError(
+                f"{self.transport.name} speaks crossbar protocol v{self.protocol}: no line biases "
+                "(its lines idle at 0 V); line biases need a v3 controller"
+            )
+        if len(row_v) != self.rows or len(col_v) != self.cols:
+            raise SafetyError(
+                f"set_line_bias needs {self.rows} row and {self.cols} column voltages, "
+                f"got {len(row_v)} and {len(col_v)}"
+            )
+        hw = self.hardware
+        rows = quantise_bias(np.asarray(row_v, dtype=float), hw.bias_lsb_v)
+        cols = quantise_bias(np.asarray(col_v, dtype=float), hw.bias_lsb_v)
+        rows_ok, cols_ok = self.limits.check_line_bias(list(rows), list(cols), write_threshold_v)
+        worst = max(map(abs, [*rows_ok, *cols_ok]), default=0.0)
+        if worst > hw.max_abs_bias_v:
+            raise SafetyError(
+                f"line bias {worst:g} V is beyond the controller's bias range of ±{hw.max_abs_bias_v:g} V"
+            )
+        r_text, c_text = ",".join(map(format_number, rows)), ",".join(map(format_number, cols))
+        command = f"BIAS {r_text} {c_text}"
+        expected: list[EchoValue] = [
+            tuple(float(x) for x in r_text.split(",")),
+            tuple(float(x) for x in c_text.split(",")),
+        ]
+        self._ok(self._act(command, expected), command)
+        self.row_bias_v = quantise_bias(np.array(expected[0], dtype=float), hw.bias_lsb_v)
+        self.col_bias_v = quantise_bias(np.array(expected[1], dtype=float), hw.bias_lsb_v)
+        return self.row_bias_v.copy(), self.col_bias_v.copy()
+
+    def line_bias(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (row, col) line voltages (V) the controller says it holds (``BIAS?``); zeros on v1/v2."""
+        if not self.bias_capable:
+            return np.zeros(self.rows), np.zeros(self.cols)
+        values = self._numbers(self._ask("BIAS?"), self.rows + self.cols, "BIAS?")
+        return values[: self.rows], values[self.rows :]
 
     def set_compliance(self, current_a: float) -> None:
         """Set the current limit (A) of every read and pulse."""

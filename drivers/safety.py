@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_models.errors import HwloopError
@@ -96,6 +98,42 @@ class SafetyLimits(BaseModel):
         if i > self.max_compliance_a:
             raise SafetyError(f"compliance {i:g} A exceeds the safety limit of {self.max_compliance_a:g} A")
         return i
+
+    def check_line_bias(
+        self,
+        row_v: Sequence[float] | np.ndarray,
+        col_v: Sequence[float] | np.ndarray,
+        write_threshold_v: float,
+    ) -> tuple[list[float], list[float]]:
+        """Validate idle line voltages (V) of a crossbar: every line and every device between them
+        (row_v[r] - col_v[c]) within ±max_abs_voltage_v, and every device strictly below the card's
+        write (pulse) threshold ``write_threshold_v`` (V), so that holding the bias never writes a device.
+        Returns the voltages as floats; ``SafetyError`` naming the first offending line or device."""
+        rows = [_finite(v, f"bias of row line {r}", "V") for r, v in enumerate(row_v)]
+        cols = [_finite(v, f"bias of column line {c}", "V") for c, v in enumerate(col_v)]
+        for what, values in (("row", rows), ("column", cols)):
+            for k, v in enumerate(values):
+                if abs(v) > self.max_abs_voltage_v:
+                    raise SafetyError(
+                        f"bias of {what} line {k}, {v:g} V, exceeds the safety limit of "
+                        f"±{self.max_abs_voltage_v:g} V"
+                    )
+        threshold = _finite(write_threshold_v, "write threshold", "V")
+        if rows and cols:
+            device = np.subtract.outer(np.asarray(rows), np.asarray(cols))
+            r, c = np.unravel_index(int(np.argmax(np.abs(device))), device.shape)
+            worst = float(device[r, c])
+            if abs(worst) > self.max_abs_voltage_v:
+                raise SafetyError(
+                    f"line biases put {worst:g} V on device (row {r}, col {c}), beyond the safety limit "
+                    f"of ±{self.max_abs_voltage_v:g} V"
+                )
+            if abs(worst) >= threshold:
+                raise SafetyError(
+                    f"line biases put {worst:g} V on device (row {r}, col {c}), reaching the card's write "
+                    f"threshold of {threshold:g} V: holding it would write the device"
+                )
+        return rows, cols
 
     def summary(self) -> str:
         """One line for logs and the CLI."""

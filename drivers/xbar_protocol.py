@@ -1,6 +1,7 @@
-"""Crossbar controller line protocol v2 framing: CRC-16, sequence numbers, the strict number grammar.
+"""Crossbar controller line protocol v2/v3 framing: CRC-16, sequence numbers, the strict number grammar.
 
-The one owner of the wire format of ``docs/crossbar-controller-protocol.md`` section "Version 2"; the
+The one owner of the wire format of ``docs/crossbar-controller-protocol.md`` sections "Version 2" and
+"Version 3" (v3 is v2's framing plus the line-bias command ``BIAS``); the
 driver (``drivers.controller``) and the simulated firmware (``drivers.sim.xbar_firmware``) both use it.
 
 A v2 line is ``@<seq> <body>*<CRC>``: ``seq`` a decimal 0..65535 without leading zeros, ``body``
@@ -14,14 +15,18 @@ from __future__ import annotations
 import binascii
 import math
 import re
+from typing import Any
 
-PROTOCOL_VERSION = 2
+import numpy as np
+
+PROTOCOL_VERSION = 3  # the newest version hwloop speaks; 2 and 1 are negotiated down
+BIAS_PROTOCOL = 3  # first version with line biases (``BIAS``, ``BIAS?``, the longer ``LIMITS?``)
 MAX_LINE_BYTES = 4096  # longest line either side may send, terminator included
 INTER_BYTE_TIMEOUT_S = 0.05  # the firmware drops a partial line after this much silence
 ARM_TIMEOUT_S = 1.0  # an armed command not confirmed by GO within this time is dropped
 SEQ_MODULUS = 65536  # host sequence numbers run 1..65535 and wrap to 1; 0 marks frame errors
 MAX_NUMBER_CHARS = 24
-ARMED_COMMANDS = frozenset({"ILIM", "PULSE", "PULSEROW", "READ", "READROW"})
+ARMED_COMMANDS = frozenset({"ILIM", "PULSE", "PULSEROW", "READ", "READROW", "BIAS"})
 
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NUMBER_LIST = re.compile(rf"{_NUMBER.pattern}(?:,{_NUMBER.pattern})*")
@@ -110,6 +115,13 @@ def sent_value(value: float) -> float:
 def echo_number(value: float) -> str:
     """How the firmware echoes a parsed value: ``%.6e`` (7 significant digits, e.g. ``1.500000e+00``)."""
     return f"{value:.6e}"
+
+
+def quantise_bias(volts: Any, lsb_v: float) -> Any:
+    """Line voltages (V) on a bias DAC's grid of step ``lsb_v`` (V): the nearest code, as the firmware
+    holds them (``round(v / lsb) * lsb``; ``lsb_v`` 0 leaves them unchanged)."""
+    v = np.asarray(volts, dtype=float)
+    return v if lsb_v <= 0 else np.round(v / lsb_v) * lsb_v
 
 
 def body_keyword(line: str) -> str:

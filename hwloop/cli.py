@@ -11,6 +11,7 @@ from hwloop.commands.calibrate import app as calibrate_app
 from hwloop.commands.devices import app as devices_app
 from hwloop.commands.energy import app as energy_app
 from hwloop.commands.instruments import app as instruments_app
+from hwloop.commands.lab import app as lab_app
 from hwloop.commands.pong import app as pong_app
 from hwloop.commands.sweep import app as sweep_app
 from hwloop.errors import HwloopError
@@ -34,7 +35,7 @@ app.add_typer(
     name="instruments",
     help="Lab instruments (SMUs, crossbar controller), real or simulated.",
 )
-
+app.add_typer(lab_app, name="lab", help="Lab runs (mixed mode): fidelity report of a step log.")
 app.add_typer(
     sweep_app, name="sweep", help="Variability-tolerance sweeps on Ray: run a spec, report thresholds."
 )

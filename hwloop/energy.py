@@ -241,7 +241,11 @@ def paper_form(result: dict[str, Any]) -> EnergyReport:
         ),
         *(
             (f"  lab block: {what}", parts[key], None, "measured controller I/O")
-            for key, what in (("lab_read_j", "reads"), ("lab_program_j", "update pulses"))
+            for key, what in (
+                ("lab_read_j", "reads"),
+                ("lab_program_j", "update pulses"),
+                ("lab_bias_j", "line bias (V^2 G dt)"),
+            )
             if key in parts
         ),
         ("GPU, floor (DRAM + FLOPs)", floor, None, gpu["gpu"]),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from device_models.card import load_card
+from device_models.chip import device_grid
 from drivers.sim.devices import DeviceArray
 from drivers.sim.lab import SimArray
 from drivers.sim.xbar_firmware import LATENCY_S, XbarFirmware
@@ -55,7 +56,8 @@ def test_row_wise_evolution_equals_whole_array_evolution(law: str) -> None:
     array = SimArray(ROWS, COLS, SEED, card=card)
     firmware = XbarFirmware(array, protocol=1)
     assert _handle(firmware, "ILIM 1e-3") == "OK"
-    ref = DeviceArray(card, (ROWS, COLS), np.random.default_rng([SEED, 1000 + ROWS * 1000 + COLS]))
+    rng = np.random.default_rng([SEED, 1000 + ROWS * 1000 + COLS])
+    ref = DeviceArray(card, (ROWS, COLS), rng, chip=device_grid(card, SEED, ROWS, COLS))
     np.testing.assert_array_equal(ref.tau_ref_s, array.devices.tau_ref_s)  # same devices
 
     def ref_command(volts: np.ndarray | None, duration_s: float) -> np.ndarray | None:

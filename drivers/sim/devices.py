@@ -36,24 +36,45 @@ _STATE = ("shorted", "g_fast_siemens", "g_slow_siemens", "age_s")
 
 
 class DeviceArray:
-    """Devices of one ``shape`` drawn from ``card`` with ``rng``; state starts at rest (g_st = 0)."""
+    """Devices of one ``shape`` drawn from ``card`` with ``rng``; state starts at rest (g_st = 0).
 
-    def __init__(self, card: DeviceCard, shape: tuple[int, ...], rng: np.random.Generator) -> None:
+    ``chip``: the d2d factors and stuck masks of a drawn chip, each of ``shape``
+    (``device_models.chip.device_grid``), so that this array is that chip; ``None`` draws them from
+    ``rng`` (a single SMU device). ``rng`` always draws the long-term states and the noise."""
+
+    def __init__(
+        self,
+        card: DeviceCard,
+        shape: tuple[int, ...],
+        rng: np.random.Generator,
+        chip: dict[str, Any] | None = None,
+    ) -> None:
         v, w = card.variability, card.window
         self.card = card
         self.shape = shape
         self._rng = rng
-        self.tau_ref_s = card.decay.tau_s * rng.lognormal(0.0, v.d2d_tau_rel, shape)
-        self.g_st_max_siemens = w.g_st_max_siemens * rng.lognormal(0.0, v.d2d_window_rel, shape)
-        self.pulse_scale = rng.lognormal(0.0, v.d2d_pulse_rel, shape)
+        if chip is None:
+            chip = {
+                "tau": rng.lognormal(0.0, v.d2d_tau_rel, shape),
+                "window": rng.lognormal(0.0, v.d2d_window_rel, shape),
+                "pulse": rng.lognormal(0.0, v.d2d_pulse_rel, shape),
+            }
+        self.tau_ref_s = card.decay.tau_s * chip["tau"]
+        self.g_st_max_siemens = w.g_st_max_siemens * chip["window"]
+        self.pulse_scale = np.array(chip["pulse"], dtype=float)
         target = rng.uniform(w.g_min_siemens, w.g_max_siemens, shape)
         programmed = quantise_conductance(target, w.g_min_siemens, w.g_max_siemens, w.levels)
         self.g_lt_siemens = np.clip(
             programmed * (1 + v.d2d_g_rel * rng.standard_normal(shape)), w.g_min_siemens, w.g_max_siemens
         )
-        draw = rng.uniform(size=shape)
-        self.stuck_on = draw < v.stuck_on_fraction
-        self.stuck_off = (draw >= v.stuck_on_fraction) & (draw < v.stuck_on_fraction + v.stuck_off_fraction)
+        if "stuck_on" in chip:
+            self.stuck_on, self.stuck_off = np.array(chip["stuck_on"]), np.array(chip["stuck_off"])
+        else:
+            draw = rng.uniform(size=shape)
+            self.stuck_on = draw < v.stuck_on_fraction
+            self.stuck_off = (draw >= v.stuck_on_fraction) & (
+                draw < v.stuck_on_fraction + v.stuck_off_fraction
+            )
         self.g_lt_siemens = np.where(self.stuck_on, w.g_max_siemens, self.g_lt_siemens)
         self.g_lt_siemens = np.where(self.stuck_off, w.g_min_siemens, self.g_lt_siemens)
         self.shorted = np.zeros(shape, dtype=bool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from device_models.card import DeviceCard, load_card
+from device_models.chip import device_grid
 from drivers.sim.b2900 import B2900Emulator
 from drivers.sim.clock import VirtualClock
 from drivers.sim.devices import DeviceArray
@@ -74,8 +75,11 @@ class SimArray:
         self.rows, self.cols, self.seed = rows, cols, seed
         self.card = load_card(card)
         self.clock = VirtualClock()
-        self.devices = DeviceArray(
-            self.card, (rows, cols), np.random.default_rng([seed, 1000 + rows * 1000 + cols])
+        self.devices = DeviceArray(  # the chip: the same draw as the realisation of an R x C/2 pair array
+            self.card,
+            (rows, cols),
+            np.random.default_rng([seed, 1000 + rows * 1000 + cols]),
+            chip=device_grid(self.card, seed, rows, cols),
         )
         # the virtual time (s) up to which each row's devices have been evolved (see XbarFirmware)
         self.settled_s = np.full(rows, self.clock.now_s())

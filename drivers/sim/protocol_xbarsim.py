@@ -2,11 +2,13 @@
 
 Registered through ``serial.protocol_handler_packages`` (see ``drivers.transport``), so
 ``serial.serial_for_url("xbarsim://8x8?seed=1")`` opens a port whose other end is ``XbarFirmware``.
-Query parameters: ``seed`` (int), ``protocol`` (2, the default, or 1 for a legacy v1 firmware), and any
+Query parameters: ``seed`` (int), ``protocol`` (3, the default, with line biases; 2 for a controller
+without them; 1 for a legacy v1 firmware), and any
 ``ControllerFaults`` field (``timeout_on=READ``, ``drop_after=5``, ``garbage_on=SIZE?``,
 ``truncate_on=READROW``, ``stuck_at_s=0.5``, ``stuck_device=2,3``, ``corrupt_on=PULSE``,
-``late_on=READROW``). Reply faults hit the reply that carries a command's result (for a v2 two-phase
-command, the reply to its ``GO``).
+``late_on=READROW``, ``reject_on=BIAS`` (refused with ``ERR STATE``), ``drop_on=BIAS`` (the link drops
+as the command arrives), ``fault_after=N`` (those two only after N commands)). Reply faults hit the
+reply that carries a command's result (for a v2 two-phase command, the reply to its ``GO``).
 
 The controller behind a URL (array and firmware, without the URL's fault parameters) persists across
 connections, as hardware does: its settings, an armed command and a partial line left by a crashed
@@ -26,10 +28,11 @@ from serial.serialutil import SerialBase, SerialException
 from drivers.sim.faults import Faults
 from drivers.sim.lab import SimArray
 from drivers.sim.xbar_firmware import XbarFirmware
-from drivers.xbar_protocol import body_text
+from drivers.xbar_protocol import body_text, frame
 
 _ARRAYS: dict[tuple[int, int, int], SimArray] = {}
 _FIRMWARES: dict[tuple[int, int, int], XbarFirmware] = {}
+DEFAULT_PROTOCOL = 3
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
@@ -45,6 +48,12 @@ class ControllerFaults(Faults):
         default=None,
         description="the first reply to these commands arrives late: after the host's next command",
     )
+    drop_on: str | None = Field(
+        default=None, description="the link drops when one of these commands arrives (after fault_after)"
+    )
+    fault_after: int = Field(
+        default=0, ge=0, description="reject_on and drop_on act only after this many commands"
+    )
 
 
 def sim_array(rows: int, cols: int, seed: int) -> SimArray:
@@ -55,11 +64,14 @@ def sim_array(rows: int, cols: int, seed: int) -> SimArray:
     return _ARRAYS[key]
 
 
-def sim_firmware(rows: int, cols: int, seed: int, protocol: int = 2) -> XbarFirmware:
+def sim_firmware(rows: int, cols: int, seed: int, protocol: int | None = None) -> XbarFirmware:
     """The persistent controller behind ``xbarsim://ROWSxCOLS?seed=SEED``; asking for another
-    ``protocol`` than it runs reflashes it (its settings and line buffer start over, the array stays)."""
+    ``protocol`` than it runs reflashes it (its settings, line biases and line buffer start over, the
+    array stays); ``None``: the one it runs (a new one runs the newest, 3)."""
     key = (rows, cols, seed)
     firmware = _FIRMWARES.get(key)
+    if protocol is None:
+        protocol = firmware.protocol if firmware is not None else DEFAULT_PROTOCOL
     if firmware is None or firmware.protocol != protocol:
         # the devices keep their history: the array carries the time each row was settled to
         firmware = XbarFirmware(sim_array(rows, cols, seed), protocol=protocol)
@@ -83,9 +95,9 @@ def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults]:
         raise ValueError(f"xbarsim URL needs a size ROWSxCOLS, e.g. xbarsim://8x8, got {parts.netloc!r}")
     params = dict(urllib.parse.parse_qsl(parts.query))
     seed = int(params.pop("seed", 0))
-    protocol = int(params.pop("protocol", 2))
-    if protocol not in (1, 2):
-        raise ValueError(f"xbarsim protocol must be 1 or 2, got {protocol}")
+    protocol = int(params.pop("protocol", DEFAULT_PROTOCOL))
+    if protocol not in (1, 2, 3):
+        raise ValueError(f"xbarsim protocol must be 1, 2 or 3, got {protocol}")
     if "stuck_device" in params:
         params["stuck_device"] = tuple(int(x) for x in params["stuck_device"].split(","))  # type: ignore[assignment]
     try:
@@ -180,11 +192,20 @@ class Serial(SerialBase):
     def _deliver(self, subject: str, reply: str | None) -> None:
         faults = self.faults
         self._commands += 1
-        if faults.drop_after is not None and self._commands > faults.drop_after:
+        command = subject.removeprefix("ARM ")  # the arm of a two-phase command is hit as the command
+        armed = self._commands > faults.fault_after
+        if (faults.drop_after is not None and self._commands > faults.drop_after) or (
+            armed and faults.matches(faults.drop_on, command)
+        ):
             self._dropped = True
+            self.firmware.armed = None  # the line never completed: nothing runs
             raise SerialException("device disconnected (simulated dropped link)")
         if reply is None:
             return
+        if armed and reply.startswith("@") and faults.matches(faults.reject_on, command):
+            self.firmware.armed = None  # refused: nothing armed, nothing applied
+            seq = reply[1:].split(" ", 1)[0]
+            reply = frame(int(seq), "ERR STATE refused by the controller (simulated fault)")
         data = reply.encode("ascii")
         fault = faults.reply_fault(subject)
         if fault == "timeout":

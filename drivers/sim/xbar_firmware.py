@@ -1,7 +1,9 @@
-"""Firmware of the simulated crossbar controller: ``docs/crossbar-controller-protocol.md``, v2 or v1.
+"""Firmware of the simulated crossbar controller: ``docs/crossbar-controller-protocol.md``, v3, v2 or v1.
 
-Idle lines sit at 0 V, so between commands every device relaxes at tau(0 V). A pulse or read drives
-only the addressed devices; the others keep relaxing. Each command costs ``LATENCY_S`` of virtual time
+Idle lines sit at the line biases (v3 ``BIAS``; 0 V after power-up and ``RST``, and always on v1/v2), so
+between commands device (r, c) relaxes at tau(row_v[r] - col_v[c]) and draws the bias power
+V^2 G (counted in ``ArrayLines.bias_energy_j``). A pulse or read drives only the addressed devices at the
+commanded voltage; the others keep relaxing at their bias. Each command costs ``LATENCY_S`` of virtual time
 (one serial round trip), a pulse its width, a read the card's read time.
 
 The firmware is the controller, not the link: it persists across connections (``sim_firmware``), so
@@ -35,16 +37,20 @@ from drivers.xbar_protocol import (
     parse_int,
     parse_number,
     parse_numbers,
+    quantise_bias,
     unframe,
 )
 
-FIRMWARE_VERSIONS = {1: "1.0.0", 2: "2.0.0"}
+FIRMWARE_VERSIONS = {1: "1.0.0", 2: "2.0.0", 3: "3.0.0"}
 MAX_ABS_V = 10.0  # the controller's own hardware range
 MIN_WIDTH_S = 1e-6  # the pulse timer's resolution
 MAX_WIDTH_S = 1.0
 MIN_ILIM_A = 1e-9
 MAX_ILIM_A = 0.1
 LATENCY_S = 1e-3
+MAX_ABS_BIAS_V = 2.5  # the line-bias DACs' range (v3)
+BIAS_DAC_BITS = 12
+BIAS_LSB_V = 2 * MAX_ABS_BIAS_V / 2**BIAS_DAC_BITS  # 1.22 mV: one code of the bias DACs
 _STRTOD = re.compile(r"\s*([+-]?(?:inf(?:inity)?|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))", re.IGNORECASE)
 
 
@@ -179,6 +185,8 @@ class XbarFirmware:
                         "STATE", f"command {target} expired (GO later than {ARM_TIMEOUT_S:g} s)"
                     )
                 return armed.text, self._execute(armed.keyword, armed.args)
+            if keyword in ("BIAS", "BIAS?") and self.protocol < 3:
+                raise FirmwareError("SYNTAX", f"unknown command {words[0]!r}")
             if keyword in ARMED_COMMANDS:
                 args = self._parse(keyword, words[1:])
                 self.armed = Armed(seq, self.array.clock.now_s(), keyword, args, body)
@@ -196,6 +204,19 @@ class XbarFirmware:
         if keyword == "ILIM":
             (value,) = args
             return (self._ilim(parse_number(value)),)
+        if keyword == "BIAS":
+            row_text, col_text = args
+            rows, cols = tuple(parse_numbers(row_text)), tuple(parse_numbers(col_text))
+            if len(rows) != self.array.rows or len(cols) != self.array.cols:
+                raise FirmwareError(
+                    "SYNTAX",
+                    f"BIAS needs {self.array.rows} row and {self.array.cols} column voltages, "
+                    f"got {len(rows)} and {len(cols)}",
+                )
+            for v in (*rows, *cols):
+                if not abs(v) <= MAX_ABS_BIAS_V:
+                    raise FirmwareError("RANGE", f"bias {v:g} V outside +-{MAX_ABS_BIAS_V:g} V")
+            return (rows, cols)
         self._need_ilim()
         if keyword == "PULSE":
             row, col, amplitude, width = args
@@ -225,13 +246,17 @@ class XbarFirmware:
                 words.append(str(arg))
             else:
                 words.append(echo_number(float(arg)))
-        if keyword != "ILIM":
+        if keyword not in ("ILIM", "BIAS"):
             words += ["ILIM", echo_number(self._need_ilim())]
         return " ".join(words)
 
     def _execute(self, keyword: str, args: tuple[Any, ...]) -> str:
         if keyword == "ILIM":
             self.ilim_a = float(args[0])
+            return "OK"
+        if keyword == "BIAS":
+            rows, cols = (quantise_bias(np.array(a, dtype=float), BIAS_LSB_V) for a in args)
+            self.lines.set_bias(rows, cols)
             return "OK"
         if keyword == "PULSE":
             r, c, amplitude, width = args
@@ -272,11 +297,14 @@ class XbarFirmware:
         if keyword == "ILIM?":
             return "0" if self.ilim_a is None else f"{self.ilim_a:.6g}"
         if keyword == "RST" and not args:
-            self._settle()
+            self.lines.set_bias(np.zeros(self.array.rows), np.zeros(self.array.cols))  # settles first
             self.selected, self.ilim_a, self.armed = None, None, None
             return "OK"
         if keyword == "LIMITS?" and strict:
-            return f"{MAX_ABS_V:g},{MIN_WIDTH_S:g},{MAX_WIDTH_S:g},{MIN_ILIM_A:g},{MAX_ILIM_A:g}"
+            ranges = f"{MAX_ABS_V:g},{MIN_WIDTH_S:g},{MAX_WIDTH_S:g},{MIN_ILIM_A:g},{MAX_ILIM_A:g}"
+            return ranges + (f",{MAX_ABS_BIAS_V:g},{BIAS_LSB_V:.6e}" if self.protocol >= 3 else "")
+        if keyword == "BIAS?" and strict:
+            return ",".join(f"{v:.6e}" for v in (*self.lines.row_v, *self.lines.col_v))
         if strict:
             raise FirmwareError("SYNTAX", f"unknown command {words[0]!r}")
         if keyword == "ILIM":
@@ -313,21 +341,20 @@ class XbarFirmware:
         raise FirmwareError("SYNTAX", f"unknown command {words[0]!r}")
 
     # -- physics -------------------------------------------------------------------------------
-    def _settle(self) -> None:
-        self.lines.settle()
-
     def _pulse(self, r: int, c: int, amplitude_v: float, width_s: float) -> str:
-        volts = np.zeros(self.array.cols)
+        volts = self.lines.bias_v[r].copy()  # the row's other devices keep their bias
         volts[c] = amplitude_v
         self.lines.drive(volts, width_s, "pulse", row=r)
         return "OK"
 
     def _pulse_row(self, r: int, width_s: float, amps: tuple[float, ...]) -> str:
-        self.lines.drive(np.array(amps, dtype=float), width_s, "pulse", row=r)
+        volts = np.array(amps, dtype=float)
+        volts = np.where(volts == 0, self.lines.bias_v[r], volts)  # 0: not pulsed, the device keeps its bias
+        self.lines.drive(volts, width_s, "pulse", row=r)
         return "OK"
 
     def _read_one(self, r: int, c: int, read_v: float) -> str:
-        volts = np.zeros(self.array.cols)
+        volts = self.lines.bias_v[r].copy()
         volts[c] = read_v
         t = self.array.clock.now_s()
         current = self._compliance(self.lines.read(volts, row=r)[c : c + 1], f"row {r} col {c}")
@@ -367,7 +394,7 @@ class XbarFirmware:
     @staticmethod
     def _volts(v: float) -> float:
         if not abs(v) <= MAX_ABS_V:
-            raise FirmwareError("RANGE", f"{v:g} V outside ±{MAX_ABS_V:g} V")
+            raise FirmwareError("RANGE", f"{v:g} V outside +-{MAX_ABS_V:g} V")
         return v
 
     def _width(self, w: float) -> float:

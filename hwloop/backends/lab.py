@@ -6,27 +6,46 @@ serial port, or the simulated lab's ``xbarsim://``); every other synapse, and th
 weights W, stay on the emulated array (``hwloop.backends.emulated``). Each synapse of the block is a
 volatile pair [G+, G-] placed by the realisation's device-assignment rule (``Realisation.device_index``:
 block row i on controller row i, G+ of column j on controller column j, G- on column C + j), as the
-emulated backend's exact mode places F on a separate volatile pair. Each agent step:
+emulated backend's exact mode places F on a separate volatile pair. The block's device model is the chip
+the simulated array is drawn from (``device_models.chip``): same stuck devices, same decay times.
 
-1. **read**: every block row is read at ``read_v`` (``READROW``); G = I / V minus each device's
-   conductance at rest gives the volatile part, and F_ij = (g+ - g-) / g_per_weight is *measured*;
+**Line biases** (protocol v3): at ``program`` the controller's lines are set to the compiled line
+voltages of the emulated array (``EmulatedCrossbar.line_bias``): block row i at row_v[r0 + i], block
+column j at col_v[c0 + j] for G+ and col_v[K + c0 + j] for G-, other lines at 0 V; so each device decays
+at the bias the model was compiled to. A v2 controller has no bias: the block then decays at each
+device's own 0 V retention (stated in ``stats`` and the log as "no bias").
+
+**Normalisation** as the emulated backend runs it (``normalisation``; docs/normalisation.md). Exact: the
+periphery keeps a digital scale s_i per block row, F = s f (f the devices' volatile state); per step
+s_i <- s_i / n_i and the write is dF / s_i; when 1/s_i would pass ``max_write_gain`` the row is
+refreshed: its devices are written (by depression and potentiation in the step's own row pulses) to
+hold F at the largest gain, s_i = 1 / max_write_gain (the same F = s f; the emulated backend refreshes to
+s = 1, a lab block to the largest gain because its read noise, in F units, shrinks by that gain);
+each refresh is counted per step in the log (``refreshed``). Native: s = 1, no division.
+
+Each agent step:
+
+1. **read**: every block row is read at ``read_v`` (``READROW``, ``reads_per_device`` times, averaged);
+   G = I / V minus each device's conductance at rest gives the volatile part; F = s (g+ - g-) / g_per_weight;
 2. **neurons**: the measured F replaces the block in the layer's state and the periphery computes
    y = G z / n, h = tanh(y + b) digitally (the emulated array supplies the rest of the row);
-3. **write**: the Hebbian change gamma_ij h_i z_j becomes the pulses the realisation prescribes
-   (``Realisation.pulse_for_write``, on G+ for a positive change, G- for a negative one), sent as at
-   most ``PULSES_PER_ROW`` row pulses per row (``PULSEROW``: one width per row, amplitude per column;
-   ``_write_plan`` turns the prescribed width-modulated pulses into equal-drive row pulses);
-4. **decay**: nothing is computed: the devices relax on their own over the step's real duration,
+3. **write**: every device is brought to the volatile conductance that makes its pair hold
+   lambda F / n + gamma h z at the next read (the change written now is pre-compensated for its own decay
+   until then): signed row pulses (``PULSEROW``: one width per row pulse, a signed amplitude per column,
+   depression and potentiation together) from the pulse law inverted with the block's own devices, at
+   most ``pulses_per_row`` per row (``_write_plan``);
+4. **decay**: nothing is computed: the devices relax at their held bias over the step's real duration,
    paced to dt on the controller's clock (``hwloop.pacing``; virtual on the simulated lab).
 
-What the controller cannot do, stated: its protocol holds idle lines at 0 V and has no per-device bias
-output, so the block decays at each device's own retention at 0 V, not at the trained lambda; the bias
-the realisation prescribes for each synapse and the retention mismatch are reported (``stats``), and the
-digital 1/n row normalisation is not applied to the block's physical state (its F follows the
-``native`` update F_t = lambda_device F + gamma h z). Every step's I/O goes to an HDF5 log
-(``hwloop.backends.lab_log``). Every pulse passes the user's ``SafetyLimits`` in the driver; a refused
-pulse is an error naming the step and the synapse. Any error sends the controller to 0 V (``RST``) and
-closes the log intact. Batch size 1 (one physical array, one game). See docs/hil.md.
+**Fidelity**: per step the log holds the measured F, the F the model's own update gave for that step
+(lambda F / n + gamma h z from the previous step's measured F and inputs, on the emulated model of the
+block) and their difference (``hwloop lab report LOG``). Synapses with a stuck device keep a digital F (as
+the emulated backend's fault-aware programming does) and are left out of the fidelity figures.
+
+Every step's I/O goes to an HDF5 log (``hwloop.backends.lab_log``). Every pulse and bias passes the user's
+``SafetyLimits`` in the driver; a refused pulse or bias is an error naming the step. Any error sends the
+controller to 0 V (``RST``: every line, bias included) and closes the log intact. Batch size 1 (one
+physical array, one game). See docs/hil.md.
 """
 
 from __future__ import annotations
@@ -41,7 +60,6 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
-from device_models.memristor import pulse_drive
 from hwloop.backends.emulated import EmulatedCrossbar
 from hwloop.crossbar import Readout, StepResult, Synapses
 from hwloop.errors import HwloopError, ShapeError
@@ -53,7 +71,6 @@ if TYPE_CHECKING:
     from hwloop.backends.lab_log import LabLog
     from hwloop.pacing import StepPacer
 
-IDLE_BIAS_V = 0.0  # the controller's idle lines: every device decays at 0 V between commands
 PULSES_PER_ROW = 2  # row pulses per row and step: each covers a (v_max / v_threshold)^a range of drive
 DEFAULT_LOG = Path("hwloop-lab.h5")
 
@@ -94,11 +111,16 @@ class LabCrossbar:
     rows, cols: the block, ``START:STOP`` spans of the layer's H rows and K columns, or ``all``.
     card, calibration, seed, dt_s, normalisation: as the emulated backend (dt_s: real s per step).
     limits: SafetyLimits file (.toml/.json); required for a real controller, ``sim_limits()`` on the sim.
-    log: HDF5 step log (runs are appended), default ``hwloop-lab.h5`` in the working directory.
+    log: HDF5 step log (runs are appended), default ``hwloop-lab.h5`` in the working directory; one run
+        writes a log at a time.
     read_v: read voltage (V), below the card's pulse threshold; compliance_a: current limit (A).
     overrun: "wait" or "stop" (``hwloop.pacing``); rest_s: wait at each game's start so the block
-        relaxes (s; default five of the slowest device's 0 V decay times); baseline_reads: reads
-        averaged for each device's conductance at rest.
+        relaxes (s; default five of the slowest device's decay times at its held bias); baseline_reads:
+        reads averaged for each device's conductance at rest; reads_per_device: reads averaged per device
+        and step (read noise / sqrt(N), at N row reads' time each); max_write_gain: exact normalisation's
+        largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
+        biases are sent again and read back (a controller that lost them is corrected; logged);
+        pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time).
     """
 
     name = "lab"
@@ -120,6 +142,10 @@ class LabCrossbar:
         overrun: str = "wait",
         rest_s: float | None = None,
         baseline_reads: int = 4,
+        reads_per_device: int = 1,
+        max_write_gain: float = 16.0,
+        bias_check_steps: int = 100,
+        pulses_per_row: int = PULSES_PER_ROW,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -131,10 +157,14 @@ class LabCrossbar:
             )
         if overrun not in POLICIES:
             raise HwloopError(f"lab backend: overrun={overrun!r}; choose one of {', '.join(POLICIES)}")
-        if not (isinstance(baseline_reads, int) and baseline_reads >= 1):
-            raise HwloopError(
-                f"lab backend: baseline_reads must be a positive integer, got {baseline_reads!r}"
-            )
+        for name, value in (
+            ("baseline_reads", baseline_reads),
+            ("reads_per_device", reads_per_device),
+            ("bias_check_steps", bias_check_steps),
+            ("pulses_per_row", pulses_per_row),
+        ):
+            if not (isinstance(value, int) and value >= 1):
+                raise HwloopError(f"lab backend: {name} must be a positive integer, got {value!r}")
         self.emulated = EmulatedCrossbar(
             card=self.card,
             calibration=calibration,
@@ -142,6 +172,9 @@ class LabCrossbar:
             dt_s=dt_s,
             normalisation=normalisation,  # type: ignore[arg-type]
         )
+        self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
+        self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
+        self.pulses_per_row = pulses_per_row
         self.calibration, self.seed, self.dt_s = calibration, int(seed), float(dt_s)
         self.resource, self.rows_text, self.cols_text = resource, rows, cols
         self.limits_path, self.log_path = limits, Path(log) if log is not None else DEFAULT_LOG
@@ -151,9 +184,12 @@ class LabCrossbar:
         self.log: LabLog | None = None
         self.pacer: StepPacer | None = None
         self.step_index, self.episode, self.dropped_writes = 0, -1, 0
-        self._lab_energy = {"lab_read_j": 0.0, "lab_program_j": 0.0}
+        self._lab_energy = {"lab_read_j": 0.0, "lab_program_j": 0.0, "lab_bias_j": 0.0}
         self._last_pulse_s = -math.inf
-        self._sq_sums = np.zeros(3)  # sum f_target^2, sum f_model^2, count: the block vs the STPN's update
+        self.refresh_rows, self._dropped_step = 0, 0
+        self.bias_mode = "not programmed"
+        # sums over analog synapses and steps with a model F: meas^2, model^2, meas*model, meas, model, n
+        self._fid = np.zeros(6)
 
     # -- programming -----------------------------------------------------------------------------
     def program(self, synapses: Synapses) -> None:
@@ -188,26 +224,73 @@ class LabCrossbar:
         lam = synapses.lam.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
         self.gamma_block = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1]
         self.lam_target = lam
-        self.lam_idle = self.real.lambda_at_bias(np.full((2, R, C), IDLE_BIAS_V))
-        self.bias_prescribed_v, _ = self.real.bias_for_lambda(lam)
+        self.block_row_v, self.block_col_v = self._compiled_lines(k)
+        self.bias_prescribed_v = _device_bias(self.block_row_v, self.block_col_v)
+        # digital F where a device of the pair is stuck (as the emulated backend's fault-aware programming)
+        self.digital = ~(self.real.usable[0] & self.real.usable[1])
+        self.scale = np.ones(R)
+        self.f_model_next: np.ndarray | None = None
+        self._step_s = self.dt_s  # expected time from one read of a row to the next (s)
         if self.controller is None:
             self._open(R, C)
         assert self.controller is not None
         self.pacer = StepPacer(self.controller.clock, self.dt_s, self.overrun)
         try:
+            self._hold_bias()
             if self.log is None:
                 self.log = LabLog(
                     self.log_path,
                     rows=R,
                     cols=C,
                     device_cols=self.device_cols,
-                    pulses_per_row=PULSES_PER_ROW,
+                    pulses_per_row=self.pulses_per_row,
                     attrs=self._log_attrs(h, k),
                 )
             self._measure_baseline()
         except BaseException:
             self.close()  # lines to 0 V, link closed
             raise
+
+    def _compiled_lines(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row_v (R,), col_v (2C,)) of the block's lines from the emulated array's compiled line bias:
+        row i at row_v[r0 + i], G+ of column j at col_v[c0 + j], G- at col_v[K + c0 + j] (V). Without
+        compiled lines (topology "device"), lines fitted to the block's device biases; "none": 0 V."""
+        from device_models.bias_lines import fit_line_bias
+
+        lines = self.emulated.line_bias
+        if lines is not None:
+            row_v = lines.row_v[self.r0 : self.r1]
+            col_v = np.concatenate([lines.col_v[self.c0 : self.c1], lines.col_v[k + self.c0 : k + self.c1]])
+            return np.asarray(row_v, dtype=float), np.asarray(col_v, dtype=float)
+        target = self.emulated.decay_bias_v.numpy()[:, self.r0 : self.r1, self.c0 : self.c1]
+        if not np.any(target):
+            return np.zeros(self.r1 - self.r0), np.zeros(2 * (self.c1 - self.c0))
+        b = self.card.bias
+        fit = fit_line_bias(
+            target,
+            np.full(target.shape, b.bias_efold_v),
+            self.real.usable.astype(float),
+            (b.bias_min_v, b.bias_max_v),
+        )
+        return fit.row_v, fit.col_v
+
+    def _hold_bias(self) -> None:
+        """Set the controller's lines to the block's compiled voltages (v3), read back what it holds,
+        and take each device's retention at that bias; a v2 controller holds none (0 V)."""
+        assert self.controller is not None
+        ctrl, R, D = self.controller, self.r1 - self.r0, self.device_cols
+        rows, cols = np.zeros(ctrl.rows), np.zeros(ctrl.cols)
+        rows[:R], cols[:D] = self.block_row_v, self.block_col_v
+        if ctrl.bias_capable:
+            ctrl.set_line_bias(rows, cols, write_threshold_v=self.card.pulse.v_threshold_v)
+            held_rows, held_cols = ctrl.line_bias()
+            self.bias_mode = f"lines (protocol v{ctrl.protocol})"
+        else:
+            held_rows, held_cols = np.zeros(ctrl.rows), np.zeros(ctrl.cols)
+            self.bias_mode = f"no bias (protocol v{ctrl.protocol}: lines idle at 0 V)"
+        self.held_row_v, self.held_col_v = held_rows[:R], held_cols[:D]
+        self.bias_held_v = _device_bias(self.held_row_v, self.held_col_v)
+        self.lam_idle = self.real.lambda_at_bias(self.bias_held_v)  # per step, at the bias held
 
     def _open(self, R: int, C: int) -> None:
         from drivers.factory import is_simulated, open_controller
@@ -250,7 +333,15 @@ class LabCrossbar:
             "dt_s": self.dt_s,
             "read_v": self.read_v,
             "compliance_a": self.compliance_a,
-            "idle_bias_v": IDLE_BIAS_V,
+            "bias": self.bias_mode,
+            "row_bias_prescribed_v": self.block_row_v,
+            "col_bias_prescribed_v": self.block_col_v,
+            "row_bias_held_v": self.held_row_v,
+            "col_bias_held_v": self.held_col_v,
+            "normalisation": self.normalisation,
+            "max_write_gain": self.max_write_gain,
+            "reads_per_device": self.reads_per_device,
+            "digital_synapses": self.digital,
             "g_per_weight": self.emulated.g_per_weight,
             "limits": json.dumps(self.limits.model_dump()),
             "card": self.card.meta.name,
@@ -259,19 +350,32 @@ class LabCrossbar:
             "device_col": self.dev_col,
         }
 
-    def _read_block(self) -> tuple[np.ndarray, np.ndarray]:
-        """(timestamps (R,), currents (R, D)) of one read of every block row at ``read_v``."""
+    def _read_block(self, reads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(timestamps (R,), currents (R, D)) of every block row at ``read_v``, ``reads`` reads averaged
+        (the timestamp of each row's first read)."""
         assert self.controller is not None
         R = self.r1 - self.r0
-        t, i = np.empty(R), np.empty((R, self.device_cols))
+        t, i = np.empty(R), np.zeros((R, self.device_cols))
         for r in range(R):
-            reading = self.controller.read_row(r, self.read_v)
-            t[r], i[r] = reading.t_s, reading.i_a[: self.device_cols]
-        return t, i
+            for q in range(reads):
+                reading = self.controller.read_row(r, self.read_v)
+                if q == 0:
+                    t[r] = reading.t_s
+                i[r] += reading.i_a[: self.device_cols]
+        return t, i / reads
 
     def _measure_baseline(self) -> None:
         reads = [self._read_block()[1] for _ in range(self.baseline_reads)]
         self.baseline_g = np.mean(reads, axis=0) / self.read_v
+        from device_models.memristor import read_noise_var_siemens2
+
+        sigma = np.sqrt(
+            read_noise_var_siemens2(
+                self.baseline_g, self.card.variability.read_noise_rel, self.card.window.g_max_siemens
+            )
+            / self.reads_per_device
+        )
+        self._noise_floor = 2 * sigma[self.dev_row, self.dev_col]  # (2, R, C) S
         assert self.log is not None
         self.log.set_baseline(self.baseline_g)
 
@@ -296,6 +400,9 @@ class LabCrossbar:
                 raise
             raise error from exc
         self.log.event(self.step_index, f"game {self.episode}: rested {rest:.3g} s, baseline re-measured")
+        self.scale = np.ones(self.r1 - self.r0)
+        self.f_model_next = None
+        self._step_s = self.dt_s
         self.pacer.restart()
         return F
 
@@ -332,15 +439,33 @@ class LabCrossbar:
 
         assert self.controller is not None and self.log is not None and self.pacer is not None
         k, (r0, r1, c0, c1) = self.step_index, (self.r0, self.r1, self.c0, self.c1)
-        t_start = self.pacer.start()
-        # 1. read: F of the block is measured
-        t_read, current = self._read_block()
-        g_st = current / self.read_v - self.baseline_g
-        f_meas = (g_st[self.dev_row[0], self.dev_col[0]] - g_st[self.dev_row[1], self.dev_col[1]]) / (
-            self.emulated.g_per_weight
+        gpw, plus, minus = (
+            self.emulated.g_per_weight,
+            (self.dev_row[0], self.dev_col[0]),
+            (self.dev_row[1], self.dev_col[1]),
         )
-        self._lab_energy["lab_read_j"] += float(
-            np.sum(self.real.read_energy_j(current / self.read_v, self.read_v))
+        t_start = self.pacer.start()
+        if k > 0 and k % self.bias_check_steps == 0 and self.controller.bias_capable:
+            self._hold_bias()  # a bias update: sent again, read back
+            error_mv = 1e3 * max(
+                float(np.max(np.abs(self.held_row_v - self.block_row_v))),
+                float(np.max(np.abs(self.held_col_v - self.block_col_v))),
+            )
+            self.log.event(k, f"bias update: lines sent again, held within {error_mv:.2f} mV of prescribed")
+        # 1. read: F of the block is measured (F = s f, f the devices' volatile state)
+        t_read, current = self._read_block(self.reads_per_device)
+        g_st = current / self.read_v - self.baseline_g
+        f_phys = (g_st[plus] - g_st[minus]) / gpw
+        f_meas = self.scale[:, None] * f_phys
+        f_model = self.f_model_next if self.f_model_next is not None else np.full_like(f_meas, np.nan)
+        f_meas = np.where(self.digital, np.nan_to_num(f_model), f_meas)  # digital F: the model's
+        g = current / self.read_v
+        self._lab_energy["lab_read_j"] += self.reads_per_device * float(
+            np.sum(self.real.read_energy_j(g, self.read_v))
+        )
+        g_pair = np.stack([g[plus], g[minus]])
+        self._lab_energy["lab_bias_j"] += (
+            float(np.sum(self.real.bias_power_w(g_pair, self.bias_held_v))) * self.dt_s
         )
         with torch.no_grad():
             F[0, r0:r1, c0:c1] = torch.from_numpy(f_meas).to(F.dtype)
@@ -348,17 +473,35 @@ class LabCrossbar:
             out = self.emulated.read(F, z, energy=energy)
             h = torch.tanh(out.y + bias)
             F_t = self.emulated.update(F, out.n, h, z)
-            # 3. write: the Hebbian change as prescribed pulses
+            f_model_next = F_t[0, r0:r1, c0:c1].to(torch.float64).numpy().copy()  # the STPN's own update
+            # 3. write: what brings the devices to lambda F / n + gamma h z at the next read
             zb, hb = z[0, c0:c1].to(torch.float64), h[0, r0:r1].to(torch.float64)
             dF = (self.gamma_block * hb[:, None] * zb[None, :]).numpy()
-            dg = np.stack([np.maximum(dF, 0.0), np.maximum(-dF, 0.0)]) * self.emulated.g_per_weight
-            widths, amps, sent = self._write_plan(dg)
+            n = (
+                out.n[0, r0:r1].to(torch.float64).numpy()
+                if self.normalisation == "exact"
+                else np.ones(r1 - r0)
+            )
+            lam = self.lam_idle  # (2, R, C) per step at the held bias
+            g_now = np.maximum(np.stack([g_st[plus], g_st[minus]]), 0.0)  # (2, R, C) volatile parts, S
+            scale = self.scale / n
+            refresh = (1.0 / scale > self.max_write_gain) if self.normalisation == "exact" else scale < 0
+            f_target = scale[:, None] * (lam[0] * g_now[0] - lam[1] * g_now[1]) / gpw + dF  # next read
+            # a refreshed row is rewritten at the largest gain: the devices hold F / s = max_write_gain F,
+            # well above the read noise (which F = s f divides by the same gain)
+            scale = np.where(refresh, 1.0 / self.max_write_gain, scale)
+            g_target = self._device_targets(f_target / scale[:, None], g_now, t_start)
+            g_target = np.where(self.digital, g_now, g_target)
+            widths, amps, _, g_next = self._write_plan(g_now, g_target)
             self._send(k, widths, amps, current / self.read_v)
-            lam_pair = (self.lam_idle[0] + self.lam_idle[1]) / 2
-            f_target = lam_pair * f_meas + np.where(sent, dF, 0.0)
-            f_model = F_t[0, r0:r1, c0:c1].to(torch.float64).numpy().copy()  # the STPN's own update
+            f_target = np.where(
+                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_next, t_start)
+            )
             F_t[0, r0:r1, c0:c1] = torch.from_numpy(f_target).to(F_t.dtype)
-        self._sq_sums += np.array([np.sum(f_target**2), np.sum(f_model**2), f_target.size])
+        self.scale, self.f_model_next = scale, f_model_next
+        self._step_s = max(self.dt_s, self.controller.clock.now_s() - t_start)  # the next read's distance
+        self.refresh_rows += int(refresh.sum())
+        self._count_fidelity(f_meas, f_model)
         # 4. decay: the devices relax until the step's deadline
         t_end = self.controller.clock.now_s()
         lateness = self.pacer.finish(k)
@@ -374,64 +517,141 @@ class LabCrossbar:
             z=zb.numpy(),
             h=hb.numpy(),
             f_measured=f_meas,
-            f_target=f_target,
             f_model=f_model,
+            f_diff=f_meas - f_model,
+            f_target=f_target,
+            row_scale=scale,
+            row_norm=n,
+            refreshed=refresh.astype(np.int8),
+            dropped=int(self._dropped_step),
             pulse_width_s=widths,
             pulse_amplitude_v=amps,
         )
         self.step_index += 1
         return StepResult(h, F_t, out.energy)
 
-    def _write_plan(self, dg_siemens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Target |dG| per device (2, R, C) in S -> row pulses: widths (P, R) s, amplitudes (P, R, D) V,
-        and which synapses' writes are sent (R, C) bool. THE one place gamma becomes pulses.
+    def _count_fidelity(self, f_meas: np.ndarray, f_model: np.ndarray) -> None:
+        """Running sums for the correlation and RMS ratio of measured vs model F (analog synapses)."""
+        ok = ~self.digital & np.isfinite(f_model)
+        a, b = f_meas[ok], f_model[ok]
+        self._fid += np.array([a @ a, b @ b, a @ b, a.sum(), b.sum(), a.size])
 
-        The realisation prescribes width-modulated pulses at the card's write voltage (count x width);
-        a row pulse has one width, so each device gets the amplitude with the same drive
-        (V / v_ref)^a (w / w_ref)^b at the row's width: the largest drive of the row at the write
-        voltage, the others lower. Devices below the pulse threshold go to the next row pulse (at most
-        ``PULSES_PER_ROW``); what is left is dropped (counted in ``stats``).
-        """
-        p, write_v = self.card.pulse, self.card.read.write_v
-        pulses = self.real.pulse_for_write(dg_siemens)
-        drive = pulses.count * pulse_drive(
-            pulses.amplitude_v,
-            pulses.width_s,
-            v_ref_v=p.v_ref_v,
-            width_ref_s=p.width_ref_s,
-            v_threshold_v=p.v_threshold_v,
-            amp_exponent=p.amp_exponent,
-            width_exponent=p.width_exponent,
-        )
-        drive = np.where(self.real.usable, drive, 0.0)  # no write into a stuck device
-        R, D = self.r1 - self.r0, self.device_cols
-        per_device = np.zeros((R, D))
-        per_device[self.dev_row, self.dev_col] = drive
-        widths, amps = np.zeros((PULSES_PER_ROW, R)), np.zeros((PULSES_PER_ROW, R, D))
+    def _left(self, t_start: float) -> np.ndarray:
+        """(2, R, C) retention of each device from now to the next read: the step's deadline, or, when
+        steps overrun, as long after this step's start as the last step's I/O took."""
+        assert self.controller is not None
+        left = max(t_start + self._step_s - self.controller.clock.now_s(), 0.0) / self.dt_s
+        return np.maximum(self.lam_idle**left, 1e-12)
+
+    def _f_at_next_read(self, g_now: np.ndarray, t_start: float) -> np.ndarray:
+        """f (weight units) the devices (2, R, C) of volatile part ``g_now`` (S) hold at the next read."""
+        g = g_now * self._left(t_start)
+        return (g[0] - g[1]) / self.emulated.g_per_weight
+
+    def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, t_start: float) -> np.ndarray:
+        """(2, R, C) volatile conductance (S) each device should hold now so that the pair holds ``f_next``
+        (weight units) at the next read. The state read now decays by lambda until then, a change
+        written now only for the rest of the step. The device of f's sign carries f; the other is left
+        to decay, unless the carrier would pass half its window: then the other is depressed to what one
+        full erase pulse leaves (both devices of a pair would otherwise fill up)."""
+        lam, keep = self.lam_idle ** (self._step_s / self.dt_s), self._left(t_start)  # read to read
+        cap = 0.95 * self.real.g_st_max_siemens
+        need = np.abs(f_next) * self.emulated.g_per_weight
+        pos = f_next >= 0
+        carrier = np.where(pos, 0, 1)
+        g_next = lam * g_now  # unwritten, at the next read
+        other_next = np.where(pos, g_next[1], g_next[0])
+        carrier_next = need + other_next
+        cap_carrier = np.where(pos, cap[0], cap[1])
+        erase = carrier_next > 0.5 * cap_carrier
+        floor = g_next * self._erase_fraction()
+        other_next = np.where(erase, np.where(pos, floor[1], floor[0]), other_next)
+        carrier_next = need + other_next
+        want = g_next.copy()  # (2, R, C) wanted at the next read
+        want[0] = np.where(carrier == 0, carrier_next, other_next)
+        want[1] = np.where(carrier == 1, carrier_next, other_next)
+        target = g_now + (want - g_next) / keep  # what to hold now
+        return np.clip(target, 0.0, cap)
+
+    def _pulse_bounds(self) -> tuple[float, float, float]:
+        """(largest |V| a write may use, shortest and longest pulse width (s)) for this session."""
+        p = self.card.pulse
+        v_max = p.v_max_v  # the card's safe amplitude; the user's limits are enforced by the driver
         w_min, w_max = 10e-9, min(self.limits.max_pulse_width_s, 1e-3)
         hardware = getattr(self.controller, "hardware", None)  # the controller's own range (LIMITS?)
         if hardware is not None:
             w_min, w_max = max(w_min, hardware.min_width_s), min(w_max, hardware.max_width_s)
+            v_max = min(v_max, hardware.max_abs_v)
+        return v_max, w_min, w_max
+
+    def _erase_fraction(self) -> np.ndarray:
+        """(2, R, C) fraction of its volatile part one longest, largest depression pulse leaves (the
+        block's own devices)."""
+        p = self.card.pulse
+        v_max, _, w_max = self._pulse_bounds()
+        drive = (v_max / p.v_ref_v) ** p.amp_exponent * (w_max / p.width_ref_s) ** p.width_exponent
+        return np.exp(-drive * p.dg_down_ref_siemens * self.real.pulse_gain / self.real.g_st_max_siemens)
+
+    def _write_plan(
+        self, g_now: np.ndarray, g_target: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Volatile parts now and wanted (2, R, C), S -> row pulses: widths (P, R) s, signed amplitudes
+        (P, R, D) V, which synapses' writes are sent in full (R, C), and the volatile parts the pulses
+        are expected to leave (2, R, C). THE one place F becomes pulses.
+
+        Each device's drive (V / v_ref)^a (w / w_ref)^b comes from the pulse law inverted with the block's
+        own devices (``Realisation.pulse_gain``, ``g_st_max_siemens``): soft-bounded potentiation up,
+        multiplicative depression down. A row pulse has one width and a signed amplitude per column: the
+        width makes the row's largest drive at the largest allowed amplitude, the others get the
+        amplitude of their drive; devices that would fall below the pulse threshold go to the next row
+        pulse (at most ``PULSES_PER_ROW``); what is left is dropped (counted in ``stats``).
+        """
+        p = self.card.pulse
+        gmax, gain = self.real.g_st_max_siemens, self.real.pulse_gain
+        tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
+        up = g_target > g_now + tiny
+        down = g_target < g_now - tiny
+        room = np.maximum(gmax - g_now, 1e-30)
+        frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
+        drive_up = -np.log(frac) * gmax / (p.dg_up_ref_siemens * gain)
+        drive_down = (
+            np.log(np.maximum(g_now, 1e-30) / np.maximum(g_target, 1e-30))
+            * gmax
+            / (p.dg_down_ref_siemens * gain)
+        )
+        usable = self.real.usable
+        drive = np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))  # signed
+        R, D = self.r1 - self.r0, self.device_cols
+        per_device = np.zeros((R, D))
+        per_device[self.dev_row, self.dev_col] = drive
+        widths, amps = np.zeros((self.pulses_per_row, R)), np.zeros((self.pulses_per_row, R, D))
+        v_max, w_min, w_max = self._pulse_bounds()
         left = per_device.copy()
-        for q in range(PULSES_PER_ROW):
-            top = left.max(axis=1)
+        for q in range(self.pulses_per_row):
+            top = np.abs(left).max(axis=1)
             for r in np.flatnonzero(top > 0):
-                w = p.width_ref_s * (top[r] / (write_v / p.v_ref_v) ** p.amp_exponent) ** (
-                    1 / p.width_exponent
-                )
-                w = float(np.clip(w, w_min, w_max))  # a wider pulse: lower amplitudes below
-                a = p.v_ref_v * (left[r] / (w / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
-                a = np.minimum(a, write_v)
-                go = a >= p.v_threshold_v
+                w = p.width_ref_s * (top[r] / (v_max / p.v_ref_v) ** p.amp_exponent) ** (1 / p.width_exponent)
+                w = float(np.clip(w, w_min, w_max))
+                mag = np.abs(left[r])
+                a = p.v_ref_v * (mag / (w / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
+                a = np.minimum(a, v_max)
+                go = (a >= p.v_threshold_v) & (mag > 0)
                 widths[q, r] = w
-                amps[q, r] = np.where(go, a, 0.0)
-                left[r] = np.where(go, 0.0, left[r])
+                amps[q, r] = np.where(go, np.sign(left[r]) * a, 0.0)
+                done = (a / p.v_ref_v) ** p.amp_exponent * (w / p.width_ref_s) ** p.width_exponent
+                left[r] = np.where(go, np.sign(left[r]) * np.maximum(mag - done, 0.0), left[r])
+                left[r] = np.where(go & (np.abs(left[r]) < 1e-3 * mag), 0.0, left[r])
             if not left.any():
                 break
-        dropped = left[self.dev_row, self.dev_col] > 0  # (2, R, C)
-        self.dropped_writes += int(dropped.sum())
-        sent = (drive > 0) & ~dropped  # both devices of a pair are written by potentiation (module doc)
-        return widths, amps, (sent[0] | sent[1])
+        rest = left[self.dev_row, self.dev_col]  # (2, R, C) drive not delivered
+        dropped = np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)
+        self._dropped_step = int(dropped.sum())
+        self.dropped_writes += self._dropped_step
+        given = drive - rest
+        g_up = gmax - (gmax - g_now) * np.exp(-np.maximum(given, 0) * p.dg_up_ref_siemens * gain / gmax)
+        g_down = g_now * np.exp(np.minimum(given, 0) * p.dg_down_ref_siemens * gain / gmax)
+        g_next = np.where(given > 0, g_up, np.where(given < 0, g_down, g_now))
+        return widths, amps, ~(dropped[0] | dropped[1]), g_next
 
     def _send(self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray) -> None:
         """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse."""
@@ -449,13 +669,14 @@ class LabCrossbar:
                     self.controller.wait(wait)
                 full[:] = 0.0
                 full[: self.device_cols] = amps[q, r]
+                started = self.controller.clock.now_s()  # the driver's rate guard counts from here too
                 try:
                     self.controller.pulse_row(r, list(full), float(widths[q, r]))
                 except SafetyError as exc:
                     raise LabError(
                         f"lab step {step}: pulse refused for {self._synapse_at(r, amps[q, r])}: {exc}"
                     ) from None
-                self._last_pulse_s = self.controller.clock.now_s()
+                self._last_pulse_s = started
                 energy = self.real.pulse_energy_j(g_siemens[r], amps[q, r], widths[q, r])
                 self._lab_energy["lab_program_j"] += float(np.sum(energy))
 
@@ -495,16 +716,19 @@ class LabCrossbar:
 
     def energy(self) -> dict[str, float]:
         """J since the last reset: the emulated array's read/program/bias, plus the block's measured I/O
-        on the controller (``lab_read_j``, ``lab_program_j``; its idle lines at 0 V hold no bias)."""
+        on the controller (``lab_read_j``, ``lab_program_j``, and ``lab_bias_j``: V^2 G dt of each device
+        at its held bias with the G read each step)."""
         return {**self.emulated.energy(), **self._lab_energy}
 
     def reset_energy(self) -> None:
         """Zero every energy counter."""
         self.emulated.reset_energy()
-        self._lab_energy = {"lab_read_j": 0.0, "lab_program_j": 0.0}
+        self._lab_energy = {"lab_read_j": 0.0, "lab_program_j": 0.0, "lab_bias_j": 0.0}
 
     def stats(self) -> dict[str, Any]:
         """Pacing (overruns, worst lateness), dropped writes, and the block's retention mismatch."""
+        from hwloop.backends.lab_report import fidelity_from_sums
+
         usable = self.real.usable
         lam_pair = np.where(usable.all(0), (self.lam_idle[0] + self.lam_idle[1]) / 2, np.nan)
         return {
@@ -513,12 +737,24 @@ class LabCrossbar:
             "pacing": self.pacer.report().model_dump() if self.pacer else None,
             "dropped_writes": self.dropped_writes,
             "block": {"rows": [self.r0, self.r1], "cols": [self.c0, self.c1]},
-            "f_rms_block": float(np.sqrt(self._sq_sums[0] / max(self._sq_sums[2], 1))),
-            "f_rms_model": float(np.sqrt(self._sq_sums[1] / max(self._sq_sums[2], 1))),
+            "fidelity": fidelity_from_sums(self._fid),
+            "refresh_rows": self.refresh_rows,
+            "normalisation": self.normalisation,
+            "reads_per_device": self.reads_per_device,
+            "bias": self.bias_mode,
             "lambda_target_mean": float(np.mean(self.lam_target)),
-            "lambda_device_at_idle_mean": float(np.nanmean(lam_pair)),
+            "lambda_device_at_bias_mean": float(np.nanmean(lam_pair)),
             "bias_prescribed_v": [float(self.bias_prescribed_v.min()), float(self.bias_prescribed_v.max())],
+            "bias_held_v": [float(self.bias_held_v.min()), float(self.bias_held_v.max())],
             "log": str(self.log_path),
             "log_run": self.log.run_name if self.log else None,
             "resource": self.resource,
         }
+
+
+def _device_bias(row_v: np.ndarray, col_v: np.ndarray) -> np.ndarray:
+    """(2, R, C) bias (V) of [G+, G-] of each block synapse from its lines: row_v (R,), col_v (2C,) with
+    G+ of column j on line j and G- on line C + j."""
+    c = col_v.size // 2
+    full = np.asarray(row_v, dtype=float)[:, None] - np.asarray(col_v, dtype=float)[None, :]
+    return np.stack([full[:, :c], full[:, c:]])

@@ -15,9 +15,15 @@ C block columns, D = controller columns read, P = row pulses per row at most):
     t_read_s                   (N, R)        controller timestamp of each row read (s)
     current_a                  (N, R, D)     currents read at ``read_v`` (A): F is measured from them
     z, h                       (N, C), (N, R) presynaptic activity and neuron outputs of the block
-    f_measured, f_target       (N, R, C)     F from the currents, and the F the write aims for (weight units)
-    f_model                    (N, R, C)     F the STPN's own update (lambda F / n + gamma h z, on the
-                                             emulated array) gives from the measured F: the deviation
+    f_measured                 (N, R, C)     F measured from the currents, s f (weight units)
+    f_model                    (N, R, C)     F the STPN's own update gave for this step (lambda F / n +
+                                             gamma h z from the previous step's measured F and inputs, on
+                                             the emulated model of the block); NaN at a game's first step
+    f_diff                     (N, R, C)     f_measured - f_model (the fidelity error)
+    f_target                   (N, R, C)     F the write aims for at the next read
+    row_scale, row_norm        (N, R)        exact normalisation's digital scale s after the step, and n
+    refreshed                  (N, R) int8   1 where the row was refreshed on the devices this step
+    dropped                    (N,) int      device writes dropped this step (below the pulse threshold)
     pulse_width_s              (N, P, R)     width of row pulse p of each row (0 = not sent)
     pulse_amplitude_v          (N, P, R, D)  per-column amplitude of that row pulse (V)
 
@@ -25,11 +31,19 @@ C block columns, D = controller columns read, P = row pulses per row at most):
 programmed (and after each rest between games, ``events``), so G - baseline is the volatile part.
 ``events`` (text) and ``event_step`` (int) record rests, refused pulses and the error a run ended with.
 docs/hil.md describes the format and how to replay a run.
+
+One writer at a time: a run holds an exclusive ``flock`` on ``<log>.lock`` (which names its pid, host and
+start) for as long as its log is open. The kernel releases it when the process ends, however it ends, so
+a second run pointed at a log that a live run is writing is refused naming that run, while a log left by a
+killed run (lock free, HDF5's write flag still set) gets the "left open by a run that crashed" message.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -57,9 +71,11 @@ class LabLog:
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._lock_fd: int | None = acquire_writer_lock(path)
         try:
             self._file = h5py.File(path, "a", libver="latest")
         except OSError as exc:
+            self._release_lock()
             if "already open for write" in str(exc):
                 raise HwloopError(
                     f"log {path} was left open by a run that crashed: its steps are intact (read them with "
@@ -67,6 +83,15 @@ class LabLog:
                     "or choose another log"
                 ) from None
             raise HwloopError(f"cannot open the step log {path}: {exc}") from None
+        try:
+            self._create_run(rows, cols, device_cols, pulses_per_row, attrs)
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_run(
+        self, rows: int, cols: int, device_cols: int, pulses_per_row: int, attrs: dict[str, Any]
+    ) -> None:
         runs = self._file.require_group("runs")
         self.run_name = f"{len(runs):04d}"
         g = runs.create_group(self.run_name)
@@ -88,6 +113,11 @@ class LabLog:
             "f_measured": ((r, c), np.float64),
             "f_target": ((r, c), np.float64),
             "f_model": ((r, c), np.float64),
+            "f_diff": ((r, c), np.float64),
+            "row_scale": ((r,), np.float64),
+            "row_norm": ((r,), np.float64),
+            "refreshed": ((r,), np.int8),
+            "dropped": ((), np.int64),
             "pulse_width_s": ((p, r), np.float64),
             "pulse_amplitude_v": ((p, r, d), np.float64),
         }
@@ -132,10 +162,45 @@ class LabLog:
         self._file.flush()
 
     def close(self) -> None:
-        """Flush and close (idempotent)."""
+        """Flush and close, then release the writer lock (idempotent)."""
         if self._file.id.valid:
             self._file.flush()
             self._file.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def lock_path(path: Path) -> Path:
+    """The writer-lock file beside the log ``path`` (``<log>.lock``)."""
+    return path.with_name(path.name + ".lock")
+
+
+def acquire_writer_lock(path: Path) -> int:
+    """Take the exclusive writer lock of the log ``path`` (returns its file descriptor); ``HwloopError``
+    naming the live run (pid, host, start) that holds it. The lock dies with its process."""
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise HwloopError(f"cannot create the step log's lock file {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 512, 0).decode("utf-8", errors="replace").strip() or "unknown process"
+        os.close(fd)
+        raise HwloopError(
+            f"log {path} is being written by another run that is still going ({holder}): choose "
+            "another log (--backend-option log=PATH) or wait for that run to end"
+        ) from None
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+    return fd
 
 
 def wall_time_s() -> float:
