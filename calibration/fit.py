@@ -56,8 +56,8 @@ from torch import Tensor
 
 from calibration.expfast import fit_exp_judged, fit_exp_kernel
 from calibration.lm import levenberg_marquardt
-from calibration.verdict import MAX_JUMPS, judge, unresolved_collapse, verdict
-from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, relaxation, step_retention
+from calibration.verdict import MAX_JUMPS, STAIRCASE_GAIN, judge, unresolved_collapse, verdict
+from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, relaxation, step_retention_by_law
 from device_models.record import CalibrationError
 
 Array = NDArray[np.float64]
@@ -162,14 +162,9 @@ class DecayFit:
         """(lambda, RMS error of lambda^k against phi(k dt) over k = 1..horizon_steps), each (D,)."""
         if not (dt > 0 and math.isfinite(dt)):
             raise CalibrationError(f"dt must be a positive number of seconds, got {dt}")
-        lam, err = np.full(self.tau.shape, np.nan), np.full(self.tau.shape, np.nan)
-        for law in LAWS:  # the one per-step lambda of a law: ``device_models.laws.step_retention``
-            sel = (self.law == law) & self.ok  # a fit that failed its verdict has no lambda
-            if sel.any():
-                lam[sel], err[sel] = step_retention(
-                    law, dt, self.tau[sel], self.tau2[sel], self.w1[sel], self.beta[sel], horizon_steps
-                )
-        return lam, err
+        return step_retention_by_law(
+            self.law, self.ok, dt, self.tau, self.tau2, self.w1, self.beta, horizon_steps
+        )  # a fit that failed its verdict has no lambda
 
 
 def fit_decay(
@@ -211,6 +206,16 @@ def _as_arrays(t: Array, g: Array) -> tuple[Array, Array]:
 def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], None] | None) -> DecayFit:
     order = sorted(LAWS, key=N_PARAMS.__getitem__)  # simplest first
     fits = {law: _fit_law(law, t, g, robust, progress) for law in order}
+    # a staircase must beat every law, not only the one that misfits: where it does not beat the best
+    # law (and no abrupt jump was seen), a law's "stepwise" was its own misfit
+    best_gain = np.min(
+        [np.where(np.isfinite(f.stair_gain), f.stair_gain, np.inf) for f in fits.values()], axis=0
+    )
+    for f in fits.values():
+        misfit = (f.status == "stepwise") & (f.n_jumps == 0) & ~(best_gain > STAIRCASE_GAIN)
+        f.status[misfit] = "poor_fit"
+        f.jump_t[misfit] = np.nan
+        f.jump_size[misfit] = np.nan
     # every converged, resolved fit competes (its verdict travels with it); the compressed law only
     # on strong evidence against every completely monotone law
     raw = {law: np.where(np.isfinite(fits[law].tau), fits[law].aicc, np.inf) for law in order}

@@ -60,8 +60,11 @@ JUMP_Z = 5.5  # two-sided tail 3.8e-8 per test; ~5 N correlated tests per trace
 JUMP_MIN_REL = 0.05  # ... and a residual shift of 5% of the relaxation amplitude (smaller ones do not matter)
 JUMP_CONTRAST = 0.5  # the data's shift one window earlier and later is < half the jump: plateaus
 STAIRCASE_PENALTY = 10.0  # per step (a jump time and a level): beyond AIC's 2 per parameter
+STAIRCASE_ADEQUATE = 1.5  # ... and leaves no more than 1.5x the read noise's sum of squares
 STAIRCASE_GAIN = 40.0  # a staircase beats the law by this penalised gain (in sigma^2): stepwise
-COLLAPSE_SAMPLES = 1.5  # a compressed-law collapse faster than this many sample intervals is a jump
+COLLAPSE_SAMPLES = 2.0  # a compressed-law collapse faster than this many sample intervals is a jump
+STEP_BETA = 90.0  # ... and so is one at the top of the law's range (beta < 100): it wants to be sharper
+JUMP_MISSED = 0.5  # the law missed at least half of the data's shift (it did not follow a resolved collapse)
 MAX_JUMPS = 4  # jumps kept per trace (the largest first)
 MAD_TO_SIGMA = 1.482602218505602  # sigma of a Gaussian from its median absolute deviation
 
@@ -122,8 +125,11 @@ def _jumps(g, r, sigma, amplitude, out_idx, out_size):  # type: ignore[no-untype
     window of a kept jump are not tested again); a jump needs z >= JUMP_Z, a residual shift of at
     least JUMP_MIN_REL x amplitude (what the law missed, not what it followed) in a data shift as large,
     and the data's shift
-    over the same windows one window earlier and one later below JUMP_CONTRAST x the jump (plateaus on
-    either side: a steep smooth decay shifts more one window earlier, as every convex relaxation does).
+    over the same windows one window earlier and one later below JUMP_CONTRAST x the jump and below it
+    by JUMP_Z of its noise sigmas (plateaus on
+    either side: a steep smooth decay shifts more one window earlier, as every convex relaxation does);
+    the residual's shift must be at least JUMP_MISSED of the data's (a law that follows a resolved
+    collapse has not missed a jump).
     Returns their number; their boundary
     indices and sizes (g after minus before) go to out_idx, out_size (MAX_JUMPS,)."""
     n = r.size
@@ -160,8 +166,10 @@ def _jumps(g, r, sigma, amplitude, out_idx, out_size):  # type: ignore[no-untype
                     size = ((cg[b + w] - cg[b]) - (cg[b] - cg[b - w])) / w
                     before = ((cg[b] - cg[b - w]) - (cg[b - w] - cg[b - 2 * w])) / w
                     after = ((cg[b + 2 * w] - cg[b + w]) - (cg[b + w] - cg[b])) / w
-                    step = abs(size) >= JUMP_MIN_REL * amplitude
-                    if step and max(abs(before), abs(after)) < JUMP_CONTRAST * abs(size):  # not a slope
+                    step = abs(size) >= JUMP_MIN_REL * amplitude and shift >= JUMP_MISSED * abs(size)
+                    side = max(abs(before), abs(after))
+                    stands = abs(size) - side >= JUMP_Z * sigma * math.sqrt(2.0 / w)  # far above its noise
+                    if step and stands and side < JUMP_CONTRAST * abs(size):  # a step, not a slope
                         best_z, best_b, best_w, best_size = shift / se, b, w, size
         if best_b < 0:
             break
@@ -178,7 +186,8 @@ def _staircase(g, rss_law, sigma, amplitude, out_idx, out_size):  # type: ignore
     """Greedy binary segmentation of g (N,) into plateaus (at most MAX_JUMPS steps, each step the split
     that lowers the sum of squares most, of at least JUMP_MIN_REL x amplitude, plateaus of at least
     STAIRCASE_MIN_SEGMENT samples). Returns (best penalised gain, its step count): the gain of k steps
-    is (rss_law - RSS of the k-step staircase) / sigma^2 - STAIRCASE_PENALTY k, maximised over k;
+    is (rss_law - RSS of the k-step staircase) / sigma^2 - STAIRCASE_PENALTY k, maximised over the k
+    whose staircase describes the trace (RSS <= STAIRCASE_ADEQUATE N sigma^2; -inf if none does);
     that staircase's step indices and sizes go to out_idx, out_size."""
     n = g.size
     c1 = np.zeros(n + 1)
@@ -217,7 +226,7 @@ def _staircase(g, rss_law, sigma, amplitude, out_idx, out_size):  # type: ignore
         m += 1
         idx[k - 1], size[k - 1] = best_b, best_step
         gain = (rss_law - total) / (sigma * sigma) - STAIRCASE_PENALTY * k
-        if gain > best_gain:
+        if gain > best_gain and total <= STAIRCASE_ADEQUATE * n * sigma * sigma:  # plateaus and noise only
             best_gain, best_k = gain, k
             for i in range(k):
                 out_idx[i], out_size[i] = idx[i], size[i]
@@ -389,7 +398,7 @@ def unresolved_collapse(tau_s: Array, beta: Array, t: Array) -> NDArray[np.bool_
         tt = np.broadcast_to(t, (tau_s.size, t.shape[1]))
         at = np.clip((tt < tau_s[:, None]).sum(1), 1, t.shape[1] - 1)
         dt = np.take_along_axis(tt, at[:, None], 1)[:, 0] - np.take_along_axis(tt, at[:, None] - 1, 1)[:, 0]
-        return np.asarray(width < COLLAPSE_SAMPLES * dt)
+        return np.asarray((width < COLLAPSE_SAMPLES * dt) | (beta >= STEP_BETA))
 
 
 def judge(
