@@ -84,3 +84,30 @@ def draw_ruptures(
                 break
         share[d, :k] = s
     return Ruptures(times, share)
+
+
+def draw_strands(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    tau_s: Array,
+    max_strands: int = 4,
+    min_share: float = 0.15,
+) -> tuple[Array, Array]:
+    """Strands of freshly formed filaments, per device of ``shape``: (rupture ages (shape + (K,)) s,
+    inf where no strand; shares (shape + (K,)), summing to 1 per device). 1..max_strands strands each;
+    a strand's rupture age is exponential with mean ``tau_s`` (shape, s: a thermally activated surface
+    diffusion with rate 1/tau), so the time to full relaxation is the largest of a few such ages."""
+    count = rng.integers(1, max_strands + 1, shape)
+    exists = np.arange(max_strands) < count[..., None]
+    ages = np.where(
+        exists, rng.exponential(1.0, (*shape, max_strands)) * np.asarray(tau_s)[..., None], np.inf
+    )
+    raw = np.where(exists, min_share + rng.uniform(0.0, 1.0, (*shape, max_strands)), 0.0)
+    return ages, raw / raw.sum(axis=-1, keepdims=True)
+
+
+def held_fraction(age_s: Array, rupture_age_s: Array, share: Array) -> Array:
+    """Fraction of the volatile conductance still held at ``age_s`` s after the filament formed (any
+    shape broadcasting against the devices' shape), from strands (device shape + (K,)) s and shares."""
+    age = np.asarray(age_s, dtype=np.float64)[..., None]
+    return np.asarray((share * (age < rupture_age_s)).sum(axis=-1))
