@@ -447,6 +447,8 @@ def reason(
     runs_z, lag1, sys_rel = stats["runs_z"], stats["lag1"], stats["sys_rel"]
     structured = runs_z < -STRUCTURE_Z or lag1 * math.sqrt(n) > STRUCTURE_Z
     floor = R2_FLOOR * max(stats["r2_max"], 0.0)
+    if status == "stepwise":
+        return "relaxes by abrupt jumps between plateaus (dashed: where): no decay law, no tau"
     if status == "non_monotonic":
         return (
             f"moves against its relaxation by {stats['counter_rel']:.0%} of its range: no monotone law fits"
