@@ -107,15 +107,32 @@ def _noise_sigma(r: NDArray[np.float64]) -> float:
 
 @njit(cache=True)
 def _robust_sigma(r: NDArray[np.float64]) -> float:
-    """White-noise sigma of r from the median absolute first difference (variance 2 sigma^2): a median
-    ignores the few differences that straddle a jump, and the residual has no smooth trend left."""
+    """White-noise sigma of r from its first differences (variance 2 sigma^2) with the jumps excluded:
+    the mean |difference|, iterated without those beyond TRIM_Z sigma (the few that straddle a jump);
+    the residual has no smooth trend left to difference. O(N), no sort."""
     n = r.size
     if n < 3:
         return math.nan
     d = np.empty(n - 1)
+    total = 0.0
     for i in range(n - 1):
         d[i] = abs(r[i + 1] - r[i])
-    return MAD_TO_SIGMA * np.median(d) / math.sqrt(2.0)
+        total += d[i]
+    mean_abs = total / (n - 1)
+    kept_before = n - 1
+    for _ in range(6):
+        cut = TRIM_Z * mean_abs / ABS_TO_SIGMA_INV
+        total = 0.0
+        kept = 0
+        for x in d:
+            if x <= cut:
+                total += x
+                kept += 1
+        if kept == 0 or kept == kept_before:
+            break
+        mean_abs = total / kept
+        kept_before = kept
+    return mean_abs / ABS_TO_SIGMA_INV / math.sqrt(2.0)
 
 
 @njit(cache=True)
@@ -142,35 +159,41 @@ def _jumps(g, r, sigma, amplitude, out_idx, out_size):  # type: ignore[no-untype
     count = 0
     if not (sigma > 0.0) or not (amplitude > 0.0):
         return 0
+    # the shift's noise at each scale: white noise gives sigma sqrt(2 / w); slow wander (1/f noise, drift)
+    # more, which the spread of the shifts over all boundaries measures (a median: the few boundaries at a
+    # jump do not move it). Computed only for a scale where a candidate passes the white-noise test.
+    spreads = np.full(len(JUMP_WINDOWS), -1.0)
     for _ in range(MAX_JUMPS):
         best_z = JUMP_Z
         best_b = -1
         best_w = 0
         best_size = 0.0
-        for w in JUMP_WINDOWS:
+        for k, w in enumerate(JUMP_WINDOWS):
             if 4 * w > n:
                 break
-            # the shift's noise at this scale: white noise gives sigma sqrt(2 / w); slow wander (1/f noise,
-            # drift) more, which the spread of the shifts over all boundaries measures (a median: the few
-            # boundaries at a jump do not move it)
-            shifts = np.empty(n - 2 * w + 1)
-            for b in range(w, n - w + 1):
-                shifts[b - w] = ((cr[b + w] - cr[b]) - (cr[b] - cr[b - w])) / w
-            spread = MAD_TO_SIGMA * np.median(np.abs(shifts - np.median(shifts)))
-            se = max(sigma * math.sqrt(2.0 / w), spread)
+            white = sigma * math.sqrt(2.0 / w)
             for b in range(2 * w, n - 2 * w + 1):
                 if blocked[b]:
                     continue
                 shift = abs((cr[b + w] - cr[b]) - (cr[b] - cr[b - w])) / w
-                if shift / se > best_z and shift >= JUMP_MIN_REL * amplitude:
-                    size = ((cg[b + w] - cg[b]) - (cg[b] - cg[b - w])) / w
-                    before = ((cg[b] - cg[b - w]) - (cg[b - w] - cg[b - 2 * w])) / w
-                    after = ((cg[b + 2 * w] - cg[b + w]) - (cg[b + w] - cg[b])) / w
-                    step = abs(size) >= JUMP_MIN_REL * amplitude and shift >= JUMP_MISSED * abs(size)
-                    side = max(abs(before), abs(after))
-                    stands = abs(size) - side >= JUMP_Z * sigma * math.sqrt(2.0 / w)  # far above its noise
-                    if step and stands and side < JUMP_CONTRAST * abs(size):  # a step, not a slope
-                        best_z, best_b, best_w, best_size = shift / se, b, w, size
+                if shift <= best_z * white or shift < JUMP_MIN_REL * amplitude:
+                    continue
+                size = ((cg[b + w] - cg[b]) - (cg[b] - cg[b - w])) / w
+                before = ((cg[b] - cg[b - w]) - (cg[b - w] - cg[b - 2 * w])) / w
+                after = ((cg[b + 2 * w] - cg[b + w]) - (cg[b + w] - cg[b])) / w
+                step = abs(size) >= JUMP_MIN_REL * amplitude and shift >= JUMP_MISSED * abs(size)
+                side = max(abs(before), abs(after))
+                stands = abs(size) - side >= JUMP_Z * white  # far above its noise
+                if not (step and stands and side < JUMP_CONTRAST * abs(size)):  # a step, not a slope
+                    continue
+                if spreads[k] < 0.0:
+                    shifts = np.empty(n - 2 * w + 1)
+                    for c in range(w, n - w + 1):
+                        shifts[c - w] = ((cr[c + w] - cr[c]) - (cr[c] - cr[c - w])) / w
+                    spreads[k] = MAD_TO_SIGMA * np.median(np.abs(shifts - np.median(shifts)))
+                z = shift / max(white, spreads[k])
+                if z > best_z:
+                    best_z, best_b, best_w, best_size = z, b, w, size
         if best_b < 0:
             break
         out_idx[count] = best_b
@@ -305,7 +328,11 @@ def trace_stats_one(g, r, out):  # type: ignore[no-untyped-def]
     out[N_BASE_STATS + 1] = _jumps(g, r, robust, amplitude, at, size)
     stair_at = np.full(MAX_JUMPS, math.nan)
     stair_size = np.full(MAX_JUMPS, math.nan)
-    gain, steps = _staircase(g, c0, robust, amplitude, stair_at, stair_size)
+    # a staircase can only beat a law whose residual is structured (it runs along the plateaus)
+    structured = out[3] < -STRUCTURE_Z or (c0 > 0.0 and c1 / c0 * math.sqrt(n) > STRUCTURE_Z)
+    gain, steps = -math.inf, 0
+    if structured:
+        gain, steps = _staircase(g, c0, robust, amplitude, stair_at, stair_size)
     out[N_STATS - 2] = gain
     out[N_STATS - 1] = steps
     if out[N_BASE_STATS + 1] == 0 and gain > STAIRCASE_GAIN:  # no single abrupt jump: the staircase's
