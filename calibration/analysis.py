@@ -254,7 +254,9 @@ def survival_summary(
         times = last[unit & (idx == d)]
         q25, q50, q75 = np.percentile(times, [25, 50, 75])
         median[d], spread[d], count[d] = q50, (q75 - q25) / q50, times.size
-    return Survival(median_s=median, spread_rel=spread, cycles=np.where(count > 0, count, np.nan))
+    return Survival.model_validate(
+        {"median_s": median, "spread_rel": spread, "cycles": np.where(count > 0, count, np.nan)}
+    )
 
 
 def unit_biases(store: CampaignFile) -> Array:
