@@ -208,9 +208,9 @@ def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], Non
     fits = {law: _fit_law(law, t, g, robust, progress) for law in order}
     # a staircase must beat every law, not only the one that misfits: where it does not beat the best
     # law (and no abrupt jump was seen), a law's "stepwise" was its own misfit
-    best_gain = np.min(
-        [np.where(np.isfinite(f.stair_gain), f.stair_gain, np.inf) for f in fits.values()], axis=0
-    )
+    # (-inf: the law's residuals are white, no staircase beats it; NaN: the law was not fitted)
+    gains = [np.where(np.isnan(f.stair_gain), np.inf, f.stair_gain) for f in fits.values()]
+    best_gain = np.min(gains, axis=0)
     for f in fits.values():
         misfit = (f.status == "stepwise") & (f.n_jumps == 0) & ~(best_gain > STAIRCASE_GAIN)
         f.status[misfit] = "poor_fit"
