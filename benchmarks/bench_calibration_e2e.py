@@ -76,16 +76,9 @@ def synthetic(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t, g, tau
 
 
-def end_to_end(workdir: Path) -> dict[str, object]:
-    t, g, tau = synthetic()
+def write_campaign(path: Path, t: np.ndarray, g: np.ndarray) -> None:
+    """Write relaxations g (D, N) S at times t (N,) s as a one-cycle decay campaign of shape ``SHAPE``."""
     devices = g.shape[0]
-    fit_decay(t, g[:64], model="exp")  # numba: load (or compile, first run only) the kernel
-    clock = Clock()
-    kernel = fit_decay(t, g, model="exp")
-    kernel_wall, kernel_cpu = clock.read()
-
-    path = workdir / "layer.h5"
-    clock = Clock()
     with CampaignFile.create(path, config={"synthetic": True}, shape=SHAPE, safety_limits={}) as store:
         for start in range(0, devices, WRITE_CHUNK):
             d = np.arange(start, min(devices, start + WRITE_CHUNK))
@@ -108,6 +101,19 @@ def end_to_end(workdir: Path) -> dict[str, object]:
                 {"t_s": np.broadcast_to(t, (n, SAMPLES)), "g_siemens": g[d]},
             )
             store.flush()
+
+
+def end_to_end(workdir: Path) -> dict[str, object]:
+    t, g, tau = synthetic()
+    devices = g.shape[0]
+    fit_decay(t, g[:64], model="exp")  # numba: load (or compile, first run only) the kernel
+    clock = Clock()
+    kernel = fit_decay(t, g, model="exp")
+    kernel_wall, kernel_cpu = clock.read()
+
+    path = workdir / "layer.h5"
+    clock = Clock()
+    write_campaign(path, t, g)
     write_wall, write_cpu = clock.read()
     del g
 

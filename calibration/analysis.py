@@ -37,10 +37,18 @@ from calibration.fit import DecayFit, fit_decay
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile, software_version
 from device_models.laws import DEFAULT_HORIZON_STEPS, e_fold_time_s
-from device_models.record import BiasLaw, CalibrationError, CalibrationRecord, Provenance, ReferencePulse
+from device_models.record import (
+    BiasLaw,
+    CalibrationError,
+    CalibrationRecord,
+    Provenance,
+    ReferencePulse,
+    Survival,
+)
 
 Array = NDArray[np.float64]
-VERDICTS = ("poor_fit", "threshold_collapse", "non_monotonic")  # fitted, but the law does not describe it
+# fitted, but the law does not describe it (stepwise: it relaxes by jumps, calibration.verdict)
+VERDICTS = ("poor_fit", "threshold_collapse", "non_monotonic", "stepwise")
 FIT_CHUNK_ELEMENTS = 4_000_000  # units x samples read and fitted at a time (~100 MB of traces and work)
 
 
@@ -227,6 +235,30 @@ def _per_device_decay(
     return status, law, cols
 
 
+def survival_summary(
+    n: int, idx: NDArray[np.int64], fit: DecayFit, status: NDArray[np.object_]
+) -> Survival | None:
+    """Per device whose status is ``stepwise``: median (s), interquartile range / median and count of
+    its stepwise relaxations' times to full relaxation (the last jump, ``DecayFit.jump_t``); None if no
+    device is stepwise. A summary for inspection, never a tau."""
+    stepwise = np.asarray(status == "stepwise", dtype=bool)
+    unit = (fit.status == "stepwise") & stepwise[idx]
+    if not unit.any():
+        return None
+    with np.errstate(invalid="ignore"):
+        last = np.max(np.where(np.isfinite(fit.jump_t), fit.jump_t, -np.inf), axis=1)
+    last = np.where(np.isfinite(last), last, np.nan)
+    unit &= np.isfinite(last)
+    median, spread, count = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
+    for d in np.unique(idx[unit]):
+        times = last[unit & (idx == d)]
+        q25, q50, q75 = np.percentile(times, [25, 50, 75])
+        median[d], spread[d], count[d] = q50, (q75 - q25) / q50, times.size
+    return Survival.model_validate(
+        {"median_s": median, "spread_rel": spread, "cycles": np.where(count > 0, count, np.nan)}
+    )
+
+
 def unit_biases(store: CampaignFile) -> Array:
     """(U,) decay bias (V) of every bias-decay unit, in ``load_decays(store, "bias_decay")`` order."""
     return np.asarray(store.columns(BIAS_PROTOCOL, ("bias_v",))["bias_v"], dtype=np.float64)
@@ -359,6 +391,7 @@ def build_record(
                 model,
                 progress,  # type: ignore[arg-type]
             )
+            idx_units = store.columns("decay", ("device",))["device"].astype(np.int64)
         elif per_bias:
             wanted = float(store.config()["bias_decay"]["biases_v"][0]) if bias_v is None else float(bias_v)
             match = [b for b in per_bias if np.isclose(b, wanted, rtol=0, atol=1e-9)]
@@ -368,6 +401,8 @@ def build_record(
             decay_bias = match[0]
             fit, status, law, cols = per_bias[decay_bias]
             cols = dict(cols)
+            idx_units = store.columns(BIAS_PROTOCOL, ("device",))["device"].astype(np.int64)
+            idx_units = idx_units[unit_biases(store) == decay_bias]
         else:
             raise CalibrationError(f"{store.path} holds no decay measurement")
         pulses = load_pulses(store)
@@ -390,13 +425,21 @@ def build_record(
             "amp_exponent": np.full(n, a),
             "width_exponent": np.full(n, b),
         }
+    survival = survival_summary(n, idx_units, fit, status)
     if not np.any(status == "ok"):
         counts = ", ".join(f"{k} {v}" for k, v in Counter(status).most_common())
-        raise CalibrationError(f"{path}: no device could be calibrated (device statuses: {counts})")
+        hint = (
+            f"; stepwise devices relax by jumps, median time to full relaxation "
+            f"{np.nanmedian(survival.array('median_s')):.3g} s (no decay law, no tau)"
+            if survival is not None
+            else ""
+        )
+        raise CalibrationError(f"{path}: no device could be calibrated (device statuses: {counts}){hint}")
     tau = cols.pop("tau_s")
     record = CalibrationRecord.from_arrays(
         shape,
         tau,
+        survival=survival,
         status=list(status),
         law=list(law),
         horizon_steps=horizon_steps,

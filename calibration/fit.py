@@ -56,8 +56,8 @@ from torch import Tensor
 
 from calibration.expfast import fit_exp_judged, fit_exp_kernel
 from calibration.lm import levenberg_marquardt
-from calibration.verdict import judge, verdict
-from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, relaxation, step_retention
+from calibration.verdict import MAX_JUMPS, STAIRCASE_GAIN, judge, unresolved_collapse, verdict
+from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, relaxation, step_retention_by_law
 from device_models.record import CalibrationError
 
 Array = NDArray[np.float64]
@@ -69,7 +69,9 @@ N_PARAMS = {"exp": 3, "biexp": 5, "stretched": 4, "compressed": 4}
 COMPRESSED_MARGIN = 10.0
 COLLAPSE_BETA = 1.5  # beta/e = 0.55 > 1/e: faster than any superposition of exponential relaxations
 # powers of g_scale that turn the kernel's normalised verdict statistics into siemens (see trace_stats)
-_TO_SI_POWER = np.array([1.0, 2.0, 2.0, 0.0, 1.0, 1.0, 1.0])
+_TO_SI_POWER = np.array(
+    [1.0, 2.0, 2.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0] + [0.0] * MAX_JUMPS + [1.0] * MAX_JUMPS + [0.0, 0.0]
+)
 AICC_TIE = (
     2.0  # laws within 2 of the lowest AICc are equally supported: take the simplest (Burnham & Anderson)
 )
@@ -119,6 +121,10 @@ class DecayFit:
     sys_rel: Array = field(default_factory=lambda: np.zeros(0))
     r2_max: Array = field(default_factory=lambda: np.zeros(0))
     counter_rel: Array = field(default_factory=lambda: np.zeros(0))
+    n_jumps: Array = field(default_factory=lambda: np.zeros(0))
+    stair_gain: Array = field(default_factory=lambda: np.zeros(0))
+    jump_t: Array = field(default_factory=lambda: np.zeros((0, MAX_JUMPS)))
+    jump_size: Array = field(default_factory=lambda: np.zeros((0, MAX_JUMPS)))
 
     @property
     def ok(self) -> NDArray[np.bool_]:
@@ -156,14 +162,9 @@ class DecayFit:
         """(lambda, RMS error of lambda^k against phi(k dt) over k = 1..horizon_steps), each (D,)."""
         if not (dt > 0 and math.isfinite(dt)):
             raise CalibrationError(f"dt must be a positive number of seconds, got {dt}")
-        lam, err = np.full(self.tau.shape, np.nan), np.full(self.tau.shape, np.nan)
-        for law in LAWS:  # the one per-step lambda of a law: ``device_models.laws.step_retention``
-            sel = (self.law == law) & self.ok  # a fit that failed its verdict has no lambda
-            if sel.any():
-                lam[sel], err[sel] = step_retention(
-                    law, dt, self.tau[sel], self.tau2[sel], self.w1[sel], self.beta[sel], horizon_steps
-                )
-        return lam, err
+        return step_retention_by_law(
+            self.law, self.ok, dt, self.tau, self.tau2, self.w1, self.beta, horizon_steps
+        )  # a fit that failed its verdict has no lambda
 
 
 def fit_decay(
@@ -205,13 +206,27 @@ def _as_arrays(t: Array, g: Array) -> tuple[Array, Array]:
 def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], None] | None) -> DecayFit:
     order = sorted(LAWS, key=N_PARAMS.__getitem__)  # simplest first
     fits = {law: _fit_law(law, t, g, robust, progress) for law in order}
+    # a staircase must beat every law, not only the one that misfits: where it does not beat the best
+    # law (and no abrupt jump was seen), a law's "stepwise" was its own misfit
+    # (-inf: the law's residuals are white, no staircase beats it; NaN: the law was not fitted)
+    gains = [np.where(np.isnan(f.stair_gain), np.inf, f.stair_gain) for f in fits.values()]
+    best_gain = np.min(gains, axis=0)
+    for f in fits.values():
+        misfit = (f.status == "stepwise") & (f.n_jumps == 0) & ~(best_gain > STAIRCASE_GAIN)
+        f.status[misfit] = "poor_fit"
+        f.jump_t[misfit] = np.nan
+        f.jump_size[misfit] = np.nan
     # every converged, resolved fit competes (its verdict travels with it); the compressed law only
     # on strong evidence against every completely monotone law
     raw = {law: np.where(np.isfinite(fits[law].tau), fits[law].aicc, np.inf) for law in order}
     # against every monotone fit that reached a minimum, resolved or not: a biexp whose fast time cannot
     # be told still shows that the compressed law's gain is within what a monotone law achieves
+    # (a monotone law whose residual jumps, ``stepwise``, is no competitor: a resolved collapse that
+    # the compressed law follows leaves such jumps in every monotone law's residual)
     monotone = [
-        np.where(np.isfinite(fits[law].aicc), fits[law].aicc, np.inf) for law in order if law != "compressed"
+        np.where(np.isfinite(fits[law].aicc) & (fits[law].status != "stepwise"), fits[law].aicc, np.inf)
+        for law in order
+        if law != "compressed"
     ]
     monotone_best = np.min(monotone, axis=0)
     raw["compressed"] = np.where(
@@ -249,7 +264,11 @@ def _fit_law(
         k: np.full(d, np.nan) for k in ("tau", "tau_err", "g_inf", "g_inf_err", "delta_g", "delta_g_err")
     }
     res |= {k: np.full(d, np.nan) for k in ("tau2", "w1", "beta", "rmse", "rmse_rel", "r2", "aicc")}
-    res |= {k: np.full(d, np.nan) for k in ("noise", "runs_z", "lag1", "sys_rel", "r2_max", "counter_rel")}
+    res |= {
+        k: np.full(d, np.nan)
+        for k in ("noise", "runs_z", "lag1", "sys_rel", "r2_max", "counter_rel", "n_jumps", "stair_gain")
+    }
+    res |= {k: np.full((d, MAX_JUMPS), np.nan) for k in ("jump_t", "jump_size")}
     valid = np.zeros(d, dtype=bool)
     todo = np.flatnonzero(status == "ok")
     chunk = max(1, (EXP_CHUNK_ELEMENTS if law == "exp" else CHUNK_ELEMENTS) // n)
@@ -358,13 +377,21 @@ def _solve_chunk(
     status[gs == 0] = "flat"  # a constant trace
     fitted = status == "ok"
     if law == "exp":  # the kernel judged each fit while its data was in cache
-        stats, poor, non_monotonic = judge(judged, n, out["delta_g"], tss)
+        stats, poor, non_monotonic, stepwise = judge(judged, n, out["delta_g"], tss, t)
     else:
-        stats, poor, non_monotonic = verdict(law, t, g, out, tss)
+        stats, poor, non_monotonic, stepwise = verdict(law, t, g, out, tss)
     out |= stats
     status[fitted & poor] = "poor_fit"
     if law == "compressed":
         status[fitted & poor & (out["beta"] >= COLLAPSE_BETA)] = "threshold_collapse"
+    if law == "compressed":  # a collapse the sampling does not resolve is a jump
+        sudden = unresolved_collapse(out["tau"], out["beta"], t) & np.isfinite(out["tau"]) & ~stepwise
+        stepwise = stepwise | sudden
+        out["n_jumps"][sudden] = 1.0
+        out["jump_t"][sudden, 0] = out["tau"][sudden]
+        out["jump_size"][sudden, 0] = -out["delta_g"][sudden]
+    # abrupt level shifts that the law could not follow: whatever the fit's other numbers say
+    status[stepwise & (gs > 0) & ~np.isin(status, ("nan", "too_few_points"))] = "stepwise"
     status[non_monotonic & (gs > 0)] = "non_monotonic"
     return out, status, fitted
 

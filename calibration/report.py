@@ -1,8 +1,12 @@
 """Calibration report: PNG plots and a text summary of a ``CalibrationRecord`` (and its campaign data).
 
-decay_fits.png       measured relaxations of a few devices with their fitted law
+decay_fits.png       measured relaxations of a few devices with the law the record holds for them
 failed_fits.png      relaxations whose law does not describe them (poor_fit, threshold_collapse,
-                     non_monotonic) or whose fit failed: data, best law, residuals, verdict and its tests
+                     non_monotonic, stepwise) or whose fit failed: data, best law, residuals, verdict and
+                     its tests (the record keeps no fit of such a device: these few are re-fitted)
+
+Streaming: only the traces drawn are read from the campaign file (the device column picks them), and
+the usable devices' curves come from the record, so memory does not grow with the campaign.
 tau_lambda_hist.png  device-to-device distributions of tau and lambda (at the record's dt)
 pulse_response.png   |dG| per pulse versus amplitude, per width and polarity, with the fitted law
 bias_law.png         measured tau versus decay bias with the fitted law (records with a bias law)
@@ -27,6 +31,7 @@ from calibration.mapping import StpnMapping
 from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile
 from calibration.verdict import reason
+from device_models.laws import relaxation
 from device_models.realisation import DEFAULT_DT_S
 from device_models.record import CalibrationRecord
 
@@ -151,31 +156,70 @@ def _bias_law(record: CalibrationRecord, path: Path) -> Path:
     return path
 
 
+def _shown_units(store: CampaignFile, protocol: str, devices: list[int] | None = None) -> Array:
+    """File rows of the first relaxation of each device (or of each of ``devices``), in device order;
+    reads only the ``device`` column."""
+    dev = store.columns(protocol, ("device",))["device"]
+    first_dev, first_row = np.unique(dev, return_index=True)
+    if devices is None:
+        return first_row
+    where = np.searchsorted(first_dev, devices)
+    return first_row[where]
+
+
+def _read_units(store: CampaignFile, protocol: str, rows: Array) -> tuple[Array, Array, Array]:
+    """(device (U,), t (U, N) s, g (U, N) S) of the relaxation units at file ``rows``, read one at a time
+    (only those traces leave the file), NaN-padded to the longest."""
+    parts = [load_decays(store, protocol, int(r), int(r) + 1) for r in rows]
+    width = max((p[1].shape[1] for p in parts), default=0)
+
+    def pad(a: Array) -> Array:
+        return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
+
+    idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    return idx, np.vstack([pad(p[1]) for p in parts]), np.vstack([pad(p[2]) for p in parts])
+
+
+def _record_curve(record: CalibrationRecord, device: int, t: Array) -> Array:
+    """The record's fitted law of one device (its medians over the ok relaxations) at times t (s), S."""
+    law = record.law[device]
+    col = {k: record.array(k)[device] for k in ("tau1_s", "tau2_s", "w1", "beta")}
+    phi = relaxation(law, t, col["tau1_s"], col["tau2_s"], col["w1"], col["beta"])
+    return record.array("g_inf_siemens")[device] + record.array("delta_g_siemens")[device] * phi
+
+
 def _decays(store: CampaignFile, record: CalibrationRecord, path: Path) -> Path:
-    if store.units("decay"):
-        idx, t, g, _ = load_decays(store)
-        first = np.unique(idx, return_index=True)[1][:SHOWN_DEVICES]
-        where = [""] * len(idx)
+    """The first relaxation of a few devices (usable ones first) with the law the record holds for it:
+    reads only those traces and fits nothing."""
+    protocol = "decay" if store.units("decay") else BIAS_PROTOCOL
+    if protocol == "decay":
+        rows = _shown_units(store, protocol)
+        dev = store.columns(protocol, ("device",))["device"][rows]
+        ok = np.array([record.status[int(d)] == "ok" for d in dev])
+        rows = np.concatenate([rows[ok], rows[~ok]])[:SHOWN_DEVICES]
+        where = [""] * rows.size
     else:  # one SMU device: its first relaxation at each bias
-        idx, t, g, _ = load_decays(store, BIAS_PROTOCOL)
         biases = unit_biases(store)
-        first = np.unique(biases, return_index=True)[1][:SHOWN_DEVICES]
-        where = [f" at {b:g} V" for b in biases]
+        rows = np.sort(np.unique(biases, return_index=True)[1][:SHOWN_DEVICES])
+        where = [f" at {biases[r]:g} V" for r in rows]
+    idx, t, g = _read_units(store, protocol, np.sort(rows))
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for k, u in enumerate(first):
-        law = record.law[int(idx[u])]
-        n = int(np.isfinite(t[u]).sum())  # traces shorter than the longest are NaN-padded
-        tu, gu = t[u][:n], g[u][:n]
-        fit = fit_decay(tu, gu[None, :], model=law)
+    for k in range(idx.size):
+        device = int(idx[k])
+        n = int(np.isfinite(t[k]).sum())  # traces shorter than the longest are NaN-padded
+        tu, gu = t[k][:n], g[k][:n]
         color = f"C{k}"
-        r, c = divmod(int(idx[u]), record.shape[1])
+        r, c = divmod(device, record.shape[1])
         ax.plot(tu, gu * 1e9, ".", ms=2, color=color, alpha=0.5)
-        name = f"({r},{c}){where[u]}"
-        label = f"{name} {law}, tau {fit.tau[0]:.3g} s" if fit.ok[0] else f"{name} {fit.status[0]}"
-        ax.plot(tu, fit.predict(tu)[0] * 1e9, "-", color=color, label=label)
+        name = f"({r},{c}){where[k]}"
+        if record.status[device] == "ok":
+            label = f"{name} {record.law[device]}, tau {record.array('tau_s')[device]:.3g} s"
+            ax.plot(tu, _record_curve(record, device, tu) * 1e9, "-", color=color, label=label)
+        else:
+            ax.plot([], [], ".", color=color, label=f"{name} {record.status[device]}")
     ax.set_xlabel("time since the potentiating train (s)")
     ax.set_ylabel("conductance (nS)")
-    ax.set_title("measured relaxations (dots) and fits (lines)")
+    ax.set_title("measured relaxations (dots) and the record's laws (lines)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -185,15 +229,16 @@ def _decays(store: CampaignFile, record: CalibrationRecord, path: Path) -> Path:
 
 def _failed_units(store: CampaignFile, record: CalibrationRecord) -> tuple[list[str], Array, Array] | None:
     """(names, t (U, N) s, g (U, N) S) of the first relaxation of up to ``SHOWN_FAILED`` devices whose
-    status is not ok, taking the statuses in turn so that every kind of failure is shown; None if none."""
+    status is not ok, taking the statuses in turn so that every kind of failure is shown; None if none.
+    Reads the device column and those few traces only."""
     protocol = "decay" if store.units("decay") else BIAS_PROTOCOL
-    idx, t, g, _ = load_decays(store, protocol)
-    status = np.array(record.status, dtype=object)
+    dev = store.columns(protocol, ("device",))["device"]
+    first_dev, first_row = np.unique(dev, return_index=True)
+    status = np.array(record.status, dtype=object)[first_dev]
     by_status: dict[str, list[int]] = {}
-    for dev in np.unique(idx):
-        s = str(status[dev])
+    for s in np.unique(status.astype(str)):
         if s not in ("ok", "not_measured"):
-            by_status.setdefault(s, []).append(int(np.flatnonzero(idx == dev)[0]))
+            by_status[s] = first_row[status == s][:SHOWN_FAILED].tolist()
     order = sorted(by_status, key=lambda s: (s not in VERDICTS, s))  # the verdicts first
     units: list[int] = []
     while len(units) < SHOWN_FAILED and any(by_status.values()):
@@ -202,8 +247,9 @@ def _failed_units(store: CampaignFile, record: CalibrationRecord) -> tuple[list[
                 units.append(by_status[s].pop(0))
     if not units:
         return None
-    names = [f"device {divmod(int(idx[u]), record.shape[1])}" for u in units]
-    return names, t[units], g[units]
+    idx, t, g = _read_units(store, protocol, np.array(units))
+    names = [f"device {divmod(int(d), record.shape[1])}" for d in idx]
+    return names, t, g
 
 
 def failed_fits_page(names: list[str], t: Array, g: Array, path: Path, model: str = "auto") -> list[str]:
@@ -228,6 +274,8 @@ def failed_fits_page(names: list[str], t: Array, g: Array, path: Path, model: st
             ax[0, i].plot(t[i], pred * 1e6, "-", color="tab:red", label=f"best law: {fit.law[i]}")
             ax[1, i].plot(t[i], (g[i] - pred) / abs(fit.delta_g[i]), ".", ms=2, color="tab:red")
         ax[1, i].axhline(0.0, color="k", lw=0.6)
+        for t_jump in fit.jump_t[i][np.isfinite(fit.jump_t[i])] if fit.status[i] == "stepwise" else ():
+            ax[0, i].axvline(t_jump, color="tab:purple", lw=0.8, ls="--")
         if t[i, 0] > 0 and t[i, -1] / t[i, 0] > 100:
             ax[0, i].set_xscale("log")
         param = f"tau {fit.tau[i]:.3g} s" + (f", beta {fit.beta[i]:.2f}" if np.isfinite(fit.beta[i]) else "")

@@ -52,7 +52,29 @@ MIN_BLOCKS = 8  # shorter traces (< 32 samples) are not tested for monotonicity
 TRIM_Z = 4.5
 ABS_TO_SIGMA_INV = math.sqrt(2.0 / math.pi)  # mean |x| of a Gaussian is sigma sqrt(2/pi)
 
-N_STATS = 7  # noise, c0, c1, runs_z, counter_move, block_range, block_noise
+# jump test (``_jumps``): a level shift of the residual between two windows of w samples on either side of
+# a sample boundary, for w in JUMP_WINDOWS, in units of its noise sigma sqrt(2 / w) (robust noise:
+# ``_robust_sigma``). A jump is an abrupt shift that the fitted smooth law could not follow.
+JUMP_WINDOWS = (1, 2, 4, 8, 16)
+JUMP_Z = 5.5  # two-sided tail 3.8e-8 per test; ~5 N correlated tests per trace
+JUMP_MIN_REL = 0.05  # ... and a residual shift of 5% of the relaxation amplitude (smaller ones do not matter)
+JUMP_CONTRAST = 0.5  # the data's shift one window earlier and later is < half the jump: plateaus
+STAIRCASE_PENALTY = 10.0  # per step (a jump time and a level): beyond AIC's 2 per parameter
+STAIRCASE_ADEQUATE = 1.5  # ... and leaves no more than 1.5x the read noise's sum of squares
+STAIRCASE_GAIN = 40.0  # a staircase beats the law by this penalised gain (in sigma^2): stepwise
+COLLAPSE_SAMPLES = 2.0  # a compressed-law collapse faster than this many sample intervals is a jump
+STEP_BETA = 90.0  # ... and so is one at the top of the law's range (beta < 100): it wants to be sharper
+JUMP_MISSED = 0.5  # the law missed at least half of the data's shift (it did not follow a resolved collapse)
+MAX_JUMPS = 4  # jumps kept per trace (the largest first)
+MAD_TO_SIGMA = 1.482602218505602  # sigma of a Gaussian from its median absolute deviation
+
+N_BASE_STATS = 7  # noise, c0, c1, runs_z, counter_move, block_range, block_noise
+# then the robust noise sigma, the number of jumps, MAX_JUMPS boundary indices (a jump between samples
+# b - 1 and b has index b) and MAX_JUMPS jump sizes (g after minus g before; NaN where no jump)
+# then the staircase comparison (``_staircase``): the gain (RSS of the law - RSS of the best staircase of
+# up to MAX_JUMPS steps) / robust sigma^2, and that staircase's number of steps
+N_STATS = N_BASE_STATS + 4 + 2 * MAX_JUMPS
+STAIRCASE_MIN_SEGMENT = 3  # samples per plateau of the staircase
 
 
 @njit(cache=True)
@@ -84,6 +106,157 @@ def _noise_sigma(r: NDArray[np.float64]) -> float:
 
 
 @njit(cache=True)
+def _robust_sigma(r: NDArray[np.float64]) -> float:
+    """White-noise sigma of r from its first differences (variance 2 sigma^2) with the jumps excluded:
+    the mean |difference|, iterated without those beyond TRIM_Z sigma (the few that straddle a jump);
+    the residual has no smooth trend left to difference. O(N), no sort."""
+    n = r.size
+    if n < 3:
+        return math.nan
+    d = np.empty(n - 1)
+    total = 0.0
+    for i in range(n - 1):
+        d[i] = abs(r[i + 1] - r[i])
+        total += d[i]
+    mean_abs = total / (n - 1)
+    kept_before = n - 1
+    for _ in range(6):
+        cut = TRIM_Z * mean_abs / ABS_TO_SIGMA_INV
+        total = 0.0
+        kept = 0
+        for x in d:
+            if x <= cut:
+                total += x
+                kept += 1
+        if kept == 0 or kept == kept_before:
+            break
+        mean_abs = total / kept
+        kept_before = kept
+    return mean_abs / ABS_TO_SIGMA_INV / math.sqrt(2.0)
+
+
+@njit(cache=True)
+def _jumps(g, r, sigma, amplitude, out_idx, out_size):  # type: ignore[no-untyped-def]
+    """Abrupt level shifts of the residual r (N,): the boundary b and window w of largest
+    z = |mean r[b:b+w] - mean r[b-w:b]| / (sigma sqrt(2 / w)), taken greedily (boundaries within the
+    window of a kept jump are not tested again); a jump needs z >= JUMP_Z, a residual shift of at
+    least JUMP_MIN_REL x amplitude (what the law missed, not what it followed) in a data shift as large,
+    and the data's shift
+    over the same windows one window earlier and one later below JUMP_CONTRAST x the jump and below it
+    by JUMP_Z of its noise sigmas (plateaus on
+    either side: a steep smooth decay shifts more one window earlier, as every convex relaxation does);
+    the residual's shift must be at least JUMP_MISSED of the data's (a law that follows a resolved
+    collapse has not missed a jump).
+    Returns their number; their boundary
+    indices and sizes (g after minus before) go to out_idx, out_size (MAX_JUMPS,)."""
+    n = r.size
+    cr = np.zeros(n + 1)
+    cg = np.zeros(n + 1)
+    for i in range(n):
+        cr[i + 1] = cr[i] + r[i]
+        cg[i + 1] = cg[i] + g[i]
+    blocked = np.zeros(n + 1, dtype=np.bool_)
+    count = 0
+    if not (sigma > 0.0) or not (amplitude > 0.0):
+        return 0
+    # the shift's noise at each scale: white noise gives sigma sqrt(2 / w); slow wander (1/f noise, drift)
+    # more, which the spread of the shifts over all boundaries measures (a median: the few boundaries at a
+    # jump do not move it). Computed only for a scale where a candidate passes the white-noise test.
+    spreads = np.full(len(JUMP_WINDOWS), -1.0)
+    for _ in range(MAX_JUMPS):
+        best_z = JUMP_Z
+        best_b = -1
+        best_w = 0
+        best_size = 0.0
+        for k, w in enumerate(JUMP_WINDOWS):
+            if 4 * w > n:
+                break
+            white = sigma * math.sqrt(2.0 / w)
+            for b in range(2 * w, n - 2 * w + 1):
+                if blocked[b]:
+                    continue
+                shift = abs((cr[b + w] - cr[b]) - (cr[b] - cr[b - w])) / w
+                if shift <= best_z * white or shift < JUMP_MIN_REL * amplitude:
+                    continue
+                size = ((cg[b + w] - cg[b]) - (cg[b] - cg[b - w])) / w
+                before = ((cg[b] - cg[b - w]) - (cg[b - w] - cg[b - 2 * w])) / w
+                after = ((cg[b + 2 * w] - cg[b + w]) - (cg[b + w] - cg[b])) / w
+                step = abs(size) >= JUMP_MIN_REL * amplitude and shift >= JUMP_MISSED * abs(size)
+                side = max(abs(before), abs(after))
+                stands = abs(size) - side >= JUMP_Z * white  # far above its noise
+                if not (step and stands and side < JUMP_CONTRAST * abs(size)):  # a step, not a slope
+                    continue
+                if spreads[k] < 0.0:
+                    shifts = np.empty(n - 2 * w + 1)
+                    for c in range(w, n - w + 1):
+                        shifts[c - w] = ((cr[c + w] - cr[c]) - (cr[c] - cr[c - w])) / w
+                    spreads[k] = MAD_TO_SIGMA * np.median(np.abs(shifts - np.median(shifts)))
+                z = shift / max(white, spreads[k])
+                if z > best_z:
+                    best_z, best_b, best_w, best_size = z, b, w, size
+        if best_b < 0:
+            break
+        out_idx[count] = best_b
+        out_size[count] = best_size
+        count += 1
+        for b in range(max(0, best_b - best_w), min(n, best_b + best_w) + 1):
+            blocked[b] = True
+    return count
+
+
+@njit(cache=True)
+def _staircase(g, rss_law, sigma, amplitude, out_idx, out_size):  # type: ignore[no-untyped-def]
+    """Greedy binary segmentation of g (N,) into plateaus (at most MAX_JUMPS steps, each step the split
+    that lowers the sum of squares most, of at least JUMP_MIN_REL x amplitude, plateaus of at least
+    STAIRCASE_MIN_SEGMENT samples). Returns (best penalised gain, its step count): the gain of k steps
+    is (rss_law - RSS of the k-step staircase) / sigma^2 - STAIRCASE_PENALTY k, maximised over the k
+    whose staircase describes the trace (RSS <= STAIRCASE_ADEQUATE N sigma^2; -inf if none does);
+    that staircase's step indices and sizes go to out_idx, out_size."""
+    n = g.size
+    c1 = np.zeros(n + 1)
+    c2 = np.zeros(n + 1)
+    for i in range(n):
+        c1[i + 1] = c1[i] + g[i]
+        c2[i + 1] = c2[i] + g[i] * g[i]
+    if not (sigma > 0.0):
+        return -math.inf, 0
+    bounds = np.empty(MAX_JUMPS + 2, dtype=np.int64)
+    bounds[0], bounds[1] = 0, n
+    m = 2  # number of boundaries (segments + 1)
+    total = c2[n] - c1[n] * c1[n] / n
+    best_gain, best_k = -math.inf, 0
+    idx = np.empty(MAX_JUMPS)
+    size = np.empty(MAX_JUMPS)
+    for k in range(1, MAX_JUMPS + 1):
+        best_red, best_b, best_step = 0.0, -1, 0.0
+        for j in range(m - 1):
+            lo, hi = bounds[j], bounds[j + 1]
+            s_all = c1[hi] - c1[lo]
+            for b in range(lo + STAIRCASE_MIN_SEGMENT, hi - STAIRCASE_MIN_SEGMENT + 1):
+                nl, nr = b - lo, hi - b
+                ml, mr = (c1[b] - c1[lo]) / nl, (c1[hi] - c1[b]) / nr
+                red = nl * ml * ml + nr * mr * mr - s_all * s_all / (hi - lo)
+                if red > best_red and abs(mr - ml) >= JUMP_MIN_REL * amplitude:
+                    best_red, best_b, best_step = red, b, mr - ml
+        if best_b < 0:
+            break
+        total -= best_red
+        pos = m
+        while pos > 0 and bounds[pos - 1] > best_b:
+            bounds[pos] = bounds[pos - 1]
+            pos -= 1
+        bounds[pos] = best_b
+        m += 1
+        idx[k - 1], size[k - 1] = best_b, best_step
+        gain = (rss_law - total) / (sigma * sigma) - STAIRCASE_PENALTY * k
+        if gain > best_gain and total <= STAIRCASE_ADEQUATE * n * sigma * sigma:  # plateaus and noise only
+            best_gain, best_k = gain, k
+            for i in range(k):
+                out_idx[i], out_size[i] = idx[i], size[i]
+    return best_gain, best_k
+
+
+@njit(cache=True)
 def _runs_z(r: NDArray[np.float64]) -> float:
     """Wald-Wolfowitz z of the residual signs (zero counts as positive); -inf if all share one sign."""
     n = r.size
@@ -106,7 +279,7 @@ def _runs_z(r: NDArray[np.float64]) -> float:
 
 @njit(cache=True)
 def trace_stats_one(g, r, out):  # type: ignore[no-untyped-def]
-    """``trace_stats`` of one device into out (7,)."""
+    """``trace_stats`` of one device into out (N_STATS,)."""
     n = g.size
     sigma = _noise_sigma(r)
     c0 = 0.0
@@ -145,6 +318,26 @@ def trace_stats_one(g, r, out):  # type: ignore[no-untyped-def]
     out[4] = counter
     out[5] = hi - lo
     out[6] = sigma / math.sqrt(w)
+    robust = _robust_sigma(r)
+    amplitude = hi - lo  # the block-mean range: the relaxation's amplitude, little affected by noise
+    for k in range(2 * MAX_JUMPS):
+        out[N_BASE_STATS + 2 + k] = math.nan
+    out[N_BASE_STATS] = robust
+    at = out[N_BASE_STATS + 2 : N_BASE_STATS + 2 + MAX_JUMPS]
+    size = out[N_BASE_STATS + 2 + MAX_JUMPS : N_BASE_STATS + 2 + 2 * MAX_JUMPS]
+    out[N_BASE_STATS + 1] = _jumps(g, r, robust, amplitude, at, size)
+    stair_at = np.full(MAX_JUMPS, math.nan)
+    stair_size = np.full(MAX_JUMPS, math.nan)
+    # a staircase can only beat a law whose residual is structured (it runs along the plateaus)
+    structured = out[3] < -STRUCTURE_Z or (c0 > 0.0 and c1 / c0 * math.sqrt(n) > STRUCTURE_Z)
+    gain, steps = -math.inf, 0
+    if structured:
+        gain, steps = _staircase(g, c0, robust, amplitude, stair_at, stair_size)
+    out[N_STATS - 2] = gain
+    out[N_STATS - 1] = steps
+    if out[N_BASE_STATS + 1] == 0 and gain > STAIRCASE_GAIN:  # no single abrupt jump: the staircase's
+        at[:] = stair_at
+        size[:] = stair_size
 
 
 @njit(parallel=True, cache=True)
@@ -201,32 +394,62 @@ def law_trace_stats(law, t, g, params):  # type: ignore[no-untyped-def]
 
 def verdict(
     law: str, t: Array, g: Array, fitted: dict[str, Array], tss: Array
-) -> tuple[dict[str, Array], NDArray[np.bool_], NDArray[np.bool_]]:
-    """Test statistics (see the module docstring) and the masks (poor fit, non-monotonic trace) of
-    devices with measured g (D, N) S at times t (1 or D, N) s, fitted by ``law`` with the columns
-    ``fitted`` (g_inf, delta_g, tau, tau2, w1, beta; (D,) each, SI units), and the total sum of squares
-    of g about its mean (D,)."""
+) -> tuple[dict[str, Array], NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Test statistics (see the module docstring) and the masks (poor fit, non-monotonic trace,
+    stepwise trace) of devices with measured g (D, N) S at times t (1 or D, N) s, fitted by ``law`` with
+    the columns ``fitted`` (g_inf, delta_g, tau, tau2, w1, beta; (D,) each, SI units), and the total sum
+    of squares of g about its mean (D,)."""
     names = ("g_inf", "delta_g", "tau", "tau2", "w1", "beta")
     params = np.ascontiguousarray(np.stack([fitted[k] for k in names], axis=1))
     s = law_trace_stats(LAW_CODES[law], np.ascontiguousarray(t), np.ascontiguousarray(g), params)
-    return judge(s, g.shape[1], fitted["delta_g"], tss)
+    return judge(s, g.shape[1], fitted["delta_g"], tss, t)
+
+
+def jump_times(index: Array, t: Array) -> Array:
+    """Times (s) of jumps at boundary indices ``index`` (D, J) (NaN: none), midway between the samples
+    b - 1 and b of times t (1 or D, N)."""
+    d, n = index.shape[0], t.shape[1]
+    tt = np.broadcast_to(t, (d, n))
+    b = np.where(np.isfinite(index), index, 1).astype(np.int64).clip(1, n - 1)
+    mid = 0.5 * (np.take_along_axis(tt, b - 1, axis=1) + np.take_along_axis(tt, b, axis=1))
+    return np.where(np.isfinite(index), mid, np.nan)
+
+
+def unresolved_collapse(tau_s: Array, beta: Array, t: Array) -> NDArray[np.bool_]:
+    """(D,) mask of compressed-law fits whose collapse (from 90% to 10% of the relaxation, lasting
+    tau ((ln 10)^(1/beta) - (ln(10/9))^(1/beta)) s) is shorter than COLLAPSE_SAMPLES sample intervals
+    of times t (1 or D, N) s around tau: the data cannot tell it from a jump (a rupture), and its tau
+    is a rupture time, not a time constant."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        width = tau_s * (math.log(10.0) ** (1.0 / beta) - math.log(10.0 / 9.0) ** (1.0 / beta))
+        tt = np.broadcast_to(t, (tau_s.size, t.shape[1]))
+        at = np.clip((tt < tau_s[:, None]).sum(1), 1, t.shape[1] - 1)
+        dt = np.take_along_axis(tt, at[:, None], 1)[:, 0] - np.take_along_axis(tt, at[:, None] - 1, 1)[:, 0]
+        return np.asarray((width < COLLAPSE_SAMPLES * dt) | (beta >= STEP_BETA))
 
 
 def judge(
-    s: Array, n: int, delta_g: Array, tss: Array
-) -> tuple[dict[str, Array], NDArray[np.bool_], NDArray[np.bool_]]:
-    """``verdict`` from precomputed ``trace_stats`` s (D, 7) in siemens of traces of n samples."""
+    s: Array, n: int, delta_g: Array, tss: Array, t: Array
+) -> tuple[dict[str, Array], NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """``verdict`` from precomputed ``trace_stats`` s (D, N_STATS) in siemens of traces of n samples at
+    times t (1 or D, n) s."""
     noise, c0, c1, runs_z = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+    robust = s[:, N_BASE_STATS]
+    n_jumps = s[:, N_BASE_STATS + 1]
+    jump_index = s[:, N_BASE_STATS + 2 : N_BASE_STATS + 2 + MAX_JUMPS]
+    jump_size = s[:, N_BASE_STATS + 2 + MAX_JUMPS : N_BASE_STATS + 2 + 2 * MAX_JUMPS]
     with np.errstate(divide="ignore", invalid="ignore"):
         lag1 = c1 / c0
         sys_rel = np.sqrt(np.maximum(c1, 0.0)) / np.abs(delta_g)
         r2 = 1.0 - n * c0 / tss
-        r2_max = 1.0 - n * noise**2 / tss
+        r2_max = 1.0 - n * robust**2 / tss
     structured = (runs_z < -STRUCTURE_Z) | (lag1 * math.sqrt(n) > STRUCTURE_Z)
     poor = (structured & (sys_rel > SYSTEMATIC_TOL)) | (r2 < R2_FLOOR * np.maximum(r2_max, 0.0))
     counter, block_range, block_noise = s[:, 4], s[:, 5], s[:, 6]
     non_monotonic = (counter > NONMONOTONIC_FRAC * block_range) & (counter > NONMONOTONIC_Z * block_noise)
     non_monotonic &= n // BLOCK >= MIN_BLOCKS
+    stair_gain = s[:, N_STATS - 2]
+    stepwise = (n_jumps >= 1) | (stair_gain > STAIRCASE_GAIN)
     with np.errstate(divide="ignore", invalid="ignore"):
         counter_rel = counter / block_range
     stats = {
@@ -236,8 +459,12 @@ def judge(
         "sys_rel": sys_rel,
         "r2_max": r2_max,
         "counter_rel": counter_rel,
+        "n_jumps": n_jumps,
+        "stair_gain": stair_gain,
+        "jump_t": jump_times(jump_index, t),
+        "jump_size": jump_size,
     }
-    return stats, poor, non_monotonic
+    return stats, poor, non_monotonic, stepwise
 
 
 def reason(
@@ -247,6 +474,8 @@ def reason(
     runs_z, lag1, sys_rel = stats["runs_z"], stats["lag1"], stats["sys_rel"]
     structured = runs_z < -STRUCTURE_Z or lag1 * math.sqrt(n) > STRUCTURE_Z
     floor = R2_FLOOR * max(stats["r2_max"], 0.0)
+    if status == "stepwise":
+        return "relaxes by abrupt jumps between plateaus (dashed: where): no decay law, no tau"
     if status == "non_monotonic":
         return (
             f"moves against its relaxation by {stats['counter_rel']:.0%} of its range: no monotone law fits"

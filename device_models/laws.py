@@ -90,6 +90,30 @@ def step_retention(
     return best_step_lambda(phi)
 
 
+def step_retention_by_law(
+    laws: Any,
+    usable: NDArray[np.bool_],
+    dt_s: float,
+    tau1_s: Array,
+    tau2_s: Array,
+    w1: Array,
+    beta: Array,
+    horizon_steps: int = DEFAULT_HORIZON_STEPS,
+) -> tuple[Array, Array]:
+    """``step_retention`` of devices with per-device laws (D,) (names of ``LAWS``) and parameters (D,);
+    NaN where not ``usable`` (D,) or the law is not one of ``LAWS``. The one dispatch of a law to its
+    per-step lambda, shared by fits and records. Returns (lambda (D,), RMS error (D,))."""
+    names = np.asarray(laws)
+    lam, err = np.full(names.shape, np.nan), np.full(names.shape, np.nan)
+    for law in LAWS:
+        sel = (names == law) & usable
+        if sel.any():
+            lam[sel], err[sel] = step_retention(
+                law, dt_s, tau1_s[sel], tau2_s[sel], w1[sel], beta[sel], horizon_steps
+            )
+    return lam, err
+
+
 def e_fold_time_s(
     law: str, tau1_s: Array, tau2_s: Array | None = None, w1: Array | None = None, beta: Array | None = None
 ) -> Array:

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from device_models.errors import HwloopError
-from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, e_fold_time_s, step_retention
+from device_models.laws import DEFAULT_HORIZON_STEPS, e_fold_time_s, step_retention_by_law
 from device_models.memristor import tau_at_bias
 
 Column = list[float | None]
@@ -175,6 +175,31 @@ class BiasLaw(BaseModel):
         return np.asarray(tau_at_bias(float(bias_v), self.array("tau_ref_s"), self.bias_ref_v, efold))
 
 
+class Survival(BaseModel):
+    """Devices that relax by discrete jumps (status ``stepwise``): their time to full relaxation (the
+    last rupture) per relaxation, summarised over cycles; columns of length D, null elsewhere.
+
+    Not a time constant: the survival time of a filament is random from cycle to cycle, and the trace
+    holds, then drops, rather than decaying geometrically. Nothing in hwloop turns it into a lambda."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    median_s: Column = Field(description="median time to full relaxation over the device's cycles, s")
+    spread_rel: Column = Field(description="interquartile range / median of that time over the cycles")
+    cycles: Column = Field(description="number of stepwise relaxations summarised")
+
+    @field_validator("median_s", "spread_rel", "cycles", mode="before")
+    @classmethod
+    def _arrays_to_lists(cls, value: Any) -> Any:
+        return _to_column(value)
+
+    def array(self, name: str) -> NDArray[np.float64]:
+        """One (D,) column (``median_s``, ``spread_rel``, ``cycles``), NaN where missing."""
+        if name not in ("median_s", "spread_rel", "cycles"):
+            raise CalibrationError(f"unknown survival field {name!r}")
+        return _column_array(getattr(self, name))
+
+
 class CalibrationRecord(BaseModel):
     """Per-device STPN parameters of one measured (or simulated) array; see the module docstring."""
 
@@ -192,6 +217,9 @@ class CalibrationRecord(BaseModel):
         default=None, description="bias held while the tau_s relaxations were measured, V (None: unknown)"
     )
     bias_law: BiasLaw | None = Field(default=None, description="measured tau versus bias, per device")
+    survival: Survival | None = Field(
+        default=None, description="stepwise devices: time to full relaxation over cycles (not a tau)"
+    )
     provenance: Provenance
 
     status: list[str]
@@ -275,6 +303,10 @@ class CalibrationRecord(BaseModel):
         both = np.isfinite(g_min) & np.isfinite(g_max)
         if np.any(g_min[both] < 0) or np.any(g_max[both] <= g_min[both]):
             raise ValueError("conductance window needs 0 <= g_min_siemens < g_max_siemens")
+        if self.survival is not None and len(self.survival.median_s) != n:
+            raise ValueError(
+                f"survival has {len(self.survival.median_s)} devices, shape {self.shape} needs {n}"
+            )
         if self.bias_law is not None and len(self.bias_law.tau_ref_s) != n:
             raise ValueError(
                 f"bias_law has {len(self.bias_law.tau_ref_s)} devices, shape {self.shape} needs {n}"
@@ -308,14 +340,8 @@ class CalibrationRecord(BaseModel):
         """
         if not (dt_s > 0 and math.isfinite(dt_s)):
             raise CalibrationError(f"dt_s must be a positive number of seconds, got {dt_s}")
-        lam, err = np.full(self.n_devices, np.nan), np.full(self.n_devices, np.nan)
-        laws = np.array(self.law)
-        for law in LAWS:
-            sel = (laws == law) & self.good()
-            if sel.any():
-                t1, t2, w1, beta = (self.array(k)[sel] for k in ("tau1_s", "tau2_s", "w1", "beta"))
-                lam[sel], err[sel] = step_retention(law, dt_s, t1, t2, w1, beta, self.horizon_steps)
-        return lam, err
+        t1, t2, w1, beta = (self.array(k) for k in ("tau1_s", "tau2_s", "w1", "beta"))
+        return step_retention_by_law(self.law, self.good(), dt_s, t1, t2, w1, beta, self.horizon_steps)
 
     @classmethod
     def from_arrays(
@@ -328,6 +354,7 @@ class CalibrationRecord(BaseModel):
         horizon_steps: int = DEFAULT_HORIZON_STEPS,
         decay_bias_v: float | None = None,
         bias_law: BiasLaw | None = None,
+        survival: Survival | None = None,
         status: Any = None,
         law: Any = None,
         **columns: Any,
@@ -356,6 +383,7 @@ class CalibrationRecord(BaseModel):
                 "reference_pulse": reference_pulse,
                 "decay_bias_v": decay_bias_v,
                 "bias_law": bias_law,
+                "survival": survival,
                 "provenance": provenance or Provenance(software_version=_software_version()),
                 "status": list(np.where(ok, "ok", "not_measured")) if status is None else list(status),
                 "law": ["exp"] * n if law is None else list(law),

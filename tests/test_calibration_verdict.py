@@ -165,7 +165,8 @@ def test_vo2_after_long_heating_steps_is_a_threshold_collapse():
     assert np.all(np.abs(fit.tau / collapse - 1) < 0.15)
     assert np.all(fit.beta > 1.5)
     single = fit_decay(t, g, model="exp")  # what main reported "ok" before
-    assert set(single.status) == {"poor_fit"}
+    # against a single exponential a collapse of a few samples is indistinguishable from a jump
+    assert set(single.status) <= {"poor_fit", "stepwise"} and not single.ok.any()
 
 
 def test_diffusive_ag_that_rises_before_rupture_is_non_monotonic():
@@ -180,8 +181,16 @@ def test_diffusive_ag_that_rises_before_rupture_is_non_monotonic():
     held = np.stack([ag_diffusive(t, tr, 0.0, rng) for tr in rupture])
     fit = fit_decay(t, held, model="auto")
     assert not np.any(fit.status == "non_monotonic")
-    assert np.all((fit.law == "compressed") & np.isin(fit.status, ("ok", "threshold_collapse")))
-    assert np.all(np.abs(fit.tau / rupture - 1) < 0.05)  # the collapse time is the rupture time
+    # the first ruptures within ~3 samples (10-90% in 0.09 t_rupture = 27 us at 10 us sampling): the data
+    # cannot tell it from a jump, and it has no time constant (stepwise, its jump at the rupture time)
+    assert fit.status[0] == "stepwise" and abs(np.nanmax(fit.jump_t[0]) / rupture[0] - 1) < 0.05
+    resolved = slice(1, None)
+    assert np.all(
+        (fit.law[resolved] == "compressed") & np.isin(fit.status[resolved], ("ok", "threshold_collapse"))
+    )
+    assert np.all(
+        np.abs(fit.tau[resolved] / rupture[resolved] - 1) < 0.05
+    )  # the collapse time is the rupture time
 
 
 def test_a_second_time_constant_fitted_by_one_exponential_is_a_poor_fit():

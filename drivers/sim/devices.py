@@ -81,6 +81,7 @@ class DeviceArray:
         self.g_fast_siemens = np.zeros(shape)  # the whole short-term part for the exp and stretched laws
         self.g_slow_siemens = np.zeros(shape)  # biexp only
         self.age_s = np.zeros(shape)  # time since the last pulse (stretched law)
+        self.filaments: Any = None  # a ``drivers.sim.diffusive.DiffusiveFilaments``: relaxation by ruptures
 
     def part(self, index: int | tuple[int, ...]) -> DeviceArray:
         """The devices at ``index`` (e.g. one row of an array) as a ``DeviceArray`` of views into this one:
@@ -90,6 +91,7 @@ class DeviceArray:
         for name in (*_PARAMETERS, *_STATE):
             setattr(sub, name, getattr(self, name)[index])
         sub.shape = sub.g_fast_siemens.shape
+        sub.filaments = None if self.filaments is None else self.filaments.part(index)
         return sub
 
     # -- ground truth --------------------------------------------------------------------------
@@ -151,6 +153,9 @@ class DeviceArray:
         d, b = self.card.decay, self.card.bias
         v = np.clip(bias_v, b.bias_min_v, b.bias_max_v)
         tau = tau_at_bias(v, self.tau_ref_s, b.bias_ref_v, b.bias_efold_v)
+        if self.filaments is not None:  # diffusive filaments: plateaus and ruptures
+            fast = self.filaments.conductance_siemens(self.age_s + dt_s)
+            return fast, self._like(self.g_slow_siemens, fast)
         if d.law == "exp":
             fast = decay_exp(self.g_fast_siemens, dt_s, tau)
             return fast, self._like(self.g_slow_siemens, fast)
@@ -190,3 +195,5 @@ class DeviceArray:
         np.copyto(self.g_fast_siemens, fast, where=where)
         np.copyto(self.g_slow_siemens, slow, where=where)
         np.copyto(self.age_s, 0.0, where=where)
+        if self.filaments is not None:
+            self.filaments.form(self.g_fast_siemens + self.g_slow_siemens, where)

@@ -14,6 +14,7 @@ from device_models.chip import device_grid
 from drivers.sim.b2900 import B2900Emulator
 from drivers.sim.clock import VirtualClock
 from drivers.sim.devices import DeviceArray
+from drivers.sim.diffusive import DEVICE_TYPES, DiffusiveFilaments
 from drivers.sim.emulator import DEFAULT_LINE_FREQUENCY_HZ, SmuEmulator
 from drivers.sim.faults import Faults
 from drivers.sim.k2450 import K2450Emulator
@@ -71,8 +72,12 @@ class SimLab:
 class SimArray:
     """A rows x cols array of devices behind a simulated crossbar controller, on its own virtual clock."""
 
-    def __init__(self, rows: int, cols: int, seed: int = 0, card: DeviceCard | None = None) -> None:
-        self.rows, self.cols, self.seed = rows, cols, seed
+    def __init__(
+        self, rows: int, cols: int, seed: int = 0, card: DeviceCard | None = None, device: str = "memristive"
+    ) -> None:
+        if device not in DEVICE_TYPES:
+            raise ValueError(f"unknown simulated device type {device!r}; known: {', '.join(DEVICE_TYPES)}")
+        self.rows, self.cols, self.seed, self.device = rows, cols, seed, device
         self.card = load_card(card)
         self.clock = VirtualClock()
         self.devices = DeviceArray(  # the chip: the same draw as the realisation of an R x C/2 pair array
@@ -81,6 +86,10 @@ class SimArray:
             np.random.default_rng([seed, 1000 + rows * 1000 + cols]),
             chip=device_grid(self.card, seed, rows, cols),
         )
+        if device == "diffusive":  # relaxation by ruptures, mean strand life = the card's tau at 0 V
+            self.devices.filaments = DiffusiveFilaments(
+                (rows, cols), self.devices.tau_s(0.0), np.random.default_rng([seed, 7, rows, cols])
+            )
         # the virtual time (s) up to which each row's devices have been evolved (see XbarFirmware)
         self.settled_s = np.full(rows, self.clock.now_s())
 

@@ -2,8 +2,9 @@
 
 Registered through ``serial.protocol_handler_packages`` (see ``drivers.transport``), so
 ``serial.serial_for_url("xbarsim://8x8?seed=1")`` opens a port whose other end is ``XbarFirmware``.
-Query parameters: ``seed`` (int), ``protocol`` (3, the default, with line biases; 2 for a controller
-without them; 1 for a legacy v1 firmware), and any
+Query parameters: ``seed`` (int), ``device`` (``memristive``, the default, or ``diffusive``: filaments
+that relax by ruptures, ``drivers.sim.diffusive``), ``protocol`` (3, the default, with line biases; 2
+for a controller without them; 1 for a legacy v1 firmware), and any
 ``ControllerFaults`` field (``timeout_on=READ``, ``drop_after=5``, ``garbage_on=SIZE?``,
 ``truncate_on=READROW``, ``stuck_at_s=0.5``, ``stuck_device=2,3``, ``corrupt_on=PULSE``,
 ``late_on=READROW``, ``reject_on=BIAS`` (refused with ``ERR STATE``), ``drop_on=BIAS`` (the link drops
@@ -25,13 +26,14 @@ import serial
 from pydantic import Field
 from serial.serialutil import SerialBase, SerialException
 
+from drivers.sim.diffusive import DEVICE_TYPES
 from drivers.sim.faults import Faults
 from drivers.sim.lab import SimArray
 from drivers.sim.xbar_firmware import XbarFirmware
 from drivers.xbar_protocol import body_text, frame
 
-_ARRAYS: dict[tuple[int, int, int], SimArray] = {}
-_FIRMWARES: dict[tuple[int, int, int], XbarFirmware] = {}
+_ARRAYS: dict[tuple[int, int, int, str], SimArray] = {}
+_FIRMWARES: dict[tuple[int, int, int, str], XbarFirmware] = {}
 DEFAULT_PROTOCOL = 3
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
@@ -56,25 +58,27 @@ class ControllerFaults(Faults):
     )
 
 
-def sim_array(rows: int, cols: int, seed: int) -> SimArray:
-    """The persistent simulated array behind ``xbarsim://ROWSxCOLS?seed=SEED``."""
-    key = (rows, cols, seed)
+def sim_array(rows: int, cols: int, seed: int, device: str = "memristive") -> SimArray:
+    """The persistent simulated array behind ``xbarsim://ROWSxCOLS?seed=SEED&device=DEVICE``."""
+    key = (rows, cols, seed, device)
     if key not in _ARRAYS:
-        _ARRAYS[key] = SimArray(rows, cols, seed)
+        _ARRAYS[key] = SimArray(rows, cols, seed, device=device)
     return _ARRAYS[key]
 
 
-def sim_firmware(rows: int, cols: int, seed: int, protocol: int | None = None) -> XbarFirmware:
-    """The persistent controller behind ``xbarsim://ROWSxCOLS?seed=SEED``; asking for another
-    ``protocol`` than it runs reflashes it (its settings, line biases and line buffer start over, the
-    array stays); ``None``: the one it runs (a new one runs the newest, 3)."""
-    key = (rows, cols, seed)
+def sim_firmware(
+    rows: int, cols: int, seed: int, protocol: int | None = None, device: str = "memristive"
+) -> XbarFirmware:
+    """The persistent controller behind ``xbarsim://ROWSxCOLS?seed=SEED&device=DEVICE``; asking for
+    another ``protocol`` than it runs reflashes it (its settings, line biases and line buffer start over,
+    the array stays); ``None``: the one it runs (a new one runs the newest, 3)."""
+    key = (rows, cols, seed, device)
     firmware = _FIRMWARES.get(key)
     if protocol is None:
         protocol = firmware.protocol if firmware is not None else DEFAULT_PROTOCOL
     if firmware is None or firmware.protocol != protocol:
         # the devices keep their history: the array carries the time each row was settled to
-        firmware = XbarFirmware(sim_array(rows, cols, seed), protocol=protocol)
+        firmware = XbarFirmware(sim_array(rows, cols, seed, device), protocol=protocol)
         _FIRMWARES[key] = firmware
     return firmware
 
@@ -85,8 +89,9 @@ def forget_arrays() -> None:
     _FIRMWARES.clear()
 
 
-def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults]:
-    """(rows, cols, seed, protocol, faults) from an ``xbarsim://`` URL; ValueError naming the problem."""
+def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults, str]:
+    """(rows, cols, seed, protocol, faults, device type) from an ``xbarsim://`` URL; ValueError naming
+    the problem."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "xbarsim":
         raise ValueError(f"not an xbarsim:// URL: {url!r}")
@@ -96,6 +101,9 @@ def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults]:
     params = dict(urllib.parse.parse_qsl(parts.query))
     seed = int(params.pop("seed", 0))
     protocol = int(params.pop("protocol", DEFAULT_PROTOCOL))
+    device = params.pop("device", "memristive")
+    if device not in DEVICE_TYPES:
+        raise ValueError(f"xbarsim device must be one of {', '.join(DEVICE_TYPES)}, got {device!r}")
     if protocol not in (1, 2, 3):
         raise ValueError(f"xbarsim protocol must be 1, 2 or 3, got {protocol}")
     if "stuck_device" in params:
@@ -104,7 +112,7 @@ def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults]:
         faults = ControllerFaults.model_validate(params)
     except Exception as exc:
         raise ValueError(f"bad xbarsim URL parameters {sorted(params)}: {exc}") from None
-    return int(m.group(1)), int(m.group(2)), seed, protocol, faults
+    return int(m.group(1)), int(m.group(2)), seed, protocol, faults, device
 
 
 class Serial(SerialBase):
@@ -119,10 +127,10 @@ class Serial(SerialBase):
         if self.is_open:
             raise SerialException("port already open")
         try:
-            rows, cols, seed, protocol, faults = parse_url(self._port)
+            rows, cols, seed, protocol, faults, device = parse_url(self._port)
         except ValueError as exc:
             raise SerialException(str(exc)) from None
-        self.firmware = sim_firmware(rows, cols, seed, protocol)
+        self.firmware = sim_firmware(rows, cols, seed, protocol, device)
         self.firmware.faults = faults
         self.faults = faults
         self.array = self.firmware.array
