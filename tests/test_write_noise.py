@@ -32,6 +32,7 @@ ALL_OFF = dict(
     quantise=False,
     saturation=False,
     bias_limits=False,
+    bias="device",  # the idealised per-device bias: unclipped, any lambda
     fault_aware=False,
 )
 DT_S = 0.1
