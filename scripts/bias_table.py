@@ -69,7 +69,8 @@ def main() -> None:
             joules = row["energy_j"]
             energy = f"{joules * 1e6:.3g} uJ {unit}" if task == "art" else f"{joules:.3g} J {unit}"
             chips = f"{len(row['chips'])} ({row['chips'][0]}-{row['chips'][-1]})"
-            cells = (task.upper(), row["bias"], f"{row['dac_count']:,}", row["model"], chips, skill, energy)
+            model = row["model"] + (" on a calibration record" if row["calibration"] else "")
+            cells = (task.upper(), row["bias"], f"{row['dac_count']:,}", model, chips, skill, energy)
             print("| " + " | ".join(cells) + " |")
 
 
