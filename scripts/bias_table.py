@@ -47,6 +47,7 @@ def main() -> None:
                 "skill_min": summary["min"],
                 "worst_chip": summary["worst_chip"],
                 "chips": summary["chips"],
+                "per_chip": runs[0]["n"] if task == "art" else len(runs[0]["earned_scores"]),
                 "seed": summary["seed"],
                 "energy_j": sum(energy_per_unit_j(r, task) for r in runs) / len(runs),
                 "dac_count": dac_count(bias, SHAPES[task]),
@@ -54,7 +55,7 @@ def main() -> None:
                 "commands": [r["command"] for r in runs],
             }
     out.write_text(json.dumps(table, indent=1) + "\n")
-    header = ("task", "bias", "bias sources (DACs)", "model", "chips", "skill: mean (worst chip)", "energy")
+    header = ("task", "bias", "bias sources", "model", "held-out chips", "skill: mean (worst chip)", "energy")
     print("| " + " | ".join(header) + " |")
     print("|---|---|---|---|---|---|---|")
     order = {name: i for i, name in enumerate(BIAS_TOPOLOGIES)}
@@ -68,8 +69,10 @@ def main() -> None:
             )
             joules = row["energy_j"]
             energy = f"{joules * 1e6:.3g} uJ {unit}" if task == "art" else f"{joules:.3g} J {unit}"
-            chips = f"{len(row['chips'])} ({row['chips'][0]}-{row['chips'][-1]})"
-            cells = (task.upper(), row["bias"], f"{row['dac_count']:,}", row["model"], chips, skill, energy)
+            what = "sequences" if task == "art" else "games"
+            chips = f"{len(row['chips'])} ({row['chips'][0]}-{row['chips'][-1]}) x {row['per_chip']:,} {what}"
+            model = row["model"] + (" on a calibration record" if row["calibration"] else "")
+            cells = (task.upper(), row["bias"], f"{row['dac_count']:,}", model, chips, skill, energy)
             print("| " + " | ".join(cells) + " |")
 
 
