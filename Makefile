@@ -6,7 +6,7 @@ SPEC_HASH := $(shell cat pyproject.toml scripts/install.sh | sha256sum | cut -c1
 STAMP := $(VENV)/.installed-$(SPEC_HASH)
 PACKAGES := hwloop device_models drivers calibration experiments
 
-.PHONY: setup demo test test-slow lint format bench clean
+.PHONY: setup demo test test-slow lint format bench docs clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	start=$$(date +%s); for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done; \
