@@ -54,7 +54,13 @@ from device_models.bias_lines import (
 from device_models.card import DeviceCard, load_card
 from device_models.chip import draw_chip
 from device_models.errors import HwloopError
-from device_models.laws import DEFAULT_HORIZON_STEPS, step_retention
+from device_models.laws import (
+    DEFAULT_HORIZON_STEPS,
+    exp_retention,
+    exp_tau_s,
+    log_step_time,
+    step_retention,
+)
 from device_models.memristor import (
     bias_energy_j,
     bias_for_tau,
@@ -329,8 +335,7 @@ class Realisation:
     def _bias_of(self, decay: _Decay, lam: Array) -> Array:
         """Decay bias (V, unclipped) at which each device of ``decay`` retains ``lam`` in (0, 1) per step:
         the inverse of ``_lambda_of`` (for "exp", tau = -dt / ln lambda), then ``bias_for_tau``."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ln_y = np.log(-np.log(lam))  # ln(dt / tau) for "exp"
+        ln_y = log_step_time(lam)  # ln(dt / tau) for "exp"
         for i, table in enumerate(self._tables):
             if table is not None:
                 sel = decay.shape == i
@@ -440,8 +445,8 @@ class Realisation:
 
         if self.bias == "none":
             return target
-        tau_needed = -self.dt_s / torch.log(target)
-        bias = self.v_char - t(self._known.efold_v) * torch.log(tau_needed / t(self._known.tau1_s))
+        tau_needed = exp_tau_s(target, self.dt_s)
+        bias = bias_for_tau(tau_needed, t(self._known.tau1_s), self.v_char, t(self._known.efold_v))
         bias = bias.clamp(b.bias_min_v, b.bias_max_v)
         if self.bias in ("lines", "rows"):
             rows = torch.cat([bias[0], bias[1]], dim=1)  # (H, 2K) as the array's lines see it
@@ -451,8 +456,8 @@ class Realisation:
             held = held.expand_as(rows).clamp(b.bias_min_v, b.bias_max_v)
             k = self.shape[1]
             bias = torch.stack([held[:, :k], held[:, k:]])
-        tau = t(self._true.tau1_s) * torch.exp(-(bias - self.v_char) / t(self._true.efold_v))
-        achieved = torch.exp(-self.dt_s / tau)
+        tau = tau_at_bias(bias, t(self._true.tau1_s), self.v_char, t(self._true.efold_v))
+        achieved = exp_retention(self.dt_s, tau)
         exp_law = torch.as_tensor(self._true.shape == 0) & torch.as_tensor(self._tables[0] is None)
         out = torch.where(exp_law, achieved, target)
         return torch.where(torch.as_tensor(self.usable), out, torch.zeros_like(out))

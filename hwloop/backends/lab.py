@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
+from device_models.laws import exp_tau_s
 from hwloop.backends.emulated import EmulatedCrossbar
 from hwloop.crossbar import Readout, StepResult, Synapses
 from hwloop.errors import HwloopError, ShapeError
@@ -411,7 +412,7 @@ class LabCrossbar:
             return float(self.rest_s)
         lam = self.lam_idle[self.real.usable]
         slowest = float(lam.max()) if lam.size else 0.0
-        return 0.0 if slowest <= 0 else 5 * -self.dt_s / math.log(min(slowest, 1 - 1e-12))
+        return 0.0 if slowest <= 0 else 5 * float(exp_tau_s(min(slowest, 1 - 1e-12), self.dt_s))
 
     # -- the step --------------------------------------------------------------------------------
     def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
