@@ -57,13 +57,13 @@ from torch import Tensor
 from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias, check_topology
 from device_models.card import DeviceCard, load_card
 from device_models.mapping import weight_scale_siemens, weights_to_pair
-from device_models.memristor import card_pulse_kwargs, depression_width_s
 from device_models.programming import (
     VERIFY_SEED_OFFSET,
     FaultReport,
     program_and_verify,
     written_conductance,
 )
+from device_models.pulse_law import PulseLaw
 from device_models.realisation import Realisation
 from hwloop.backends.emulated_kernels import emulated_read, emulated_update, write_noise_key
 from hwloop.backends.fused import fusable
@@ -270,13 +270,12 @@ class EmulatedCrossbar:
         sgn = (v2[0] - v2[1]) / 2 * gpw
         self._bias_sgn = sgn.to(dtype) if bool(sgn.abs().max() > 0) else None
         self._g_lt_sum = (self.g_lt_siemens.sum(0) * read).to(dtype)  # (H, K) S, both devices of the pair
-        # small-signal programming energy: width = w_ref * dg / (dg_up_ref * (V/v_ref)^a) per write
-        p = c.pulse
-        amp_term = (c.read.write_v / p.v_ref_v) ** p.amp_exponent
-        self._width_per_siemens = p.width_ref_s / (p.dg_up_ref_siemens * amp_term)
-        kw = card_pulse_kwargs(c)
-        del kw["dg_up_ref_siemens"]
-        self.erase_width_s = depression_width_s(REFRESH_ERASE_LEFT, -c.read.write_v, **kw)
+        # small-signal programming energy from the nominal pulse law (``device_models.pulse_law``): a
+        # write of dG takes width_for_dg(dG) = w_ref (dG / dg(V, w_ref))^(1/b), linear for b = 1
+        law = self._pulse_law = PulseLaw.from_card(c)
+        self._width_per_siemens = law.width_ref_s / float(law.dg(c.read.write_v, law.width_ref_s))
+        erase_drive = law.down_drive(REFRESH_ERASE_LEFT)
+        self.erase_width_s = float(law.width_for_drive(erase_drive, -c.read.write_v))
         # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
         g_up, g_down = (torch.full_like(self.g_lt_siemens, g_min) if exact else self.g_lt_siemens).unbind(0)
         self._g_up, self._g_down = g_up.to(dtype), g_down.to(dtype)
@@ -402,7 +401,7 @@ class EmulatedCrossbar:
         rows: (B, H) bool. Each refreshed row's short-term pair holds f = F / s (weight units). The
         periphery reads every device of the row (read noise, variance proportional to each device's
         conductance), one depression pulse erases the rows to ``REFRESH_ERASE_LEFT`` of their state
-        (the multiplicative depression law, ``depression_width_s``: one pulse for all rows at once),
+        (the multiplicative depression law, ``PulseLaw.down_drive``: one pulse for all rows at once),
         and the read value s f is written again from rest on the device of its sign (cycle-to-cycle
         noise on the written change, as any write). Charged to ``refresh_j``: the reads
         (V_read^2 G t_read), the erase (V^2 G w_erase, G at the state before it, every device of the
@@ -495,9 +494,7 @@ class EmulatedCrossbar:
         else:  # width ~ dg^(1/b): per synapse
             hz = post.unsqueeze(2) * z.unsqueeze(1)
             dg_s = self._gamma64.abs().to(h.dtype) * hz.abs() * self.g_per_weight
-            widths = c.pulse.width_ref_s * (dg_s * self._width_per_siemens / c.pulse.width_ref_s) ** (
-                1 / exponent
-            )
+            widths = self._pulse_law.width_for_dg(dg_s, c.read.write_v)
             up = (hz >= 0) == (self._gamma64 >= 0)
             width_g = float((widths * torch.where(up, self._g_up, self._g_down)).sum())
         self._energy["program_j"] += c.read.write_v**2 * width_g

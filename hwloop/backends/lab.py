@@ -222,6 +222,7 @@ class LabCrossbar:
         idx = self.real.device_index  # row-major into an R x 2C array: THE assignment rule
         self.dev_row, self.dev_col = idx // (2 * C), idx % (2 * C)
         self.device_cols = 2 * C
+        self._row_law = self.real.pulse_law.on_grid(self.dev_row, self.dev_col, (R, 2 * C))
         lam = synapses.lam.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
         self.gamma_block = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1]
         self.lam_target = lam
@@ -588,10 +589,9 @@ class LabCrossbar:
     def _erase_fraction(self) -> np.ndarray:
         """(2, R, C) fraction of its volatile part one longest, largest depression pulse leaves (the
         block's own devices)."""
-        p = self.card.pulse
         v_max, _, w_max = self._pulse_bounds()
-        drive = (v_max / p.v_ref_v) ** p.amp_exponent * (w_max / p.width_ref_s) ** p.width_exponent
-        return np.exp(-drive * p.dg_down_ref_siemens * self.real.pulse_gain / self.real.g_st_max_siemens)
+        law = self.real.pulse_law
+        return law.fraction_left(law.drive(v_max, w_max))
 
     def _write_plan(
         self, g_now: np.ndarray, g_target: np.ndarray
@@ -601,25 +601,21 @@ class LabCrossbar:
         are expected to leave (2, R, C). THE one place F becomes pulses.
 
         Each device's drive (V / v_ref)^a (w / w_ref)^b comes from the pulse law inverted with the block's
-        own devices (``Realisation.pulse_gain``, ``g_st_max_siemens``): soft-bounded potentiation up,
+        own devices (``Realisation.pulse_law``, ``device_models.pulse_law``): soft-bounded potentiation up,
         multiplicative depression down. A row pulse has one width and a signed amplitude per column: the
         width makes the row's largest drive at the largest allowed amplitude, the others get the
         amplitude of their drive; devices that would fall below the pulse threshold go to the next row
         pulse (at most ``PULSES_PER_ROW``); what is left is dropped (counted in ``stats``).
         """
-        p = self.card.pulse
-        gmax, gain = self.real.g_st_max_siemens, self.real.pulse_gain
+        law = self.real.pulse_law
+        gmax = law.g_st_max_siemens
         tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
         up = g_target > g_now + tiny
         down = g_target < g_now - tiny
         room = np.maximum(gmax - g_now, 1e-30)
         frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
-        drive_up = -np.log(frac) * gmax / (p.dg_up_ref_siemens * gain)
-        drive_down = (
-            np.log(np.maximum(g_now, 1e-30) / np.maximum(g_target, 1e-30))
-            * gmax
-            / (p.dg_down_ref_siemens * gain)
-        )
+        drive_up = law.up_drive(frac)
+        drive_down = law.down_drive(np.maximum(g_target, 1e-30) / np.maximum(g_now, 1e-30))
         usable = self.real.usable
         drive = np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))  # signed
         R, D = self.r1 - self.r0, self.device_cols
@@ -631,15 +627,14 @@ class LabCrossbar:
         for q in range(self.pulses_per_row):
             top = np.abs(left).max(axis=1)
             for r in np.flatnonzero(top > 0):
-                w = p.width_ref_s * (top[r] / (v_max / p.v_ref_v) ** p.amp_exponent) ** (1 / p.width_exponent)
-                w = float(np.clip(w, w_min, w_max))
+                row = self._row_law.at(r)  # the (D,) devices of controller row r
                 mag = np.abs(left[r])
-                a = p.v_ref_v * (mag / (w / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
-                a = np.minimum(a, v_max)
-                go = (a >= p.v_threshold_v) & (mag > 0)
+                w = float(np.clip(np.max(row.width_for_drive(mag, v_max)), w_min, w_max))
+                a = np.minimum(row.amplitude_for_drive(mag, w), v_max)
+                go = (a >= law.v_threshold_v) & (mag > 0)
                 widths[q, r] = w
                 amps[q, r] = np.where(go, np.sign(left[r]) * a, 0.0)
-                done = (a / p.v_ref_v) ** p.amp_exponent * (w / p.width_ref_s) ** p.width_exponent
+                done = row.drive(a, w)
                 left[r] = np.where(go, np.sign(left[r]) * np.maximum(mag - done, 0.0), left[r])
                 left[r] = np.where(go & (np.abs(left[r]) < 1e-3 * mag), 0.0, left[r])
             if not left.any():
@@ -648,10 +643,7 @@ class LabCrossbar:
         dropped = np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
-        given = drive - rest
-        g_up = gmax - (gmax - g_now) * np.exp(-np.maximum(given, 0) * p.dg_up_ref_siemens * gain / gmax)
-        g_down = g_now * np.exp(np.minimum(given, 0) * p.dg_down_ref_siemens * gain / gmax)
-        g_next = np.where(given > 0, g_up, np.where(given < 0, g_down, g_now))
+        g_next = law.respond(g_now, drive - rest)
         return widths, amps, ~(dropped[0] | dropped[1]), g_next
 
     def _send(self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray) -> None:
