@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from device_models.array import NonIdealities
 from device_models.bias_lines import DEFAULT_TOPOLOGY
 from device_models.card import DeviceCard, load_card
 from device_models.periphery import Periphery, periphery_read
@@ -72,13 +73,14 @@ PERIPHERIES: dict[str, tuple[Periphery | None, ...]] = {
 class AwareCrossbar:
     """The emulated array, differentiable, with a fresh chip per ``program``.
 
-    Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality switches,
-    max_write_gain); ``redraw``: draw a new chip (seed + count) at every ``program`` (True) or keep
-    chip ``seed`` (False); ``periphery``: "none" (ideal DAC/ADC, as emulated), "aihwkit" (the
-    aihwkit backend's periphery, ``device_models.periphery.Periphery()``) or "both" (alternating
-    per chip); ``bias``: the bias topology (``device_models.bias_lines``); ``normalisation``: "exact"
-    (the digital row scale, refreshes) or "native" (devices decay by themselves, n at the read only:
-    the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode).
+    Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality preset
+    ``nonidealities`` and its switches, max_write_gain; together ``config``, a
+    ``device_models.array.ArrayConfig``); ``redraw``: draw a new chip (seed + count) at every
+    ``program`` (True) or keep chip ``seed`` (False); ``periphery``: "none" (ideal DAC/ADC, as
+    emulated), "aihwkit" (the aihwkit backend's periphery, ``device_models.periphery.Periphery()``)
+    or "both" (alternating per chip); ``bias``: the bias topology (``device_models.bias_lines``);
+    ``normalisation``: "exact" (the digital row scale, refreshes) or "native" (devices decay by
+    themselves, n at the read only: the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode).
     """
 
     name = "aware"
@@ -89,18 +91,19 @@ class AwareCrossbar:
         calibration: str | Path | None = None,
         seed: int = 0,
         dt_s: float = 0.1,
-        read_noise: bool = True,
-        d2d: bool = True,
-        c2c: bool = True,
-        stuck: bool = True,
-        quantise: bool = True,
-        saturation: bool = True,
-        bias_limits: bool = True,
+        read_noise: bool | None = None,
+        d2d: bool | None = None,
+        c2c: bool | None = None,
+        stuck: bool | None = None,
+        quantise: bool | None = None,
+        saturation: bool | None = None,
+        bias_limits: bool | None = None,
         max_write_gain: float = 16.0,
         redraw: bool = True,
         periphery: str = "none",
         bias: str = DEFAULT_TOPOLOGY,
         normalisation: str = "exact",
+        nonidealities: str | NonIdealities | None = None,
     ) -> None:
         if periphery not in PERIPHERIES:
             raise HwloopError(
@@ -129,10 +132,12 @@ class AwareCrossbar:
             energy_counters=False,
             max_write_gain=max_write_gain,
             bias=bias,
+            nonidealities=nonidealities,
         )
-        EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
+        probe = EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
+        self.config = probe.config.model_copy(update={"periphery": periphery})
         self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), float(dt_s)
-        self.read_noise, self.c2c = read_noise, c2c
+        self.read_noise, self.c2c = probe.read_noise, probe.c2c
         self.max_write_gain = float(max_write_gain)
         self.chips_drawn = 0
         self._noise = torch.Generator().manual_seed(self.seed + 7919)

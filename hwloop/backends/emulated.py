@@ -54,8 +54,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from device_models.array import ArrayConfig, NonIdealities
+from device_models.array import nonidealities as nonidealities_of
 from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias, check_topology
-from device_models.card import DeviceCard, load_card
+from device_models.card import DeviceCard
 from device_models.mapping import weight_scale_siemens, weights_to_pair
 from device_models.programming import (
     VERIFY_SEED_OFFSET,
@@ -71,7 +73,7 @@ from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_u
 from hwloop.errors import HwloopError, ShapeError
 
 if TYPE_CHECKING:
-    from device_models.record import CalibrationRecord
+    pass
 
 Normalisation = Literal["exact", "native"]
 REFRESH_ERASE_LEFT = 1e-3  # fraction of its short-term conductance a refresh's erase pulse leaves
@@ -86,6 +88,8 @@ class EmulatedCrossbar:
     seed: draws the chip (device spreads, stuck devices) and seeds the noise generator.
     dt_s: seconds of device time one STPN step represents.
     normalisation: "exact" or "native" (module docstring).
+    nonidealities: a preset of ``device_models.array.NONIDEALITY_PRESETS`` ("default": all on,
+        "ideal-devices", "no-noise", "no-faults"); the switches below, where given, change it.
     read_noise, d2d, c2c, stuck, quantise, saturation, bias_limits: switch each non-ideality.
     energy_counters: accumulate read / programming / decay-bias energy (``energy()``).
     max_write_gain: exact mode: largest write amplification 1/s before a row is refreshed.
@@ -109,17 +113,18 @@ class EmulatedCrossbar:
         seed: int = 0,
         dt_s: float = 0.1,
         normalisation: Normalisation = "exact",
-        read_noise: bool = True,
-        d2d: bool = True,
-        c2c: bool = True,
-        stuck: bool = True,
-        quantise: bool = True,
-        saturation: bool = True,
-        bias_limits: bool = True,
-        energy_counters: bool = True,
+        read_noise: bool | None = None,
+        d2d: bool | None = None,
+        c2c: bool | None = None,
+        stuck: bool | None = None,
+        quantise: bool | None = None,
+        saturation: bool | None = None,
+        bias_limits: bool | None = None,
+        energy_counters: bool | None = None,
         max_write_gain: float = 16.0,
-        fault_aware: bool = True,
+        fault_aware: bool | None = None,
         bias: str = DEFAULT_TOPOLOGY,
+        nonidealities: str | NonIdealities | None = None,
     ) -> None:
         if normalisation not in ("exact", "native"):
             raise HwloopError(f"normalisation must be 'exact' or 'native', got {normalisation!r}")
@@ -128,19 +133,50 @@ class EmulatedCrossbar:
         if not max_write_gain >= 1:
             raise HwloopError(f"max_write_gain must be >= 1, got {max_write_gain}")
         self.bias = check_topology(bias)
-        if not bias_limits and self.bias != "device":
+        switches = nonidealities_of(
+            nonidealities,
+            read_noise=read_noise,
+            d2d=d2d,
+            c2c=c2c,
+            stuck=stuck,
+            quantise=quantise,
+            saturation=saturation,
+            bias_limits=bias_limits,
+            energy_counters=energy_counters,
+            fault_aware=fault_aware,
+        )
+        if not switches.bias_limits and self.bias != "device":
             raise HwloopError(
                 f"bias_limits=False needs bias='device' (unclipped per-device biases), not {bias!r}"
             )
-        self.card = load_card(card)
+        self.config = ArrayConfig.build(
+            card,
+            calibration,
+            seed=int(seed),
+            dt_s=float(dt_s),
+            nonidealities=switches,
+            normalisation=normalisation,
+            max_write_gain=float(max_write_gain),
+            bias=self.bias,
+        )
+        self.card, self.record = self.config.card, self.config.calibration
         if self.card.read.write_v < self.card.pulse.v_threshold_v:
             raise HwloopError("device card: read.write_v is below pulse.v_threshold_v, so no write would act")
-        self.record = _load_record(calibration) if calibration is not None else None
         self.seed, self.dt_s, self.normalisation = int(seed), float(dt_s), normalisation
-        self.read_noise, self.d2d, self.c2c, self.stuck = read_noise, d2d, c2c, stuck
-        self.quantise, self.saturation, self.bias_limits = quantise, saturation, bias_limits
-        self.energy_counters, self.max_write_gain = energy_counters, float(max_write_gain)
-        self.fault_aware = bool(fault_aware)
+        # the switches, read on the per-step paths
+        self.read_noise, self.d2d, self.c2c, self.stuck = (
+            switches.read_noise,
+            switches.d2d,
+            switches.c2c,
+            switches.stuck,
+        )
+        self.quantise, self.saturation, self.bias_limits = (
+            switches.quantise,
+            switches.saturation,
+            switches.bias_limits,
+        )
+        self.energy_counters, self.max_write_gain = switches.energy_counters, float(max_write_gain)
+        self.fault_aware = switches.fault_aware
         self.faults = FaultReport()
         self._noise = torch.Generator().manual_seed(self.seed)
         self._writes = 0  # updates with write noise so far: each has its own noise stream
@@ -162,14 +198,9 @@ class EmulatedCrossbar:
         self._F_out = None
 
     def realisation(self, shape: tuple[int, int]) -> Realisation:
-        """The array this backend emulates for an (H, K) layer (``device_models.realisation``)."""
-        if self.record is not None:
-            return Realisation.from_record(
-                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.stuck, bias=self.bias
-            )
-        return Realisation.from_card(
-            self.card, self.dt_s, self.seed, shape, d2d=self.d2d, stuck=self.stuck, bias=self.bias
-        )
+        """The array this backend emulates for an (H, K) layer: its config compiled
+        (``device_models.array.ArrayConfig.realise``)."""
+        return self.config.realise(shape)
 
     def _program(self, weight: Tensor, lam: Tensor, gamma: Tensor) -> None:
         if not fusable(weight, lam, gamma):
@@ -540,9 +571,3 @@ class EmulatedCrossbar:
         """The long-term weights the devices actually hold, (H, K) in weight units."""
         self._check_programmed()
         return self._W
-
-
-def _load_record(path: str | Path) -> CalibrationRecord:
-    from device_models.record import CalibrationRecord
-
-    return CalibrationRecord.load(path)

@@ -195,7 +195,6 @@ class LabCrossbar:
     # -- programming -----------------------------------------------------------------------------
     def program(self, synapses: Synapses) -> None:
         """Program the emulated array, open the controller, place the block and measure it at rest."""
-        from device_models.realisation import Realisation
         from hwloop.backends.lab_log import LabLog
         from hwloop.pacing import StepPacer
 
@@ -204,21 +203,16 @@ class LabCrossbar:
         self.r0, self.r1 = parse_span(self.rows_text, h, "rows")
         self.c0, self.c1 = parse_span(self.cols_text, k, "cols")
         R, C = self.r1 - self.r0, self.c1 - self.c0
-        if self.calibration is not None:
-            from device_models.record import CalibrationRecord
-
-            record = CalibrationRecord.load(Path(self.calibration))
-            if tuple(record.shape[:2]) != (R, 2 * C):
-                raise HwloopError(
-                    f"lab backend: {self.calibration} calibrates a {record.shape[0]} x {record.shape[1]} "
-                    f"array; the block's devices are the controller's first {R} rows x {2 * C} columns, "
-                    "so calibrate exactly those (hwloop calibrate run --resource ...)"
-                )
-            self.real: Realisation = Realisation.from_record(
-                record, self.dt_s, self.seed, (R, C), card=self.card
+        record = self.emulated.record
+        if record is not None and tuple(record.shape[:2]) != (R, 2 * C):
+            raise HwloopError(
+                f"lab backend: {self.calibration} calibrates a {record.shape[0]} x {record.shape[1]} "
+                f"array; the block's devices are the controller's first {R} rows x {2 * C} columns, "
+                "so calibrate exactly those (hwloop calibrate run --resource ...)"
             )
-        else:
-            self.real = Realisation.from_card(self.card, self.dt_s, self.seed, (R, C))
+        # the block's chip: the emulated array's config compiled for the block (the chip the simulated
+        # lab draws for the same seed: ``device_models.chip``)
+        self.real: Realisation = self.emulated.config.realise((R, C))
         idx = self.real.device_index  # row-major into an R x 2C array: THE assignment rule
         self.dev_row, self.dev_col = idx // (2 * C), idx % (2 * C)
         self.device_cols = 2 * C
