@@ -3,10 +3,13 @@
 An ``ArrayConfig`` holds everything that decides what an array of volatile devices realises: the
 device card (and, optionally, a calibration record of measured devices), the step time ``dt_s``, the
 chip ``seed``, the non-idealities (``NonIdealities``, by named preset or switch by switch), the
-normalisation, the periphery and the bias topology. ``realise(shape)`` compiles it, for an (H, K)
-layer, into the one ``device_models.realisation.Realisation`` every backend reads: the chip (one
-draw, ``device_models.chip``), the decay law and its inverse (``device_models.laws``), the pulse law
-(``device_models.pulse_law``) and the per-device outputs (biases, retention, windows, energies).
+normalisation, the periphery and the bias topology. ``realise(shape)`` makes, for an (H, K) layer,
+the one ``device_models.realisation.Realisation`` every backend reads: the chip (one draw,
+``device_models.chip``), the decay law and its inverse (``device_models.laws``), the pulse law
+(``device_models.pulse_law``) and the per-device answers (biases, retention, pulses, energies).
+``compile(weight, lam, gamma)`` programs a layer's trained synapses onto it: the ``ProgrammedArray``
+(long-term conductances written with fault-aware programming, line voltages, each device's retention,
+the effective gamma, the window, the digital synapses), which the emulated and aware backends run.
 
 Every backend builds its config from its keyword options, so ``--backend-option key=value`` spellings
 keep working: ``--backend-option nonidealities=ideal-devices`` picks a preset,
@@ -21,14 +24,27 @@ keep working: ``--backend-option nonidealities=ideal-devices`` picks a preset,
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import Tensor
 
-from device_models.bias_lines import DEFAULT_TOPOLOGY, BiasTopology
+from device_models.bias_lines import DEFAULT_TOPOLOGY, BiasTopology, LineBias
 from device_models.card import DeviceCard, load_card
 from device_models.errors import HwloopError
+from device_models.mapping import weight_scale_siemens, weights_to_pair
+from device_models.programming import (
+    VERIFY_SEED_OFFSET,
+    FaultReport,
+    program_and_verify,
+    written_conductance,
+)
+from device_models.pulse_law import PulseLaw
 from device_models.realisation import DEFAULT_DT_S, Realisation
 from device_models.record import CalibrationRecord
 
@@ -148,6 +164,138 @@ class ArrayConfig(BaseModel):
         return Realisation.from_card(
             self.card, self.dt_s, chip, shape, d2d=n.d2d, stuck=n.stuck, bias=self.bias
         )
+
+    def compile(self, weight: Tensor, lam: Tensor, gamma: Tensor, noise: torch.Generator) -> ProgrammedArray:
+        """Trained (H, K) synapses programmed onto this array (``compile_array``); ``noise`` draws the
+        programming error."""
+        return compile_array(self, weight, lam, gamma, noise)
+
+
+@dataclass
+class ProgrammedArray:
+    """One layer's trained synapses compiled onto an array (``ArrayConfig.compile``); torch, float64.
+
+    config / real: what was compiled and its chip (``Realisation``: decay law, pulse law, stuck
+    devices). g_per_weight: S per weight unit. g_lt_siemens (2, H, K): long-term conductances of
+    [G+, G-] as written (quantised, programming error, stuck). weight (H, K): the W the array and the
+    periphery hold (weight units). decay_bias_v / retention (2, H, K): each device's bias (V, inside
+    the window) and per-step retention (0 on stuck devices; the trained lambda on digital synapses).
+    line_bias: the line voltages ("lines" / "rows"), else None. gamma (H, K): the effective plasticity
+    (the pair's mean pulse response times the trained gamma; the trained gamma on digital synapses);
+    gamma_pulsed (H, K): the trained gamma on analog synapses, 0 on digital ones (what pulses write).
+    digital_w / digital_f (H, K): synapses whose W z / F the periphery computes (fault-aware
+    programming). window: (lo (H, K), hi (H, K)) bounds of F in weight units, or None (no bound).
+    """
+
+    config: ArrayConfig
+    real: Realisation
+    g_per_weight: float
+    g_lt_siemens: Tensor
+    weight: Tensor
+    decay_bias_v: Tensor
+    retention: Tensor
+    line_bias: LineBias | None
+    gamma: Tensor
+    gamma_pulsed: Tensor
+    digital_w: Tensor
+    digital_f: Tensor
+    window: tuple[Tensor, Tensor] | None
+    faults: FaultReport
+
+    @property
+    def pulse_law(self) -> PulseLaw:
+        """The true devices' pulse law (``Realisation.pulse_law``)."""
+        return self.real.pulse_law
+
+    @property
+    def dac_count(self) -> int:
+        """Independent bias sources (line drivers) the array's topology needs."""
+        return self.real.dac_count
+
+
+def compile_array(
+    config: ArrayConfig, weight: Tensor, lam: Tensor, gamma: Tensor, noise: torch.Generator
+) -> ProgrammedArray:
+    """Program trained (H, K) ``weight``, ``lam``, ``gamma`` onto the array ``config`` realises.
+
+    W: mapped onto [G+, G-] (``device_models.mapping``), written with the config's non-idealities
+    (``device_models.programming.written_conductance``, programming error drawn from ``noise``), then
+    fault-aware programming (verify stream seed + ``VERIFY_SEED_OFFSET``). lambda: each device's decay
+    bias and achieved retention (``Realisation.bias_for_lambda``, under the bias topology). gamma: the
+    pair's mean pulse response (a write hits G+ or G- by its sign). Digital synapses keep the trained
+    values. ``noise`` is the caller's generator: its draws continue in the caller's read noise.
+    """
+    n, card = config.nonidealities, config.card
+    w = weight.detach().to(torch.float64)
+    h, k = w.shape
+    real = config.realise((h, k))
+    stuck = (torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off))
+    win = card.window
+
+    def write(g_target: Tensor, generator: torch.Generator) -> Tensor:  # what the devices do with a write
+        return written_conductance(g_target, card, generator, stuck, quantise=n.quantise, error=n.d2d)
+
+    # long-term conductances: map, quantise, programming error, stuck devices
+    w_max = float(w.abs().max()) or 1.0
+    gpw = weight_scale_siemens(w_max, win.g_min_siemens, win.g_max_siemens)
+    g_target = torch.stack(weights_to_pair(w, win.g_min_siemens, gpw))
+    g_lt = write(g_target, noise)
+
+    # retention: target lambda -> decay bias (known device, clipped) -> the true device's lambda
+    b = card.bias
+    lam64 = lam.detach().to(torch.float64)
+    bias, retention_np = real.bias_for_lambda(lam64.numpy(), clip=n.bias_limits)
+    retention = torch.from_numpy(retention_np)
+    bias_clipped = torch.from_numpy(np.clip(bias, b.bias_min_v, b.bias_max_v))
+    volatile = torch.from_numpy(real.usable)
+    gain = torch.from_numpy(real.pulse_gain)
+    gamma64 = gamma.detach().to(torch.float64)
+    gamma_eff = gamma64 * (gain[0] + gain[1]) / 2  # a write hits G+ or G- by its sign: the pair's mean
+
+    # fault-aware programming: verify, find stuck devices, compensate by the partner or digitally
+    digital_w = digital_f = torch.zeros((h, k), dtype=torch.bool)
+    faults = FaultReport(devices=2 * h * k)
+    if n.fault_aware:
+        verify = torch.Generator().manual_seed(config.seed + VERIFY_SEED_OFFSET)
+
+        def respond(target: Tensor, which: Tensor) -> Tensor:
+            return write(target, verify)
+
+        g_lt, digital_w, digital_f, faults = program_and_verify(
+            g_target, g_lt, w * gpw, card, respond, verify
+        )
+    W = torch.where(digital_w, w, (g_lt[0] - g_lt[1]) / gpw)  # periphery: W z itself
+
+    retention = torch.where(digital_f, lam64, retention)  # digital F: the exact trained law
+    volatile = volatile | digital_f
+    gamma_eff = torch.where(digital_f, gamma64, gamma_eff)
+    # per device, no source is spent on a digital synapse; lines bias every device on them
+    decay_bias = torch.where(digital_f, 0.0, bias_clipped) if config.bias == "device" else bias_clipped
+
+    # finite short-term window (and stuck devices that cannot hold any) in weight units
+    window: tuple[Tensor, Tensor] | None = None
+    if n.saturation or not bool(volatile.all()):  # stuck or broken devices hold no short-term part
+        window_s = torch.from_numpy(real.g_st_max_siemens)
+        cap = window_s if n.saturation else torch.full((2, h, k), math.inf, dtype=torch.float64)
+        cap = torch.where(volatile, cap, 0.0) / gpw
+        cap = torch.where(digital_f, math.inf, cap)
+        window = (-cap[1], cap[0])
+    return ProgrammedArray(
+        config=config,
+        real=real,
+        g_per_weight=gpw,
+        g_lt_siemens=g_lt,
+        weight=W,
+        decay_bias_v=decay_bias,
+        retention=retention,
+        line_bias=real.line_bias,
+        gamma=gamma_eff,
+        gamma_pulsed=torch.where(digital_f, 0.0, gamma64),
+        digital_w=digital_w,
+        digital_f=digital_f,
+        window=window,
+        faults=faults,
+    )
 
 
 def _validated(model: Any, data: dict[str, Any], what: str) -> Any:

@@ -157,6 +157,9 @@ class CardNoiseModel(BaseNoiseModel):
         return g_prog
 
 
+AIHWKIT_PRESETS: dict[str, Literal["on", "off"]] = {"default": "on", "ideal-devices": "off"}
+
+
 class AihwkitCrossbar:
     """A batch of analog arrays on aihwkit tiles; see the module docstring for the mapping.
 
@@ -166,7 +169,8 @@ class AihwkitCrossbar:
     path), ``noise`` ("on" | "off"), ``normalisation`` ("exact" | "native"), ``renorm_range`` (>1,
     the write gain range of exact mode), ``dt_s`` (the step time, s), ``writes`` ("deterministic" |
     "stochastic" pulse trains for F, module docstring), ``fault_aware`` (program-and-verify with
-    compensation, as on the emulated backend; default on).
+    compensation, as on the emulated backend; default on), ``nonidealities`` ("default" = noise on,
+    "ideal-devices" = noise off: the presets of ``device_models.array`` the tiles can do).
 
     The array is ``device_models.realisation.Realisation`` (from the card, or the record), as on the
     emulated backend: the same device per synapse (``device_index``), the same decay bias and
@@ -197,8 +201,16 @@ class AihwkitCrossbar:
         writes: Literal["deterministic", "stochastic"] = "deterministic",
         fault_aware: bool = True,
         bias: str = DEFAULT_TOPOLOGY,
+        nonidealities: str | None = None,
     ) -> None:
         self.bias = check_topology(bias)
+        if nonidealities is not None:  # the tiles' noise is all or nothing: two presets spell it
+            if nonidealities not in AIHWKIT_PRESETS:
+                raise HwloopError(
+                    f"aihwkit backend: nonidealities={nonidealities!r}; it takes "
+                    f"{' or '.join(AIHWKIT_PRESETS)} (the same as noise=on / noise=off)"
+                )
+            noise = AIHWKIT_PRESETS[nonidealities]
         if writes not in PULSE_TYPES:
             raise HwloopError(
                 f"aihwkit backend: writes must be 'deterministic' or 'stochastic', got {writes!r}"

@@ -154,26 +154,26 @@ class AwareCrossbar:
         chip = EmulatedCrossbar(seed=seed, **self._chip_options)  # type: ignore[arg-type]
         chip.program(synapses)
         self.chip = chip
+        prog = chip.programmed  # the compiled array (``device_models.array.ProgrammedArray``)
         weight, lam, gamma = synapses
         dtype = weight.dtype
-        self._W = weight + (chip.effective_weight.to(dtype) - weight).detach()
-        r = chip.retention.to(dtype)  # (2, H, K): 0 on stuck devices
+        self._W = weight + (prog.weight.to(dtype) - weight).detach()
+        r = prog.retention.to(dtype)  # (2, H, K): 0 on stuck devices
         volatile = r != 0
         # the gradient flows through what the topology holds (line voltages by default), the values
         # are the chip's (straight-through for the rest: window bounds, other laws)
-        through = torch.where(chip._analog_f, chip.real.differentiable_retention(lam), lam)
+        analog = ~prog.digital_f
+        through = torch.where(analog, prog.real.differentiable_retention(lam), lam)
         r_plus = torch.where(volatile[0], through[0] + (r[0] - through[0]).detach(), torch.zeros_like(lam))
         r_minus = torch.where(volatile[1], through[1] + (r[1] - through[1]).detach(), torch.zeros_like(lam))
         self._r_mid, self._r_half = (r_plus + r_minus) / 2, (r_plus - r_minus) / 2
-        self._gamma = gamma + (chip._gamma.to(dtype) - gamma).detach()
-        self._window = chip._window
-        self._g_lt_sum = chip._g_lt_sum.to(dtype)  # (H, K) S, both devices of the pair (when read)
-        pulsed = torch.ones_like(weight, dtype=torch.bool)  # synapses written by pulses (c2c noise)
-        if chip._digital is not None:  # fault-aware programming moved these to the digital periphery
-            rows, cols = chip._digital[0], chip._digital[1]
-            pulsed[rows, cols] = False
-        self._pulsed = pulsed
-        self._gpw = float(chip.g_per_weight)
+        self._gamma = gamma + (prog.gamma.to(dtype) - gamma).detach()
+        window = prog.window
+        self._window = None if window is None else (window[0].to(dtype), window[1].to(dtype))
+        # (H, K) S, both devices of the pair (when the array reads them, not the periphery)
+        self._g_lt_sum = (prog.g_lt_siemens.sum(0) * ~prog.digital_w).to(dtype)
+        self._pulsed = analog  # synapses written by pulses (c2c noise); digital ones by the periphery
+        self._gpw = float(prog.g_per_weight)
         self._F_out = None
 
     # -- state -----------------------------------------------------------------------------------

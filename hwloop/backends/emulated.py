@@ -50,7 +50,6 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,13 +57,7 @@ from device_models.array import ArrayConfig, NonIdealities
 from device_models.array import nonidealities as nonidealities_of
 from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias, check_topology
 from device_models.card import DeviceCard
-from device_models.mapping import weight_scale_siemens, weights_to_pair
-from device_models.programming import (
-    VERIFY_SEED_OFFSET,
-    FaultReport,
-    program_and_verify,
-    written_conductance,
-)
+from device_models.programming import FaultReport
 from device_models.pulse_law import PulseLaw
 from device_models.realisation import Realisation
 from hwloop.backends.emulated_kernels import emulated_read, emulated_update, write_noise_key
@@ -205,87 +198,34 @@ class EmulatedCrossbar:
     def _program(self, weight: Tensor, lam: Tensor, gamma: Tensor) -> None:
         if not fusable(weight, lam, gamma):
             raise ShapeError("the emulated backend runs on CPU float32/float64 parameters")
-        c, (h, k), dtype = self.card, weight.shape, weight.dtype
-        win = c.window
-        shape2 = (2, h, k)  # [G+, G-] devices of every synapse
-        real = self.realisation((h, k))
-        self.real = real
-        self.device_index = real.device_index
-        stuck_on, stuck_off = torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off)
-
-        # long-term conductances: map, quantise, programming error, stuck devices
-        w = weight.to(torch.float64)
-        w_max = float(w.abs().max()) or 1.0
-        self.g_per_weight = weight_scale_siemens(w_max, win.g_min_siemens, win.g_max_siemens)
-        g_target = torch.stack(weights_to_pair(w, win.g_min_siemens, self.g_per_weight))
-        stuck = (stuck_on, stuck_off)
-        g_lt = self._write_g(g_target, self._noise, stuck)
-
-        # retention: target lambda -> decay bias (known device, clipped) -> the true device's lambda
-        b = c.bias
-        bias, retention_np = real.bias_for_lambda(lam.to(torch.float64).numpy(), clip=self.bias_limits)
-        self.line_bias: LineBias | None = real.line_bias
-        self.dac_count = real.dac_count
-        retention = torch.from_numpy(retention_np)
-        bias_clipped = torch.from_numpy(np.clip(bias, b.bias_min_v, b.bias_max_v))
-        volatile = torch.from_numpy(real.usable)
-        window_s = torch.from_numpy(real.g_st_max_siemens)
-        gain = torch.from_numpy(real.pulse_gain)
-        pulse_gain = (gain[0] + gain[1]) / 2  # a write hits G+ or G- by its sign: the pair's mean response
-        gamma64 = gamma.to(torch.float64)
-        gamma_eff = gamma64 * pulse_gain
-
-        # fault-aware programming: verify, find stuck devices, compensate by the partner or digitally
-        digital_w = digital_f = torch.zeros((h, k), dtype=torch.bool)
-        self.faults = FaultReport(devices=2 * h * k)
-        if self.fault_aware:
-            verify = torch.Generator().manual_seed(self.seed + VERIFY_SEED_OFFSET)
-
-            def respond(target: Tensor, which: Tensor) -> Tensor:  # what the devices do with a write
-                return self._write_g(target, verify, stuck)
-
-            g_lt, digital_w, digital_f, self.faults = program_and_verify(
-                g_target, g_lt, w * self.g_per_weight, c, respond, verify
-            )
-        self.g_lt_siemens = g_lt
-        W = torch.where(digital_w, w, (g_lt[0] - g_lt[1]) / self.g_per_weight)  # periphery: W z itself
-        self._W = W.to(dtype)
-
-        lam64 = lam.to(torch.float64)
-        retention = torch.where(digital_f, lam64, retention)  # digital F: the exact trained law
-        volatile = volatile | digital_f
-        gamma_eff = torch.where(digital_f, gamma64, gamma_eff)
-        self.retention = retention
-        # per device, no source is spent on a digital synapse; lines bias every device on them
-        self.decay_bias_v = (
-            torch.where(digital_f, 0.0, bias_clipped) if self.bias == "device" else bias_clipped
-        )
+        k, dtype = weight.shape[1], weight.dtype
+        # the config compiled with the trained synapses: chip, fault-aware programming, line voltages,
+        # retention, effective gamma, window (``device_models.array.compile_array``)
+        prog = self.programmed = self.config.compile(weight, lam, gamma, self._noise)
+        self.real, self.device_index = prog.real, prog.real.device_index
+        self.g_per_weight, self.g_lt_siemens, self.faults = prog.g_per_weight, prog.g_lt_siemens, prog.faults
+        self.line_bias: LineBias | None = prog.line_bias
+        self.dac_count = prog.dac_count
+        self._W = prog.weight.to(dtype)
+        self.retention, self.decay_bias_v = prog.retention, prog.decay_bias_v
+        retention = prog.retention
         self._r_mid = ((retention[0] + retention[1]) / 2).to(dtype)
         self._r_half = ((retention[0] - retention[1]) / 2).to(dtype)
-        self._gamma = gamma_eff.to(dtype)
-        self._gamma64 = torch.where(digital_f, 0.0, gamma64)  # the pulsed change per write (energy)
+        self._gamma = prog.gamma.to(dtype)
+        self._gamma64 = prog.gamma_pulsed  # the pulsed change per write (energy)
+        digital_f = prog.digital_f
         self._analog_f = ~digital_f  # (H, K) synapses whose F sits on devices (refreshes touch these)
         self._digital: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
         if bool(digital_f.any()):
             rows, cols = digital_f.nonzero(as_tuple=True)
             flat = rows * k + cols
+            lam64, gamma64 = lam.to(torch.float64), gamma.to(torch.float64)
             self._digital = (rows, cols, flat, lam64[rows, cols].to(dtype), gamma64[rows, cols].to(dtype))
-
-        # finite short-term window (and stuck devices that cannot hold any) in weight units
-        self._window: tuple[Tensor, Tensor] | None = None
-        if self.saturation or not bool(volatile.all()):  # stuck or broken devices hold no short-term part
-            cap = window_s if self.saturation else torch.full(shape2, math.inf, dtype=torch.float64)
-            cap = torch.where(volatile, cap, 0.0) / self.g_per_weight
-            cap = torch.where(digital_f, math.inf, cap)
-            self._window = ((-cap[1]).to(dtype), cap[0].to(dtype))
-        self._energy_constants(dtype, read=~digital_w)
-
-    def _write_g(self, g_target: Tensor, generator: torch.Generator, stuck: tuple[Tensor, Tensor]) -> Tensor:
-        """What a write of long-term conductances ``g_target`` (S) leaves on the devices, with this
-        backend's switches (``device_models.programming.written_conductance``)."""
-        return written_conductance(
-            g_target, self.card, generator, stuck, quantise=self.quantise, error=self.d2d
+        window = prog.window
+        self._window: tuple[Tensor, Tensor] | None = (
+            None if window is None else (window[0].to(dtype), window[1].to(dtype))
         )
+        self._energy_constants(dtype, read=~prog.digital_w)
 
     def _energy_constants(self, dtype: torch.dtype, read: Tensor) -> None:
         """Per-synapse sums of the energy counters; ``read`` (H, K): synapses whose W devices are read

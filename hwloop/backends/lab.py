@@ -122,6 +122,8 @@ class LabCrossbar:
         largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
         biases are sent again and read back (a controller that lost them is corrected; logged);
         pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time).
+    nonidealities: the emulated array's preset (``device_models.array.NONIDEALITY_PRESETS``); the block's
+        chip model is compiled from the same config.
     """
 
     name = "lab"
@@ -147,6 +149,7 @@ class LabCrossbar:
         max_write_gain: float = 16.0,
         bias_check_steps: int = 100,
         pulses_per_row: int = PULSES_PER_ROW,
+        nonidealities: str | None = None,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -172,6 +175,7 @@ class LabCrossbar:
             seed=seed,
             dt_s=dt_s,
             normalisation=normalisation,  # type: ignore[arg-type]
+            nonidealities=nonidealities,
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
         self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
