@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from device_models.array import ArrayConfig, nonidealities
 from device_models.bias_lines import DEFAULT_TOPOLOGY
 from device_models.card import DeviceCard
 from device_models.mapping import weight_scale_siemens
 from device_models.pulse_law import PulseLaw
-from device_models.realisation import Realisation
 from device_models.record import CalibrationError, CalibrationRecord
 
 Array = NDArray[np.float64]
@@ -142,7 +142,10 @@ def map_trained(
     if not g_per_weight > 0:
         raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
     shape = (lam_t.shape[0], lam_t.shape[1])
-    real = Realisation.from_record(record, dt_s, seed, shape, card=card, stuck=False, bias=bias)
+    config = ArrayConfig.build(
+        card, record, dt_s=dt_s, seed=seed, bias=bias, nonidealities=nonidealities(stuck=False)
+    )
+    real = config.realise(shape)  # the array the backends build from this record (no drawn stuck devices)
     bias_v, achieved = real.bias_for_lambda(lam_t)
     broken = ~real.usable.all(0)
     lam_hw = np.where(broken, np.nan, real.synapse_retention(achieved))
