@@ -94,6 +94,12 @@ def log_step_time(lam: Any) -> Any:
         return np.log(-np.log(lam))
 
 
+def retention_of_log_step_time(ln_y: Any) -> Any:
+    """Per-step retention (1) at the log-time ln(dt / tau) = ``ln_y``: exp(-exp(ln_y)), the inverse of
+    ``log_step_time`` (numpy)."""
+    return np.exp(-np.exp(ln_y))
+
+
 def step_retention(
     law: str,
     dt_s: Array | float,

@@ -60,6 +60,7 @@ from device_models.laws import (
     exp_retention,
     exp_tau_s,
     log_step_time,
+    retention_of_log_step_time,
     step_retention,
 )
 from device_models.memristor import (
@@ -337,7 +338,8 @@ class Realisation:
         for i, table in enumerate(self._tables):
             if table is not None:
                 sel = decay.shape == i
-                lam = np.where(sel, np.exp(-np.exp(np.interp(np.log(self.dt_s / tau), _GRID_LN, table))), lam)
+                ln_y = np.interp(np.log(self.dt_s / tau), _GRID_LN, table)
+                lam = np.where(sel, retention_of_log_step_time(ln_y), lam)
         return lam
 
     def _bias_of(self, decay: _Decay, lam: Array) -> Array:
@@ -528,7 +530,7 @@ def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]
         lam, _ = step_retention(
             law, steps, np.ones_like(steps), rep[:, 0], rep[:, 1], rep[:, 2], horizon_steps
         )
-        ln_q = np.log(-np.log(np.clip(lam, 1e-300, 1 - 1e-16))).reshape(len(which), y.size)
+        ln_q = log_step_time(np.clip(lam, 1e-300, 1 - 1e-16)).reshape(len(which), y.size)
         for row, i in enumerate(which):
             tables[i] = np.maximum.accumulate(ln_q[row])
     return tables
