@@ -111,3 +111,15 @@ def test_line_biased_retention_is_the_device_law_solved_at_row_minus_column_volt
     np.testing.assert_allclose(prog.retention.numpy()[held], expected[held], rtol=1e-12)
     assert np.all((bias >= b.bias_min_v - 1e-12) & (bias <= b.bias_max_v + 1e-12))
     np.testing.assert_allclose(prog.decay_bias_v.numpy(), bias, atol=1e-12)
+
+
+def test_an_emulated_array_built_from_its_config_is_the_same_array() -> None:
+    syn = _synapses(seed=4)
+    first = EmulatedCrossbar(seed=9, nonidealities="no-faults", bias="rows", dt_s=0.05)
+    again = EmulatedCrossbar.from_config(first.config)
+    first.program(syn)
+    again.program(syn)
+    assert again.config == first.config
+    assert torch.equal(first.effective_weight, again.effective_weight)
+    assert torch.equal(first.retention, again.retention)
+    assert first.dac_count == again.dac_count == 4  # rows: one driver per row line

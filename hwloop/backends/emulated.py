@@ -66,7 +66,7 @@ from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_u
 from hwloop.errors import HwloopError, ShapeError
 
 if TYPE_CHECKING:
-    pass
+    from device_models.record import CalibrationRecord
 
 Normalisation = Literal["exact", "native"]
 REFRESH_ERASE_LEFT = 1e-3  # fraction of its short-term conductance a refresh's erase pulse leaves
@@ -76,8 +76,8 @@ class EmulatedCrossbar:
     """STPN synapses on emulated volatile memristors; every non-ideality has its own switch.
 
     card: device card path or instance (default: the shipped illustrative SrTiO3 card).
-    calibration: a calibration record JSON (``device_models.record.CalibrationRecord``); its per-device
-        decay and pulse response replace the card's nominal values and drawn spreads.
+    calibration: a calibration record (JSON path or ``device_models.record.CalibrationRecord``); its
+        per-device decay and pulse response replace the card's nominal values and drawn spreads.
     seed: draws the chip (device spreads, stuck devices) and seeds the noise generator.
     dt_s: seconds of device time one STPN step represents.
     normalisation: "exact" or "native" (module docstring).
@@ -102,7 +102,7 @@ class EmulatedCrossbar:
     def __init__(
         self,
         card: str | Path | DeviceCard | None = None,
-        calibration: str | Path | None = None,
+        calibration: str | Path | CalibrationRecord | None = None,
         seed: int = 0,
         dt_s: float = 0.1,
         normalisation: Normalisation = "exact",
@@ -181,6 +181,20 @@ class EmulatedCrossbar:
         self._energy: dict[str, float] = {}
         self.refresh_rows, self.max_gain_seen = 0, 1.0
         self.reset_energy()
+
+    @classmethod
+    def from_config(cls, config: ArrayConfig) -> EmulatedCrossbar:
+        """The emulated array of an ``ArrayConfig`` (``device_models.array``), as the options build one."""
+        return cls(
+            card=config.card,
+            calibration=config.calibration,
+            seed=config.seed,
+            dt_s=config.dt_s,
+            normalisation=config.normalisation,
+            max_write_gain=config.max_write_gain,
+            bias=config.bias,
+            nonidealities=config.nonidealities,
+        )
 
     # -- programming -----------------------------------------------------------------------------
     def program(self, synapses: Synapses) -> None:
