@@ -17,7 +17,8 @@ answers both directions of every form the project uses: the small-signal width o
 (``width_for_dg``), the soft-bound drive between two states (``up_drive`` / ``down_drive``) and its
 response (``respond``), the width or amplitude of a drive. Built from a card (``from_card``, the chip's
 d2d factors optional) or from a calibration record (``from_record``: each device's own exponents and
-depression gain). Elementwise on numpy arrays, floats or torch tensors (scalar laws).
+depression gain). Elementwise on numpy arrays and floats; ``drive``, ``dg`` and ``width_for_dg`` of a
+law of scalars also take torch tensors (the emulated backend's per-step energy).
 """
 
 from __future__ import annotations
