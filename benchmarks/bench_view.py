@@ -76,7 +76,9 @@ rng = np.random.default_rng(0)
 rows = [dict(step=k, episode=0, t_start_s=k / 15, t_end_s=k / 15 + 0.03, lateness_s=0.0, wall_s=0.0,
              t_read_s=np.zeros(8), current_a=rng.normal(size=(8, 16)), z=np.zeros(8), h=np.zeros(8),
              f_measured=rng.normal(size=(8, 8)), f_target=np.zeros((8, 8)), f_model=rng.normal(size=(8, 8)),
-             pulse_width_s=np.zeros((2, 8)), pulse_amplitude_v=np.zeros((2, 8, 16))) for k in range(64)]
+             f_diff=np.zeros((8, 8)), row_scale=np.ones(8), row_norm=np.ones(8),
+             refreshed=np.zeros(8, np.int8), dropped=0, pulse_width_s=np.zeros((2, 8)),
+             pulse_amplitude_v=np.zeros((2, 8, 16))) for k in range(64)]
 time.sleep({WARMUP_S})  # lets a viewer attach before the timed appends
 start = time.perf_counter(); cpu0 = time.process_time()
 for k in range({LAB_STEPS}):
@@ -172,6 +174,7 @@ def main() -> None:
                     )
             results[name] = runs
     headline = []
+    default = args.period_ms == 1000
     summary: dict[str, dict[str, float]] = {}
     for name, runs in results.items():
         med = {k: statistics.median(v) for k, v in runs.items()}
@@ -186,7 +189,9 @@ def main() -> None:
                 "name": f"{name} writer wall time, viewer attached vs not",
                 "value": round(ratio, 3),
                 "unit": "x",
-                "goal": f"<= {GOAL}",
+                "goal": f"<= {GOAL}" if default else None,
+                # the viewer as shipped (refresh every 1 s) is the default configuration
+                "default_configuration": default,
             }
         )
     load = os.getloadavg()[0]

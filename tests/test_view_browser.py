@@ -54,7 +54,7 @@ for r in range(8):
 f.close()
 """
 
-# A lab step log in the lab backend's format: 8 x 8 block, 20 steps/s for 80 steps, two games of 40
+# A lab step log in the lab backend's format: 8 x 8 block, 10 steps/s for 80 steps, two games of 40
 # steps (the model F is NaN at a game's first step, as the lab backend logs it); synapse (0, 0) is
 # digital (left out of the fidelity). Step k sends (k % 5) row pulses, drops (k % 3) writes, and
 # refreshes one row on every 10th step; step 40 ends 1 ms late.
@@ -177,7 +177,7 @@ def test_campaign_page_follows_a_campaign_being_written(tmp_path: Path, viewer) 
 
 def test_lab_page_follows_a_game_log_being_written(tmp_path: Path, viewer) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "game.h5"
-    writer = _writer(LAB_WRITER, path, 0.05)
+    writer = _writer(LAB_WRITER, path, 0.1)
     try:
         _wait_file(path, writer)
         url = viewer(path)
