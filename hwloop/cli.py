@@ -14,6 +14,7 @@ from hwloop.commands.instruments import app as instruments_app
 from hwloop.commands.lab import app as lab_app
 from hwloop.commands.pong import app as pong_app
 from hwloop.commands.sweep import app as sweep_app
+from hwloop.commands.view import view_cmd
 from hwloop.errors import HwloopError
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app.add_typer(lab_app, name="lab", help="Lab runs (mixed mode): fidelity report 
 app.add_typer(
     sweep_app, name="sweep", help="Variability-tolerance sweeps on Ray: run a spec, report thresholds."
 )
+app.command("view", help="Follow a campaign file or a lab step log live in the browser.")(view_cmd)
 
 
 def main() -> None:

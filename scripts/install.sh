@@ -18,6 +18,14 @@ if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
     as_root apt-get install -y -qq libopenblas-dev
 fi
 
+# The browser tests of `hwloop view` drive Debian's headless Chromium (no browser download).
+# Best effort: without it those tests skip with the reason.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "[setup] installing chromium (browser tests of hwloop view)"
+    { as_root apt-get update -qq && as_root apt-get install -y -qq chromium; } \
+        || echo "[setup] chromium not installed: the browser tests will skip"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV with $PYTHON_BIN"
     "$PYTHON_BIN" -m venv "$VENV"

@@ -24,7 +24,7 @@ HEAVY = (
     "calibration",
     "drivers",
 )
-HELPS = [[], ["art"], ["pong"], ["calibrate"], ["devices"], ["instruments"]]
+HELPS = [[], ["art"], ["pong"], ["calibrate"], ["devices"], ["instruments"], ["view"]]
 
 # Runs every --help in one fresh interpreter and reports, per command, the heavy modules it loaded.
 PROBE = """
