@@ -224,7 +224,11 @@ def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], Non
     # (a monotone law whose residual jumps, ``stepwise``, is no competitor: a resolved collapse that
     # the compressed law follows leaves such jumps in every monotone law's residual)
     monotone = [
-        np.where(np.isfinite(fits[law].aicc) & (fits[law].status != "stepwise"), fits[law].aicc, np.inf)
+        np.where(
+            np.isfinite(fits[law].aicc) & ~np.isin(fits[law].status, ("stepwise", "no_convergence")),
+            fits[law].aicc,
+            np.inf,
+        )
         for law in order
         if law != "compressed"
     ]
