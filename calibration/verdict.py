@@ -62,7 +62,7 @@ JUMP_CONTRAST = 0.5  # the data's shift one window earlier and later is < half t
 # per step (a jump time and a level) the staircase pays ln N (BIC, in sigma^2 units: ``_staircase``)
 STAIRCASE_ADEQUATE = 1.5  # ... and leaves no more than 1.5x the read noise's sum of squares
 STAIRCASE_GAIN = 15.0  # a staircase beats the law by this penalised gain (in sigma^2): stepwise
-COLLAPSE_SAMPLES = 2.0  # a compressed-law collapse faster than this many sample intervals is a jump
+COLLAPSE_SAMPLES = 4.0  # a compressed-law collapse faster than this many sample intervals is a jump
 STEP_BETA = 90.0  # ... and so is one at the top of the law's range (beta < 100): it wants to be sharper
 JUMP_MISSED = 0.5  # the law missed at least half of the data's shift (it did not follow a resolved collapse)
 MAX_JUMPS = 4  # jumps kept per trace (the largest first)
