@@ -15,6 +15,9 @@ for tuning:
 
 Prints a markdown table per kind; ``--json`` keeps the numbers, ``--figure`` plots the not-ok rate of
 stepwise traces and the false-stepwise / not-ok rates of the clean laws against the noise.
+``--boundary NOISE`` measures where the misses are: each stepwise trace's distance to the nearest smooth
+law (the least RSS any law leaves on the noise-free trace, in units of the noise variance: what a perfect
+test could at best use) against the fraction caught (not ``ok``).
 """
 
 from __future__ import annotations
@@ -85,6 +88,27 @@ def cell(kind: str, noise_rel: float, n: int, seeds: list[int]) -> dict[str, obj
     }
 
 
+def boundary(noise_rel: float, n: int, seeds: list[int]) -> list[str]:
+    """Caught fraction of stepwise traces binned by their distance to the nearest smooth law (sigma^2)."""
+    dist, caught = [], []
+    for kind in ("steps", "steps+tail"):
+        for seed in seeds:
+            rng = np.random.default_rng([seed, KINDS.index(kind), round(noise_rel * 1e4)])
+            g, _ = traces(kind, noise_rel, n, rng)
+            rng = np.random.default_rng([seed, KINDS.index(kind), round(noise_rel * 1e4)])
+            clean, _ = traces(kind, 0.0, n, rng)  # the same draws without noise
+            rss = [fit_decay(T, clean, model=law).rmse ** 2 * T.size for law in KINDS[2:]]
+            dist.append(np.nanmin(np.stack(rss), axis=0) / (noise_rel * AMP) ** 2)
+            caught.append(fit_decay(T, g, model="auto").status != "ok")
+    d, c = np.concatenate(dist), np.concatenate(caught)
+    out = [f"| distance to the nearest law (sigma^2), noise {noise_rel:.0%} | traces | caught |"]
+    out.append("|---|---|---|")
+    for lo, hi in ((0, 10), (10, 20), (20, 40), (40, 80), (80, np.inf)):
+        sel = (d >= lo) & (d < hi)
+        out.append(f"| {lo}-{hi} | {sel.sum()} | {np.mean(c[sel]) if sel.any() else float('nan'):.1%} |")
+    return out
+
+
 def table(rows: list[dict[str, object]]) -> str:
     """Markdown tables of the rows: stepwise kinds, then clean laws."""
     out = ["| stepwise traces | noise | not `ok` | `stepwise` | lambdas leaked | `ok` as |"]
@@ -145,7 +169,11 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=None, help="noise levels (fractions)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--boundary", type=float, default=None, help="noise level of the boundary table")
     args = parser.parse_args()
+    if args.boundary is not None:
+        print("\n".join(boundary(args.boundary, args.n, args.seeds)))
+        return
     rows = []
     for kind in args.kinds:
         levels = args.noise or (STEP_NOISE if kind.startswith("steps") else LAW_NOISE)
