@@ -15,7 +15,7 @@ from calibration.fit import fit_decay
 from calibration.storage import CampaignFile
 from device_models.laws import relaxation
 from device_models.record import CalibrationError
-from device_models.stepwise import draw_ruptures, held_fraction, stepwise_conductance
+from device_models.stepwise import Ruptures, draw_ruptures, held_fraction, stepwise_conductance
 from drivers import SafetyLimits, open_instrument
 from drivers.sim.protocol_xbarsim import forget_arrays
 
@@ -45,12 +45,16 @@ def test_the_generator_holds_plateaus_and_drops_by_each_strands_share():
 
 
 @pytest.mark.parametrize("tail", [False, True])
-@pytest.mark.parametrize("noise_rel", [0.005, 0.02, 0.05])
+@pytest.mark.parametrize("noise_rel", [0.005, 0.02, 0.05, 0.1])
 def test_stepwise_relaxations_get_no_ok_and_no_lambda(noise_rel, tail):
     rng = np.random.default_rng([11, int(noise_rel * 1000), tail])
-    rup, g = stepwise_traces(rng, 80, noise_rel, tail)
+    n = 150 if noise_rel >= 0.1 else 80
+    rup, g = stepwise_traces(rng, n, noise_rel, tail)
     fit = fit_decay(T, g, model="auto")
-    assert np.mean(fit.status != "ok") >= 0.95, dict(
+    # 10% noise: 95-96% measured on 400 traces (docs/calibration.md); 150 traces: a binomial margin
+    # (main before the BIC staircase: ~81%)
+    floor = 0.92 if noise_rel >= 0.1 else 0.95
+    assert np.mean(fit.status != "ok") >= floor, dict(
         zip(*np.unique(fit.status, return_counts=True), strict=True)
     )
     assert np.all(np.isnan(fit.lam(0.01)[~fit.ok]))
@@ -66,7 +70,7 @@ def test_stepwise_relaxations_get_no_ok_and_no_lambda(noise_rel, tail):
 def test_clean_laws_are_not_stepwise(law):
     rng = np.random.default_rng([12, len(law)])
     n = 120
-    for noise_rel in (0.001, 0.02, 0.1):
+    for noise_rel in (0.001, 0.02, 0.05, 0.1):
         tau = np.exp(rng.uniform(np.log(0.1), np.log(0.8), n))
         tau2, w1 = tau * rng.uniform(5, 20, n), rng.uniform(0.3, 0.7, n)
         beta = rng.uniform(0.3, 0.8, n) if law == "stretched" else rng.uniform(1.5, 4.0, n)
@@ -74,6 +78,30 @@ def test_clean_laws_are_not_stepwise(law):
         g = 1e-6 + 1e-5 * phi + noise_rel * 1e-5 * rng.standard_normal((n, T.size))
         fit = fit_decay(T, g, model="auto")
         assert np.mean(fit.status == "stepwise") <= 0.01, (noise_rel, np.sum(fit.status == "stepwise"))
+        # and the law still describes them (a compressed collapse of >= 6.6 sample intervals is resolved)
+        assert np.mean(fit.ok) >= (0.97 if law != "biexp" or noise_rel < 0.1 else 0.9), (
+            noise_rel,
+            dict(zip(*np.unique(fit.status, return_counts=True), strict=True)),
+        )
+
+
+def test_a_few_ruptures_one_sample_apart_are_a_jump_not_a_compressed_collapse():
+    """Three ruptures within two sample intervals: the compressed law fits them as a collapse of ~2-3
+    sample intervals, which the sampling cannot tell from jumps; a collapse of beta 2-4 spread over tens
+    of samples stays a compressed law."""
+    rng = np.random.default_rng(14)
+    n = 60
+    first = rng.uniform(0.1, 1.0, n)
+    rup_t = np.stack([first, first + 0.01, first + 0.02, np.full(n, np.nan)], axis=1)
+    share = np.array([0.3, 0.4, 0.3, 0.0])
+    g = stepwise_conductance(T, Ruptures(rup_t, np.tile(share, (n, 1))), 1e-6, 1e-5)
+    g = g + 0.02 * 1e-5 * rng.standard_normal(g.shape)
+    fit = fit_decay(T, g, model="auto")
+    assert np.all(fit.status != "ok"), dict(zip(*np.unique(fit.status, return_counts=True), strict=True))
+    smooth = 1e-6 + 1e-5 * relaxation("compressed", T, first[:, None] + 0.2, beta=rng.uniform(2, 4, (n, 1)))
+    smooth = smooth + 0.02 * 1e-5 * rng.standard_normal(smooth.shape)
+    fit = fit_decay(T, smooth, model="auto")
+    assert np.mean(fit.ok & (fit.law == "compressed")) >= 0.97
 
 
 def test_survival_summary_is_the_median_last_rupture_over_cycles():
