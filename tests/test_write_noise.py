@@ -20,7 +20,7 @@ from scipy import stats
 
 from device_models.card import DEFAULT_CARD, DeviceCard
 from hwloop.backends.emulated import EmulatedCrossbar
-from hwloop.backends.emulated_kernels import QUANTILES, dense_normals, normals, row_key, write_noise_key
+from hwloop.backends.emulated_kernels import QUANTILES, normals, row_key, write_noise_key
 from hwloop.crossbar import Synapses
 from hwloop.stpn import STPN
 
@@ -65,14 +65,11 @@ def test_the_noise_stream_is_standard_normal() -> None:
 
 
 @pytest.mark.parametrize("n", [400_001, 2_592])
-def test_the_refresh_noise_stream_is_standard_normal(n: int) -> None:
-    """A row refresh's dense stream (central formula vectorised, tails from the table): KS against
+def test_rows_of_any_length_draw_standard_normals(n: int) -> None:
+    """Rows of K (a refresh) and long rows: central formula vectorised, tails from the table; KS against
     N(0, 1), mean, variance, the 2, 3 and 4 sigma tail fractions, both halves of a word uncorrelated."""
     eps = np.concatenate(
-        [
-            dense_normals(np.uint64(row_key(np.uint64(11), np.uint64(r))), n, QUANTILES)
-            for r in range(400_001 // n)
-        ]
+        [normals(np.uint64(row_key(np.uint64(11), np.uint64(r))), n, QUANTILES) for r in range(400_001 // n)]
     )
     size = eps.size
     assert stats.kstest(eps, "norm").pvalue > 1e-3
@@ -83,7 +80,7 @@ def test_the_refresh_noise_stream_is_standard_normal(n: int) -> None:
         observed = float((np.abs(eps) > k).mean())
         assert abs(observed - p) < 5 * math.sqrt(p * (1 - p) / size) + 1 / size
     assert np.abs(eps).max() > 4.0
-    row = dense_normals(np.uint64(5), 100_000, QUANTILES)
+    row = normals(np.uint64(5), 100_000, QUANTILES)
     assert abs(np.corrcoef(row[:50_000], row[50_000:])[0, 1]) < 4 / math.sqrt(50_000)
 
 

@@ -183,13 +183,6 @@ def _normal_of(bits, table):  # pragma: no cover
     return a + frac * (table[k + 1] - a)
 
 
-@njit(inline="always")
-def _pair_at(key, counter):  # pragma: no cover
-    """Two 32-bit halves of random word ``counter`` of stream ``key`` (counter-based SplitMix64)."""
-    x = _mix64(key + (counter + np.uint64(1)) * _GOLDEN)
-    return x >> np.uint64(32), x & _LOW32
-
-
 @njit(cache=True)
 def row_key(key, row):  # pragma: no cover
     """The key of the write-noise stream of row ``row`` = b H + i in the stream of one update."""
@@ -211,23 +204,6 @@ def _pulsed_columns(z, cols, nnz):  # pragma: no cover
                 cols[b, m] = j
                 m += 1
         nnz[b] = m
-
-
-@njit(inline="always")
-def _row_normals(key, n, table, out):  # pragma: no cover
-    """out[:n] = the first ``n`` standard normals of stream ``key`` (out holds n + 1)."""
-    for m in range(0, n, 2):
-        hi, lo = _pair_at(key, np.uint64(m // 2))
-        out[m] = _normal_of(hi, table)
-        out[m + 1] = _normal_of(lo, table)
-
-
-@njit(cache=True)
-def normals(key, n, table):  # pragma: no cover - the write-noise stream, for tests and the docs
-    """The first ``n`` standard normals of stream ``key`` (as the update kernel draws a row's)."""
-    out = np.empty(n + 1)
-    _row_normals(key, n, table, out)
-    return out[:n]
 
 
 _U32 = 2.0**-32
@@ -269,8 +245,9 @@ def _dense_normals(key, n, u, out, table):  # pragma: no cover
 
 
 @njit(cache=True, error_model="numpy")
-def dense_normals(key, n, table):  # pragma: no cover - the refresh-noise stream of one row, for tests
-    """The ``n`` standard normals of stream ``key`` as a row refresh draws them (one per column)."""
+def normals(key, n, table):  # pragma: no cover - the noise stream of one row, for tests and the docs
+    """The ``n`` standard normals of stream ``key``, as a row's write noise (n = its pulsed columns) or
+    its refresh (n = K) draws them."""
     u, out = np.empty(n + 1), np.empty(n + 1)
     _dense_normals(key, n, u, out, table)
     return out[:n]
@@ -302,9 +279,10 @@ def _refreshed_row(
 
 
 @njit(inline="always")
-def _noise_row(key, b, H, i, n_b, col, sig, table, eps, mult):  # pragma: no cover
-    """mult[j] = 1 + sigma_ij eps for the n_b pulsed columns col[:n_b] of row (b, i) (mult is all 1)."""
-    _row_normals(_row_key(key, np.uint64(b * H + i)), n_b, table, eps)
+def _noise_row(key, b, H, i, n_b, col, sig, table, u, eps, mult):  # pragma: no cover
+    """mult[j] = 1 + sigma_ij eps for the n_b pulsed columns col[:n_b] of row (b, i) (mult is all 1):
+    eps[m] the m-th of the row's n_b normals (``_dense_normals``)."""
+    _dense_normals(_row_key(key, np.uint64(b * H + i)), n_b, u, eps, table)
     for m in range(n_b):
         j = col[m]
         mult[j] = 1 + sig[j] * eps[m]
@@ -373,13 +351,13 @@ def _update_rows(
         thread = numba.get_thread_id()
         mult = ones[thread]
         eps = np.empty(K + 1)
+        u = np.empty(K + 1)
         if with_c2c:
             for b in range(b0, min(b0 + 4, B)):
-                _noise_row(key, b, H, i, nnz[b], cols[b], sig, table, eps, mult[b - b0])
+                _noise_row(key, b, H, i, nnz[b], cols[b], sig, table, u, eps, mult[b - b0])
         # refreshed rows (exact mode): the array's read + erase + rewrite, in a buffer of this thread
         f_in = (F[b0, i], F[min(b0 + 1, B - 1), i], F[min(b0 + 2, B - 1), i], F[min(b0 + 3, B - 1), i])
         if with_refresh:
-            u = np.empty(K + 1)
             bufs = refreshed[thread]
             read_var, c2c_r, two_g_min, gpw = refresh_consts  # (weight units)^2 / S, 1, S, S
             for b in range(b0, min(b0 + 4, B)):
@@ -559,7 +537,7 @@ def emulated_update(
     ``refresh``: None, or the exact mode's row refreshes (``Refresh``): each flagged row (b, i) is first
     rewritten as the array does it (``_refreshed_row``: read noise through the old scale s_prev and the
     rewrite's c2c noise, one normal per synapse from stream ``row_key(key, b * H + i)`` of
-    ``dense_normals``), then decays and is written as any row.
+    ``normals``), then decays and is written as any row.
     F is never overwritten. Also returns sum_j write_coef_ij |z_bj| (B, H), gathered in the same pass,
     and with ``refresh`` a (B, H, 2) float64 array: per refreshed row the sums over its analog synapses
     of g_pair (S) and of |F| rewritten (weight units), for the refresh energy (0 on other rows).
