@@ -7,9 +7,10 @@ of a synapse is its pair's mean over usable devices, NaN where a device is broke
 
 Plasticity: one Hebbian event gamma * h * z changes F by that many weight units, i.e. a device's
 short-term conductance by dG = gamma h z g_per_weight siemens (``device_models.mapping``). The pulse
-response calibrated per device, dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b (small-signal, from rest),
-says which pulse (amplitude V, width w) writes a given dG, and which |dG| an allowed pulse range
-can write at all.
+response calibrated per device, dG = dg_ref (|V|/V_ref)^a (w/w_ref)^b (small-signal, from rest: the
+one ``device_models.pulse_law.PulseLaw``, which the backends' realisation reads per device too), says
+which pulse (amplitude V, width w) writes a given dG, and which |dG| an allowed pulse range can write
+at all.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from device_models.array import ArrayConfig, nonidealities
 from device_models.bias_lines import DEFAULT_TOPOLOGY
 from device_models.card import DeviceCard
 from device_models.mapping import weight_scale_siemens
-from device_models.realisation import Realisation
+from device_models.pulse_law import PulseLaw
 from device_models.record import CalibrationError, CalibrationRecord
 
 Array = NDArray[np.float64]
@@ -45,41 +47,36 @@ class PulseWindow:
             raise CalibrationError(f"pulse window needs 0 < min <= max for amplitude and width, got {self}")
 
 
-def _pulse_law(record: CalibrationRecord) -> tuple[Array, Array, Array, Array, float, float]:
+def _pulse_law(record: CalibrationRecord) -> PulseLaw:
+    """The record's per-device pulse law (``device_models.pulse_law.PulseLaw``, (D,)), one clear error
+    when the record has none."""
     if record.reference_pulse is None:
         raise CalibrationError("the calibration record has no pulse response (reference_pulse is missing)")
-    up, down = record.array("dg_up_siemens"), np.abs(record.array("dg_down_siemens"))
-    a, b = record.array("amp_exponent"), record.array("width_exponent")
-    return up, down, a, b, record.reference_pulse.amplitude_v, record.reference_pulse.width_s
+    return PulseLaw.from_record(record)
 
 
 def pulse_width_for_update(
     record: CalibrationRecord, dg_siemens: Array, amplitude_v: float, polarity: int = 1
 ) -> Array:
     """Pulse width (s) per device writing |dG| = ``dg_siemens`` at ``amplitude_v`` (V), from the record's
-    pulse response (potentiation for polarity +1, depression for -1). NaN where the device has none."""
-    up, down, a, b, v_ref, w_ref = _pulse_law(record)
-    dg_ref = up if polarity > 0 else down
+    pulse response (potentiation for polarity +1, depression for -1): ``PulseLaw.width_for_dg``. NaN
+    where the device has none."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return w_ref * (np.abs(dg_siemens) / (dg_ref * (amplitude_v / v_ref) ** a)) ** (1.0 / b)
+        return np.asarray(_pulse_law(record).width_for_dg(dg_siemens, amplitude_v, 1 if polarity > 0 else -1))
 
 
 def update_range(record: CalibrationRecord, window: PulseWindow) -> tuple[Array, Array]:
     """(smallest, largest) |dG| (S) per device that a pulse inside ``window`` writes in BOTH polarities
     (a Hebbian update h z can have either sign): the weaker polarity bounds the range."""
-    up, down, a, b, v_ref, w_ref = _pulse_law(record)
-
-    def dg(ref: Array, v: float, w: float) -> Array:
-        return ref * (v / v_ref) ** a * (w / w_ref) ** b
-
-    low = np.maximum(
-        dg(up, window.amplitude_min_v, window.width_min_s),
-        dg(down, window.amplitude_min_v, window.width_min_s),
+    law = _pulse_law(record)
+    v_lo, v_hi, w_lo, w_hi = (
+        window.amplitude_min_v,
+        window.amplitude_max_v,
+        window.width_min_s,
+        window.width_max_s,
     )
-    high = np.minimum(
-        dg(up, window.amplitude_max_v, window.width_max_s),
-        dg(down, window.amplitude_max_v, window.width_max_s),
-    )
+    low = np.maximum(law.dg(v_lo, w_lo, 1), law.dg(v_lo, w_lo, -1))
+    high = np.minimum(law.dg(v_hi, w_hi, 1), law.dg(v_hi, w_hi, -1))
     return low, high
 
 
@@ -145,7 +142,10 @@ def map_trained(
     if not g_per_weight > 0:
         raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
     shape = (lam_t.shape[0], lam_t.shape[1])
-    real = Realisation.from_record(record, dt_s, seed, shape, card=card, stuck=False, bias=bias)
+    config = ArrayConfig.build(
+        card, record, dt_s=dt_s, seed=seed, bias=bias, nonidealities=nonidealities(stuck=False)
+    )
+    real = config.realise(shape)  # the array the backends build from this record (no drawn stuck devices)
     bias_v, achieved = real.bias_for_lambda(lam_t)
     broken = ~real.usable.all(0)
     lam_hw = np.where(broken, np.nan, real.synapse_retention(achieved))

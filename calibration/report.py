@@ -32,6 +32,7 @@ from calibration.smu_campaign import PROTOCOL as BIAS_PROTOCOL
 from calibration.storage import CampaignFile
 from calibration.verdict import reason
 from device_models.laws import relaxation
+from device_models.pulse_law import PulseLaw
 from device_models.realisation import DEFAULT_DT_S
 from device_models.record import CalibrationRecord
 
@@ -308,22 +309,17 @@ def failed_fits_page(names: list[str], t: Array, g: Array, path: Path, model: st
 
 
 def _pulses(pulses: Mapping[str, tuple[np.ndarray, ...]], record: CalibrationRecord, path: Path) -> Path:
-    ref = record.reference_pulse
-    assert ref is not None
-    a, b = record.array("amp_exponent"), record.array("width_exponent")
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     device = int(pulses["up"][0][0])
-    for j, (pol, dg_ref) in enumerate(
-        (("up", record.array("dg_up_siemens")), ("down", record.array("dg_down_siemens")))
-    ):
+    law = PulseLaw.from_record(record).at(device)  # the device's own law (device_models.pulse_law)
+    for j, (pol, polarity) in enumerate((("up", 1), ("down", -1))):
         idx, volts, widths, dg = pulses[pol]
         sel = idx == device
         for k, w in enumerate(np.unique(widths[sel])):
             m = sel & (widths == w)
             ax[j].plot(np.abs(volts[m]), np.abs(dg[m]) * 1e9, "o", color=f"C{k}", label=f"{w * 1e6:g} us")
             v = np.linspace(np.abs(volts[m]).min(), np.abs(volts[m]).max(), 50)
-            law = np.abs(dg_ref[device]) * (v / ref.amplitude_v) ** a[device] * (w / ref.width_s) ** b[device]
-            ax[j].plot(v, law * 1e9, "-", color=f"C{k}")
+            ax[j].plot(v, law.dg(v, w, polarity) * 1e9, "-", color=f"C{k}")
         ax[j].set_yscale("log")
         ax[j].set_xlabel("|pulse amplitude| (V)")
         ax[j].set_title(

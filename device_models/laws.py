@@ -1,6 +1,9 @@
 """Decay laws of a volatile conductance and their best per-step (STPN lambda) approximation.
 
-Pure numpy: the fits in ``calibration`` and the record schema (``device_models.record``) share it.
+Pure numpy (the single-exponential pair ``exp_retention`` / ``exp_tau_s`` also takes torch tensors, for
+hardware-aware training): the fits in ``calibration``, the record schema (``device_models.record``) and
+the compiled array (``device_models.realisation``) share it. Every lambda <-> tau conversion of the
+project goes through this module.
 
 Every law is a normalised relaxation phi(t) with phi(0) = 1, t in seconds; a device's short-term
 conductance follows g(t) = g_inf + delta_g * phi(t).
@@ -59,6 +62,44 @@ def relaxation(
     raise ValueError(f"unknown decay law {law!r}; known: {', '.join(LAWS)}")
 
 
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def exp_retention(dt_s: Any, tau_s: Any) -> Any:
+    """Per-step retention (1) of a single-exponential relaxation of time constant ``tau_s`` over a step
+    of ``dt_s`` seconds: exp(-dt / tau). numpy arrays, floats or torch tensors (differentiable)."""
+    if _is_torch(tau_s) or _is_torch(dt_s):
+        import torch
+
+        return torch.exp(-dt_s / tau_s)
+    return np.exp(-np.asarray(dt_s, dtype=np.float64) / tau_s)
+
+
+def exp_tau_s(lam: Any, dt_s: Any) -> Any:
+    """Time constant (s) of the single exponential that retains ``lam`` in (0, 1) per step of ``dt_s``
+    seconds: -dt / ln(lam), the exact inverse of ``exp_retention``. numpy or torch (differentiable)."""
+    if _is_torch(lam):
+        import torch
+
+        return -dt_s / torch.log(lam)
+    with np.errstate(divide="ignore"):
+        return -np.asarray(dt_s, dtype=np.float64) / np.log(lam)
+
+
+def log_step_time(lam: Any) -> Any:
+    """ln(dt / tau) (1) of the single exponential that retains ``lam`` per step: ln(-ln lam), the
+    log-time coordinate in which per-step retention tables of other laws are tabulated (numpy)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(-np.log(lam))
+
+
+def retention_of_log_step_time(ln_y: Any) -> Any:
+    """Per-step retention (1) at the log-time ln(dt / tau) = ``ln_y``: exp(-exp(ln_y)), the inverse of
+    ``log_step_time`` (numpy)."""
+    return np.exp(-np.exp(ln_y))
+
+
 def step_retention(
     law: str,
     dt_s: Array | float,
@@ -77,7 +118,7 @@ def step_retention(
     tau1 = np.atleast_1d(np.asarray(tau1_s, dtype=np.float64))
     dt = np.broadcast_to(np.asarray(dt_s, dtype=np.float64), tau1.shape)
     if law == "exp":
-        lam = np.exp(-dt / tau1)
+        lam = exp_retention(dt, tau1)
         return lam, np.where(np.isfinite(lam), 0.0, np.nan)
     k = np.arange(1, horizon_steps + 1, dtype=np.float64)
 

@@ -42,12 +42,12 @@ def _out(x: Any, *like: Any) -> Any:
 # -- decay ---------------------------------------------------------------------------------------
 
 
-def tau_at_bias(bias_v: X, tau_ref_s: Any, bias_ref_v: float, bias_efold_v: float) -> X:
+def tau_at_bias(bias_v: X, tau_ref_s: Any, bias_ref_v: float, bias_efold_v: Any) -> X:
     """Decay time (s) at decay bias ``bias_v``: tau_ref_s * exp(-(bias_v - bias_ref_v) / bias_efold_v)."""
     return _out(tau_ref_s * _exp(-(bias_v - bias_ref_v) / bias_efold_v), bias_v, tau_ref_s)
 
 
-def bias_for_tau(tau_s: X, tau_ref_s: Any, bias_ref_v: float, bias_efold_v: float) -> X:
+def bias_for_tau(tau_s: X, tau_ref_s: Any, bias_ref_v: float, bias_efold_v: Any) -> X:
     """Decay bias (V) that gives decay time ``tau_s``: the inverse of ``tau_at_bias`` (unclipped)."""
     return _out(bias_ref_v - bias_efold_v * _log(tau_s / tau_ref_s), tau_s, tau_ref_s)
 
@@ -152,6 +152,10 @@ def pulse_response(
     return _out(g, g_st_siemens, amplitude_v, width_s, g_st_max_siemens, dg_up_ref_siemens)
 
 
+# The inverses of the pulse law (width for a change, drive between two states) live in
+# ``device_models.pulse_law.PulseLaw``, per device and both polarities.
+
+
 def card_pulse_kwargs(card: DeviceCard) -> dict[str, float]:
     """The nominal keyword arguments of ``pulse_response`` taken from a card."""
     p = card.pulse
@@ -165,61 +169,6 @@ def card_pulse_kwargs(card: DeviceCard) -> dict[str, float]:
         "amp_exponent": p.amp_exponent,
         "width_exponent": p.width_exponent,
     }
-
-
-def potentiation_width_s(
-    g_st_siemens: X,
-    dg_siemens: Any,
-    amplitude_v: float,
-    *,
-    g_st_max_siemens: Any,
-    dg_up_ref_siemens: Any,
-    v_ref_v: float,
-    width_ref_s: float,
-    v_threshold_v: float = 0.0,
-    amp_exponent: float = 1.0,
-    width_exponent: float = 1.0,
-) -> X:
-    """Pulse width (s) at ``amplitude_v`` > 0 that raises g_st by ``dg_siemens`` >= 0 (inverse of the law).
-
-    ``inf`` where the change does not fit below g_st_max or the amplitude is below threshold.
-    """
-    frac = dg_siemens / (g_st_max_siemens - g_st_siemens)
-    frac = frac.clamp(max=1.0) if isinstance(frac, Tensor) else np.minimum(frac, 1.0)
-    with np.errstate(divide="ignore"):
-        drive = (
-            -(torch.log1p(-frac) if isinstance(frac, Tensor) else np.log1p(-frac))
-            * g_st_max_siemens
-            / dg_up_ref_siemens
-        )
-    if abs(amplitude_v) < v_threshold_v or amplitude_v <= 0:
-        return _out(drive * math.inf, g_st_siemens, dg_siemens, g_st_max_siemens, dg_up_ref_siemens)
-    amp_term = (amplitude_v / v_ref_v) ** amp_exponent
-    width = width_ref_s * (drive / amp_term) ** (1.0 / width_exponent)
-    return _out(width, g_st_siemens, dg_siemens, g_st_max_siemens, dg_up_ref_siemens)
-
-
-def depression_width_s(
-    fraction_left: float,
-    amplitude_v: float,
-    *,
-    g_st_max_siemens: float,
-    dg_down_ref_siemens: float,
-    v_ref_v: float,
-    width_ref_s: float,
-    v_threshold_v: float = 0.0,
-    amp_exponent: float = 1.0,
-    width_exponent: float = 1.0,
-) -> float:
-    """Width (s) of one depression pulse of |``amplitude_v``| that leaves ``fraction_left`` in (0, 1] of
-    every device's short-term conductance: the inverse of ``pulse_response``'s multiplicative law
-    g -> g exp(-drive dg_down / g_max), so one pulse erases a whole row to that fraction.
-
-    ``inf`` below the pulse threshold."""
-    if abs(amplitude_v) < v_threshold_v or abs(amplitude_v) == 0:
-        return math.inf
-    drive = -math.log(fraction_left) * g_st_max_siemens / dg_down_ref_siemens
-    return width_ref_s * (drive / (abs(amplitude_v) / v_ref_v) ** amp_exponent) ** (1.0 / width_exponent)
 
 
 # -- conductance window, noise, currents, energies ------------------------------------------------

@@ -9,7 +9,8 @@ step ``dt_s``. It answers, per device:
 * ``bias_for_lambda``: the decay bias that realises a target lambda and the lambda achieved, under the
   array's bias topology (``device_models.bias_lines``: line voltages by default, a source per device,
   row voltages only, or none);
-* ``pulse_for_write``: the pulse (amplitude, width, count) that writes a target |dG|;
+* ``pulse_law`` / ``pulse_for_write``: the per-device pulse law (``device_models.pulse_law``) and the
+  pulse (amplitude, width, count) that writes a target |dG|;
 * ``read_energy_j`` / ``pulse_energy_j`` / ``bias_power_w``: what a read, a pulse, a held bias cost.
 
 Decay model. A device relaxes by its law phi(t) (``device_models.laws``) with time scale tau1 at the
@@ -54,7 +55,14 @@ from device_models.bias_lines import (
 from device_models.card import DeviceCard, load_card
 from device_models.chip import draw_chip
 from device_models.errors import HwloopError
-from device_models.laws import DEFAULT_HORIZON_STEPS, step_retention
+from device_models.laws import (
+    DEFAULT_HORIZON_STEPS,
+    exp_retention,
+    exp_tau_s,
+    log_step_time,
+    retention_of_log_step_time,
+    step_retention,
+)
 from device_models.memristor import (
     bias_energy_j,
     bias_for_tau,
@@ -62,6 +70,7 @@ from device_models.memristor import (
     read_energy_j,
     tau_at_bias,
 )
+from device_models.pulse_law import PulseLaw
 from device_models.record import CalibrationRecord
 
 Array = NDArray[np.float64]
@@ -138,6 +147,9 @@ class Realisation:
     ``device_index`` (int), ``stuck_on`` / ``stuck_off`` (bool: holds g_max / g_min, no volatile
     state; a broken record device counts as stuck off), ``g_st_max_siemens`` (volatile window, S),
     ``pulse_gain`` (1: the device's potentiation per reference pulse over the card's nominal one).
+    ``pulse_law`` (``device_models.pulse_law.PulseLaw``, per device): the true devices' pulse response,
+    forward and inverse, both polarities; ``known_pulse_law`` the one the controller computes pulses
+    from (a card's nominal device, or each recorded device's own law).
     """
 
     def __init__(
@@ -155,7 +167,8 @@ class Realisation:
         stuck_off: BoolArray,
         g_st_max_siemens: Array,
         pulse_gain: Array,
-        known_pulse_gain: Array,
+        pulse_law: PulseLaw,
+        known_pulse_law: PulseLaw,
         horizon_steps: int = DEFAULT_HORIZON_STEPS,
         record: CalibrationRecord | None = None,
         bias: str = DEFAULT_TOPOLOGY,
@@ -167,11 +180,8 @@ class Realisation:
         self._shapes, self._true, self._known, self.v_char = shapes, true, known, float(v_char)
         self.device_index = device_index
         self.stuck_on, self.stuck_off = stuck_on, stuck_off
-        self.g_st_max_siemens, self.pulse_gain, self._known_gain = (
-            g_st_max_siemens,
-            pulse_gain,
-            known_pulse_gain,
-        )
+        self.g_st_max_siemens, self.pulse_gain = g_st_max_siemens, pulse_gain
+        self.pulse_law, self.known_pulse_law = pulse_law, known_pulse_law
         self._tables = _ln_q_tables(shapes, horizon_steps)
         self.bias: BiasTopology = check_topology(bias)
         self.line_bias: LineBias | None = None  # set by bias_for_lambda for "lines" / "rows"
@@ -214,7 +224,8 @@ class Realisation:
             stuck_off=draws["stuck_off"],
             g_st_max_siemens=c.window.g_st_max_siemens * draws["window"],
             pulse_gain=draws["pulse"],
-            known_pulse_gain=ones,
+            pulse_law=PulseLaw.from_card(c, draws["pulse"], draws["window"]),
+            known_pulse_law=PulseLaw.from_card(c),
             bias=bias,
         )
 
@@ -273,6 +284,9 @@ class Realisation:
         dg_up = record.array("dg_up_siemens")[idx]
         gain = np.where(np.isfinite(dg_up) & (dg_up > 0), dg_up / c.pulse.dg_up_ref_siemens, 1.0)
         v_char = c.bias.bias_ref_v if record.decay_bias_v is None else float(record.decay_bias_v)
+        law = PulseLaw.from_card(c)  # a record without a pulse response: the card's nominal device
+        if record.reference_pulse is not None:  # each device's own law, the card's where it has none
+            law = PulseLaw.from_record(record, c).at(idx).filled(law)
         return cls(
             card=c,
             dt_s=dt_s,
@@ -286,7 +300,8 @@ class Realisation:
             stuck_off=draws["stuck_off"] | broken,
             g_st_max_siemens=c.window.g_st_max_siemens * np.ones((2, *shape)),
             pulse_gain=gain,
-            known_pulse_gain=gain,
+            pulse_law=law,
+            known_pulse_law=law,
             horizon_steps=record.horizon_steps,
             record=record,
             bias=bias,
@@ -323,14 +338,14 @@ class Realisation:
         for i, table in enumerate(self._tables):
             if table is not None:
                 sel = decay.shape == i
-                lam = np.where(sel, np.exp(-np.exp(np.interp(np.log(self.dt_s / tau), _GRID_LN, table))), lam)
+                ln_y = np.interp(np.log(self.dt_s / tau), _GRID_LN, table)
+                lam = np.where(sel, retention_of_log_step_time(ln_y), lam)
         return lam
 
     def _bias_of(self, decay: _Decay, lam: Array) -> Array:
         """Decay bias (V, unclipped) at which each device of ``decay`` retains ``lam`` in (0, 1) per step:
         the inverse of ``_lambda_of`` (for "exp", tau = -dt / ln lambda), then ``bias_for_tau``."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ln_y = np.log(-np.log(lam))  # ln(dt / tau) for "exp"
+        ln_y = log_step_time(lam)  # ln(dt / tau) for "exp"
         for i, table in enumerate(self._tables):
             if table is not None:
                 sel = decay.shape == i
@@ -440,8 +455,8 @@ class Realisation:
 
         if self.bias == "none":
             return target
-        tau_needed = -self.dt_s / torch.log(target)
-        bias = self.v_char - t(self._known.efold_v) * torch.log(tau_needed / t(self._known.tau1_s))
+        tau_needed = exp_tau_s(target, self.dt_s)
+        bias = bias_for_tau(tau_needed, t(self._known.tau1_s), self.v_char, t(self._known.efold_v))
         bias = bias.clamp(b.bias_min_v, b.bias_max_v)
         if self.bias in ("lines", "rows"):
             rows = torch.cat([bias[0], bias[1]], dim=1)  # (H, 2K) as the array's lines see it
@@ -451,8 +466,8 @@ class Realisation:
             held = held.expand_as(rows).clamp(b.bias_min_v, b.bias_max_v)
             k = self.shape[1]
             bias = torch.stack([held[:, :k], held[:, k:]])
-        tau = t(self._true.tau1_s) * torch.exp(-(bias - self.v_char) / t(self._true.efold_v))
-        achieved = torch.exp(-self.dt_s / tau)
+        tau = tau_at_bias(bias, t(self._true.tau1_s), self.v_char, t(self._true.efold_v))
+        achieved = exp_retention(self.dt_s, tau)
         exp_law = torch.as_tensor(self._true.shape == 0) & torch.as_tensor(self._tables[0] is None)
         out = torch.where(exp_law, achieved, target)
         return torch.where(torch.as_tensor(self.usable), out, torch.zeros_like(out))
@@ -462,18 +477,16 @@ class Realisation:
         """Pulses that raise each device's volatile conductance by |dg_siemens| (S), from rest.
 
         Amplitude: the card's write voltage (writes are width-modulated). Width: the known device's
-        small-signal law dG = dg_up_ref gain (V / v_ref)^a (w / w_ref)^b inverted, quantised to
+        small-signal pulse law (``known_pulse_law.width_for_dg``) inverted, quantised to
         ``WIDTH_STEP_S`` and split into ``count`` equal pulses of at most ``WIDTH_MAX_S`` each. The
-        achieved |dG| is the true device's for those pulses. dG = 0 -> count 0.
+        achieved |dG| is the true device's (``pulse_law.dg``) for those pulses. dG = 0 -> count 0.
         """
-        c, p = self.card, self.card.pulse
         dg = np.broadcast_to(np.abs(np.asarray(dg_siemens, dtype=np.float64)), (2, *self.shape))
-        amp = c.read.write_v
-        per_ref = p.dg_up_ref_siemens * (amp / p.v_ref_v) ** p.amp_exponent
-        width = p.width_ref_s * (dg / (per_ref * self._known_gain)) ** (1.0 / p.width_exponent)
+        amp = self.card.read.write_v
+        width = self.known_pulse_law.width_for_dg(dg, amp)
         count = np.where(dg > 0, np.maximum(np.ceil(width / WIDTH_MAX_S), 1), 0).astype(np.int64)
         each = np.where(count > 0, np.round(width / np.maximum(count, 1) / WIDTH_STEP_S) * WIDTH_STEP_S, 0.0)
-        achieved = count * per_ref * self.pulse_gain * (each / p.width_ref_s) ** p.width_exponent
+        achieved = count * self.pulse_law.dg(amp, each)
         return Pulses(np.where(count > 0, amp, 0.0), each, count, np.where(self.usable, achieved, 0.0))
 
     # -- energy ----------------------------------------------------------------------------------
@@ -517,7 +530,7 @@ def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]
         lam, _ = step_retention(
             law, steps, np.ones_like(steps), rep[:, 0], rep[:, 1], rep[:, 2], horizon_steps
         )
-        ln_q = np.log(-np.log(np.clip(lam, 1e-300, 1 - 1e-16))).reshape(len(which), y.size)
+        ln_q = log_step_time(np.clip(lam, 1e-300, 1 - 1e-16)).reshape(len(which), y.size)
         for row, i in enumerate(which):
             tables[i] = np.maximum.accumulate(ln_q[row])
     return tables

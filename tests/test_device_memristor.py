@@ -19,8 +19,6 @@ from device_models.memristor import (
     decay_biexp,
     decay_exp,
     decay_stretched,
-    depression_width_s,
-    potentiation_width_s,
     pulse_energy_j,
     pulse_response,
     quantise_conductance,
@@ -101,27 +99,6 @@ def test_pulse_response_soft_bounds_and_polarity() -> None:
     no_threshold = {**PULSE, "v_threshold_v": 0.0}
     small = pulse_response(0.0, 0.75, 1e-6, **no_threshold)
     assert pulse_response(0.0, 1.5, 1e-6, **no_threshold) / small == pytest.approx(4.0, rel=1e-3)
-
-
-def test_potentiation_width_inverts_the_pulse_response() -> None:
-    g0 = torch.tensor([0.0, 1e-9, 3e-9], dtype=torch.float64)
-    dg = torch.tensor([1e-10, 5e-10, 1e-9], dtype=torch.float64)
-    width = potentiation_width_s(g0, dg, 1.4, **UP)
-    torch.testing.assert_close(pulse_response(g0, 1.4, width, **PULSE), g0 + dg)
-    assert math.isinf(potentiation_width_s(4.9e-9, 2e-10, 1.5, **UP))  # does not fit below saturation
-    assert math.isinf(potentiation_width_s(0.0, 1e-10, 0.3, **UP))  # below threshold
-
-
-def test_one_depression_pulse_of_the_erase_width_leaves_that_fraction_of_every_device() -> None:
-    """The depression law is multiplicative: one pulse scales every device's g_st by the same factor."""
-    down = {k: v for k, v in PULSE.items() if k != "dg_up_ref_siemens"}
-    width = depression_width_s(1e-3, -1.5, **down)
-    g = np.array([1e-10, 1e-9, 4.9e-9])
-    np.testing.assert_allclose(pulse_response(g, -1.5, width, **PULSE), 1e-3 * g, rtol=1e-12)
-    # by hand: drive = ln(1000) g_max / dg_down, width = w_ref drive / (V / v_ref)^2
-    expected = 100e-6 * math.log(1000) * 5e-9 / 4e-10
-    assert width == pytest.approx(expected, rel=1e-12)
-    assert math.isinf(depression_width_s(1e-3, -0.5, **down))  # below threshold
 
 
 def test_quantisation_lands_on_the_nearest_level_inside_the_window() -> None:

@@ -53,8 +53,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from device_models.array import ArrayConfig
 from device_models.bias_lines import DEFAULT_TOPOLOGY, check_topology
-from device_models.card import DeviceCard, load_card
+from device_models.card import DeviceCard
 from device_models.periphery import Periphery
 from device_models.programming import (
     VERIFY_SEED_OFFSET,
@@ -63,7 +64,6 @@ from device_models.programming import (
     written_conductance,
 )
 from device_models.realisation import DEFAULT_DT_S, Realisation
-from device_models.record import CalibrationRecord
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.energy import synaptic_energy_metric
 from hwloop.errors import BackendUnavailable, HwloopError
@@ -157,6 +157,9 @@ class CardNoiseModel(BaseNoiseModel):
         return g_prog
 
 
+AIHWKIT_PRESETS: dict[str, Literal["on", "off"]] = {"default": "on", "ideal-devices": "off"}
+
+
 class AihwkitCrossbar:
     """A batch of analog arrays on aihwkit tiles; see the module docstring for the mapping.
 
@@ -166,7 +169,8 @@ class AihwkitCrossbar:
     path), ``noise`` ("on" | "off"), ``normalisation`` ("exact" | "native"), ``renorm_range`` (>1,
     the write gain range of exact mode), ``dt_s`` (the step time, s), ``writes`` ("deterministic" |
     "stochastic" pulse trains for F, module docstring), ``fault_aware`` (program-and-verify with
-    compensation, as on the emulated backend; default on).
+    compensation, as on the emulated backend; default on), ``nonidealities`` ("default" = noise on,
+    "ideal-devices" = noise off: the presets of ``device_models.array`` the tiles can do).
 
     The array is ``device_models.realisation.Realisation`` (from the card, or the record), as on the
     emulated backend: the same device per synapse (``device_index``), the same decay bias and
@@ -197,8 +201,16 @@ class AihwkitCrossbar:
         writes: Literal["deterministic", "stochastic"] = "deterministic",
         fault_aware: bool = True,
         bias: str = DEFAULT_TOPOLOGY,
+        nonidealities: str | None = None,
     ) -> None:
         self.bias = check_topology(bias)
+        if nonidealities is not None:  # the tiles' noise is all or nothing: two presets spell it
+            if nonidealities not in AIHWKIT_PRESETS:
+                raise HwloopError(
+                    f"aihwkit backend: nonidealities={nonidealities!r}; it takes "
+                    f"{' or '.join(AIHWKIT_PRESETS)} (the same as noise=on / noise=off)"
+                )
+            noise = AIHWKIT_PRESETS[nonidealities]
         if writes not in PULSE_TYPES:
             raise HwloopError(
                 f"aihwkit backend: writes must be 'deterministic' or 'stochastic', got {writes!r}"
@@ -218,9 +230,18 @@ class AihwkitCrossbar:
             raise HwloopError(f"aihwkit backend: dt_s must be a positive number of seconds, got {dt_s}")
         self.dt_s = float(dt_s)
         self.seed = int(seed)
-        self.card = load_card(card)
-        self.record = CalibrationRecord.load(calibration) if calibration is not None else None
         self.noisy = noise == "on"
+        # noise off: a perfect array (no d2d spread, no stuck devices, a bias per device)
+        self.config = ArrayConfig.build(
+            card,
+            calibration,
+            seed=self.seed,
+            dt_s=self.dt_s,
+            normalisation=normalisation,
+            nonidealities="default" if self.noisy else "ideal-devices",
+            bias=self.bias if self.noisy else "device",
+        )
+        self.card, self.record = self.config.card, self.config.calibration
         self.exact = normalisation == "exact"
         self.renorm_range = float(renorm_range)
         self.row_refreshes = 0
@@ -245,15 +266,9 @@ class AihwkitCrossbar:
     # -- programming ------------------------------------------------------------------------------
     def realisation(self, shape: tuple[int, int]) -> Realisation:
         """The array this backend realises for an (H, K) layer (``device_models.realisation``); with
-        noise off: no d2d spread, no stuck devices, and a bias per device (a perfect array)."""
-        bias = self.bias if self.noisy else "device"
-        if self.record is not None:
-            return Realisation.from_record(
-                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.noisy, bias=bias
-            )
-        return Realisation.from_card(
-            self.card, self.dt_s, self.seed, shape, d2d=self.noisy, stuck=self.noisy, bias=bias
-        )
+        noise off: no d2d spread, no stuck devices, and a bias per device (a perfect array): its config
+        compiled (``device_models.array.ArrayConfig.realise``)."""
+        return self.config.realise(shape)
 
     def program(self, synapses: Synapses) -> None:
         """Program W onto the inference tile and keep lambda, gamma for the F tiles (copies, no grad)."""

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from device_models.array import NonIdealities
 from device_models.bias_lines import DEFAULT_TOPOLOGY
 from device_models.card import DeviceCard, load_card
 from device_models.periphery import Periphery, periphery_read
@@ -72,13 +73,14 @@ PERIPHERIES: dict[str, tuple[Periphery | None, ...]] = {
 class AwareCrossbar:
     """The emulated array, differentiable, with a fresh chip per ``program``.
 
-    Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality switches,
-    max_write_gain); ``redraw``: draw a new chip (seed + count) at every ``program`` (True) or keep
-    chip ``seed`` (False); ``periphery``: "none" (ideal DAC/ADC, as emulated), "aihwkit" (the
-    aihwkit backend's periphery, ``device_models.periphery.Periphery()``) or "both" (alternating
-    per chip); ``bias``: the bias topology (``device_models.bias_lines``); ``normalisation``: "exact"
-    (the digital row scale, refreshes) or "native" (devices decay by themselves, n at the read only:
-    the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode).
+    Options as ``EmulatedCrossbar`` (card, calibration, seed, dt_s, the non-ideality preset
+    ``nonidealities`` and its switches, max_write_gain; together ``config``, a
+    ``device_models.array.ArrayConfig``); ``redraw``: draw a new chip (seed + count) at every
+    ``program`` (True) or keep chip ``seed`` (False); ``periphery``: "none" (ideal DAC/ADC, as
+    emulated), "aihwkit" (the aihwkit backend's periphery, ``device_models.periphery.Periphery()``)
+    or "both" (alternating per chip); ``bias``: the bias topology (``device_models.bias_lines``);
+    ``normalisation``: "exact" (the digital row scale, refreshes) or "native" (devices decay by
+    themselves, n at the read only: the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode).
     """
 
     name = "aware"
@@ -89,18 +91,19 @@ class AwareCrossbar:
         calibration: str | Path | None = None,
         seed: int = 0,
         dt_s: float = 0.1,
-        read_noise: bool = True,
-        d2d: bool = True,
-        c2c: bool = True,
-        stuck: bool = True,
-        quantise: bool = True,
-        saturation: bool = True,
-        bias_limits: bool = True,
+        read_noise: bool | None = None,
+        d2d: bool | None = None,
+        c2c: bool | None = None,
+        stuck: bool | None = None,
+        quantise: bool | None = None,
+        saturation: bool | None = None,
+        bias_limits: bool | None = None,
         max_write_gain: float = 16.0,
         redraw: bool = True,
         periphery: str = "none",
         bias: str = DEFAULT_TOPOLOGY,
         normalisation: str = "exact",
+        nonidealities: str | NonIdealities | None = None,
     ) -> None:
         if periphery not in PERIPHERIES:
             raise HwloopError(
@@ -129,10 +132,12 @@ class AwareCrossbar:
             energy_counters=False,
             max_write_gain=max_write_gain,
             bias=bias,
+            nonidealities=nonidealities,
         )
-        EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
+        probe = EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
+        self.config = probe.config.model_copy(update={"periphery": periphery})
         self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), float(dt_s)
-        self.read_noise, self.c2c = read_noise, c2c
+        self.read_noise, self.c2c = probe.read_noise, probe.c2c
         self.max_write_gain = float(max_write_gain)
         self.chips_drawn = 0
         self._noise = torch.Generator().manual_seed(self.seed + 7919)
@@ -149,26 +154,26 @@ class AwareCrossbar:
         chip = EmulatedCrossbar(seed=seed, **self._chip_options)  # type: ignore[arg-type]
         chip.program(synapses)
         self.chip = chip
+        prog = chip.programmed  # the compiled array (``device_models.array.ProgrammedArray``)
         weight, lam, gamma = synapses
         dtype = weight.dtype
-        self._W = weight + (chip.effective_weight.to(dtype) - weight).detach()
-        r = chip.retention.to(dtype)  # (2, H, K): 0 on stuck devices
+        self._W = weight + (prog.weight.to(dtype) - weight).detach()
+        r = prog.retention.to(dtype)  # (2, H, K): 0 on stuck devices
         volatile = r != 0
         # the gradient flows through what the topology holds (line voltages by default), the values
         # are the chip's (straight-through for the rest: window bounds, other laws)
-        through = torch.where(chip._analog_f, chip.real.differentiable_retention(lam), lam)
+        analog = ~prog.digital_f
+        through = torch.where(analog, prog.real.differentiable_retention(lam), lam)
         r_plus = torch.where(volatile[0], through[0] + (r[0] - through[0]).detach(), torch.zeros_like(lam))
         r_minus = torch.where(volatile[1], through[1] + (r[1] - through[1]).detach(), torch.zeros_like(lam))
         self._r_mid, self._r_half = (r_plus + r_minus) / 2, (r_plus - r_minus) / 2
-        self._gamma = gamma + (chip._gamma.to(dtype) - gamma).detach()
-        self._window = chip._window
-        self._g_lt_sum = chip._g_lt_sum.to(dtype)  # (H, K) S, both devices of the pair (when read)
-        pulsed = torch.ones_like(weight, dtype=torch.bool)  # synapses written by pulses (c2c noise)
-        if chip._digital is not None:  # fault-aware programming moved these to the digital periphery
-            rows, cols = chip._digital[0], chip._digital[1]
-            pulsed[rows, cols] = False
-        self._pulsed = pulsed
-        self._gpw = float(chip.g_per_weight)
+        self._gamma = gamma + (prog.gamma.to(dtype) - gamma).detach()
+        window = prog.window
+        self._window = None if window is None else (window[0].to(dtype), window[1].to(dtype))
+        # (H, K) S, both devices of the pair (when the array reads them, not the periphery)
+        self._g_lt_sum = (prog.g_lt_siemens.sum(0) * ~prog.digital_w).to(dtype)
+        self._pulsed = analog  # synapses written by pulses (c2c noise); digital ones by the periphery
+        self._gpw = float(prog.g_per_weight)
         self._F_out = None
 
     # -- state -----------------------------------------------------------------------------------

@@ -50,20 +50,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from device_models.array import ArrayConfig, NonIdealities
+from device_models.array import nonidealities as nonidealities_of
 from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias, check_topology
-from device_models.card import DeviceCard, load_card
-from device_models.mapping import weight_scale_siemens, weights_to_pair
-from device_models.memristor import card_pulse_kwargs, depression_width_s
-from device_models.programming import (
-    VERIFY_SEED_OFFSET,
-    FaultReport,
-    program_and_verify,
-    written_conductance,
-)
+from device_models.card import DeviceCard
+from device_models.programming import FaultReport
+from device_models.pulse_law import PulseLaw
 from device_models.realisation import Realisation
 from hwloop.backends.emulated_kernels import (
     REFRESH_DOMAIN,
@@ -87,11 +82,13 @@ class EmulatedCrossbar:
     """STPN synapses on emulated volatile memristors; every non-ideality has its own switch.
 
     card: device card path or instance (default: the shipped illustrative SrTiO3 card).
-    calibration: a calibration record JSON (``device_models.record.CalibrationRecord``); its per-device
-        decay and pulse response replace the card's nominal values and drawn spreads.
+    calibration: a calibration record (JSON path or ``device_models.record.CalibrationRecord``); its
+        per-device decay and pulse response replace the card's nominal values and drawn spreads.
     seed: draws the chip (device spreads, stuck devices) and seeds the noise generator.
     dt_s: seconds of device time one STPN step represents.
     normalisation: "exact" or "native" (module docstring).
+    nonidealities: a preset of ``device_models.array.NONIDEALITY_PRESETS`` ("default": all on,
+        "ideal-devices", "no-noise", "no-faults"); the switches below, where given, change it.
     read_noise, d2d, c2c, stuck, quantise, saturation, bias_limits: switch each non-ideality.
     energy_counters: accumulate read / programming / decay-bias energy (``energy()``).
     max_write_gain: exact mode: largest write amplification 1/s before a row is refreshed.
@@ -111,21 +108,22 @@ class EmulatedCrossbar:
     def __init__(
         self,
         card: str | Path | DeviceCard | None = None,
-        calibration: str | Path | None = None,
+        calibration: str | Path | CalibrationRecord | None = None,
         seed: int = 0,
         dt_s: float = 0.1,
         normalisation: Normalisation = "exact",
-        read_noise: bool = True,
-        d2d: bool = True,
-        c2c: bool = True,
-        stuck: bool = True,
-        quantise: bool = True,
-        saturation: bool = True,
-        bias_limits: bool = True,
-        energy_counters: bool = True,
+        read_noise: bool | None = None,
+        d2d: bool | None = None,
+        c2c: bool | None = None,
+        stuck: bool | None = None,
+        quantise: bool | None = None,
+        saturation: bool | None = None,
+        bias_limits: bool | None = None,
+        energy_counters: bool | None = None,
         max_write_gain: float = 16.0,
-        fault_aware: bool = True,
+        fault_aware: bool | None = None,
         bias: str = DEFAULT_TOPOLOGY,
+        nonidealities: str | NonIdealities | None = None,
     ) -> None:
         if normalisation not in ("exact", "native"):
             raise HwloopError(f"normalisation must be 'exact' or 'native', got {normalisation!r}")
@@ -134,19 +132,50 @@ class EmulatedCrossbar:
         if not max_write_gain >= 1:
             raise HwloopError(f"max_write_gain must be >= 1, got {max_write_gain}")
         self.bias = check_topology(bias)
-        if not bias_limits and self.bias != "device":
+        switches = nonidealities_of(
+            nonidealities,
+            read_noise=read_noise,
+            d2d=d2d,
+            c2c=c2c,
+            stuck=stuck,
+            quantise=quantise,
+            saturation=saturation,
+            bias_limits=bias_limits,
+            energy_counters=energy_counters,
+            fault_aware=fault_aware,
+        )
+        if not switches.bias_limits and self.bias != "device":
             raise HwloopError(
                 f"bias_limits=False needs bias='device' (unclipped per-device biases), not {bias!r}"
             )
-        self.card = load_card(card)
+        self.config = ArrayConfig.build(
+            card,
+            calibration,
+            seed=int(seed),
+            dt_s=float(dt_s),
+            nonidealities=switches,
+            normalisation=normalisation,
+            max_write_gain=float(max_write_gain),
+            bias=self.bias,
+        )
+        self.card, self.record = self.config.card, self.config.calibration
         if self.card.read.write_v < self.card.pulse.v_threshold_v:
             raise HwloopError("device card: read.write_v is below pulse.v_threshold_v, so no write would act")
-        self.record = _load_record(calibration) if calibration is not None else None
         self.seed, self.dt_s, self.normalisation = int(seed), float(dt_s), normalisation
-        self.read_noise, self.d2d, self.c2c, self.stuck = read_noise, d2d, c2c, stuck
-        self.quantise, self.saturation, self.bias_limits = quantise, saturation, bias_limits
-        self.energy_counters, self.max_write_gain = energy_counters, float(max_write_gain)
-        self.fault_aware = bool(fault_aware)
+        # the switches, read on the per-step paths
+        self.read_noise, self.d2d, self.c2c, self.stuck = (
+            switches.read_noise,
+            switches.d2d,
+            switches.c2c,
+            switches.stuck,
+        )
+        self.quantise, self.saturation, self.bias_limits = (
+            switches.quantise,
+            switches.saturation,
+            switches.bias_limits,
+        )
+        self.energy_counters, self.max_write_gain = switches.energy_counters, float(max_write_gain)
+        self.fault_aware = switches.fault_aware
         self.faults = FaultReport()
         self._noise = torch.Generator().manual_seed(self.seed)
         self._writes = 0  # updates with write noise so far: each has its own noise stream
@@ -159,6 +188,20 @@ class EmulatedCrossbar:
         self.refresh_rows, self.max_gain_seen = 0, 1.0
         self.reset_energy()
 
+    @classmethod
+    def from_config(cls, config: ArrayConfig) -> EmulatedCrossbar:
+        """The emulated array of an ``ArrayConfig`` (``device_models.array``), as the options build one."""
+        return cls(
+            card=config.card,
+            calibration=config.calibration,
+            seed=config.seed,
+            dt_s=config.dt_s,
+            normalisation=config.normalisation,
+            max_write_gain=config.max_write_gain,
+            bias=config.bias,
+            nonidealities=config.nonidealities,
+        )
+
     # -- programming -----------------------------------------------------------------------------
     def program(self, synapses: Synapses) -> None:
         """Draw the chip, program W onto the pairs and set each device's decay bias and write gain."""
@@ -168,99 +211,41 @@ class EmulatedCrossbar:
         self._F_out = None
 
     def realisation(self, shape: tuple[int, int]) -> Realisation:
-        """The array this backend emulates for an (H, K) layer (``device_models.realisation``)."""
-        if self.record is not None:
-            return Realisation.from_record(
-                self.record, self.dt_s, self.seed, shape, card=self.card, stuck=self.stuck, bias=self.bias
-            )
-        return Realisation.from_card(
-            self.card, self.dt_s, self.seed, shape, d2d=self.d2d, stuck=self.stuck, bias=self.bias
-        )
+        """The array this backend emulates for an (H, K) layer: its config compiled
+        (``device_models.array.ArrayConfig.realise``)."""
+        return self.config.realise(shape)
 
     def _program(self, weight: Tensor, lam: Tensor, gamma: Tensor) -> None:
         if not fusable(weight, lam, gamma):
             raise ShapeError("the emulated backend runs on CPU float32/float64 parameters")
-        c, (h, k), dtype = self.card, weight.shape, weight.dtype
-        win = c.window
-        shape2 = (2, h, k)  # [G+, G-] devices of every synapse
-        real = self.realisation((h, k))
-        self.real = real
-        self.device_index = real.device_index
-        stuck_on, stuck_off = torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off)
-
-        # long-term conductances: map, quantise, programming error, stuck devices
-        w = weight.to(torch.float64)
-        w_max = float(w.abs().max()) or 1.0
-        self.g_per_weight = weight_scale_siemens(w_max, win.g_min_siemens, win.g_max_siemens)
-        g_target = torch.stack(weights_to_pair(w, win.g_min_siemens, self.g_per_weight))
-        stuck = (stuck_on, stuck_off)
-        g_lt = self._write_g(g_target, self._noise, stuck)
-
-        # retention: target lambda -> decay bias (known device, clipped) -> the true device's lambda
-        b = c.bias
-        bias, retention_np = real.bias_for_lambda(lam.to(torch.float64).numpy(), clip=self.bias_limits)
-        self.line_bias: LineBias | None = real.line_bias
-        self.dac_count = real.dac_count
-        retention = torch.from_numpy(retention_np)
-        bias_clipped = torch.from_numpy(np.clip(bias, b.bias_min_v, b.bias_max_v))
-        volatile = torch.from_numpy(real.usable)
-        window_s = torch.from_numpy(real.g_st_max_siemens)
-        gain = torch.from_numpy(real.pulse_gain)
-        pulse_gain = (gain[0] + gain[1]) / 2  # a write hits G+ or G- by its sign: the pair's mean response
-        gamma64 = gamma.to(torch.float64)
-        gamma_eff = gamma64 * pulse_gain
-
-        # fault-aware programming: verify, find stuck devices, compensate by the partner or digitally
-        digital_w = digital_f = torch.zeros((h, k), dtype=torch.bool)
-        self.faults = FaultReport(devices=2 * h * k)
-        if self.fault_aware:
-            verify = torch.Generator().manual_seed(self.seed + VERIFY_SEED_OFFSET)
-
-            def respond(target: Tensor, which: Tensor) -> Tensor:  # what the devices do with a write
-                return self._write_g(target, verify, stuck)
-
-            g_lt, digital_w, digital_f, self.faults = program_and_verify(
-                g_target, g_lt, w * self.g_per_weight, c, respond, verify
-            )
-        self.g_lt_siemens = g_lt
-        W = torch.where(digital_w, w, (g_lt[0] - g_lt[1]) / self.g_per_weight)  # periphery: W z itself
-        self._W = W.to(dtype)
-
-        lam64 = lam.to(torch.float64)
-        retention = torch.where(digital_f, lam64, retention)  # digital F: the exact trained law
-        volatile = volatile | digital_f
-        gamma_eff = torch.where(digital_f, gamma64, gamma_eff)
-        self.retention = retention
-        # per device, no source is spent on a digital synapse; lines bias every device on them
-        self.decay_bias_v = (
-            torch.where(digital_f, 0.0, bias_clipped) if self.bias == "device" else bias_clipped
-        )
+        k, dtype = weight.shape[1], weight.dtype
+        # the config compiled with the trained synapses: chip, fault-aware programming, line voltages,
+        # retention, effective gamma, window (``device_models.array.compile_array``)
+        prog = self.programmed = self.config.compile(weight, lam, gamma, self._noise)
+        self.real, self.device_index = prog.real, prog.real.device_index
+        self.g_per_weight, self.g_lt_siemens, self.faults = prog.g_per_weight, prog.g_lt_siemens, prog.faults
+        self.line_bias: LineBias | None = prog.line_bias
+        self.dac_count = prog.dac_count
+        self._W = prog.weight.to(dtype)
+        self.retention, self.decay_bias_v = prog.retention, prog.decay_bias_v
+        retention = prog.retention
         self._r_mid = ((retention[0] + retention[1]) / 2).to(dtype)
         self._r_half = ((retention[0] - retention[1]) / 2).to(dtype)
-        self._gamma = gamma_eff.to(dtype)
-        self._gamma64 = torch.where(digital_f, 0.0, gamma64)  # the pulsed change per write (energy)
+        self._gamma = prog.gamma.to(dtype)
+        self._gamma64 = prog.gamma_pulsed  # the pulsed change per write (energy)
+        digital_f = prog.digital_f
         self._analog_f = ~digital_f  # (H, K) synapses whose F sits on devices (refreshes touch these)
         self._digital: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None
         if bool(digital_f.any()):
             rows, cols = digital_f.nonzero(as_tuple=True)
             flat = rows * k + cols
+            lam64, gamma64 = lam.to(torch.float64), gamma.to(torch.float64)
             self._digital = (rows, cols, flat, lam64[rows, cols].to(dtype), gamma64[rows, cols].to(dtype))
-
-        # finite short-term window (and stuck devices that cannot hold any) in weight units
-        self._window: tuple[Tensor, Tensor] | None = None
-        if self.saturation or not bool(volatile.all()):  # stuck or broken devices hold no short-term part
-            cap = window_s if self.saturation else torch.full(shape2, math.inf, dtype=torch.float64)
-            cap = torch.where(volatile, cap, 0.0) / self.g_per_weight
-            cap = torch.where(digital_f, math.inf, cap)
-            self._window = ((-cap[1]).to(dtype), cap[0].to(dtype))
-        self._energy_constants(dtype, read=~digital_w)
-
-    def _write_g(self, g_target: Tensor, generator: torch.Generator, stuck: tuple[Tensor, Tensor]) -> Tensor:
-        """What a write of long-term conductances ``g_target`` (S) leaves on the devices, with this
-        backend's switches (``device_models.programming.written_conductance``)."""
-        return written_conductance(
-            g_target, self.card, generator, stuck, quantise=self.quantise, error=self.d2d
+        window = prog.window
+        self._window: tuple[Tensor, Tensor] | None = (
+            None if window is None else (window[0].to(dtype), window[1].to(dtype))
         )
+        self._energy_constants(dtype, read=~prog.digital_w)
 
     def _energy_constants(self, dtype: torch.dtype, read: Tensor) -> None:
         """Per-synapse sums of the energy counters; ``read`` (H, K): synapses whose W devices are read
@@ -276,13 +261,12 @@ class EmulatedCrossbar:
         sgn = (v2[0] - v2[1]) / 2 * gpw
         self._bias_sgn = sgn.to(dtype) if bool(sgn.abs().max() > 0) else None
         self._g_lt_sum = (self.g_lt_siemens.sum(0) * read).to(dtype)  # (H, K) S, both devices of the pair
-        # small-signal programming energy: width = w_ref * dg / (dg_up_ref * (V/v_ref)^a) per write
-        p = c.pulse
-        amp_term = (c.read.write_v / p.v_ref_v) ** p.amp_exponent
-        self._width_per_siemens = p.width_ref_s / (p.dg_up_ref_siemens * amp_term)
-        kw = card_pulse_kwargs(c)
-        del kw["dg_up_ref_siemens"]
-        self.erase_width_s = depression_width_s(REFRESH_ERASE_LEFT, -c.read.write_v, **kw)
+        # small-signal programming energy from the nominal pulse law (``device_models.pulse_law``): a
+        # write of dG takes width_for_dg(dG) = w_ref (dG / dg(V, w_ref))^(1/b), linear for b = 1
+        law = self._pulse_law = PulseLaw.from_card(c)
+        self._width_per_siemens = law.width_ref_s / float(law.dg(c.read.write_v, law.width_ref_s))
+        erase_drive = law.down_drive(REFRESH_ERASE_LEFT)
+        self.erase_width_s = float(law.width_for_drive(erase_drive, -c.read.write_v))
         # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
         g_up, g_down = (torch.full_like(self.g_lt_siemens, g_min) if exact else self.g_lt_siemens).unbind(0)
         self._g_up, self._g_down = g_up.to(dtype), g_down.to(dtype)
@@ -416,7 +400,7 @@ class EmulatedCrossbar:
         rows: (B, H) bool. Each refreshed row's short-term pair holds f = F / s (weight units). The
         periphery reads every device of the row (read noise, variance proportional to each device's
         conductance), one depression pulse erases the rows to ``REFRESH_ERASE_LEFT`` of their state
-        (the multiplicative depression law, ``depression_width_s``: one pulse for all rows at once),
+        (the multiplicative depression law, ``PulseLaw.down_drive``: one pulse for all rows at once),
         and the read value s f is written again from rest on the device of its sign (cycle-to-cycle
         noise on the written change, as any write). Read noise and the rewrite's c2c noise are
         independent Gaussians: one draw of their summed variance per synapse (the product of the two,
@@ -502,9 +486,7 @@ class EmulatedCrossbar:
         else:  # width ~ dg^(1/b): per synapse
             hz = post.unsqueeze(2) * z.unsqueeze(1)
             dg_s = self._gamma64.abs().to(h.dtype) * hz.abs() * self.g_per_weight
-            widths = c.pulse.width_ref_s * (dg_s * self._width_per_siemens / c.pulse.width_ref_s) ** (
-                1 / exponent
-            )
+            widths = self._pulse_law.width_for_dg(dg_s, c.read.write_v)
             up = (hz >= 0) == (self._gamma64 >= 0)
             width_g = float((widths * torch.where(up, self._g_up, self._g_down)).sum())
         self._energy["program_j"] += c.read.write_v**2 * width_g
@@ -550,9 +532,3 @@ class EmulatedCrossbar:
         """The long-term weights the devices actually hold, (H, K) in weight units."""
         self._check_programmed()
         return self._W
-
-
-def _load_record(path: str | Path) -> CalibrationRecord:
-    from device_models.record import CalibrationRecord
-
-    return CalibrationRecord.load(path)

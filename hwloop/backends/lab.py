@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from device_models.card import DeviceCard, load_card
+from device_models.laws import exp_tau_s
 from hwloop.backends.emulated import EmulatedCrossbar
 from hwloop.crossbar import Readout, StepResult, Synapses
 from hwloop.errors import HwloopError, ShapeError
@@ -121,6 +122,8 @@ class LabCrossbar:
         largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
         biases are sent again and read back (a controller that lost them is corrected; logged);
         pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time).
+    nonidealities: the emulated array's preset (``device_models.array.NONIDEALITY_PRESETS``); the block's
+        chip model is compiled from the same config.
     """
 
     name = "lab"
@@ -146,6 +149,7 @@ class LabCrossbar:
         max_write_gain: float = 16.0,
         bias_check_steps: int = 100,
         pulses_per_row: int = PULSES_PER_ROW,
+        nonidealities: str | None = None,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -171,6 +175,7 @@ class LabCrossbar:
             seed=seed,
             dt_s=dt_s,
             normalisation=normalisation,  # type: ignore[arg-type]
+            nonidealities=nonidealities,
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
         self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
@@ -194,7 +199,6 @@ class LabCrossbar:
     # -- programming -----------------------------------------------------------------------------
     def program(self, synapses: Synapses) -> None:
         """Program the emulated array, open the controller, place the block and measure it at rest."""
-        from device_models.realisation import Realisation
         from hwloop.backends.lab_log import LabLog
         from hwloop.pacing import StepPacer
 
@@ -203,24 +207,20 @@ class LabCrossbar:
         self.r0, self.r1 = parse_span(self.rows_text, h, "rows")
         self.c0, self.c1 = parse_span(self.cols_text, k, "cols")
         R, C = self.r1 - self.r0, self.c1 - self.c0
-        if self.calibration is not None:
-            from device_models.record import CalibrationRecord
-
-            record = CalibrationRecord.load(Path(self.calibration))
-            if tuple(record.shape[:2]) != (R, 2 * C):
-                raise HwloopError(
-                    f"lab backend: {self.calibration} calibrates a {record.shape[0]} x {record.shape[1]} "
-                    f"array; the block's devices are the controller's first {R} rows x {2 * C} columns, "
-                    "so calibrate exactly those (hwloop calibrate run --resource ...)"
-                )
-            self.real: Realisation = Realisation.from_record(
-                record, self.dt_s, self.seed, (R, C), card=self.card
+        record = self.emulated.record
+        if record is not None and tuple(record.shape[:2]) != (R, 2 * C):
+            raise HwloopError(
+                f"lab backend: {self.calibration} calibrates a {record.shape[0]} x {record.shape[1]} "
+                f"array; the block's devices are the controller's first {R} rows x {2 * C} columns, "
+                "so calibrate exactly those (hwloop calibrate run --resource ...)"
             )
-        else:
-            self.real = Realisation.from_card(self.card, self.dt_s, self.seed, (R, C))
+        # the block's chip: the emulated array's config compiled for the block (the chip the simulated
+        # lab draws for the same seed: ``device_models.chip``)
+        self.real: Realisation = self.emulated.config.realise((R, C))
         idx = self.real.device_index  # row-major into an R x 2C array: THE assignment rule
         self.dev_row, self.dev_col = idx // (2 * C), idx % (2 * C)
         self.device_cols = 2 * C
+        self._row_law = self.real.pulse_law.on_grid(self.dev_row, self.dev_col, (R, 2 * C))
         lam = synapses.lam.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
         self.gamma_block = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1]
         self.lam_target = lam
@@ -411,7 +411,7 @@ class LabCrossbar:
             return float(self.rest_s)
         lam = self.lam_idle[self.real.usable]
         slowest = float(lam.max()) if lam.size else 0.0
-        return 0.0 if slowest <= 0 else 5 * -self.dt_s / math.log(min(slowest, 1 - 1e-12))
+        return 0.0 if slowest <= 0 else 5 * float(exp_tau_s(min(slowest, 1 - 1e-12), self.dt_s))
 
     # -- the step --------------------------------------------------------------------------------
     def read(self, F: Tensor, z: Tensor, *, energy: bool = False) -> Readout:
@@ -587,10 +587,9 @@ class LabCrossbar:
     def _erase_fraction(self) -> np.ndarray:
         """(2, R, C) fraction of its volatile part one longest, largest depression pulse leaves (the
         block's own devices)."""
-        p = self.card.pulse
         v_max, _, w_max = self._pulse_bounds()
-        drive = (v_max / p.v_ref_v) ** p.amp_exponent * (w_max / p.width_ref_s) ** p.width_exponent
-        return np.exp(-drive * p.dg_down_ref_siemens * self.real.pulse_gain / self.real.g_st_max_siemens)
+        law = self.real.pulse_law
+        return law.fraction_left(law.drive(v_max, w_max))
 
     def _write_plan(
         self, g_now: np.ndarray, g_target: np.ndarray
@@ -600,25 +599,21 @@ class LabCrossbar:
         are expected to leave (2, R, C). THE one place F becomes pulses.
 
         Each device's drive (V / v_ref)^a (w / w_ref)^b comes from the pulse law inverted with the block's
-        own devices (``Realisation.pulse_gain``, ``g_st_max_siemens``): soft-bounded potentiation up,
+        own devices (``Realisation.pulse_law``, ``device_models.pulse_law``): soft-bounded potentiation up,
         multiplicative depression down. A row pulse has one width and a signed amplitude per column: the
         width makes the row's largest drive at the largest allowed amplitude, the others get the
         amplitude of their drive; devices that would fall below the pulse threshold go to the next row
         pulse (at most ``PULSES_PER_ROW``); what is left is dropped (counted in ``stats``).
         """
-        p = self.card.pulse
-        gmax, gain = self.real.g_st_max_siemens, self.real.pulse_gain
+        law = self.real.pulse_law
+        gmax = law.g_st_max_siemens
         tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
         up = g_target > g_now + tiny
         down = g_target < g_now - tiny
         room = np.maximum(gmax - g_now, 1e-30)
         frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
-        drive_up = -np.log(frac) * gmax / (p.dg_up_ref_siemens * gain)
-        drive_down = (
-            np.log(np.maximum(g_now, 1e-30) / np.maximum(g_target, 1e-30))
-            * gmax
-            / (p.dg_down_ref_siemens * gain)
-        )
+        drive_up = law.up_drive(frac)
+        drive_down = law.down_drive(np.maximum(g_target, 1e-30) / np.maximum(g_now, 1e-30))
         usable = self.real.usable
         drive = np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))  # signed
         R, D = self.r1 - self.r0, self.device_cols
@@ -630,15 +625,14 @@ class LabCrossbar:
         for q in range(self.pulses_per_row):
             top = np.abs(left).max(axis=1)
             for r in np.flatnonzero(top > 0):
-                w = p.width_ref_s * (top[r] / (v_max / p.v_ref_v) ** p.amp_exponent) ** (1 / p.width_exponent)
-                w = float(np.clip(w, w_min, w_max))
+                row = self._row_law.at(r)  # the (D,) devices of controller row r
                 mag = np.abs(left[r])
-                a = p.v_ref_v * (mag / (w / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
-                a = np.minimum(a, v_max)
-                go = (a >= p.v_threshold_v) & (mag > 0)
+                w = float(np.clip(np.max(row.width_for_drive(mag, v_max)), w_min, w_max))
+                a = np.minimum(row.amplitude_for_drive(mag, w), v_max)
+                go = (a >= law.v_threshold_v) & (mag > 0)
                 widths[q, r] = w
                 amps[q, r] = np.where(go, np.sign(left[r]) * a, 0.0)
-                done = (a / p.v_ref_v) ** p.amp_exponent * (w / p.width_ref_s) ** p.width_exponent
+                done = row.drive(a, w)
                 left[r] = np.where(go, np.sign(left[r]) * np.maximum(mag - done, 0.0), left[r])
                 left[r] = np.where(go & (np.abs(left[r]) < 1e-3 * mag), 0.0, left[r])
             if not left.any():
@@ -647,10 +641,7 @@ class LabCrossbar:
         dropped = np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
-        given = drive - rest
-        g_up = gmax - (gmax - g_now) * np.exp(-np.maximum(given, 0) * p.dg_up_ref_siemens * gain / gmax)
-        g_down = g_now * np.exp(np.minimum(given, 0) * p.dg_down_ref_siemens * gain / gmax)
-        g_next = np.where(given > 0, g_up, np.where(given < 0, g_down, g_now))
+        g_next = law.respond(g_now, drive - rest)
         return widths, amps, ~(dropped[0] | dropped[1]), g_next
 
     def _send(self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray) -> None:

@@ -98,12 +98,13 @@ _TOPOLOGY_ROWS = (
 
 def realisable_lambdas(c: DeviceCard, dt_s: float) -> dict[str, Any]:
     """Per bias topology: the sources an H x 2K array needs and the per-step retention range (1) the
-    nominal device reaches at ``dt_s`` (s), through the realisation (the one owner of lambda)."""
-    from device_models.realisation import Realisation
+    nominal device reaches at ``dt_s`` (s), through the array it configures (``device_models.array``)."""
+    from device_models.array import ArrayConfig
 
     rows = []
     for name, sources, holds in _TOPOLOGY_ROWS:
-        real = Realisation.from_card(c, dt_s, shape=(1, 1), d2d=False, stuck=False, bias=name)
+        nominal = ArrayConfig.build(c, dt_s=dt_s, bias=name, nonidealities="ideal-devices")
+        real = nominal.realise((1, 1))
         lo, hi = real.lambda_range()
         rows.append(
             {

@@ -1,0 +1,310 @@
+"""The configuration of one emulated array, nested like aihwkit's RPUConfig: ``ArrayConfig``.
+
+An ``ArrayConfig`` holds everything that decides what an array of volatile devices realises: the
+device card (and, optionally, a calibration record of measured devices), the step time ``dt_s``, the
+chip ``seed``, the non-idealities (``NonIdealities``, by named preset or switch by switch), the
+normalisation, the periphery and the bias topology. ``realise(shape)`` makes, for an (H, K) layer,
+the one ``device_models.realisation.Realisation`` every backend reads: the chip (one draw,
+``device_models.chip``), the decay law and its inverse (``device_models.laws``), the pulse law
+(``device_models.pulse_law``) and the per-device answers (biases, retention, pulses, energies).
+``compile(weight, lam, gamma)`` programs a layer's trained synapses onto it: the ``ProgrammedArray``
+(long-term conductances written with fault-aware programming, line voltages, each device's retention,
+the effective gamma, the window, the digital synapses), which the emulated and aware backends run.
+
+Every backend builds its config from its keyword options, so ``--backend-option key=value`` spellings
+keep working: ``--backend-option nonidealities=ideal-devices`` picks a preset,
+``--backend-option read_noise=false`` switches one non-ideality of it. ``NONIDEALITY_PRESETS``:
+
+    default         every non-ideality on, fault-aware programming, energy counters
+    ideal-devices   no read or write noise, no device spread, no stuck devices, no quantisation, no
+                    window saturation, no fault-aware programming (the bias window still holds)
+    no-noise        the default without read noise and cycle-to-cycle write noise
+    no-faults       the default without stuck devices (and so nothing for fault-aware programming)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import Tensor
+
+from device_models.bias_lines import DEFAULT_TOPOLOGY, BiasTopology, LineBias
+from device_models.card import DeviceCard, load_card
+from device_models.errors import HwloopError
+from device_models.mapping import weight_scale_siemens, weights_to_pair
+from device_models.programming import (
+    VERIFY_SEED_OFFSET,
+    FaultReport,
+    program_and_verify,
+    written_conductance,
+)
+from device_models.pulse_law import PulseLaw
+from device_models.realisation import DEFAULT_DT_S, Realisation
+from device_models.record import CalibrationRecord
+
+Normalisation = Literal["exact", "native"]
+PeripheryName = Literal["none", "aihwkit", "both"]
+
+
+class ArrayConfigError(HwloopError):
+    """An array configuration with an unknown preset, option or value."""
+
+
+class NonIdealities(BaseModel):
+    """Which non-idealities the emulated array has; each switch is on (True) by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    read_noise: bool = Field(default=True, description="read noise, variance proportional to each device's G")
+    d2d: bool = Field(
+        default=True, description="device-to-device spread of the chip (decay, window, pulse, writes)"
+    )
+    c2c: bool = Field(default=True, description="cycle-to-cycle noise of every write pulse")
+    stuck: bool = Field(default=True, description="stuck-on / stuck-off devices of the chip")
+    quantise: bool = Field(default=True, description="long-term conductances on the card's levels")
+    saturation: bool = Field(
+        default=True, description="the volatile window g_st_max bounds the short-term state"
+    )
+    bias_limits: bool = Field(default=True, description="decay biases clipped to the card's window")
+    fault_aware: bool = Field(
+        default=True, description="program-and-verify finds stuck devices and compensates"
+    )
+    energy_counters: bool = Field(
+        default=True, description="count read, programming, bias and refresh energy"
+    )
+
+
+NONIDEALITY_PRESETS: dict[str, NonIdealities] = {
+    "default": NonIdealities(),
+    "ideal-devices": NonIdealities(
+        read_noise=False,
+        d2d=False,
+        c2c=False,
+        stuck=False,
+        quantise=False,
+        saturation=False,
+        fault_aware=False,
+    ),
+    "no-noise": NonIdealities(read_noise=False, c2c=False),
+    "no-faults": NonIdealities(stuck=False),
+}
+
+
+def nonidealities(
+    preset: str | NonIdealities | dict[str, Any] | None = None, **switches: Any
+) -> NonIdealities:
+    """The non-idealities of preset ``preset`` (a name of ``NONIDEALITY_PRESETS``, a model or a dict of
+    switches; None: "default") with ``switches`` that are not None set on top; one clear error for an
+    unknown preset or switch."""
+    if preset is None:
+        base = NONIDEALITY_PRESETS["default"]
+    elif isinstance(preset, NonIdealities):
+        base = preset
+    elif isinstance(preset, dict):
+        base = _validated(NonIdealities, preset, "nonidealities")
+    elif preset in NONIDEALITY_PRESETS:
+        base = NONIDEALITY_PRESETS[preset]
+    else:
+        raise ArrayConfigError(
+            f"nonidealities={preset!r} is no preset; choose one of {', '.join(NONIDEALITY_PRESETS)}"
+        )
+    given = {key: value for key, value in switches.items() if value is not None}
+    if not given:
+        return base
+    return _validated(NonIdealities, {**base.model_dump(), **given}, "nonidealities")
+
+
+class ArrayConfig(BaseModel):
+    """Everything that decides what an emulated array realises (module docstring). Build with
+    ``ArrayConfig.build`` (loads the card and record, one clear error for a bad value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    card: DeviceCard
+    calibration: CalibrationRecord | None = None
+    dt_s: float = Field(default=DEFAULT_DT_S, gt=0, allow_inf_nan=False, description="seconds per STPN step")
+    seed: int = Field(default=0, description="draws the chip and seeds the noise")
+    nonidealities: NonIdealities = NonIdealities()
+    normalisation: Normalisation = "exact"
+    max_write_gain: float = Field(default=16.0, ge=1, description="exact mode: largest write gain 1/s")
+    periphery: PeripheryName = "none"
+    bias: BiasTopology = DEFAULT_TOPOLOGY
+
+    @classmethod
+    def build(
+        cls,
+        card: str | Path | DeviceCard | None = None,
+        calibration: str | Path | CalibrationRecord | None = None,
+        **options: Any,
+    ) -> ArrayConfig:
+        """The config of ``card`` (path, card or None: the shipped card), ``calibration`` (record path,
+        record or None) and ``options`` (the fields above; ``nonidealities`` a preset name, model or
+        dict). One clear error line for anything invalid."""
+        record = calibration
+        if isinstance(calibration, str | Path):
+            record = CalibrationRecord.load(calibration)
+        if "nonidealities" in options and not isinstance(options["nonidealities"], NonIdealities):
+            options["nonidealities"] = nonidealities(options["nonidealities"])
+        return _validated(cls, {"card": load_card(card), "calibration": record, **options}, "array config")
+
+    def realise(self, shape: tuple[int, int], seed: int | None = None) -> Realisation:
+        """The array this config realises for an (H, K) layer (chip ``seed``, default the config's):
+        ``Realisation.from_record`` with a calibration record, else ``Realisation.from_card``."""
+        n, chip = self.nonidealities, self.seed if seed is None else int(seed)
+        if self.calibration is not None:
+            return Realisation.from_record(
+                self.calibration, self.dt_s, chip, shape, card=self.card, stuck=n.stuck, bias=self.bias
+            )
+        return Realisation.from_card(
+            self.card, self.dt_s, chip, shape, d2d=n.d2d, stuck=n.stuck, bias=self.bias
+        )
+
+    def compile(self, weight: Tensor, lam: Tensor, gamma: Tensor, noise: torch.Generator) -> ProgrammedArray:
+        """Trained (H, K) synapses programmed onto this array (``compile_array``); ``noise`` draws the
+        programming error."""
+        return compile_array(self, weight, lam, gamma, noise)
+
+
+@dataclass
+class ProgrammedArray:
+    """One layer's trained synapses compiled onto an array (``ArrayConfig.compile``); torch, float64.
+
+    config / real: what was compiled and its chip (``Realisation``: decay law, pulse law, stuck
+    devices). g_per_weight: S per weight unit. g_lt_siemens (2, H, K): long-term conductances of
+    [G+, G-] as written (quantised, programming error, stuck). weight (H, K): the W the array and the
+    periphery hold (weight units). decay_bias_v / retention (2, H, K): each device's bias (V, inside
+    the window) and per-step retention (0 on stuck devices; the trained lambda on digital synapses).
+    line_bias: the line voltages ("lines" / "rows"), else None. gamma (H, K): the effective plasticity
+    (the pair's mean pulse response times the trained gamma; the trained gamma on digital synapses);
+    gamma_pulsed (H, K): the trained gamma on analog synapses, 0 on digital ones (what pulses write).
+    digital_w / digital_f (H, K): synapses whose W z / F the periphery computes (fault-aware
+    programming). window: (lo (H, K), hi (H, K)) bounds of F in weight units, or None (no bound).
+    """
+
+    config: ArrayConfig
+    real: Realisation
+    g_per_weight: float
+    g_lt_siemens: Tensor
+    weight: Tensor
+    decay_bias_v: Tensor
+    retention: Tensor
+    line_bias: LineBias | None
+    gamma: Tensor
+    gamma_pulsed: Tensor
+    digital_w: Tensor
+    digital_f: Tensor
+    window: tuple[Tensor, Tensor] | None
+    faults: FaultReport
+
+    @property
+    def pulse_law(self) -> PulseLaw:
+        """The true devices' pulse law (``Realisation.pulse_law``)."""
+        return self.real.pulse_law
+
+    @property
+    def dac_count(self) -> int:
+        """Independent bias sources (line drivers) the array's topology needs."""
+        return self.real.dac_count
+
+
+def compile_array(
+    config: ArrayConfig, weight: Tensor, lam: Tensor, gamma: Tensor, noise: torch.Generator
+) -> ProgrammedArray:
+    """Program trained (H, K) ``weight``, ``lam``, ``gamma`` onto the array ``config`` realises.
+
+    W: mapped onto [G+, G-] (``device_models.mapping``), written with the config's non-idealities
+    (``device_models.programming.written_conductance``, programming error drawn from ``noise``), then
+    fault-aware programming (verify stream seed + ``VERIFY_SEED_OFFSET``). lambda: each device's decay
+    bias and achieved retention (``Realisation.bias_for_lambda``, under the bias topology). gamma: the
+    pair's mean pulse response (a write hits G+ or G- by its sign). Digital synapses keep the trained
+    values. ``noise`` is the caller's generator: its draws continue in the caller's read noise.
+    """
+    n, card = config.nonidealities, config.card
+    w = weight.detach().to(torch.float64)
+    h, k = w.shape
+    real = config.realise((h, k))
+    stuck = (torch.from_numpy(real.stuck_on), torch.from_numpy(real.stuck_off))
+    win = card.window
+
+    def write(g_target: Tensor, generator: torch.Generator) -> Tensor:  # what the devices do with a write
+        return written_conductance(g_target, card, generator, stuck, quantise=n.quantise, error=n.d2d)
+
+    # long-term conductances: map, quantise, programming error, stuck devices
+    w_max = float(w.abs().max()) or 1.0
+    gpw = weight_scale_siemens(w_max, win.g_min_siemens, win.g_max_siemens)
+    g_target = torch.stack(weights_to_pair(w, win.g_min_siemens, gpw))
+    g_lt = write(g_target, noise)
+
+    # retention: target lambda -> decay bias (known device, clipped) -> the true device's lambda
+    b = card.bias
+    lam64 = lam.detach().to(torch.float64)
+    bias, retention_np = real.bias_for_lambda(lam64.numpy(), clip=n.bias_limits)
+    retention = torch.from_numpy(retention_np)
+    bias_clipped = torch.from_numpy(np.clip(bias, b.bias_min_v, b.bias_max_v))
+    volatile = torch.from_numpy(real.usable)
+    gain = torch.from_numpy(real.pulse_gain)
+    gamma64 = gamma.detach().to(torch.float64)
+    gamma_eff = gamma64 * (gain[0] + gain[1]) / 2  # a write hits G+ or G- by its sign: the pair's mean
+
+    # fault-aware programming: verify, find stuck devices, compensate by the partner or digitally
+    digital_w = digital_f = torch.zeros((h, k), dtype=torch.bool)
+    faults = FaultReport(devices=2 * h * k)
+    if n.fault_aware:
+        verify = torch.Generator().manual_seed(config.seed + VERIFY_SEED_OFFSET)
+
+        def respond(target: Tensor, which: Tensor) -> Tensor:
+            return write(target, verify)
+
+        g_lt, digital_w, digital_f, faults = program_and_verify(
+            g_target, g_lt, w * gpw, card, respond, verify
+        )
+    W = torch.where(digital_w, w, (g_lt[0] - g_lt[1]) / gpw)  # periphery: W z itself
+
+    retention = torch.where(digital_f, lam64, retention)  # digital F: the exact trained law
+    volatile = volatile | digital_f
+    gamma_eff = torch.where(digital_f, gamma64, gamma_eff)
+    # per device, no source is spent on a digital synapse; lines bias every device on them
+    decay_bias = torch.where(digital_f, 0.0, bias_clipped) if config.bias == "device" else bias_clipped
+
+    # finite short-term window (and stuck devices that cannot hold any) in weight units
+    window: tuple[Tensor, Tensor] | None = None
+    if n.saturation or not bool(volatile.all()):  # stuck or broken devices hold no short-term part
+        window_s = torch.from_numpy(real.g_st_max_siemens)
+        cap = window_s if n.saturation else torch.full((2, h, k), math.inf, dtype=torch.float64)
+        cap = torch.where(volatile, cap, 0.0) / gpw
+        cap = torch.where(digital_f, math.inf, cap)
+        window = (-cap[1], cap[0])
+    return ProgrammedArray(
+        config=config,
+        real=real,
+        g_per_weight=gpw,
+        g_lt_siemens=g_lt,
+        weight=W,
+        decay_bias_v=decay_bias,
+        retention=retention,
+        line_bias=real.line_bias,
+        gamma=gamma_eff,
+        gamma_pulsed=torch.where(digital_f, 0.0, gamma64),
+        digital_w=digital_w,
+        digital_f=digital_f,
+        window=window,
+        faults=faults,
+    )
+
+
+def _validated(model: Any, data: dict[str, Any], what: str) -> Any:
+    """``model.model_validate(data)``, its first problem as one error line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or what
+        value = err.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+        raise ArrayConfigError(f"{what}: {where}: {err['msg']}{shown}") from None
