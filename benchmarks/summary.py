@@ -2,7 +2,9 @@
 
 Reads every ``benchmarks/results/*.json`` that has a top-level ``"headline"`` list (see
 benchmarks/README.md for the convention), checks each figure against its goal, and writes
-``benchmarks/results/summary.json`` and ``benchmarks/results/summary.md`` (the table the README shows).
+``benchmarks/results/summary.json`` and ``benchmarks/results/summary.md`` (every figure), and README's
+benchmark block (between ``<!-- bench:start -->`` and ``<!-- bench:end -->``, at its end): the default
+configuration's figures, the headline.
 A goal is accepted only on a figure marked ``"default_configuration": true`` (it measures what users
 get by default); a goal on any other figure is refused with an error, so a goal cannot land on a
 subset of the defaults. With ``--since UNIX_TIME`` (``make bench`` passes its start time), a result
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 SKIP = {"summary.json"}
 _GOAL = re.compile(r"^\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -99,6 +103,31 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_block(rows: list[dict[str, Any]], header: str) -> str:
+    """README's benchmark block: the default configuration's figures (the ones with goals) as the
+    headline table, between the ``bench:start`` / ``bench:end`` markers."""
+    defaults = [r for r in rows if r.get("default_configuration")]
+    return (
+        f"{BENCH_START}\n{header}\n## Benchmarks (default configuration)\n\n"
+        "What users get by default, measured by `make bench` (one thread); every figure, subsets "
+        "included: [benchmarks/results/summary.md](benchmarks/results/summary.md).\n\n"
+        f"{markdown(defaults)}{BENCH_END}\n"
+    )
+
+
+def write_readme_block(readme: Path, block: str) -> None:
+    """Replace README's text from ``bench:start`` to ``bench:end`` with ``block`` (appended at the end
+    if the markers are missing); the rest of README is left as it is."""
+    text = readme.read_text()
+    start, end = text.find(BENCH_START), text.find(BENCH_END)
+    if start >= 0 and end > start:
+        after = text[end + len(BENCH_END) :]
+        text = text[:start] + block + after.removeprefix("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    readme.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--since", type=float, default=None, help="unix time the benchmark run started")
@@ -126,8 +155,9 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}); do not edit: run `make bench` -->\n"
     )
     (RESULTS / "summary.md").write_text(header + table)
+    write_readme_block(README, readme_block(rows, header.rstrip("\n")))
     print(table, end="")
-    print(f"wrote {RESULTS / 'summary.json'} and {RESULTS / 'summary.md'}")
+    print(f"wrote {RESULTS / 'summary.json'}, {RESULTS / 'summary.md'} and the benchmark block of {README}")
     if summary["stale"]:
         print(f"stale (not re-run in this run): {', '.join(summary['stale'])}")
 

@@ -46,3 +46,36 @@ def test_default_figures_keep_their_goal_and_come_first(tmp_path: Path) -> None:
     table = summary.markdown(rows).splitlines()
     assert "default" in table[2] and "**no**" in table[2]  # first row after the header
     assert "subset" in table[3]
+
+
+def test_the_readme_block_holds_the_default_figures_and_leaves_the_rest(tmp_path: Path) -> None:
+    """Written between the markers (appended when absent, replaced when present); subsets are left out."""
+    summary = _summary(tmp_path)
+    _write(
+        tmp_path,
+        {"name": "subset vs ideal", "value": 1.1, "unit": "x", "goal": None},
+        {
+            "name": "default vs ideal",
+            "value": 1.4,
+            "unit": "x",
+            "goal": "<= 1.5",
+            "default_configuration": True,
+        },
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\ntext\n")
+    rows = summary.collect()
+    summary.write_readme_block(readme, summary.readme_block(rows, "<!-- gen -->"))
+    first = readme.read_text()
+    assert first.startswith("# title\n\ntext\n\n<!-- bench:start -->\n<!-- gen -->\n")
+    assert first.endswith("<!-- bench:end -->\n")
+    assert "| x | default vs ideal | 1.4x | <= 1.5x | yes |" in first and "subset vs ideal" not in first
+    readme.write_text(first + "\nlater text\n")
+    summary.write_readme_block(readme, summary.readme_block(rows, "<!-- gen 2 -->"))
+    second = readme.read_text()
+    assert (
+        second.count("<!-- bench:start -->") == 1
+        and "<!-- gen 2 -->" in second
+        and "<!-- gen -->" not in second
+    )
+    assert second.startswith("# title\n\ntext\n\n") and second.endswith("<!-- bench:end -->\n\nlater text\n")

@@ -64,6 +64,26 @@ def test_the_noise_stream_is_standard_normal() -> None:
     assert np.abs(eps).max() > 4.0  # the tails are there, not clipped at the table's edge
 
 
+@pytest.mark.parametrize("n", [400_001, 2_592])
+def test_rows_of_any_length_draw_standard_normals(n: int) -> None:
+    """Rows of K (a refresh) and long rows: central formula vectorised, tails from the table; KS against
+    N(0, 1), mean, variance, the 2, 3 and 4 sigma tail fractions, both halves of a word uncorrelated."""
+    eps = np.concatenate(
+        [normals(np.uint64(row_key(np.uint64(11), np.uint64(r))), n, QUANTILES) for r in range(400_001 // n)]
+    )
+    size = eps.size
+    assert stats.kstest(eps, "norm").pvalue > 1e-3
+    assert abs(eps.mean()) < 4 / math.sqrt(size)
+    assert abs(eps.var() - 1) < 4 * math.sqrt(2 / size)
+    for k in (2.0, 3.0, 4.0):
+        p = 2 * stats.norm.sf(k)
+        observed = float((np.abs(eps) > k).mean())
+        assert abs(observed - p) < 5 * math.sqrt(p * (1 - p) / size) + 1 / size
+    assert np.abs(eps).max() > 4.0
+    row = normals(np.uint64(5), 100_000, QUANTILES)
+    assert abs(np.corrcoef(row[:50_000], row[50_000:])[0, 1]) < 4 / math.sqrt(50_000)
+
+
 def test_streams_of_other_rows_and_steps_are_independent() -> None:
     key = np.uint64(write_noise_key(3, 1))
     a = normals(np.uint64(row_key(key, np.uint64(0))), 50_000, QUANTILES)

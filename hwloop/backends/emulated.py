@@ -50,6 +50,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -60,7 +61,13 @@ from device_models.card import DeviceCard
 from device_models.programming import FaultReport
 from device_models.pulse_law import PulseLaw
 from device_models.realisation import Realisation
-from hwloop.backends.emulated_kernels import emulated_read, emulated_update, write_noise_key
+from hwloop.backends.emulated_kernels import (
+    REFRESH_DOMAIN,
+    Refresh,
+    emulated_read,
+    emulated_update,
+    write_noise_key,
+)
 from hwloop.backends.fused import fusable
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.errors import HwloopError, ShapeError
@@ -344,21 +351,25 @@ class EmulatedCrossbar:
         return dot + var_w2.clamp(min=0).sqrt() * noise
 
     def update(self, F: Tensor, n: Tensor, h: Tensor, z: Tensor) -> Tensor:
-        """Advance dt_s: device decay (and, exact mode, the digital 1/n), then the Hebbian write."""
+        """Advance dt_s: device decay (and, exact mode, the digital 1/n), then the Hebbian write.
+
+        Exact mode: a row whose write gain would exceed ``max_write_gain`` is first refreshed by the
+        array (``_refresh_of``), in the same kernel pass as its decay and write.
+        """
         with torch.no_grad():
             s_prev = self._sync(F, z=z, n=n, h=h)
+            self._writes += 1  # this update's noise streams (write and refresh) are keyed by the count
+            refresh: Refresh | None = None
             if self.normalisation == "exact":
                 s = s_prev / n
-                refresh = s * self.max_write_gain < 1
-                F_read = F  # the state the step's bias energy is charged on (the read cached its rows)
-                if bool(refresh.any()):
-                    F = self._refresh(F, refresh, s_prev)
-                s = torch.where(refresh, torch.ones_like(s), s)
+                rows = s * self.max_write_gain < 1
+                if bool(rows.any()):
+                    refresh = self._refresh_of(rows, s_prev)
+                    s = torch.where(rows, torch.ones_like(s), s)
                 inv_n = torch.reciprocal(n)
             else:
                 s, inv_n = s_prev, torch.ones_like(n)
-            c2c = self._write_noise()
-            out, abs_z_coef = emulated_update(
+            out, abs_z_coef, refresh_sums = emulated_update(
                 F,
                 r_mid=self._r_mid,
                 r_half=self._r_half,
@@ -369,60 +380,58 @@ class EmulatedCrossbar:
                 bound=s,
                 h=h,
                 z=z,
-                c2c=c2c,
+                c2c=self._write_noise(),
+                refresh=refresh,
             )
             gain = torch.reciprocal(s)
             self.max_gain_seen = max(self.max_gain_seen, float(gain.max()))
+            if refresh is not None:
+                self.refresh_rows += int(refresh.rows.sum())
             if self.energy_counters:
-                bias_rows = self._bias_rows(F_read if self.normalisation == "exact" else F)
-                self._count_update_energy(bias_rows / s_prev, gain, h, z, abs_z_coef)
+                if refresh_sums is not None:
+                    self._count_refresh_energy(refresh_sums)
+                self._count_update_energy(self._bias_rows(F) / s_prev, gain, h, z, abs_z_coef)
             self.sample_steps += F.shape[0]
             self._adopt(out, s)
             return out
 
-    def _refresh(self, F: Tensor, rows: Tensor, s_prev: Tensor) -> Tensor:
-        """Exact mode's row refreshes, done by the array: F with every refreshed row rewritten at scale 1.
+    def _refresh_of(self, rows: Tensor, s_prev: Tensor) -> Refresh:
+        """Exact mode's row refreshes, done by the array (``emulated_kernels.Refresh``).
 
         rows: (B, H) bool. Each refreshed row's short-term pair holds f = F / s (weight units). The
         periphery reads every device of the row (read noise, variance proportional to each device's
         conductance), one depression pulse erases the rows to ``REFRESH_ERASE_LEFT`` of their state
         (the multiplicative depression law, ``PulseLaw.down_drive``: one pulse for all rows at once),
         and the read value s f is written again from rest on the device of its sign (cycle-to-cycle
-        noise on the written change, as any write). Charged to ``refresh_j``: the reads
+        noise on the written change, as any write). Read noise and the rewrite's c2c noise are
+        independent Gaussians: one draw of their summed variance per synapse (the product of the two,
+        second order at c2c^2 = 0.25 %, is left out), from a counter-based stream keyed by the seed
+        and the update count. Charged to ``refresh_j`` (``_count_refresh_energy``): the reads
         (V_read^2 G t_read), the erase (V^2 G w_erase, G at the state before it, every device of the
         row) and the rewrite (V^2 G w, small-signal width, as the update's writes). Digital synapses
         (fault-aware programming) are the periphery's own numbers: untouched.
         """
         c, gpw = self.card, self.g_per_weight
-        b_idx, h_idx = rows.nonzero(as_tuple=True)
-        F_rows = F[b_idx, h_idx]  # (R, K) weight units
-        s = s_prev[b_idx, h_idx].unsqueeze(1)
-        analog = self._analog_f[h_idx]
-        g_min = c.window.g_min_siemens
-        g_pair = 2 * g_min + F_rows.abs() / s * gpw  # (R, K) S, both devices of the short-term pair
-        # read noise (variance prop. to each device's conductance, through the scale s) and the rewrite's
-        # c2c noise (relative to the value written) are independent Gaussians: one draw of their summed
-        # variance (the product of the two, second order at c2c^2 = 0.25 %, is left out)
-        var = torch.zeros_like(F_rows)
-        if self.read_noise:
-            var = var + s * s * (c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2) * g_pair
-        sigma = c.variability.c2c_pulse_rel
-        if self.c2c and sigma > 0:
-            var = var + (sigma * F_rows) ** 2
-        new = F_rows
-        if self.read_noise or (self.c2c and sigma > 0):
-            new = F_rows + var.sqrt() * torch.randn(F_rows.shape, generator=self._noise, dtype=F_rows.dtype)
-        out = F.clone()
-        out[b_idx, h_idx] = torch.where(analog, new, F_rows)
-        self.refresh_rows += int(b_idx.numel())
-        if self.energy_counters:
-            on = analog.to(F.dtype)
-            read = c.read.read_v_per_unit**2 * c.read.read_time_s * float((g_pair * on).sum())
-            v2 = c.read.write_v**2
-            erase = v2 * self.erase_width_s * float((g_pair * on).sum())
-            rewrite = v2 * g_min * self._width_per_siemens * gpw * float((new.abs() * on).sum())
-            self._energy["refresh_j"] += read + erase + rewrite
-        return out
+        if getattr(self, "_analog_for", None) is not self._analog_f:  # the programmed array's, once
+            self._analog = self._analog_f.to(torch.float64).numpy()
+            self._analog_for = self._analog_f
+        read_var = (
+            c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2 if self.read_noise else 0.0
+        )
+        sigma = c.variability.c2c_pulse_rel if self.c2c else 0.0
+        consts = (read_var, sigma, 2 * c.window.g_min_siemens, gpw)
+        key = write_noise_key(self.seed, self._writes) ^ REFRESH_DOMAIN
+        return Refresh(rows, s_prev, key, self._analog, consts)
+
+    def _count_refresh_energy(self, sums: np.ndarray) -> None:
+        """Reads, erase and rewrite of this step's refreshed rows (``_refresh_of``), J."""
+        c = self.card
+        g_pair, rewritten = (float(x) for x in sums.sum(axis=(0, 1)))
+        read = c.read.read_v_per_unit**2 * c.read.read_time_s * g_pair
+        v2 = c.read.write_v**2
+        erase = v2 * self.erase_width_s * g_pair
+        rewrite = v2 * c.window.g_min_siemens * self._width_per_siemens * self.g_per_weight * rewritten
+        self._energy["refresh_j"] += read + erase + rewrite
 
     def _write_noise(self) -> tuple[Tensor, int] | None:
         """Cycle-to-cycle noise of this step's pulses for the update kernel: (sigma (H, K), key), or None.
@@ -446,7 +455,6 @@ class EmulatedCrossbar:
                 rows, cols = self._digital[:2]
                 self._sigma[rows, cols] = 0.0
             self._sigma_for = self._digital
-        self._writes += 1
         return self._sigma, write_noise_key(self.seed, self._writes)
 
     def _bias_rows(self, F: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ Output buffers come from numpy, whose allocator reuses freed pages (torch.empty 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -182,13 +183,6 @@ def _normal_of(bits, table):  # pragma: no cover
     return a + frac * (table[k + 1] - a)
 
 
-@njit(inline="always")
-def _pair_at(key, counter):  # pragma: no cover
-    """Two 32-bit halves of random word ``counter`` of stream ``key`` (counter-based SplitMix64)."""
-    x = _mix64(key + (counter + np.uint64(1)) * _GOLDEN)
-    return x >> np.uint64(32), x & _LOW32
-
-
 @njit(cache=True)
 def row_key(key, row):  # pragma: no cover
     """The key of the write-noise stream of row ``row`` = b H + i in the stream of one update."""
@@ -212,27 +206,83 @@ def _pulsed_columns(z, cols, nnz):  # pragma: no cover
         nnz[b] = m
 
 
+_U32 = 2.0**-32
+REFRESH_DOMAIN = 0x5245465245534821  # xor-ed into an update's key: the refresh stream is another stream
+
+
 @njit(inline="always")
-def _row_normals(key, n, table, out):  # pragma: no cover
-    """out[:n] = the first ``n`` standard normals of stream ``key`` (out holds n + 1)."""
-    for m in range(0, n, 2):
-        hi, lo = _pair_at(key, np.uint64(m // 2))
-        out[m] = _normal_of(hi, table)
-        out[m + 1] = _normal_of(lo, table)
+def _central(u):  # pragma: no cover - Acklam's central region, branch-free so that loops of it vectorise
+    q = u - 0.5
+    r = q * q
+    num = (((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]) * q
+    return num / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0)
 
 
-@njit(cache=True)
-def normals(key, n, table):  # pragma: no cover - the write-noise stream, for tests and the docs
-    """The first ``n`` standard normals of stream ``key`` (as the update kernel draws a row's)."""
-    out = np.empty(n + 1)
-    _row_normals(key, n, table, out)
+@njit(inline="always")
+def _dense_normals(key, n, u, out, table):  # pragma: no cover
+    """out[:n] = n standard normals of stream ``key`` for every column of a row (u, out hold n + 1).
+
+    Word w of the stream gives number w (its high 32 bits) and number half + w (its low 32 bits),
+    half = ceil(n / 2); each 32-bit draw b is u = (b + 1/2) 2^-32 and the normal its quantile: Acklam's
+    central formula in a loop that vectorises, then, for the 4.85 % of u outside its region, the
+    write noise's table (``_normal_of``: linear in 2^14 bins, exact in the outermost two per side).
+    """
+    half = (n + 1) // 2
+    for w in range(half):
+        x = _mix64(key + np.uint64(w + 1) * _GOLDEN)
+        u[w] = (np.float64(x >> np.uint64(32)) + 0.5) * _U32
+        u[half + w] = (np.float64(x & _LOW32) + 0.5) * _U32
+    for m in range(2 * half):
+        out[m] = _central(u[m])
+    tails = np.empty(2 * half, np.int64)  # gathered without a branch: 1 in 20 is too unpredictable
+    count = 0
+    for m in range(2 * half):
+        tails[count] = m
+        count += (u[m] < _P_LOW) | (u[m] > 1.0 - _P_LOW)
+    for t in range(count):
+        m = tails[t]
+        out[m] = _normal_of(np.uint64(u[m] * 4294967296.0), table)  # u 2^32 = b + 1/2
+
+
+@njit(cache=True, error_model="numpy")
+def normals(key, n, table):  # pragma: no cover - the noise stream of one row, for tests and the docs
+    """The ``n`` standard normals of stream ``key``, as a row's write noise (n = its pulsed columns) or
+    its refresh (n = K) draws them."""
+    u, out = np.empty(n + 1), np.empty(n + 1)
+    _dense_normals(key, n, u, out, table)
     return out[:n]
 
 
 @njit(inline="always")
-def _noise_row(key, b, H, i, n_b, col, sig, table, eps, mult):  # pragma: no cover
-    """mult[j] = 1 + sigma_ij eps for the n_b pulsed columns col[:n_b] of row (b, i) (mult is all 1)."""
-    _row_normals(_row_key(key, np.uint64(b * H + i)), n_b, table, eps)
+def _refreshed_row(
+    key, f_row, a_row, s, read_var, c2c, two_g_min, gpw, u, eps, dst, table
+):  # pragma: no cover
+    """dst = the row as a refresh leaves it: f + sqrt(s^2 read_var g_pair + (c2c f)^2) eps on analog
+    synapses (a_row 1; digital 0: untouched), g_pair = 2 g_min + |f| / s gpw (S, both devices of the
+    short-term pair). Returns (sum of g_pair, sum of |new|) over the analog synapses."""
+    K = f_row.shape[0]
+    _dense_normals(key, K, u, eps, table)
+    sum_g = 0.0
+    sum_new = 0.0
+    k_read = s * s * read_var
+    gpw_s = gpw / s
+    for j in range(K):
+        f = np.float64(f_row[j])
+        a = a_row[j]
+        g_pair = two_g_min + abs(f) * gpw_s
+        cf = c2c * f
+        new = f + a * np.sqrt(k_read * g_pair + cf * cf) * eps[j]
+        dst[j] = new
+        sum_g += a * g_pair
+        sum_new += a * abs(new)
+    return sum_g, sum_new
+
+
+@njit(inline="always")
+def _noise_row(key, b, H, i, n_b, col, sig, table, u, eps, mult):  # pragma: no cover
+    """mult[j] = 1 + sigma_ij eps for the n_b pulsed columns col[:n_b] of row (b, i) (mult is all 1):
+    eps[m] the m-th of the row's n_b normals (``_dense_normals``)."""
+    _dense_normals(_row_key(key, np.uint64(b * H + i)), n_b, u, eps, table)
     for m in range(n_b):
         j = col[m]
         mult[j] = 1 + sig[j] * eps[m]
@@ -279,8 +329,16 @@ def _update_rows(
     ones,
     out,
     coef_z,
+    refresh,
+    s_prev,
+    refresh_key,
+    analog,
+    refresh_consts,
+    refreshed,
+    refresh_sums,
     with_clamp,
     with_c2c,
+    with_refresh,
 ):  # pragma: no cover
     B, H, K = F.shape
     for r in prange(((B + 3) // 4) * H):  # row i of four samples at once: its parameters load once
@@ -290,15 +348,38 @@ def _update_rows(
         rm, rh, g_row, c_row, sig = r_mid[i], r_half[i], gamma[i], coef[i], sigma[i]
         lo_row, hi_row = (lo[i], hi[i]) if with_clamp else (rm, rm)
         # write noise as a factor 1 + sigma eps per pulsed synapse, on rows of ones of this thread
-        mult = ones[numba.get_thread_id()]
+        thread = numba.get_thread_id()
+        mult = ones[thread]
         eps = np.empty(K + 1)
+        u = np.empty(K + 1)
         if with_c2c:
             for b in range(b0, min(b0 + 4, B)):
-                _noise_row(key, b, H, i, nnz[b], cols[b], sig, table, eps, mult[b - b0])
+                _noise_row(key, b, H, i, nnz[b], cols[b], sig, table, u, eps, mult[b - b0])
+        # refreshed rows (exact mode): the array's read + erase + rewrite, in a buffer of this thread
+        f_in = (F[b0, i], F[min(b0 + 1, B - 1), i], F[min(b0 + 2, B - 1), i], F[min(b0 + 3, B - 1), i])
+        if with_refresh:
+            bufs = refreshed[thread]
+            read_var, c2c_r, two_g_min, gpw = refresh_consts  # (weight units)^2 / S, 1, S, S
+            for b in range(b0, min(b0 + 4, B)):
+                if refresh[b, i]:
+                    rk = _row_key(np.uint64(refresh_key), np.uint64(b * H + i))
+                    dst = bufs[b - b0]
+                    s_b = np.float64(s_prev[b, i])
+                    sg, sn = _refreshed_row(
+                        rk, F[b, i], analog[i], s_b, read_var, c2c_r, two_g_min, gpw, u, eps, dst, table
+                    )
+                    refresh_sums[b, i, 0] = sg
+                    refresh_sums[b, i, 1] = sn
+            f_in = (
+                bufs[0] if refresh[b0, i] else f_in[0],
+                bufs[1] if b0 + 1 < B and refresh[b0 + 1, i] else f_in[1],
+                bufs[2] if b0 + 2 < B and refresh[b0 + 2, i] else f_in[2],
+                bufs[3] if b0 + 3 < B and refresh[b0 + 3, i] else f_in[3],
+            )
         if b0 + 4 > B:  # the remainder of the batch: one sample at a time
             for b in range(b0, B):
                 coef_z[b, i] = _update_one(
-                    F[b, i],
+                    f_in[b - b0],
                     out[b, i],
                     z[b],
                     inv_n[b, i],
@@ -315,7 +396,7 @@ def _update_rows(
                 )
         else:
             b1, b2, b3 = b0 + 1, b0 + 2, b0 + 3
-            f0, f1, f2, f3 = F[b0, i], F[b1, i], F[b2, i], F[b3, i]
+            f0, f1, f2, f3 = f_in
             o0, o1, o2, o3 = out[b0, i], out[b1, i], out[b2, i], out[b3, i]
             z0, z1, z2, z3 = z[b0], z[b1], z[b2], z[b3]
             s0, s1, s2, s3 = inv_n[b0, i], inv_n[b1, i], inv_n[b2, i], inv_n[b3, i]
@@ -414,6 +495,22 @@ def emulated_read(
     return tuple(torch.from_numpy(a) for a in (*outs, row_energy))
 
 
+class Refresh(NamedTuple):
+    """Exact mode's row refreshes for ``emulated_update``.
+
+    rows (B, H) bool: the rows refreshed this step; s_prev (B, H): their scale before it; key: the
+    step's refresh-noise key; analog (H, K) float64: 1 where F sits on devices, 0 on digital synapses
+    (left untouched); consts: (read-noise variance per S of g_pair at scale 1, (weight units)^2 / S;
+    relative c2c noise of the rewrite; 2 g_min, S; S per weight unit).
+    """
+
+    rows: Tensor
+    s_prev: Tensor
+    key: int
+    analog: np.ndarray
+    consts: tuple[float, float, float, float]
+
+
 def emulated_update(
     F: Tensor,
     *,
@@ -427,7 +524,8 @@ def emulated_update(
     h: Tensor,
     z: Tensor,
     c2c: tuple[Tensor, int] | None,
-) -> tuple[Tensor, Tensor]:
+    refresh: Refresh | None = None,
+) -> tuple[Tensor, Tensor, np.ndarray | None]:
     """F_t = clip(r(F) * F * inv_n + gamma * (h outer z) * (1 + c2c), lo * bound, hi * bound), new tensor.
 
     r(F) = r_mid + r_half * sign(F) (H, K), i.e. the retention r+ = r_mid + r_half of the G+ device
@@ -436,7 +534,13 @@ def emulated_update(
     (sigma (H, K), key): the relative write noise sigma_ij * eps of each pulsed synapse (z_bj != 0;
     no pulse, no noise), eps the m-th standard normal of row (b, i)'s stream for its m-th pulsed column
     (``normals(row_key(key, b * H + i), ...)``); nothing is drawn for the synapses without a pulse.
-    F is never overwritten. Also returns sum_j write_coef_ij |z_bj| (B, H), gathered in the same pass.
+    ``refresh``: None, or the exact mode's row refreshes (``Refresh``): each flagged row (b, i) is first
+    rewritten as the array does it (``_refreshed_row``: read noise through the old scale s_prev and the
+    rewrite's c2c noise, one normal per synapse from stream ``row_key(key, b * H + i)`` of
+    ``normals``), then decays and is written as any row.
+    F is never overwritten. Also returns sum_j write_coef_ij |z_bj| (B, H), gathered in the same pass,
+    and with ``refresh`` a (B, H, 2) float64 array: per refreshed row the sums over its analog synapses
+    of g_pair (S) and of |F| rewritten (weight units), for the refresh energy (0 on other rows).
     """
     f = _array(F)
     out = np.empty_like(f)
@@ -453,7 +557,16 @@ def emulated_update(
     lo, hi = (_array(t) for t in window) if window is not None else (f[:0, 0], f[:0, 0])
     params = (_array(t) for t in (r_mid, r_half, gamma, write_coef))
     rows = (_array(t) for t in (inv_n, bound, h))
-    flags = (window is not None, c2c is not None)
+    if refresh is not None:
+        rows_r, s_prev = _array(refresh.rows), _array(refresh.s_prev)
+        analog, consts, key_r = refresh.analog, refresh.consts, refresh.key
+        refreshed = np.empty((_MAX_THREADS, 4, f.shape[2]), f.dtype)
+        sums = np.zeros((*f.shape[:2], 2))
+    else:
+        rows_r, s_prev = np.zeros((0, 0), np.bool_), np.zeros((0, 0), f.dtype)
+        analog, consts, key_r = np.empty((0, 0)), (0.0, 0.0, 0.0, 0.0), 0
+        refreshed, sums = np.empty((0, 0, 0), f.dtype), np.empty((0, 0, 2))
+    flags = (window is not None, c2c is not None, refresh is not None)
     _launch(
         _update_rows,
         f,
@@ -470,6 +583,13 @@ def emulated_update(
         ones,
         out,
         coef_z,
+        rows_r,
+        s_prev,
+        np.uint64(key_r),
+        analog,
+        consts,
+        refreshed,
+        sums,
         *flags,
     )
-    return torch.from_numpy(out), torch.from_numpy(coef_z)
+    return torch.from_numpy(out), torch.from_numpy(coef_z), sums if refresh is not None else None
