@@ -119,6 +119,27 @@ class DeviceArray:
         if pulsing.any():
             self._pulse(v, duration_s, pulsing)
 
+    def pulse_train(
+        self,
+        volts: np.ndarray,
+        widths_s: np.ndarray,
+        counts: np.ndarray,
+        bias_v: np.ndarray,
+        duration_s: float,
+    ) -> None:
+        """Device k gets ``counts[k]`` pulses of ``volts[k]`` (V) and ``widths_s[k]`` (s) and idles at
+        ``bias_v[k]`` for the rest of ``duration_s``; devices with count 0, stuck, or below the pulse
+        threshold idle at their bias throughout (a sub-threshold level held for a pulse's few
+        microseconds is neglected, as a read's)."""
+        v = np.broadcast_to(np.asarray(volts, dtype=float), self.shape)
+        pulsing = (
+            (counts > 0) & (np.abs(v) >= self.card.pulse.v_threshold_v) & ~(self.stuck_on | self.stuck_off)
+        )
+        for k in range(int(counts[pulsing].max()) if pulsing.any() else 0):
+            self._pulse(v, np.asarray(widths_s, dtype=float), pulsing & (counts > k))
+        idle = duration_s - np.where(pulsing, counts * widths_s, 0.0)
+        self._decay(np.broadcast_to(np.asarray(bias_v, dtype=float), self.shape), idle, np.True_)
+
     def short(self, index: tuple[int, ...] = ()) -> None:
         """Fault: the device at ``index`` breaks down into a short (stuck on)."""
         self.shorted[index] = True
