@@ -178,7 +178,7 @@ class CrossbarController(SafeOffOnClose):
             code, _, message = reply[3:].strip().partition(" ")
             if code == "COMPLIANCE":
                 raise ComplianceError(f"{self.transport.name}: {message} (stuck-on or shorted device?)")
-            raise InstrumentError(f"{self.transport.name} refused {command!r}: {code} {message}")
+            raise InstrumentError(f"{self.transport.name} refused {_short(command)!r}: {code} {message}")
         return reply
 
     def _v1_exchange(self, command: str) -> str:
@@ -211,7 +211,17 @@ class CrossbarController(SafeOffOnClose):
                 f"{self.transport.name}: the controller parsed {command!r} as {echo[:120]!r}, not as sent "
                 "(ILIM included); nothing was executed"
             )
-        return self._ask(f"GO {armed}")
+        try:
+            return self._ask(f"GO {armed}")
+        except ComplianceError:
+            raise
+        except InstrumentError as exc:
+            if f"refused 'GO {armed}'" not in str(exc):
+                raise
+            reason = str(exc).partition(f"refused 'GO {armed}': ")[2]
+            raise InstrumentError(
+                f"{self.transport.name} refused {_short(command)!r} at GO: {reason}"
+            ) from None
 
     def _numbers(self, reply: str, n: int, command: str) -> np.ndarray:
         try:
@@ -518,13 +528,9 @@ class CrossbarController(SafeOffOnClose):
         for r, c in zip(*np.nonzero((counts != 0) | (amps != 0)), strict=True):
             where = f"PULSEBLOCK entry row {row0 + r} col {c}"
             try:
-                if not (
-                    float(counts[r, c]).is_integer() and 1 <= counts[r, c] <= self.hardware.max_pulse_count
-                ):
-                    raise SafetyError(
-                        f"count {counts[r, c]!r} outside 1..{self.hardware.max_pulse_count:g} "
-                        "(and amplitude 0 needs count 0)"
-                    )
+                most = self.hardware.max_pulse_count
+                if not (float(counts[r, c]).is_integer() and 1 <= counts[r, c] <= most):
+                    raise SafetyError(f"count {counts[r, c]:g} outside 1..{most:g}")
                 if amps[r, c] == 0:
                     raise SafetyError("amplitude 0 (no pulse) needs count 0")
                 self.limits.check_pulse(float(amps[r, c]), float(widths[r, c]))
@@ -599,6 +605,11 @@ class CrossbarController(SafeOffOnClose):
         """Best effort: every line back to 0 V (``RST``); never raises."""
         with contextlib.suppress(Exception):  # the link may be down: there is nothing more a driver can do
             self.reset()
+
+
+def _short(command: str, most: int = 80) -> str:
+    """A command as error messages quote it: block commands can be 4 kB long."""
+    return command if len(command) <= most else command[: most - 3] + "..."
 
 
 def _parse_v1_number(text: str) -> float:

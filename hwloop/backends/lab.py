@@ -502,8 +502,11 @@ class LabCrossbar:
             # 2. neurons, digitally, with the emulated rest of each row
             out = self.emulated.read(F, z, energy=energy)
             h = torch.tanh(out.y + bias)
+            block = (slice(r0, r1), slice(c0, c1))
+            # the STPN's own update of the block from the same F and inputs, without the emulated array's
+            # noise draws (the block's F carries its own devices' noise)
+            f_model_next = self.emulated.model_update(F, out.n, h, z, *block)[0].to(torch.float64).numpy()
             F_t = self.emulated.update(F, out.n, h, z)
-            f_model_next = F_t[0, r0:r1, c0:c1].to(torch.float64).numpy().copy()  # the STPN's own update
             # 3. write: what brings the devices to lambda F / n + gamma h z at the next read
             zb, hb = z[0, c0:c1].to(torch.float64), h[0, r0:r1].to(torch.float64)
             dF = (self.gamma_block * hb[:, None] * zb[None, :]).numpy()
