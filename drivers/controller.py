@@ -44,6 +44,7 @@ from drivers.transport import SerialTransport, Transport
 from drivers.xbar_protocol import (
     BIAS_PROTOCOL,
     BLOCK_MINOR,
+    MAX_BLOCK_READS,
     MAX_LINE_BYTES,
     SEQ_MODULUS,
     FrameError,
@@ -463,15 +464,18 @@ class CrossbarController(SafeOffOnClose):
         values = self._numbers(reply, self.cols + 1, command)
         return RowReading(float(values[0]), values[1:])
 
-    def read_rows(self, row0: int, count: int, read_v: float) -> RowTrain:
+    def read_rows(self, row0: int, count: int, read_v: float, reads: int = 1) -> RowTrain:
         """Currents (A) of rows ``row0`` .. ``row0 + count - 1`` at ``read_v`` (V), shape (count, cols),
-        each row read as ``read_row`` reads it, and each row's timestamp (s), in as few ``READBLOCK``
-        frames as the line limit allows (v3.1)."""
+        each row read as ``read_row`` reads it, ``reads`` times back to back and averaged on the
+        controller, and each row's timestamp (s), in as few ``READBLOCK`` frames as the line limit allows
+        (v3.1)."""
         self._require_block("READBLOCK")
         read_v = self.limits.check_voltage(read_v, "read voltage")
         self._check_address(row0)
         if not (isinstance(count, int | np.integer) and 1 <= count <= self.rows - row0):
             raise SafetyError(f"{count!r} rows from row {row0} are outside the {self.rows}x{self.cols} array")
+        if not (isinstance(reads, int | np.integer) and 1 <= reads <= MAX_BLOCK_READS):
+            raise SafetyError(f"READBLOCK averages 1 to {MAX_BLOCK_READS} reads, got {reads!r}")
         self._require_compliance()
         self._check_hardware(read_v)
         assert self.compliance_set_a is not None
@@ -483,8 +487,9 @@ class CrossbarController(SafeOffOnClose):
         times, currents = np.empty(count), np.empty((count, self.cols))
         for start in range(0, count, per_frame):
             n = min(per_frame, count - start)
-            command = f"READBLOCK {row0 + start} {n} {format_number(read_v)}"
-            reply = self._act(command, [int(row0 + start), int(n), sent_value(read_v), *self._echo_ilim()])
+            command = f"READBLOCK {row0 + start} {n} {format_number(read_v)} {reads}"
+            expected = [int(row0 + start), int(n), sent_value(read_v), int(reads), *self._echo_ilim()]
+            reply = self._act(command, expected)
             values = self._numbers(reply, 1 + n + n * self.cols, command)
             times[start : start + n] = values[1 : 1 + n]
             currents[start : start + n] = values[1 + n :].reshape(n, self.cols) * values[0]

@@ -30,6 +30,7 @@ MAX_NUMBER_CHARS = 24
 ARMED_COMMANDS = frozenset(
     {"ILIM", "PULSE", "PULSEROW", "READ", "READROW", "BIAS", "READBLOCK", "PULSEBLOCK"}
 )
+MAX_BLOCK_READS = 64  # READBLOCK averages at most this many reads per device on the controller
 BAUD_BITS_PER_BYTE = 10  # 8N1: a start bit, 8 data bits, a stop bit per byte on the wire
 
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")

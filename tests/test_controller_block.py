@@ -63,7 +63,7 @@ def test_block_commands_are_framed_echoed_and_confirmed_as_documented() -> None:
     t = ScriptedTransport(
         [
             *OPENING,
-            (v3(6, "READBLOCK 0 2 0.2"), v3(6, "ECHO READBLOCK 0 2 2.000000e-01 ILIM 1.000000e-06")),
+            (v3(6, "READBLOCK 0 2 0.2 1"), v3(6, "ECHO READBLOCK 0 2 2.000000e-01 1 ILIM 1.000000e-06")),
             (v3(7, "GO 6"), v3(7, "1e-12,0.012,0.013,1500,-3,0,2000,4000,1")),
             (
                 v3(8, "PULSEBLOCK 0 2 0.001 1.5,0,-2,0,0,1.8 100,0,50,0,0,1000 1,0,2,0,0,1"),
@@ -146,9 +146,12 @@ def test_a_block_entry_beyond_the_limits_is_refused_before_any_byte_is_sent(amp,
         ("PULSEBLOCK 1 2 0.001 1.5,0,0 1,0,0 1,0,0", "ERR RANGE 2 rows from row 1 outside 0..1"),
         ("PULSEBLOCK 0 1 2 1.5,0,0 1,0,0 1,0,0", "ERR RANGE row period 2 s outside [0, 1] s"),
         ("PULSEBLOCK 0 1 0.001 11,0,0 1,0,0 1,0,0", "ERR RANGE 11 V outside +-10 V"),
-        ("READBLOCK 0 0 0.2", "ERR RANGE 0 rows from row 0 outside 0..1"),
-        ("READBLOCK 0 2 .2", "ERR SYNTAX bad arguments to READBLOCK"),
-        ("READBLOCK 0 2", "ERR SYNTAX bad arguments to READBLOCK"),
+        ("READBLOCK 0 0 0.2 1", "ERR RANGE 0 rows from row 0 outside 0..1"),
+        ("READBLOCK 0 2 0.2 0", "ERR RANGE READBLOCK of 0 reads outside [1, 64]"),
+        ("READBLOCK 0 2 0.2 65", "ERR RANGE READBLOCK of 65 reads outside [1, 64]"),
+        ("READBLOCK 0 2 .2 1", "ERR SYNTAX bad arguments to READBLOCK"),
+        ("READBLOCK 0 2 0.2 1.0", "ERR SYNTAX bad arguments to READBLOCK"),
+        ("READBLOCK 0 2 0.2", "ERR SYNTAX bad arguments to READBLOCK"),
     ],
 )
 def test_the_firmware_parses_block_commands_by_the_documented_grammar(body, reply) -> None:
@@ -164,7 +167,7 @@ def test_a_read_block_longer_than_a_line_is_refused_and_the_driver_splits_it() -
     fw.handle_line(v3(1, "ILIM 1e-06"))
     fw.handle_line(v3(2, "GO 1"))
     # 64 codes of up to 7 digits, a sign and a comma each: at most 6 rows fit the 4096-byte line
-    assert fw.handle_line(v3(3, "READBLOCK 0 7 0.2")).reply == v3(
+    assert fw.handle_line(v3(3, "READBLOCK 0 7 0.2 1")).reply == v3(
         3, "ERR RANGE READBLOCK of 7 rows: a reply carries at most 6 rows"
     )
     with open_controller("xbarsim://40x64?seed=2", LIMITS) as xbar:
@@ -177,7 +180,9 @@ def test_a_read_block_longer_than_a_line_is_refused_and_the_driver_splits_it() -
 
 def test_v2_and_v3_0_controllers_have_no_block_commands_and_say_so() -> None:
     fw = sim_firmware(2, 3, 3, protocol=2)
-    assert fw.handle_line(v3(1, "READBLOCK 0 1 0.2")).reply == v3(1, "ERR SYNTAX unknown command 'READBLOCK'")
+    assert fw.handle_line(v3(1, "READBLOCK 0 1 0.2 1")).reply == v3(
+        1, "ERR SYNTAX unknown command 'READBLOCK'"
+    )
     with open_controller("xbarsim://2x3?seed=3&protocol=2", LIMITS) as xbar:
         xbar.set_compliance(1e-6)
         assert not xbar.block_capable
@@ -210,6 +215,10 @@ def test_a_block_frame_takes_its_bytes_time_plus_the_devices_time(baud: int) -> 
         t0 = clock.now_s()
         xbar.read_rows(0, 4, 0.2)  # one frame: READBLOCK, ECHO, GO, reply
         want = _wire_time_s(xbar, since, baud) + 2 * LATENCY_S + 4 * card.read.read_time_s
+        assert clock.now_s() - t0 == pytest.approx(want, rel=1e-9)
+        since, t0 = len(xbar.transport.log), clock.now_s()
+        xbar.read_rows(1, 3, 0.2, reads=5)  # 3 rows, each read 5 times back to back on the controller
+        want = _wire_time_s(xbar, since, baud) + 2 * LATENCY_S + 15 * card.read.read_time_s
         assert clock.now_s() - t0 == pytest.approx(want, rel=1e-9)
 
         amps, widths, counts = np.zeros((4, 8)), np.zeros((4, 8)), np.zeros((4, 8), dtype=int)
@@ -275,3 +284,15 @@ def test_block_pulses_and_reads_equal_the_per_device_commands() -> None:
     assert np.array_equal(moved, counts > 0)
     np.testing.assert_allclose(block, per_device, rtol=0, atol=1.01e-12)  # within one ADC code
     np.testing.assert_allclose(per_row, per_device, rtol=1e-6)
+
+
+def test_reads_averaged_on_the_controller_shrink_the_read_noise_by_sqrt_n() -> None:
+    """At rest (no short-term state), 100 block reads of 32 devices: the spread of 16-read averages is
+    that of single reads / sqrt(16), within the sampling error of 3,200 samples (~3 %)."""
+    with open_controller("xbarsim://4x8?seed=4", LIMITS) as xbar:
+        xbar.set_compliance(1e-6)
+        single = np.array([xbar.read_rows(0, 4, 0.2).i_a for _ in range(100)])
+        averaged = np.array([xbar.read_rows(0, 4, 0.2, reads=16).i_a for _ in range(100)])
+    np.testing.assert_allclose(averaged.mean(0), single.mean(0), rtol=0.02)  # the same devices
+    ratio = single.std(0).mean() / averaged.std(0).mean()
+    assert ratio == pytest.approx(4.0, rel=0.12)

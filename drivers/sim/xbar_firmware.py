@@ -30,6 +30,7 @@ from drivers.xbar_protocol import (
     ARM_TIMEOUT_S,
     ARMED_COMMANDS,
     INTER_BYTE_TIMEOUT_S,
+    MAX_BLOCK_READS,
     MAX_LINE_BYTES,
     FrameError,
     echo_list_number,
@@ -230,13 +231,15 @@ class XbarFirmware:
             return (rows, cols)
         self._need_ilim()
         if keyword == "READBLOCK":
-            row, count, read_v = args
-            r0, n = self._row(parse_int(row)), parse_int(count)
+            row, count, read_v, reads_text = args
+            r0, n, reads = self._row(parse_int(row)), parse_int(count), parse_int(reads_text)
             self._rows_span(r0, n)
+            if not 1 <= reads <= MAX_BLOCK_READS:
+                raise FirmwareError("RANGE", f"READBLOCK of {reads} reads outside [1, {MAX_BLOCK_READS}]")
             most = read_block_rows_per_frame(self.array.cols, self._need_ilim(), READ_LSB_A)
             if n > most:
                 raise FirmwareError("RANGE", f"READBLOCK of {n} rows: a reply carries at most {most} rows")
-            return (r0, n, self._volts(parse_number(read_v)))
+            return (r0, n, self._volts(parse_number(read_v)), reads)
         if keyword == "PULSEBLOCK":
             return self._parse_pulse_block(args)
         if keyword == "PULSE":
@@ -326,8 +329,8 @@ class XbarFirmware:
             r, c, read_v = args
             return self._read_one(int(r), int(c), float(read_v))
         if keyword == "READBLOCK":
-            r0, n, read_v = args
-            return self._read_block(r0, n, float(read_v))
+            r0, n, read_v, reads = args
+            return self._read_block(r0, n, float(read_v), int(reads))
         if keyword == "PULSEBLOCK":
             return self._pulse_block(*args)
         r, read_v = args
@@ -424,14 +427,17 @@ class XbarFirmware:
         current = self._compliance(self.lines.read(volts, row=r)[c : c + 1], f"row {r} col {c}")
         return f"{t:.6f},{current[0]:.6e}"
 
-    def _read_block(self, r0: int, n: int, read_v: float) -> str:
-        """Rows r0 .. r0 + n - 1 read one after another, as READROW reads each: ``<lsb_a>``, the n rows'
-        start times, then the n x cols currents as integer codes of ``READ_LSB_A``, row-major."""
+    def _read_block(self, r0: int, n: int, read_v: float, reads: int = 1) -> str:
+        """Rows r0 .. r0 + n - 1 read one after another, each ``reads`` times back to back as READROW
+        reads it, averaged: ``<lsb_a>``, the n rows' start times, then the n x cols mean currents as
+        integer codes of ``READ_LSB_A``, row-major."""
         times, codes = [], []
         volts = np.full(self.array.cols, read_v)
         for r in range(r0, r0 + n):
             times.append(f"{self.array.clock.now_s():.6f}")
-            current = self._compliance(self.lines.read(volts, row=r), f"row {r}")
+            current = np.mean(
+                [self._compliance(self.lines.read(volts, row=r), f"row {r}") for _ in range(reads)], axis=0
+            )
             codes.append(",".join(str(int(c)) for c in np.rint(current / READ_LSB_A)))
         return f"{READ_LSB_A:g}," + ",".join(times) + "," + ",".join(codes)
 

@@ -379,13 +379,9 @@ class LabCrossbar:
         assert self.controller is not None
         R = self.r1 - self.r0
         t, i = np.empty(R), np.zeros((R, self.device_cols))
-        if self.block_io:  # protocol v3.1: the whole block in a few READBLOCK frames
-            for q in range(reads):
-                train = self.controller.read_rows(0, R, self.read_v)
-                if q == 0:
-                    t[:] = train.t_s
-                i += train.i_a[:, : self.device_cols]
-            return t, i / reads
+        if self.block_io:  # protocol v3.1: the whole block in a few READBLOCK frames, averaged on the card
+            train = self.controller.read_rows(0, R, self.read_v, reads)
+            return train.t_s, train.i_a[:, : self.device_cols]
         for r in range(R):
             for q in range(reads):
                 reading = self.controller.read_row(r, self.read_v)
