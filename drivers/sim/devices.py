@@ -191,13 +191,13 @@ class DeviceArray:
         """``part`` broadcast to the shape of ``other`` (itself when the shapes already agree)."""
         return part if part.shape == np.shape(other) else np.broadcast_to(part, np.shape(other))
 
-    def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray | np.bool_) -> None:
+    def _decay(self, bias_v: np.ndarray, dt_s: float | np.ndarray, where: np.ndarray | np.bool_) -> None:
         fast, slow = self._decayed(bias_v, dt_s)
         np.copyto(self.g_fast_siemens, fast, where=where)
         np.copyto(self.g_slow_siemens, slow, where=where)
         np.add(self.age_s, dt_s, out=self.age_s, where=where)
 
-    def _pulse(self, amplitude_v: np.ndarray, width_s: float, where: np.ndarray) -> None:
+    def _pulse(self, amplitude_v: np.ndarray, width_s: float | np.ndarray, where: np.ndarray) -> None:
         kw: dict[str, Any] = dict(card_pulse_kwargs(self.card))
         kw["g_st_max_siemens"] = self.g_st_max_siemens
         kw["dg_up_ref_siemens"] = kw["dg_up_ref_siemens"] * self.pulse_scale
