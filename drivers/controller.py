@@ -6,6 +6,11 @@ command that acts on the array (``ILIM``, ``PULSE``, ``PULSEROW``, ``READ``, ``R
 phases: the controller echoes the values it parsed, the driver compares them with what it meant, and
 only then sends ``GO``; a misparsed command never executes.
 
+Protocol v3.1 adds block commands: ``read_rows`` (``READBLOCK``: many rows in one frame, the currents as
+ADC codes) and ``pulse_block`` (``PULSEBLOCK``: a pulse train per device, its own amplitude, width and
+count, many rows in one frame). Every entry of a block is checked before the first byte is sent; the
+driver splits a block into as many frames as the 4096-byte line needs.
+
 Protocol v3 adds line biases: ``set_line_bias`` holds every row and column line at an idle voltage
 (``BIAS``, two-phase like the others), refused before anything is sent when a line or a device between
 two lines exceeds the ``SafetyLimits`` or reaches the card's write threshold. Reads and pulses are taken
@@ -38,6 +43,8 @@ from drivers.safety import PulseRateGuard, SafeOffOnClose, SafetyLimits
 from drivers.transport import SerialTransport, Transport
 from drivers.xbar_protocol import (
     BIAS_PROTOCOL,
+    BLOCK_MINOR,
+    MAX_BLOCK_READS,
     MAX_LINE_BYTES,
     SEQ_MODULUS,
     FrameError,
@@ -47,6 +54,7 @@ from drivers.xbar_protocol import (
     parse_number,
     parse_numbers,
     quantise_bias,
+    read_block_rows_per_frame,
     sent_value,
     unframe,
 )
@@ -59,7 +67,8 @@ EchoValue = int | float | str | tuple[float, ...]
 
 class HardwareRanges(NamedTuple):
     """What the controller itself can do (``LIMITS?``): |V| (V), pulse widths (s), ILIM (A), and (v3) the
-    line-bias range |V| and its DAC step (V); 0 and 0 on a controller without line biases."""
+    line-bias range |V| and its DAC step (V); 0 and 0 on a controller without line biases; (v3.1) the
+    read ADC's step (A) of ``READBLOCK`` replies and the most pulses a ``PULSEBLOCK`` entry may ask for."""
 
     max_abs_v: float
     min_width_s: float
@@ -68,6 +77,8 @@ class HardwareRanges(NamedTuple):
     max_ilim_a: float
     max_abs_bias_v: float = 0.0
     bias_lsb_v: float = 0.0
+    read_lsb_a: float = 0.0
+    max_pulse_count: float = 0.0
 
 
 V1_RANGES = HardwareRanges(math.inf, 0.0, 1.0, 0.0, math.inf)  # v1 only promises widths in (0, 1] s
@@ -101,6 +112,7 @@ class CrossbarController(SafeOffOnClose):
         self._seq = 0
         self._v1_idn = ""
         self._v1_suspect = False
+        self.version = "1"
         transport.open()
         if isinstance(transport, SerialTransport):
             transport.max_line_bytes = MAX_LINE_BYTES
@@ -120,6 +132,7 @@ class CrossbarController(SafeOffOnClose):
                 raise ProtocolError(
                     f"{self.transport.name}: framed VER? answered {reply[:40]!r}, not 2.x or 3.x"
                 )
+            self.version = reply
             return int(reply[0])
         version = self.transport.query("VER?").strip()
         if not version.startswith("1."):
@@ -166,7 +179,7 @@ class CrossbarController(SafeOffOnClose):
             code, _, message = reply[3:].strip().partition(" ")
             if code == "COMPLIANCE":
                 raise ComplianceError(f"{self.transport.name}: {message} (stuck-on or shorted device?)")
-            raise InstrumentError(f"{self.transport.name} refused {command!r}: {code} {message}")
+            raise InstrumentError(f"{self.transport.name} refused {_short(command)!r}: {code} {message}")
         return reply
 
     def _v1_exchange(self, command: str) -> str:
@@ -199,7 +212,17 @@ class CrossbarController(SafeOffOnClose):
                 f"{self.transport.name}: the controller parsed {command!r} as {echo[:120]!r}, not as sent "
                 "(ILIM included); nothing was executed"
             )
-        return self._ask(f"GO {armed}")
+        try:
+            return self._ask(f"GO {armed}")
+        except ComplianceError:
+            raise
+        except InstrumentError as exc:
+            if f"refused 'GO {armed}'" not in str(exc):
+                raise
+            reason = str(exc).partition(f"refused 'GO {armed}': ")[2]
+            raise InstrumentError(
+                f"{self.transport.name} refused {_short(command)!r} at GO: {reason}"
+            ) from None
 
     def _numbers(self, reply: str, n: int, command: str) -> np.ndarray:
         try:
@@ -222,13 +245,28 @@ class CrossbarController(SafeOffOnClose):
     def _hardware_ranges(self) -> HardwareRanges:
         if self.protocol < 2:
             return V1_RANGES
-        n = 7 if self.protocol >= BIAS_PROTOCOL else 5
+        n = 9 if self.block_capable else 7 if self.protocol >= BIAS_PROTOCOL else 5
         return HardwareRanges(*(float(x) for x in self._numbers(self._ask("LIMITS?"), n, "LIMITS?")))
 
     @property
     def bias_capable(self) -> bool:
         """Whether the controller can hold line biases (protocol v3); a v2 controller's lines idle at 0 V."""
         return self.protocol >= BIAS_PROTOCOL
+
+    @property
+    def block_capable(self) -> bool:
+        """Whether the controller has the block commands ``READBLOCK`` / ``PULSEBLOCK`` (protocol v3.1+)."""
+        if self.protocol < BIAS_PROTOCOL:
+            return False
+        minor = self.version.split(".")[1] if self.version.count(".") >= 1 else "0"
+        return self.protocol > BIAS_PROTOCOL or (minor.isdigit() and int(minor) >= BLOCK_MINOR)
+
+    def _require_block(self, what: str) -> None:
+        if not self.block_capable:
+            raise InstrumentStateError(
+                f"{self.transport.name} speaks crossbar protocol {self.version}: no {what} "
+                "(block commands need v3.1)"
+            )
 
     def _echo_ilim(self) -> list[EchoValue]:
         assert self.compliance_set_a is not None
@@ -426,6 +464,132 @@ class CrossbarController(SafeOffOnClose):
         values = self._numbers(reply, self.cols + 1, command)
         return RowReading(float(values[0]), values[1:])
 
+    def read_rows(self, row0: int, count: int, read_v: float, reads: int = 1) -> RowTrain:
+        """Currents (A) of rows ``row0`` .. ``row0 + count - 1`` at ``read_v`` (V), shape (count, cols),
+        each row read as ``read_row`` reads it, ``reads`` times back to back and averaged on the
+        controller, and each row's timestamp (s), in as few ``READBLOCK`` frames as the line limit allows
+        (v3.1)."""
+        self._require_block("READBLOCK")
+        read_v = self.limits.check_voltage(read_v, "read voltage")
+        self._check_address(row0)
+        if not (isinstance(count, int | np.integer) and 1 <= count <= self.rows - row0):
+            raise SafetyError(f"{count!r} rows from row {row0} are outside the {self.rows}x{self.cols} array")
+        if not (isinstance(reads, int | np.integer) and 1 <= reads <= MAX_BLOCK_READS):
+            raise SafetyError(f"READBLOCK averages 1 to {MAX_BLOCK_READS} reads, got {reads!r}")
+        self._require_compliance()
+        self._check_hardware(read_v)
+        assert self.compliance_set_a is not None
+        per_frame = read_block_rows_per_frame(
+            self.cols, sent_value(self.compliance_set_a), self.hardware.read_lsb_a
+        )
+        if per_frame < 1:
+            raise InstrumentError(f"{self.transport.name}: one row of {self.cols} codes exceeds a frame")
+        times, currents = np.empty(count), np.empty((count, self.cols))
+        for start in range(0, count, per_frame):
+            n = min(per_frame, count - start)
+            command = f"READBLOCK {row0 + start} {n} {format_number(read_v)} {reads}"
+            expected = [int(row0 + start), int(n), sent_value(read_v), int(reads), *self._echo_ilim()]
+            reply = self._act(command, expected)
+            values = self._numbers(reply, 1 + n + n * self.cols, command)
+            times[start : start + n] = values[1 : 1 + n]
+            currents[start : start + n] = values[1 + n :].reshape(n, self.cols) * values[0]
+        return RowTrain(times, currents)
+
+    def pulse_block(
+        self,
+        row0: int,
+        amplitudes_v: np.ndarray,
+        widths_s: np.ndarray,
+        counts: np.ndarray,
+    ) -> int:
+        """Pulse trains on rows ``row0`` .. ``row0 + n - 1`` (arrays of shape (n, cols)): device (r, c)
+        gets ``counts[r, c]`` pulses of ``amplitudes_v[r, c]`` (V) and ``widths_s[r, c]`` (s, on the
+        controller's pulse-timer grid, ``LIMITS?`` min width), count 0 and amplitude 0 = no pulse. Rows
+        are pulsed one after another at most ``max_pulses_per_s`` rows per second (each pulsed row counts
+        as one pulse against the limit). Every entry is checked against the ``SafetyLimits`` and the
+        controller's ranges before the first byte is sent; a ``SafetyError`` names the first refused
+        entry. Returns the number of ``PULSEBLOCK`` frames sent (v3.1)."""
+        self._require_block("PULSEBLOCK")
+        amps = np.asarray(amplitudes_v, dtype=float)
+        widths, counts = np.asarray(widths_s, dtype=float), np.asarray(counts)
+        if (
+            amps.ndim != 2
+            or amps.shape[1] != self.cols
+            or widths.shape != amps.shape
+            or counts.shape != amps.shape
+        ):
+            raise SafetyError(
+                f"pulse_block needs amplitudes, widths and counts of one shape (rows, {self.cols}), got "
+                f"{amps.shape}, {widths.shape} and {counts.shape}"
+            )
+        n_rows = amps.shape[0]
+        self._check_address(row0)
+        if not 1 <= n_rows <= self.rows - row0:
+            raise SafetyError(f"{n_rows} rows from row {row0} are outside the {self.rows}x{self.cols} array")
+        self._require_compliance()
+        self._check_v1_pulse()
+        tick = self.hardware.min_width_s
+        ticks = np.where(counts > 0, np.rint(widths / tick), 0).astype(np.int64)
+        for r, c in zip(*np.nonzero((counts != 0) | (amps != 0)), strict=True):
+            where = f"PULSEBLOCK entry row {row0 + r} col {c}"
+            try:
+                most = self.hardware.max_pulse_count
+                if not (float(counts[r, c]).is_integer() and 1 <= counts[r, c] <= most):
+                    raise SafetyError(f"count {counts[r, c]:g} outside 1..{most:g}")
+                if amps[r, c] == 0:
+                    raise SafetyError("amplitude 0 (no pulse) needs count 0")
+                self.limits.check_pulse(float(amps[r, c]), float(widths[r, c]))
+                self.limits.check_pulse(float(amps[r, c]), float(ticks[r, c] * tick))  # as it will run
+                self._check_hardware(float(amps[r, c]), float(ticks[r, c] * tick))
+            except SafetyError as exc:
+                raise SafetyError(f"{where}: {exc}") from None
+        period_s = 1.0 / self.limits.max_pulses_per_s
+        if period_s > self.hardware.max_width_s:
+            raise SafetyError(
+                f"a pulse rate limit of {self.limits.max_pulses_per_s:g}/s is below what PULSEBLOCK can "
+                "space rows by; use pulse_row"
+            )
+        rows_text = [
+            (
+                ",".join(format_number(a) if k else "0" for a, k in zip(amps[r], counts[r], strict=True)),
+                ",".join(map(str, ticks[r])),
+                ",".join(str(int(k)) for k in counts[r]),
+            )
+            for r in range(n_rows)
+        ]
+        frames, start = 0, 0
+        room = MAX_LINE_BYTES - 80  # head, period, ILIM of the echo, CRC
+        while start < n_rows:
+            stop, size = start, 0
+            while stop < n_rows and size + sum(map(len, rows_text[stop])) + 3 <= room:
+                size += sum(map(len, rows_text[stop])) + 3
+                stop += 1
+            if stop == start:
+                raise InstrumentError(f"{self.transport.name}: one row of PULSEBLOCK exceeds a frame")
+            if counts[start:stop].any():
+                self._send_pulse_block(row0 + start, rows_text[start:stop], period_s)
+                frames += 1
+            start = stop
+        return frames
+
+    def _send_pulse_block(self, row0: int, rows_text: list[tuple[str, str, str]], period_s: float) -> None:
+        """One PULSEBLOCK frame (rows already checked), keeping the pulse-rate limit between frames."""
+        amp_text, tick_text, count_text = (",".join(part) for part in zip(*rows_text, strict=True))
+        n = len(rows_text)
+        command = f"PULSEBLOCK {row0} {n} {format_number(period_s)} {amp_text} {tick_text} {count_text}"
+        expected: list[EchoValue] = [
+            int(row0),
+            int(n),
+            sent_value(period_s),
+            tuple(float(a) for a in amp_text.split(",")),
+            tuple(float(t) for t in tick_text.split(",")),
+            tuple(float(k) for k in count_text.split(",")),
+            *self._echo_ilim(),
+        ]
+        self._rate.wait_until_allowed()
+        self._ok(self._act(command, expected), command)
+        self._rate.record()  # conservative: the reply comes after the frame's last row started
+
     def read_row_train(self, row: int, read_v: float, every_s: float, count: int) -> RowTrain:
         """``count`` reads of ``row`` at ``read_v`` (V), waiting ``every_s`` (s) between them (host-timed:
         the spacing is every_s plus one read's round trip; use the returned controller timestamps)."""
@@ -446,6 +610,11 @@ class CrossbarController(SafeOffOnClose):
         """Best effort: every line back to 0 V (``RST``); never raises."""
         with contextlib.suppress(Exception):  # the link may be down: there is nothing more a driver can do
             self.reset()
+
+
+def _short(command: str, most: int = 80) -> str:
+    """A command as error messages quote it: block commands can be 4 kB long."""
+    return command if len(command) <= most else command[: most - 3] + "..."
 
 
 def _parse_v1_number(text: str) -> float:

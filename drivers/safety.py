@@ -225,6 +225,13 @@ class PulseRateGuard:
                 f"every {self._min_gap_s:.3g} s (wait first)"
             )
 
+    def wait_until_allowed(self) -> None:
+        """Wait (on the clock) until a pulse is allowed, then return; a pulse right after is within the
+        limit."""
+        if self._last_s is not None:
+            self._clock.sleep(self._last_s + self._min_gap_s - self._clock.now_s() + 1e-9)
+        self.check()
+
     def record(self) -> None:
         """Note that a pulse has just been started."""
         self._last_s = self._clock.now_s()

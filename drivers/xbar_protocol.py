@@ -21,16 +21,22 @@ import numpy as np
 
 PROTOCOL_VERSION = 3  # the newest version hwloop speaks; 2 and 1 are negotiated down
 BIAS_PROTOCOL = 3  # first version with line biases (``BIAS``, ``BIAS?``, the longer ``LIMITS?``)
+BLOCK_MINOR = 1  # v3.1 adds the block commands ``READBLOCK`` and ``PULSEBLOCK`` (and two more ``LIMITS?``)
 MAX_LINE_BYTES = 4096  # longest line either side may send, terminator included
 INTER_BYTE_TIMEOUT_S = 0.05  # the firmware drops a partial line after this much silence
 ARM_TIMEOUT_S = 1.0  # an armed command not confirmed by GO within this time is dropped
 SEQ_MODULUS = 65536  # host sequence numbers run 1..65535 and wrap to 1; 0 marks frame errors
 MAX_NUMBER_CHARS = 24
-ARMED_COMMANDS = frozenset({"ILIM", "PULSE", "PULSEROW", "READ", "READROW", "BIAS"})
+ARMED_COMMANDS = frozenset(
+    {"ILIM", "PULSE", "PULSEROW", "READ", "READROW", "BIAS", "READBLOCK", "PULSEBLOCK"}
+)
+MAX_BLOCK_READS = 64  # READBLOCK averages at most this many reads per device on the controller
+BAUD_BITS_PER_BYTE = 10  # 8N1: a start bit, 8 data bits, a stop bit per byte on the wire
 
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NUMBER_LIST = re.compile(rf"{_NUMBER.pattern}(?:,{_NUMBER.pattern})*")
 _INTEGER = re.compile(r"0|[1-9][0-9]{0,8}")
+_INTEGER_LIST = re.compile(rf"(?:{_INTEGER.pattern})(?:,(?:{_INTEGER.pattern}))*")
 _FRAME = re.compile(r"@(0|[1-9][0-9]{0,4}) ([\x20-\x3f\x41-\x7e]*)\*([0-9A-F]{4})")
 _BODY = re.compile(r"[\x20-\x3f\x41-\x7e]*")
 
@@ -98,6 +104,34 @@ def parse_int(text: str) -> int:
     if _INTEGER.fullmatch(text) is None:
         raise ValueError(f"not an index in the protocol's grammar: {text[:30]!r}")
     return int(text)
+
+
+def parse_ints(text: str) -> list[int]:
+    """A comma-separated list of ``parse_int`` indices (e.g. a ``PULSEBLOCK`` count list); ValueError."""
+    if _INTEGER_LIST.fullmatch(text) is None or any(len(x) > 9 for x in text.split(",")):
+        raise ValueError(f"not a list of indices in the protocol's grammar: {text[:30]!r}")
+    return [int(x) for x in text.split(",")]
+
+
+def echo_list_number(value: float) -> str:
+    """How the firmware echoes an element of a ``PULSEBLOCK`` amplitude list: ``%.7g`` (7 significant
+    digits, the shortest form: ``0``, ``1.523``, ``-2``), so the echo is no longer than the command."""
+    return f"{value:.7g}"
+
+
+def read_block_rows_per_frame(cols: int, ilim_a: float, lsb_a: float) -> int:
+    """How many rows of ``cols`` currents a ``READBLOCK`` reply can carry within the line limit, counted
+    with the longest code a current within ``ilim_a`` can have at ADC step ``lsb_a`` (both A): the
+    reply's ``@65535 `` head, its lsb, per row a ``%.6f`` timestamp (up to 15 characters) and the codes
+    (sign and digits), the ``*CRC`` and ``\n``."""
+    code = len(str(math.ceil(ilim_a / lsb_a) + 1)) + 2  # '-' and ',' around the digits
+    room = MAX_LINE_BYTES - len("@65535 ") - (MAX_NUMBER_CHARS + 1) - len("*FFFF\n")
+    return max(room // (cols * code + 16), 0)
+
+
+def link_time_s(n_bytes: int, baud: float) -> float:
+    """Seconds ``n_bytes`` take on a serial line of ``baud`` bit/s (8N1: 10 bits per byte)."""
+    return n_bytes * BAUD_BITS_PER_BYTE / baud
 
 
 def format_number(value: float) -> str:

@@ -182,7 +182,8 @@ def test_a_v2_firmware_does_not_know_bias_and_limits_has_five_ranges() -> None:
     assert fw.handle_line(v3(1, "BIAS 0.5,0 0,0,0")).reply == v3(1, "ERR SYNTAX unknown command 'BIAS'")
     assert fw.handle_line(v3(2, "LIMITS?")).reply == v3(2, "10,1e-06,1,1e-09,0.1")
     fw3 = sim_firmware(2, 3, 4)
-    assert fw3.handle_line(v3(1, "LIMITS?")).reply == v3(1, "10,1e-06,1,1e-09,0.1,2.5,1.220703e-03")
+    limits3 = "10,1e-06,1,1e-09,0.1,2.5,1.220703e-03,1e-12,16"  # v3.1: read ADC step, most pulses
+    assert fw3.handle_line(v3(1, "LIMITS?")).reply == v3(1, limits3)
 
 
 def _tau_law(tau_ref_s, v, card) -> np.ndarray:

@@ -109,11 +109,13 @@ def test_the_log_holds_every_step_and_appends_runs(tmp_path: Path) -> None:
         assert sorted(f["runs"]) == ["0000", "0001"]
         g = f["runs/0001"]
         assert g["step"][:].tolist() == list(range(6))
-        assert g["current_a"].shape == (6, HID, 2 * IN) and g["pulse_amplitude_v"].shape[1:] == (
-            PULSES_PER_ROW,
-            HID,
-            2 * IN,
-        )
+        # a v3.1 controller: one pulse train per device (PULSEBLOCK), amplitude, width and count each
+        assert g.attrs["device_pulses"] and g.attrs["controller_version"] == "3.1.0"
+        assert g["current_a"].shape == (6, HID, 2 * IN) and g["pulse_amplitude_v"].shape == (6, HID, 2 * IN)
+        assert g["pulse_width_s"].shape == g["pulse_count"].shape == (6, HID, 2 * IN)
+        counts, widths = g["pulse_count"][:], g["pulse_width_s"][:]
+        assert counts.any() and np.all((counts == 0) == (g["pulse_amplitude_v"][:] == 0))
+        assert np.all((widths == 0) | ((widths >= 1e-6) & (widths <= 1e-3))) and counts.max() <= 2
         assert json.loads(g.attrs["limits"])["max_pulses_per_s"] == 1000
         assert (g["t_end_s"][:] - g["t_start_s"][:] < 0.5).all() and (g["lateness_s"][:] == 0).all()
         sent = g["pulse_amplitude_v"][:]
@@ -152,7 +154,8 @@ def test_a_pulse_beyond_the_users_limits_is_refused_naming_step_and_synapse(tmp_
     with pytest.raises(
         LabError,
         match=r"lab step 0: pulse refused for synapse \(\d, \d\) G[+-] on controller "
-        r"row \d, column \d+: pulse amplitude -?[\d.]+ V exceeds the safety limit of ±1 V",
+        r"row \d, column \d+: (PULSEBLOCK entry row \d col \d+: )?pulse amplitude -?[\d.]+ V exceeds the "
+        r"safety limit of ±1 V",
     ):
         _run(net, torch.ones(1, 3, IN))
     assert lab.controller is None  # closed: lines at 0 V
@@ -162,8 +165,10 @@ def test_a_pulse_beyond_the_users_limits_is_refused_naming_step_and_synapse(tmp_
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
-        ("timeout_on=PULSEROW", "no reply within"),
-        ("drop_after=160", "connection lost"),
+        ("timeout_on=PULSEBLOCK", "no reply within"),
+        ("drop_after=60", "connection lost"),
+        ("drop_on=PULSEBLOCK&fault_after=40", "connection lost"),
+        ("reject_on=PULSEBLOCK&fault_after=40", "refused 'PULSEBLOCK .*STATE refused by the controller"),
         ("stuck_at_s=0.6&stuck_device=1,2", "current limited"),
     ],
 )
@@ -295,6 +300,10 @@ def test_a_v2_controller_still_runs_with_no_bias_stated(tmp_path: Path) -> None:
     stats = lab.stats()
     lab.close()
     assert stats["bias"].startswith("no bias") and stats["bias_held_v"] == [0.0, 0.0]
+    with h5py.File(tmp_path / "lab.h5", "r") as f:  # no block commands on v2: row pulses (PULSEROW)
+        g = f["runs/0000"]
+        assert not g.attrs["device_pulses"] and "pulse_count" not in g
+        assert g["pulse_amplitude_v"].shape == (6, PULSES_PER_ROW, HID, 2 * IN)
     assert stats["fidelity"]["correlation"] is not None
     result = CliRunner().invoke(app, ["lab", "report", str(tmp_path / "lab.h5")])
     assert result.exit_code == 0 and "bias: no bias (protocol v2" in result.output

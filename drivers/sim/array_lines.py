@@ -94,6 +94,23 @@ class ArrayLines:
         else:
             self.array.settled_s[row] = self.array.clock.now_s()
 
+    def pulse_train(
+        self, row: int, volts: np.ndarray, widths_s: np.ndarray, counts: np.ndarray, gap_s: float
+    ) -> float:
+        """Pulse the devices of ``row`` at once, each its own train: ``counts[c]`` pulses of ``volts[c]``
+        (V) and ``widths_s[c]`` (s), ``gap_s`` apart; the row's other devices keep their bias. Lasts the
+        longest train, count width + (count - 1) gap; returns that duration (s)."""
+        self.settle(row)
+        on = counts > 0
+        duration = float(np.max(np.where(on, counts * widths_s + (counts - 1) * gap_s, 0.0)))
+        if duration <= 0:
+            return 0.0
+        self.scope.append(Drive(self.array.clock.now_s(), float(np.abs(volts[on]).max()), duration, "pulse"))
+        self._rows[row].pulse_train(volts, widths_s, counts, self.bias_v[row], duration)
+        self.array.clock.sleep(duration)
+        self.array.settled_s[row] = self.array.clock.now_s()
+        return duration
+
     def read(self, volts: np.ndarray, row: int | None = None) -> np.ndarray:
         """Noisy currents (A) at ``volts`` (shape (rows, cols), or (cols,) on ``row`` alone); the read
         lasts the card's read time."""

@@ -119,6 +119,27 @@ class DeviceArray:
         if pulsing.any():
             self._pulse(v, duration_s, pulsing)
 
+    def pulse_train(
+        self,
+        volts: np.ndarray,
+        widths_s: np.ndarray,
+        counts: np.ndarray,
+        bias_v: np.ndarray,
+        duration_s: float,
+    ) -> None:
+        """Device k gets ``counts[k]`` pulses of ``volts[k]`` (V) and ``widths_s[k]`` (s) and idles at
+        ``bias_v[k]`` for the rest of ``duration_s``; devices with count 0, stuck, or below the pulse
+        threshold idle at their bias throughout (a sub-threshold level held for a pulse's few
+        microseconds is neglected, as a read's)."""
+        v = np.broadcast_to(np.asarray(volts, dtype=float), self.shape)
+        pulsing = (
+            (counts > 0) & (np.abs(v) >= self.card.pulse.v_threshold_v) & ~(self.stuck_on | self.stuck_off)
+        )
+        for k in range(int(counts[pulsing].max()) if pulsing.any() else 0):
+            self._pulse(v, np.asarray(widths_s, dtype=float), pulsing & (counts > k))
+        idle = duration_s - np.where(pulsing, counts * widths_s, 0.0)
+        self._decay(np.broadcast_to(np.asarray(bias_v, dtype=float), self.shape), idle, np.True_)
+
     def short(self, index: tuple[int, ...] = ()) -> None:
         """Fault: the device at ``index`` breaks down into a short (stuck on)."""
         self.shorted[index] = True
@@ -170,13 +191,13 @@ class DeviceArray:
         """``part`` broadcast to the shape of ``other`` (itself when the shapes already agree)."""
         return part if part.shape == np.shape(other) else np.broadcast_to(part, np.shape(other))
 
-    def _decay(self, bias_v: np.ndarray, dt_s: float, where: np.ndarray | np.bool_) -> None:
+    def _decay(self, bias_v: np.ndarray, dt_s: float | np.ndarray, where: np.ndarray | np.bool_) -> None:
         fast, slow = self._decayed(bias_v, dt_s)
         np.copyto(self.g_fast_siemens, fast, where=where)
         np.copyto(self.g_slow_siemens, slow, where=where)
         np.add(self.age_s, dt_s, out=self.age_s, where=where)
 
-    def _pulse(self, amplitude_v: np.ndarray, width_s: float, where: np.ndarray) -> None:
+    def _pulse(self, amplitude_v: np.ndarray, width_s: float | np.ndarray, where: np.ndarray) -> None:
         kw: dict[str, Any] = dict(card_pulse_kwargs(self.card))
         kw["g_st_max_siemens"] = self.g_st_max_siemens
         kw["dg_up_ref_siemens"] = kw["dg_up_ref_siemens"] * self.pulse_scale

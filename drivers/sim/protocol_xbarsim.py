@@ -30,7 +30,7 @@ from drivers.sim.diffusive import DEVICE_TYPES
 from drivers.sim.faults import Faults
 from drivers.sim.lab import SimArray
 from drivers.sim.xbar_firmware import XbarFirmware
-from drivers.xbar_protocol import body_text, frame
+from drivers.xbar_protocol import body_text, frame, link_time_s
 
 _ARRAYS: dict[tuple[int, int, int, str], SimArray] = {}
 _FIRMWARES: dict[tuple[int, int, int, str], XbarFirmware] = {}
@@ -116,7 +116,10 @@ def parse_url(url: str) -> tuple[int, int, int, int, ControllerFaults, str]:
 
 
 class Serial(SerialBase):
-    """A serial port whose other end is ``XbarFirmware`` (no real I/O, no waiting)."""
+    """A serial port whose other end is ``XbarFirmware`` (no real I/O, no waiting). Its bytes take their
+    time on the virtual clock at the port's baud rate (8N1, ``link_time_s``): a line reaches the firmware
+    when its last byte has arrived, and a reply's bytes take their time after the command finished; each
+    line in also costs the firmware's turnaround ``LATENCY_S``."""
 
     firmware: XbarFirmware
     is_open: bool
@@ -181,7 +184,10 @@ class Serial(SerialBase):
             self._rx += self._late
             self._late = None
         data = self._corrupt(bytes(data))
-        for exchange in self.firmware.receive(data):
+        clock = self.array.clock
+        first_byte_s = clock.now_s() + link_time_s(1, self._baudrate)
+        clock.sleep(link_time_s(len(data), self._baudrate))
+        for exchange in self.firmware.receive(data, first_byte_s):
             self._deliver(exchange.subject, exchange.reply)
         return len(data)
 
@@ -227,6 +233,7 @@ class Serial(SerialBase):
             self._late = data + b"\n"
         else:
             self._rx += data + b"\n"
+            self.array.clock.sleep(link_time_s(len(data) + 1, self._baudrate))
 
     def reset_input_buffer(self) -> None:
         self._rx.clear()

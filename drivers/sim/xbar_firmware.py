@@ -30,18 +30,22 @@ from drivers.xbar_protocol import (
     ARM_TIMEOUT_S,
     ARMED_COMMANDS,
     INTER_BYTE_TIMEOUT_S,
+    MAX_BLOCK_READS,
     MAX_LINE_BYTES,
     FrameError,
+    echo_list_number,
     echo_number,
     frame,
     parse_int,
+    parse_ints,
     parse_number,
     parse_numbers,
     quantise_bias,
+    read_block_rows_per_frame,
     unframe,
 )
 
-FIRMWARE_VERSIONS = {1: "1.0.0", 2: "2.0.0", 3: "3.0.0"}
+FIRMWARE_VERSIONS = {1: "1.0.0", 2: "2.0.0", 3: "3.1.0"}
 MAX_ABS_V = 10.0  # the controller's own hardware range
 MIN_WIDTH_S = 1e-6  # the pulse timer's resolution
 MAX_WIDTH_S = 1.0
@@ -51,6 +55,9 @@ LATENCY_S = 1e-3
 MAX_ABS_BIAS_V = 2.5  # the line-bias DACs' range (v3)
 BIAS_DAC_BITS = 12
 BIAS_LSB_V = 2 * MAX_ABS_BIAS_V / 2**BIAS_DAC_BITS  # 1.22 mV: one code of the bias DACs
+READ_LSB_A = 1e-12  # v3.1: one code of the read ADC (READBLOCK replies carry codes of this step)
+MAX_PULSE_COUNT = 16  # v3.1: most pulses one PULSEBLOCK entry may ask for
+BLOCK_COMMANDS = ("BIAS", "BIAS?", "READBLOCK", "PULSEBLOCK")  # v3 only (the block ones since 3.1)
 _STRTOD = re.compile(r"\s*([+-]?(?:inf(?:inity)?|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))", re.IGNORECASE)
 
 
@@ -110,10 +117,12 @@ class XbarFirmware:
         return self.lines.scope
 
     # -- bytes in, lines out -----------------------------------------------------------------------
-    def receive(self, data: bytes) -> list[Exchange]:
-        """Take ``data`` from the host; one ``Exchange`` per complete line it finished."""
+    def receive(self, data: bytes, first_byte_s: float | None = None) -> list[Exchange]:
+        """Take ``data`` from the host; one ``Exchange`` per complete line it finished. ``first_byte_s``:
+        when the first of these bytes arrived (virtual s; default now), for the inter-byte timeout."""
         now = self.array.clock.now_s()
-        if self.protocol >= 2 and self._line and now - self._t_last_byte_s > INTER_BYTE_TIMEOUT_S:
+        first = now if first_byte_s is None else first_byte_s
+        if self.protocol >= 2 and self._line and first - self._t_last_byte_s > INTER_BYTE_TIMEOUT_S:
             self.discarded_bytes += len(self._line)  # resync: a partial line followed by silence is dropped
             self._line.clear()
         self._t_last_byte_s = now
@@ -185,12 +194,15 @@ class XbarFirmware:
                         "STATE", f"command {target} expired (GO later than {ARM_TIMEOUT_S:g} s)"
                     )
                 return armed.text, self._execute(armed.keyword, armed.args)
-            if keyword in ("BIAS", "BIAS?") and self.protocol < 3:
+            if keyword in BLOCK_COMMANDS and self.protocol < 3:
                 raise FirmwareError("SYNTAX", f"unknown command {words[0]!r}")
             if keyword in ARMED_COMMANDS:
                 args = self._parse(keyword, words[1:])
+                echo = "ECHO " + self._echo(keyword, args)
+                if len(frame(seq, echo)) + 1 > MAX_LINE_BYTES:
+                    raise FirmwareError("RANGE", f"the echo of {keyword} would exceed {MAX_LINE_BYTES} bytes")
                 self.armed = Armed(seq, self.array.clock.now_s(), keyword, args, body)
-                return "ARM " + body, "ECHO " + self._echo(keyword, args)
+                return "ARM " + body, echo
             if keyword in ("SEL", "SEL?"):
                 raise FirmwareError("SYNTAX", f"{keyword} is protocol 1 only (v2 commands carry row and col)")
             return body, self._dispatch(words, strict=True)
@@ -218,6 +230,18 @@ class XbarFirmware:
                     raise FirmwareError("RANGE", f"bias {v:g} V outside +-{MAX_ABS_BIAS_V:g} V")
             return (rows, cols)
         self._need_ilim()
+        if keyword == "READBLOCK":
+            row, count, read_v, reads_text = args
+            r0, n, reads = self._row(parse_int(row)), parse_int(count), parse_int(reads_text)
+            self._rows_span(r0, n)
+            if not 1 <= reads <= MAX_BLOCK_READS:
+                raise FirmwareError("RANGE", f"READBLOCK of {reads} reads outside [1, {MAX_BLOCK_READS}]")
+            most = read_block_rows_per_frame(self.array.cols, self._need_ilim(), READ_LSB_A)
+            if n > most:
+                raise FirmwareError("RANGE", f"READBLOCK of {n} rows: a reply carries at most {most} rows")
+            return (r0, n, self._volts(parse_number(read_v)), reads)
+        if keyword == "PULSEBLOCK":
+            return self._parse_pulse_block(args)
         if keyword == "PULSE":
             row, col, amplitude, width = args
             return (
@@ -237,10 +261,47 @@ class XbarFirmware:
         row, read_v = args  # READROW
         return (self._row(parse_int(row)), self._volts(parse_number(read_v)))
 
+    def _parse_pulse_block(self, args: list[str]) -> tuple[Any, ...]:
+        """``PULSEBLOCK <row0> <rows> <period_s> <amplitudes> <ticks> <counts>``, checked entry by entry."""
+        row, count, period, amp_text, tick_text, count_text = args
+        r0, n = self._row(parse_int(row)), parse_int(count)
+        self._rows_span(r0, n)
+        period_s = parse_number(period)
+        if not 0 <= period_s <= MAX_WIDTH_S:
+            raise FirmwareError("RANGE", f"row period {period_s:g} s outside [0, {MAX_WIDTH_S:g}] s")
+        amps = tuple(self._volts(a) for a in parse_numbers(amp_text))
+        ticks, counts = tuple(parse_ints(tick_text)), tuple(parse_ints(count_text))
+        size = n * self.array.cols
+        if not len(amps) == len(ticks) == len(counts) == size:
+            raise FirmwareError(
+                "SYNTAX",
+                f"PULSEBLOCK of {n} rows needs {size} amplitudes, ticks and counts, "
+                f"got {len(amps)}, {len(ticks)} and {len(counts)}",
+            )
+        for k, (a, t, c) in enumerate(zip(amps, ticks, counts, strict=True)):
+            where = f"row {r0 + k // self.array.cols} col {k % self.array.cols}"
+            if a == 0:
+                if t or c:
+                    raise FirmwareError(
+                        "SYNTAX", f"{where}: amplitude 0 (no pulse) needs ticks 0 and count 0"
+                    )
+                continue
+            if not 1 <= c <= MAX_PULSE_COUNT:
+                raise FirmwareError("RANGE", f"{where}: count {c} outside [1, {MAX_PULSE_COUNT}]")
+            if not MIN_WIDTH_S <= t * MIN_WIDTH_S <= MAX_WIDTH_S:
+                raise FirmwareError(
+                    "RANGE", f"{where}: width {t} ticks outside [1, {round(MAX_WIDTH_S / MIN_WIDTH_S)}]"
+                )
+        return (r0, n, period_s, amps, ticks, counts)
+
     def _echo(self, keyword: str, args: tuple[Any, ...]) -> str:
         words = [keyword]
         for arg in args:
-            if isinstance(arg, tuple):
+            if isinstance(arg, tuple) and all(isinstance(a, int) for a in arg):
+                words.append(",".join(map(str, arg)))
+            elif isinstance(arg, tuple) and keyword == "PULSEBLOCK":
+                words.append(",".join(echo_list_number(float(a)) for a in arg))
+            elif isinstance(arg, tuple):
                 words.append(",".join(echo_number(float(a)) for a in arg))
             elif isinstance(arg, int):
                 words.append(str(arg))
@@ -267,6 +328,11 @@ class XbarFirmware:
         if keyword == "READ":
             r, c, read_v = args
             return self._read_one(int(r), int(c), float(read_v))
+        if keyword == "READBLOCK":
+            r0, n, read_v, reads = args
+            return self._read_block(r0, n, float(read_v), int(reads))
+        if keyword == "PULSEBLOCK":
+            return self._pulse_block(*args)
         r, read_v = args
         return self._read_row(int(r), float(read_v))
 
@@ -302,7 +368,8 @@ class XbarFirmware:
             return "OK"
         if keyword == "LIMITS?" and strict:
             ranges = f"{MAX_ABS_V:g},{MIN_WIDTH_S:g},{MAX_WIDTH_S:g},{MIN_ILIM_A:g},{MAX_ILIM_A:g}"
-            return ranges + (f",{MAX_ABS_BIAS_V:g},{BIAS_LSB_V:.6e}" if self.protocol >= 3 else "")
+            v3 = f",{MAX_ABS_BIAS_V:g},{BIAS_LSB_V:.6e},{READ_LSB_A:g},{MAX_PULSE_COUNT}"
+            return ranges + (v3 if self.protocol >= 3 else "")
         if keyword == "BIAS?" and strict:
             return ",".join(f"{v:.6e}" for v in (*self.lines.row_v, *self.lines.col_v))
         if strict:
@@ -360,6 +427,46 @@ class XbarFirmware:
         current = self._compliance(self.lines.read(volts, row=r)[c : c + 1], f"row {r} col {c}")
         return f"{t:.6f},{current[0]:.6e}"
 
+    def _read_block(self, r0: int, n: int, read_v: float, reads: int = 1) -> str:
+        """Rows r0 .. r0 + n - 1 read one after another, each ``reads`` times back to back as READROW
+        reads it, averaged: ``<lsb_a>``, the n rows' start times, then the n x cols mean currents as
+        integer codes of ``READ_LSB_A``, row-major."""
+        times, codes = [], []
+        volts = np.full(self.array.cols, read_v)
+        for r in range(r0, r0 + n):
+            times.append(f"{self.array.clock.now_s():.6f}")
+            current = np.mean(
+                [self._compliance(self.lines.read(volts, row=r), f"row {r}") for _ in range(reads)], axis=0
+            )
+            codes.append(",".join(str(int(c)) for c in np.rint(current / READ_LSB_A)))
+        return f"{READ_LSB_A:g}," + ",".join(times) + "," + ",".join(codes)
+
+    def _pulse_block(
+        self,
+        r0: int,
+        n: int,
+        period_s: float,
+        amps: tuple[float, ...],
+        ticks: tuple[int, ...],
+        counts: tuple[int, ...],
+    ) -> str:
+        """Each row with a pulse in turn, its entries at once (each column its own amplitude, width and
+        count: ``count`` pulses one pulse-timer tick apart); a row's pulses start ``period_s`` after the
+        previous pulsed row's, or when its pulses end if later. Rows without a pulse take no time."""
+        cols = self.array.cols
+        a = np.array(amps, dtype=float).reshape(n, cols)
+        w = np.array(ticks, dtype=float).reshape(n, cols) * MIN_WIDTH_S
+        c = np.array(counts, dtype=int).reshape(n, cols)
+        last: float | None = None
+        for k in range(n):
+            if not c[k].any():
+                continue
+            if last is not None:
+                self.array.clock.sleep(last + period_s - self.array.clock.now_s())
+            last = self.array.clock.now_s()
+            self.lines.pulse_train(r0 + k, a[k], w[k], c[k], MIN_WIDTH_S)
+        return "OK"
+
     def _read_row(self, r: int, read_v: float) -> str:
         volts = np.full(self.array.cols, read_v)
         t = self.array.clock.now_s()
@@ -376,6 +483,10 @@ class XbarFirmware:
         if self.selected is None:
             raise FirmwareError("STATE", "no device selected (SEL row col)")
         return self.selected
+
+    def _rows_span(self, r0: int, n: int) -> None:
+        if not 1 <= n <= self.array.rows - r0:
+            raise FirmwareError("RANGE", f"{n} rows from row {r0} outside 0..{self.array.rows - 1}")
 
     def _row(self, row: int) -> int:
         if not 0 <= row < self.array.rows:

@@ -395,6 +395,23 @@ class EmulatedCrossbar:
             self._adopt(out, s)
             return out
 
+    def model_update(
+        self, F: Tensor, n: Tensor, h: Tensor, z: Tensor, rows: slice = slice(None), cols: slice = slice(None)
+    ) -> Tensor:
+        """The update this array realises, without its devices' noise: r(F) F / n + gamma h z on synapses
+        ``rows`` x ``cols`` (weight units, (B, rows, cols)); r(F) the programmed retention of the device of
+        F's sign, gamma the realised write gain, 1/n exact normalisation's (native: none). Unclipped, no
+        refresh noise, no write noise, nothing stored, no energy: the STPN's own step for a lab block's
+        fidelity (the lab's measured F carries its own devices' noise, not this array's draws)."""
+        self._check_programmed()
+        with torch.no_grad():
+            f = F[:, rows, cols]
+            r = self._r_mid[rows, cols] + self._r_half[rows, cols] * torch.sign(f)
+            inv_n = (
+                torch.reciprocal(n[:, rows]) if self.normalisation == "exact" else torch.ones_like(n[:, rows])
+            )
+            return r * f * inv_n[:, :, None] + self._gamma[rows, cols] * h[:, rows, None] * z[:, None, cols]
+
     def _refresh_of(self, rows: Tensor, s_prev: Tensor) -> Refresh:
         """Exact mode's row refreshes, done by the array (``emulated_kernels.Refresh``).
 

@@ -73,6 +73,12 @@ if TYPE_CHECKING:
     from hwloop.pacing import StepPacer
 
 PULSES_PER_ROW = 2  # row pulses per row and step: each covers a (v_max / v_threshold)^a range of drive
+PULSES_PER_DEVICE = 2  # with PULSEBLOCK: a device's train per step (a 16-row block then fits 1/15 s)
+SIM_BAUD = 12_000_000  # the simulated controller's link: 12 Mbaud 8N1, 1.2 MB/s (an FT232H UART, or about
+# a USB full-speed CDC-ACM link's throughput)
+SERIAL_BAUD = 115_200  # the protocol's documented rate for any other serial controller
+FINE_TICKS = 50  # a PULSEBLOCK pulse this many pulse-timer ticks long is width-modulated alone
+AMPLITUDE_STEP_V = 1e-3  # PULSEBLOCK amplitudes are sent to the mV (a pulse DAC's step is coarser still)
 DEFAULT_LOG = Path("hwloop-lab.h5")
 
 
@@ -121,7 +127,11 @@ class LabCrossbar:
         and step (read noise / sqrt(N), at N row reads' time each); max_write_gain: exact normalisation's
         largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
         biases are sent again and read back (a controller that lost them is corrected; logged);
-        pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time).
+        pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time; with
+        protocol v3.1's block commands every device gets its own pulse train and this is unused).
+    pulses_per_device: with block commands, pulses per device and step at most (each at most the
+        longest width, added to its row's time).
+    baudrate: serial link speed (bit/s); default 12 Mbaud on ``xbarsim://``, 115200 on any other port.
     nonidealities: the emulated array's preset (``device_models.array.NONIDEALITY_PRESETS``); the block's
         chip model is compiled from the same config.
     """
@@ -150,6 +160,8 @@ class LabCrossbar:
         bias_check_steps: int = 100,
         pulses_per_row: int = PULSES_PER_ROW,
         nonidealities: str | None = None,
+        baudrate: int | None = None,
+        pulses_per_device: int = PULSES_PER_DEVICE,
     ) -> None:
         from hwloop.pacing import POLICIES
 
@@ -166,6 +178,7 @@ class LabCrossbar:
             ("reads_per_device", reads_per_device),
             ("bias_check_steps", bias_check_steps),
             ("pulses_per_row", pulses_per_row),
+            ("pulses_per_device", pulses_per_device),
         ):
             if not (isinstance(value, int) and value >= 1):
                 raise HwloopError(f"lab backend: {name} must be a positive integer, got {value!r}")
@@ -179,7 +192,10 @@ class LabCrossbar:
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
         self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
-        self.pulses_per_row = pulses_per_row
+        self.pulses_per_row, self.pulses_per_device = pulses_per_row, pulses_per_device
+        if baudrate is not None and not (isinstance(baudrate, int) and baudrate > 0):
+            raise HwloopError(f"lab backend: baudrate must be a positive integer (bit/s), got {baudrate!r}")
+        self.baudrate = baudrate
         self.calibration, self.seed, self.dt_s = calibration, int(seed), float(dt_s)
         self.resource, self.rows_text, self.cols_text = resource, rows, cols
         self.limits_path, self.log_path = limits, Path(log) if log is not None else DEFAULT_LOG
@@ -234,6 +250,7 @@ class LabCrossbar:
         if self.controller is None:
             self._open(R, C)
         assert self.controller is not None
+        self.block_io = bool(getattr(self.controller, "block_capable", False))
         self.pacer = StepPacer(self.controller.clock, self.dt_s, self.overrun)
         try:
             self._hold_bias()
@@ -244,6 +261,7 @@ class LabCrossbar:
                     cols=C,
                     device_cols=self.device_cols,
                     pulses_per_row=self.pulses_per_row,
+                    device_pulses=self.block_io,
                     attrs=self._log_attrs(h, k),
                 )
             self._measure_baseline()
@@ -307,7 +325,9 @@ class LabCrossbar:
                 "--backend-option limits=LIMITS.toml"
             )
         self.resource = resource
-        controller = open_controller(resource, self.limits)
+        baud = self.baudrate or (SIM_BAUD if resource.startswith("xbarsim://") else SERIAL_BAUD)
+        self.baudrate = baud
+        controller = open_controller(resource, self.limits, baudrate=baud)
         try:
             if controller.rows < R or controller.cols < 2 * C:
                 raise HwloopError(
@@ -346,6 +366,9 @@ class LabCrossbar:
             "limits": json.dumps(self.limits.model_dump()),
             "card": self.card.meta.name,
             "overrun_policy": self.overrun,
+            "baudrate": int(self.baudrate or 0),
+            "controller_version": str(getattr(self.controller, "version", "")),
+            "pulse_commands": "PULSEBLOCK (a train per device)" if self.block_io else "PULSEROW (row pulses)",
             "device_row": self.dev_row,
             "device_col": self.dev_col,
         }
@@ -356,6 +379,9 @@ class LabCrossbar:
         assert self.controller is not None
         R = self.r1 - self.r0
         t, i = np.empty(R), np.zeros((R, self.device_cols))
+        if self.block_io:  # protocol v3.1: the whole block in a few READBLOCK frames, averaged on the card
+            train = self.controller.read_rows(0, R, self.read_v, reads)
+            return train.t_s, train.i_a[:, : self.device_cols]
         for r in range(R):
             for q in range(reads):
                 reading = self.controller.read_row(r, self.read_v)
@@ -472,8 +498,11 @@ class LabCrossbar:
             # 2. neurons, digitally, with the emulated rest of each row
             out = self.emulated.read(F, z, energy=energy)
             h = torch.tanh(out.y + bias)
+            block = (slice(r0, r1), slice(c0, c1))
+            # the STPN's own update of the block from the same F and inputs, without the emulated array's
+            # noise draws (the block's F carries its own devices' noise)
+            f_model_next = self.emulated.model_update(F, out.n, h, z, *block)[0].to(torch.float64).numpy()
             F_t = self.emulated.update(F, out.n, h, z)
-            f_model_next = F_t[0, r0:r1, c0:c1].to(torch.float64).numpy().copy()  # the STPN's own update
             # 3. write: what brings the devices to lambda F / n + gamma h z at the next read
             zb, hb = z[0, c0:c1].to(torch.float64), h[0, r0:r1].to(torch.float64)
             dF = (self.gamma_block * hb[:, None] * zb[None, :]).numpy()
@@ -492,8 +521,12 @@ class LabCrossbar:
             scale = np.where(refresh, 1.0 / self.max_write_gain, scale)
             g_target = self._device_targets(f_target / scale[:, None], g_now, t_start)
             g_target = np.where(self.digital, g_now, g_target)
-            widths, amps, _, g_next = self._write_plan(g_now, g_target)
-            self._send(k, widths, amps, current / self.read_v)
+            if self.block_io:
+                widths, amps, counts, g_next = self._device_plan(g_now, g_target)
+                self._send_block(k, widths, amps, counts, current / self.read_v)
+            else:
+                widths, amps, _, g_next = self._write_plan(g_now, g_target)
+                self._send(k, widths, amps, current / self.read_v)
             f_target = np.where(
                 self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_next, t_start)
             )
@@ -526,6 +559,7 @@ class LabCrossbar:
             dropped=int(self._dropped_step),
             pulse_width_s=widths,
             pulse_amplitude_v=amps,
+            **({"pulse_count": counts} if self.block_io else {}),
         )
         self.step_index += 1
         return StepResult(h, F_t, out.energy)
@@ -606,16 +640,7 @@ class LabCrossbar:
         pulse (at most ``PULSES_PER_ROW``); what is left is dropped (counted in ``stats``).
         """
         law = self.real.pulse_law
-        gmax = law.g_st_max_siemens
-        tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
-        up = g_target > g_now + tiny
-        down = g_target < g_now - tiny
-        room = np.maximum(gmax - g_now, 1e-30)
-        frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
-        drive_up = law.up_drive(frac)
-        drive_down = law.down_drive(np.maximum(g_target, 1e-30) / np.maximum(g_now, 1e-30))
-        usable = self.real.usable
-        drive = np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))  # signed
+        drive = self._drives(g_now, g_target)
         R, D = self.r1 - self.r0, self.device_cols
         per_device = np.zeros((R, D))
         per_device[self.dev_row, self.dev_col] = drive
@@ -641,8 +666,100 @@ class LabCrossbar:
         dropped = np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
-        g_next = law.respond(g_now, drive - rest)
-        return widths, amps, ~(dropped[0] | dropped[1]), g_next
+        return widths, amps, ~(dropped[0] | dropped[1]), law.respond(g_now, drive - rest)
+
+    def _drives(self, g_now: np.ndarray, g_target: np.ndarray) -> np.ndarray:
+        """(2, R, C) signed drive (V/v_ref)^a (w/w_ref)^b that takes each device's volatile part from
+        ``g_now`` to ``g_target`` (S): the pulse law inverted with the block's own devices
+        (``Realisation.pulse_law``), soft-bounded potentiation up, multiplicative depression down; 0 for
+        changes within 2 sigma of the read noise and for stuck devices."""
+        law = self.real.pulse_law
+        gmax = law.g_st_max_siemens
+        tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
+        up = g_target > g_now + tiny
+        down = g_target < g_now - tiny
+        room = np.maximum(gmax - g_now, 1e-30)
+        frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
+        drive_up = law.up_drive(frac)
+        drive_down = law.down_drive(np.maximum(g_target, 1e-30) / np.maximum(g_now, 1e-30))
+        usable = self.real.usable
+        return np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))
+
+    def _device_plan(
+        self, g_now: np.ndarray, g_target: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Volatile parts now and wanted (2, R, C), S -> one pulse train per device (protocol v3.1
+        ``PULSEBLOCK``): widths (R, D) s, signed amplitudes (R, D) V, counts (R, D), and the volatile parts
+        the pulses are expected to leave (2, R, C). THE one place F becomes pulses on a block-capable
+        controller.
+
+        The drive each device needs is ``_drives``'s. A train of n pulses of width w and amplitude a
+        delivers n (a / v_ref)^a_exp (w / w_ref)^b (drives add: the pulse law composes). Width first: the
+        width that delivers the drive at v_max, split into n <= max count pulses of at most the longest
+        width, rounded up to the controller's pulse-timer tick; then the amplitude that delivers exactly
+        the drive at that width, sent to the mV. Drives needing less than the pulse threshold at one tick,
+        or more than max count pulses at v_max, are dropped (counted)."""
+        p = self.card.pulse
+        assert self.controller is not None
+        drive = self._drives(g_now, g_target)
+        R, D = self.r1 - self.r0, self.device_cols
+        per_device = np.zeros((R, D))
+        per_device[self.dev_row, self.dev_col] = drive
+        v_max, w_min, w_max = self._pulse_bounds()
+        tick = max(self.controller.hardware.min_width_s, 1e-12)
+        most = max(min(int(self.controller.hardware.max_pulse_count), self.pulses_per_device), 1)
+        mag = np.abs(per_device)
+        unit = (v_max / p.v_ref_v) ** p.amp_exponent  # drive of one width_ref at v_max
+        w_full = p.width_ref_s * (mag / unit) ** (1 / p.width_exponent)
+        counts = np.clip(np.ceil(w_full / w_max), 1, most)
+        lo, hi = max(1, math.ceil(w_min / tick)), math.floor(w_max / tick)
+        exact = w_full / counts / tick
+        # long pulses: width to the nearest tick at v_max (within 1 %, and "2" is short on the wire);
+        # short ones: width rounded up, the amplitude makes up the rest
+        ticks = np.clip(np.where(exact >= FINE_TICKS, np.rint(exact), np.ceil(exact)), lo, hi)
+        widths = ticks * tick
+        each = np.minimum(mag / counts, unit * (widths / p.width_ref_s) ** p.width_exponent)
+        amp = p.v_ref_v * (each / (widths / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
+        amp = np.minimum(np.round(amp / AMPLITUDE_STEP_V) * AMPLITUDE_STEP_V, v_max)
+        amp = np.where(exact >= FINE_TICKS, v_max, amp)
+        go = (mag > 0) & (amp >= p.v_threshold_v)
+        done = np.where(
+            go,
+            counts * (amp / p.v_ref_v) ** p.amp_exponent * (widths / p.width_ref_s) ** p.width_exponent,
+            0.0,
+        )
+        amps = np.where(go, np.sign(per_device) * amp, 0.0)
+        counts = np.where(go, counts, 0).astype(np.int64)
+        widths = np.where(go, widths, 0.0)
+        given = (np.sign(per_device) * done)[self.dev_row, self.dev_col]  # (2, R, C)
+        rest = np.abs(drive) - np.abs(given)
+        dropped = rest > 1e-2 * np.maximum(np.abs(drive), 1e-30)
+        self._dropped_step = int(dropped.sum())
+        self.dropped_writes += self._dropped_step
+        return widths, amps, counts, self.real.pulse_law.respond(g_now, given)
+
+    def _send_block(
+        self, step: int, widths: np.ndarray, amps: np.ndarray, counts: np.ndarray, g_siemens: np.ndarray
+    ) -> None:
+        """Send every device's pulse train in ``PULSEBLOCK`` frames; refused -> error naming the synapse."""
+        from drivers.errors import SafetyError
+
+        assert self.controller is not None
+        if not counts.any():
+            return
+        full = np.zeros((counts.shape[0], self.controller.cols))
+        a, w, n = full.copy(), full.copy(), full.astype(np.int64)
+        a[:, : self.device_cols], w[:, : self.device_cols], n[:, : self.device_cols] = amps, widths, counts
+        try:
+            self.controller.pulse_block(0, a, w, n)
+        except SafetyError as exc:
+            bad = np.argwhere(np.abs(amps) > self.limits.max_abs_voltage_v)
+            row = int(bad[0][0]) if bad.size else int(np.argwhere(counts)[0][0])
+            raise LabError(
+                f"lab step {step}: pulse refused for {self._synapse_at(row, amps[row])}: {exc}"
+            ) from None
+        energy = self.real.pulse_energy_j(g_siemens, amps, widths) * counts
+        self._lab_energy["lab_program_j"] += float(np.sum(energy))
 
     def _send(self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray) -> None:
         """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse."""

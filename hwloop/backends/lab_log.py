@@ -26,6 +26,11 @@ C block columns, D = controller columns read, P = row pulses per row at most):
     dropped                    (N,) int      device writes dropped this step (below the pulse threshold)
     pulse_width_s              (N, P, R)     width of row pulse p of each row (0 = not sent)
     pulse_amplitude_v          (N, P, R, D)  per-column amplitude of that row pulse (V)
+With a v3.1 controller (block commands; attribute ``device_pulses`` true) every device gets its own pulse
+train instead (``PULSEBLOCK``):
+    pulse_width_s              (N, R, D)     width of each device's pulses (s; 0 = none)
+    pulse_amplitude_v          (N, R, D)     their signed amplitude (V)
+    pulse_count                (N, R, D) int how many (0 = none)
 
 ``baseline_g_siemens`` (R, D) holds each device's conductance at rest, measured when the block was
 programmed (and after each rest between games, ``events``), so G - baseline is the volatile part.
@@ -68,6 +73,7 @@ class LabLog:
         device_cols: int,
         pulses_per_row: int,
         attrs: dict[str, Any],
+        device_pulses: bool = False,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -84,13 +90,19 @@ class LabLog:
                 ) from None
             raise HwloopError(f"cannot open the step log {path}: {exc}") from None
         try:
-            self._create_run(rows, cols, device_cols, pulses_per_row, attrs)
+            self._create_run(rows, cols, device_cols, pulses_per_row, attrs, device_pulses)
         except BaseException:
             self.close()
             raise
 
     def _create_run(
-        self, rows: int, cols: int, device_cols: int, pulses_per_row: int, attrs: dict[str, Any]
+        self,
+        rows: int,
+        cols: int,
+        device_cols: int,
+        pulses_per_row: int,
+        attrs: dict[str, Any],
+        device_pulses: bool = False,
     ) -> None:
         runs = self._file.require_group("runs")
         self.run_name = f"{len(runs):04d}"
@@ -121,6 +133,11 @@ class LabLog:
             "pulse_width_s": ((p, r), np.float64),
             "pulse_amplitude_v": ((p, r, d), np.float64),
         }
+        if device_pulses:  # protocol v3.1 PULSEBLOCK: a pulse train per device
+            shapes["pulse_width_s"] = ((r, d), np.float64)
+            shapes["pulse_amplitude_v"] = ((r, d), np.float64)
+            shapes["pulse_count"] = ((r, d), np.int64)
+        g.attrs["device_pulses"] = device_pulses
         self._sets = {
             name: g.create_dataset(
                 name, shape=(0, *shape), maxshape=(None, *shape), chunks=(CHUNK_STEPS, *shape), dtype=dtype
