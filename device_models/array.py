@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
 from device_models.bias_lines import DEFAULT_TOPOLOGY, BiasTopology, LineBias
@@ -135,6 +135,15 @@ class ArrayConfig(BaseModel):
     max_write_gain: float = Field(default=16.0, ge=1, description="exact mode: largest write gain 1/s")
     periphery: PeripheryName = "none"
     bias: BiasTopology = DEFAULT_TOPOLOGY
+
+    @model_validator(mode="after")
+    def _unclipped_bias_is_per_device(self) -> ArrayConfig:
+        # lines and rows are fitted inside the window; only a source per device can go outside it
+        if not self.nonidealities.bias_limits and self.bias != "device":
+            raise ArrayConfigError(
+                f"bias_limits=False needs bias='device' (unclipped per-device biases), not {self.bias!r}"
+            )
+        return self
 
     @classmethod
     def build(

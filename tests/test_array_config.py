@@ -82,6 +82,15 @@ def test_unknown_presets_switches_and_values_are_one_error_line() -> None:
         ArrayConfig.build(bias="diagonal")
 
 
+def test_unclipped_biases_are_refused_for_every_topology_but_a_source_per_device() -> None:
+    # lines and rows are least-squares fits inside the window: only a bias per device can leave it
+    off = {"bias_limits": False}
+    for topology in ("lines", "rows", "none"):
+        with pytest.raises(ArrayConfigError, match=f"bias_limits=False needs bias='device'.*'{topology}'"):
+            ArrayConfig.build(None, nonidealities=off, bias=topology)
+    assert not ArrayConfig.build(None, nonidealities=off, bias="device").nonidealities.bias_limits
+
+
 def test_the_cli_takes_a_preset_and_refuses_an_unknown_one_in_one_line(hwloop_process) -> None:
     common = ("art", "eval", "--n", "50", "--seed", "7", "--backend", "emulated", "--json")
     ok = hwloop_process(*common, "--backend-option", "nonidealities=no-noise")

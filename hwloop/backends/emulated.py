@@ -145,10 +145,6 @@ class EmulatedCrossbar:
             energy_counters=energy_counters,
             fault_aware=fault_aware,
         )
-        if not switches.bias_limits and self.bias != "device":
-            raise HwloopError(
-                f"bias_limits=False needs bias='device' (unclipped per-device biases), not {bias!r}"
-            )
         self.config = ArrayConfig.build(
             card,
             calibration,

@@ -699,7 +699,7 @@ class LabCrossbar:
         width, rounded up to the controller's pulse-timer tick; then the amplitude that delivers exactly
         the drive at that width, sent to the mV. Drives needing less than the pulse threshold at one tick,
         or more than max count pulses at v_max, are dropped (counted)."""
-        p = self.card.pulse
+        law = self._row_law  # each device's pulse law, on the controller's (R, D) grid
         assert self.controller is not None
         drive = self._drives(g_now, g_target)
         R, D = self.r1 - self.r0, self.device_cols
@@ -709,8 +709,7 @@ class LabCrossbar:
         tick = max(self.controller.hardware.min_width_s, 1e-12)
         most = max(min(int(self.controller.hardware.max_pulse_count), self.pulses_per_device), 1)
         mag = np.abs(per_device)
-        unit = (v_max / p.v_ref_v) ** p.amp_exponent  # drive of one width_ref at v_max
-        w_full = p.width_ref_s * (mag / unit) ** (1 / p.width_exponent)
+        w_full = law.width_for_drive(mag, v_max)
         counts = np.clip(np.ceil(w_full / w_max), 1, most)
         lo, hi = max(1, math.ceil(w_min / tick)), math.floor(w_max / tick)
         exact = w_full / counts / tick
@@ -718,16 +717,12 @@ class LabCrossbar:
         # short ones: width rounded up, the amplitude makes up the rest
         ticks = np.clip(np.where(exact >= FINE_TICKS, np.rint(exact), np.ceil(exact)), lo, hi)
         widths = ticks * tick
-        each = np.minimum(mag / counts, unit * (widths / p.width_ref_s) ** p.width_exponent)
-        amp = p.v_ref_v * (each / (widths / p.width_ref_s) ** p.width_exponent) ** (1 / p.amp_exponent)
+        each = np.minimum(mag / counts, law.drive(v_max, widths))
+        amp = law.amplitude_for_drive(each, widths)
         amp = np.minimum(np.round(amp / AMPLITUDE_STEP_V) * AMPLITUDE_STEP_V, v_max)
         amp = np.where(exact >= FINE_TICKS, v_max, amp)
-        go = (mag > 0) & (amp >= p.v_threshold_v)
-        done = np.where(
-            go,
-            counts * (amp / p.v_ref_v) ** p.amp_exponent * (widths / p.width_ref_s) ** p.width_exponent,
-            0.0,
-        )
+        go = (mag > 0) & (amp >= law.v_threshold_v)
+        done = np.where(go, counts * law.drive(amp, widths), 0.0)
         amps = np.where(go, np.sign(per_device) * amp, 0.0)
         counts = np.where(go, counts, 0).astype(np.int64)
         widths = np.where(go, widths, 0.0)
