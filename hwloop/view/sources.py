@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import h5py
 import numpy as np
@@ -24,6 +24,7 @@ from hwloop.errors import HwloopError
 
 Array = NDArray[np.float64]
 LATEST_TRACES = 6
+Snapshot = TypeVar("Snapshot")
 
 
 def _open(path: Path) -> h5py.File:
@@ -47,6 +48,24 @@ def file_kind(path: Path) -> str:
     except OSError as exc:
         raise HwloopError(f"{path} is not a readable HDF5 file: {exc}") from None
     raise HwloopError(f"{path} is neither an hwloop campaign file nor a lab step log")
+
+
+class _Follower(Generic[Snapshot]):
+    """A follower's poll: a half-flushed file gives the previous snapshot (there is none at first)."""
+
+    snapshot: Snapshot | None
+
+    def poll(self) -> Snapshot:
+        """Read what was committed since the last poll; return the updated snapshot."""
+        try:
+            return self._poll()
+        except (OSError, KeyError, ValueError):
+            if self.snapshot is None:
+                raise
+            return self.snapshot
+
+    def _poll(self) -> Snapshot:
+        raise NotImplementedError
 
 
 # -- campaign -------------------------------------------------------------------------------------
@@ -74,7 +93,7 @@ class CampaignSnapshot:
         return float(np.median(self.tau_s)) if self.tau_s.size else float("nan")
 
 
-class CampaignFollower:
+class CampaignFollower(_Follower[CampaignSnapshot]):
     """Follows ``/decay`` (and counts ``/pulse``) of a campaign file; fits each new relaxation once."""
 
     def __init__(self, path: Path, dt_s: float = 0.1) -> None:
@@ -97,15 +116,6 @@ class CampaignFollower:
             * len(decay.get("biases_v", [0]))
         )
         return max(n, 1)
-
-    def poll(self) -> CampaignSnapshot:
-        """Read what was committed since the last poll; return the updated snapshot."""
-        try:
-            return self._poll()
-        except (OSError, KeyError, ValueError):
-            if self.snapshot is None:
-                raise
-            return self.snapshot
 
     def _poll(self) -> CampaignSnapshot:
         with _open(self.path) as f:
@@ -240,7 +250,7 @@ def correlation_per_step(a: Array, b: Array) -> Array:
         return np.where((n >= 2) & (den > 0), (x * y).sum(axis=1) / den, np.nan)
 
 
-class LabLogFollower:
+class LabLogFollower(_Follower[LabSnapshot]):
     """Follows one run (default: the latest) of a lab step log, reading only new steps each poll."""
 
     def __init__(self, path: Path, run: str | None = None) -> None:
@@ -259,15 +269,6 @@ class LabLogFollower:
         self._f_model: Array | None = None
         self._f_diff: Array | None = None
         self.snapshot: LabSnapshot | None = None
-
-    def poll(self) -> LabSnapshot:
-        """Read the steps flushed since the last poll; return the updated snapshot."""
-        try:
-            return self._poll()
-        except (OSError, KeyError, ValueError):
-            if self.snapshot is None:
-                raise
-            return self.snapshot
 
     def _poll(self) -> LabSnapshot:
         from hwloop.backends.lab_report import fidelity_from_sums, fidelity_sums
