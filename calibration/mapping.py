@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from device_models.array import ArrayConfig, nonidealities
 from device_models.bias_lines import DEFAULT_TOPOLOGY
-from device_models.card import DeviceCard
+from device_models.card import DeviceCard, load_card
 from device_models.mapping import weight_scale_siemens
 from device_models.pulse_law import PulseLaw
 from device_models.record import CalibrationError, CalibrationRecord
@@ -45,6 +45,27 @@ class PulseWindow:
             0 < self.amplitude_min_v <= self.amplitude_max_v and 0 < self.width_min_s <= self.width_max_s
         ):
             raise CalibrationError(f"pulse window needs 0 < min <= max for amplitude and width, got {self}")
+
+    @classmethod
+    def of_card(cls, card: DeviceCard, width_min_s: float = 1e-6, width_max_s: float = 1e-3) -> PulseWindow:
+        """The amplitudes a card's devices can be written with: from its threshold to its largest safe
+        amplitude (V), over the given widths (s)."""
+        return cls(card.pulse.v_threshold_v, card.pulse.v_max_v, width_min_s, width_max_s)
+
+    def check_for(self, card: DeviceCard) -> None:
+        """One clear error when the amplitudes leave what ``card`` allows: above its largest safe
+        amplitude (unsafe), or below its write threshold (such a pulse writes nothing)."""
+        lo, hi = self.amplitude_min_v, self.amplitude_max_v
+        v_max, v_threshold = card.pulse.v_max_v, card.pulse.v_threshold_v
+        if hi > v_max:
+            raise CalibrationError(
+                f"pulse amplitude {hi:g} V exceeds the card's largest safe amplitude {v_max:g} V"
+            )
+        if lo < v_threshold:
+            raise CalibrationError(
+                f"pulse amplitude {lo:g} V is below the card's write threshold {v_threshold:g} V:"
+                " such a pulse writes nothing (amplitudes must span threshold..v_max)"
+            )
 
 
 def _pulse_law(record: CalibrationRecord) -> PulseLaw:
@@ -129,7 +150,8 @@ def map_trained(
     The hardware lambda is what the realisation achieves for the trained one at step dt_s (s) under
     the ``bias`` topology (``device_models.bias_lines``: line voltages by default, "device" for a bias
     per device) inside ``card``'s bias window (default card if None); the hardware gamma is
-    the trained one clipped to the |dG| range the pulse window writes on both devices of the pair,
+    the trained one clipped to the |dG| range the pulse window (inside the card's threshold..v_max)
+    writes on both devices of the pair,
     converted with g_per_weight (S per weight unit); NaN (and never in range) when the record has no
     pulse response (decays only, e.g. imported traces).
     """
@@ -141,6 +163,8 @@ def map_trained(
         )
     if not g_per_weight > 0:
         raise CalibrationError(f"g_per_weight must be positive (S per weight unit), got {g_per_weight}")
+    card = load_card(card)
+    window.check_for(card)
     shape = (lam_t.shape[0], lam_t.shape[1])
     config = ArrayConfig.build(
         card, record, dt_s=dt_s, seed=seed, bias=bias, nonidealities=nonidealities(stuck=False)

@@ -70,7 +70,7 @@ def test_update_range_is_bounded_by_the_weaker_polarity():
 
 def test_mapping_a_trained_layer_reports_per_synapse_distance():
     rec = record()
-    window = PulseWindow(amplitude_min_v=0.5, amplitude_max_v=2.0, width_min_s=1e-6, width_max_s=1e-3)
+    window = PulseWindow.of_card(CARD)
     lam_hw = rec.lam_at(0.1).reshape(2, 2)
     g_per_weight = 1e-8
     low, high = update_range(rec, window)
@@ -89,7 +89,7 @@ def test_map_stpn_uses_the_layer_parameters():
     torch.manual_seed(0)
     layer = STPN(3, 2)  # (2, 5) synapses, resampled from the 4 devices
     rec = record()
-    window = PulseWindow(amplitude_min_v=0.5, amplitude_max_v=2.0, width_min_s=1e-6, width_max_s=1e-3)
+    window = PulseWindow.of_card(CARD)
     m = map_stpn(layer, rec, 0.1, window)
     assert m.lam_trained.shape == (2, 5)
     np.testing.assert_allclose(m.lam_trained, layer.weight_lambda.detach().double().numpy())
@@ -105,3 +105,18 @@ def test_map_stpn_uses_the_layer_parameters():
     np.testing.assert_allclose(
         m.summary()["lambda_abs_err_median"], np.median(np.abs(m.lam_hardware - m.lam_trained))
     )
+
+
+def test_a_pulse_window_outside_the_cards_pulses_is_refused():
+    """Below the write threshold a pulse writes nothing; above v_max it is unsafe: one error each."""
+    rec, lam, p = record(), np.full((2, 2), 0.5), CARD.pulse
+    assert (PulseWindow.of_card(CARD).amplitude_min_v, PulseWindow.of_card(CARD).amplitude_max_v) == (
+        p.v_threshold_v,
+        p.v_max_v,
+    )
+    for lo, hi, what in [
+        (0.5 * p.v_threshold_v, p.v_max_v, "threshold"),
+        (p.v_threshold_v, 1.2 * p.v_max_v, "safe"),
+    ]:
+        with pytest.raises(CalibrationError, match=what):
+            map_trained(lam, lam, rec, 0.1, 1e-8, PulseWindow(lo, hi, 1e-6, 1e-3), card=CARD)

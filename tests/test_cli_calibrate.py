@@ -113,6 +113,18 @@ def test_map_reports_trained_against_hardware_per_synapse(tmp_path, hwloop_run):
     summary = json.loads((tmp_path / "m" / "mapping.json").read_text())
     expected = np.median(np.abs(arrays["lam_hardware"] - trained))
     assert summary["lambda_abs_err_median"] == pytest.approx(expected)
+    # pulses below the card's 1.3 V write threshold write nothing: refused in one line, nothing written
+    code, _, err = hwloop_run(
+        "calibrate",
+        "map",
+        str(tmp_path / "calib.json"),
+        "--out",
+        str(tmp_path / "m2"),
+        "--amplitude",
+        "0.5,2",
+    )
+    assert code != 0 and "write threshold 1.3 V" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m2").exists()
     assert (tmp_path / "m" / "mapping.png").stat().st_size > 1000
 
 

@@ -431,8 +431,12 @@ def map_cmd(
     ] = None,
     dt: Annotated[float, typer.Option("--dt", help="Time step of the run on the array, s.")] = 0.1,
     amplitude: Annotated[
-        str, typer.Option("--amplitude", help="Write-pulse amplitude range MIN,MAX in V.")
-    ] = "0.5,2",
+        str | None,
+        typer.Option(
+            "--amplitude",
+            help="Write-pulse amplitude range MIN,MAX in V [default: the card's threshold..v_max].",
+        ),
+    ] = None,
     width: Annotated[
         str, typer.Option("--width", help="Write-pulse width range MIN,MAX in s.")
     ] = "1e-6,1e-3",
@@ -455,20 +459,23 @@ def map_cmd(
 
     from calibration.mapping import PulseWindow, map_stpn
     from calibration.report import mapping_plot
+    from device_models.bias_lines import check_topology
+    from device_models.card import load_card
     from device_models.record import CalibrationRecord
     from experiments.art import DEFAULT_CHECKPOINT, load_model
 
     record = CalibrationRecord.load(record_path)
+    device_card = load_card(card)
     try:
-        (a_lo, a_hi), (w_lo, w_hi) = ([float(x) for x in s.split(",")] for s in (amplitude, width))
+        (w_lo, w_hi) = (float(x) for x in width.split(","))
+        window = PulseWindow.of_card(device_card, w_lo, w_hi)
+        if amplitude is not None:
+            (a_lo, a_hi) = (float(x) for x in amplitude.split(","))
+            window = PulseWindow(a_lo, a_hi, w_lo, w_hi)
     except ValueError:
         raise HwloopError("--amplitude and --width take two numbers MIN,MAX") from None
-    window = PulseWindow(amplitude_min_v=a_lo, amplitude_max_v=a_hi, width_min_s=w_lo, width_max_s=w_hi)
     layer = load_model(checkpoint or DEFAULT_CHECKPOINT).stpn
-    from device_models.bias_lines import check_topology
-    from device_models.card import load_card
-
-    mapping = map_stpn(layer, record, dt, window, seed=seed, card=load_card(card), bias=check_topology(bias))
+    mapping = map_stpn(layer, record, dt, window, seed=seed, card=device_card, bias=check_topology(bias))
     out.mkdir(parents=True, exist_ok=True)
     summary = mapping.summary()
     known = {key: (value if np.isfinite(value) else None) for key, value in summary.items()}  # JSON: null
