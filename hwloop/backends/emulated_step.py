@@ -337,9 +337,8 @@ def _step_rows(
                     _update_clamped(src, rm, rh, ga, z_row, e, inv, hb, o, lo, hi, s_new)
                 else:
                     _update(src, rm, rh, ga, z_row, e, inv, hb, o)
-                if with_c2c:
-                    for m in range(nb):
-                        e[col[m]] = zero
+                if with_c2c:  # back to zeros: a dense store vectorises, a scatter does not
+                    e[:] = zero
             else:  # batch 1 streams every parameter row from memory: touch gamma and sigma where pulsed only
                 _decay(src, rm, rh, inv, o)
                 _writes(o, ga, sg, z_row, col, nb, eps, hb, with_c2c)
