@@ -294,11 +294,13 @@ class EmulatedCrossbar:
         window_min = torch.minimum(-lo, hi).to(torch.float64).amin(dim=1)
         sigma_max = 0.0 if sigma is None else c.variability.c2c_pulse_rel
         write_max = (self._gamma.abs().to(torch.float64) * (1 + 6.5 * sigma_max)).amax(dim=1)
+        sparse_block = torch.stack([unused if t is None else t for t in sparse])
         return StepConstants(
             W=W.contiguous().numpy(),
             row_bounds=torch.stack([r_max, window_min, write_max]).numpy(),
             dense=torch.stack([unused if t is None else t for t in dense]).numpy(),
-            sparse=torch.stack([unused if t is None else t for t in sparse]).numpy(),
+            sparse=sparse_block.numpy(),
+            sparse_t=sparse_block.transpose(1, 2).contiguous().numpy(),
             consts=np.array(consts, dtype=np.float64),
             flags=(
                 self.normalisation == "exact",
@@ -610,7 +612,8 @@ class EmulatedCrossbar:
                 self._energy["program_j"] += c.read.write_v**2 * written
             self.sample_steps += batch
             self._adopt(out, s)
-            return StepResult(h, out, torch.from_numpy(row_energy.sum(axis=1)) if energy else None)
+            total = torch.from_numpy(row_energy.sum(axis=1)) if row_energy is not None else None
+            return StepResult(h, out, total)
 
     def energy(self) -> dict[str, float]:
         """Energy since the last ``reset_energy``, J: reads (V^2 G t), write pulses, decay bias."""

@@ -52,7 +52,8 @@ class StepConstants(NamedTuple):
     r_mid, r_half (retention r+ = r_mid + r_half on F > 0, r- = r_mid - r_half on F < 0), window
     lo, hi (weight units, or unused), bias_sgn (or unused). sparse (6, H, K): g_lt of both devices
     of a read synapse (S), write-energy coefficient |gamma| g (S per weight unit), effective gamma,
-    c2c sigma (0 on digital synapses), analog (1 where F sits on devices), coef_sgn (or unused).
+    c2c sigma (0 on digital synapses), analog (1 where F sits on devices), coef_sgn (or unused);
+    sparse_t (6, K, H): the same column-major, for the gathers at the pulsed columns.
     consts (7,) float64: norm epsilon, read-noise variance per S (weight units^2 / S; 0: no read
     noise), 2 g_min (S), S per weight unit, max write gain, the refresh read's noise variance per S
     (0: none), the rewrite's relative c2c sigma. flags: exact, clamp, c2c, read noise, counters,
@@ -63,6 +64,7 @@ class StepConstants(NamedTuple):
     row_bounds: np.ndarray
     dense: np.ndarray
     sparse: np.ndarray
+    sparse_t: np.ndarray
     consts: np.ndarray
     flags: tuple[bool, bool, bool, bool, bool, bool, bool]
 
@@ -141,6 +143,30 @@ def _pulsed_dot(cs, z_row, col, nb):  # pragma: no cover
 
 
 @njit(cache=True, fastmath=_FLAGS, error_model="numpy")
+def _pulsed_sums_t(gl_t, co_t, i, z_row, col, nb):  # pragma: no cover
+    """``_pulsed_sums`` of row i with g_lt and coef column-major (K, H)."""
+    eg = z_row.dtype.type(0)
+    cz = zsq = eg
+    for m in range(nb):
+        j = col[m]
+        x = z_row[j]
+        x2 = x * x
+        eg += gl_t[j, i] * x2
+        cz += co_t[j, i] * abs(x)
+        zsq += x2
+    return eg, cz, zsq
+
+
+@njit(cache=True, fastmath=_FLAGS, error_model="numpy")
+def _pulsed_dot_t(cs_t, i, z_row, col, nb):  # pragma: no cover
+    acc = z_row.dtype.type(0)
+    for m in range(nb):
+        j = col[m]
+        acc += cs_t[j, i] * z_row[j]
+    return acc
+
+
+@njit(cache=True, fastmath=_FLAGS, error_model="numpy")
 def _decay(f_row, rm, rh, inv, o):  # pragma: no cover
     """o = r(f) f inv: r+ = rm + rh on f > 0, r- = rm - rh on f < 0, written branch-free."""
     for j in range(f_row.shape[0]):
@@ -167,13 +193,14 @@ def _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2):  # pragma: no cover
 
 
 @njit(cache=True, fastmath=_FLAGS, error_model="numpy")
-def _writes(o, ga, sg, z_row, col, nb, eps, hb, with_c2c):  # pragma: no cover
-    """o += gamma (h z) (1 + sigma eps_m) at the pulsed columns col[:nb] (eps_m: the m-th's normal)."""
+def _writes(o, ga_t, sg_t, i, z_row, col, nb, eps, hb, with_c2c):  # pragma: no cover
+    """o += gamma (h z) (1 + sigma eps_m) at the pulsed columns col[:nb] of row i (eps_m: the m-th's
+    normal); gamma and sigma column-major (K, H)."""
     one = o.dtype.type(1)
     for m in range(nb):
         j = col[m]
-        mult = o.dtype.type(one + sg[j] * eps[m]) if with_c2c else one
-        o[j] = o[j] + ga[j] * (hb * z_row[j]) * mult
+        mult = o.dtype.type(one + sg_t[j, i] * eps[m]) if with_c2c else one
+        o[j] = o[j] + ga_t[j, i] * (hb * z_row[j]) * mult
 
 
 @njit(cache=True, fastmath=_FLAGS, error_model="numpy")
@@ -217,6 +244,7 @@ def _step_rows(
     bias,
     dense,
     sparse,
+    sparse_t,
     consts,
     read_noise,
     s_prev,
@@ -267,12 +295,11 @@ def _step_rows(
         thread = numba.get_thread_id()
         u, eps, tl, e = bits[thread], scratch[thread, 0], tails[thread], scratch[thread, 1]
         dst, as_float = scratch[thread, 2, :K], scratch[thread, 3]
-        as_bits = as_float.view(F_bits.dtype)
+        as_bits, dst_bits = as_float.view(F_bits.dtype), dst.view(F_bits.dtype)
         r_max, window_min, write_max = row_bounds[0, i], row_bounds[1, i], row_bounds[2, i]
         w_row, ba, rm, rh = W[i], dense[D_BIAS_ABS, i], dense[D_R_MID, i], dense[D_R_HALF, i]
         lo, hi, bs = dense[D_LO, i], dense[D_HI, i], dense[D_BIAS_SGN, i]
-        gl, co, ga = sparse[S_G_LT, i], sparse[S_COEF_ABS, i], sparse[S_GAMMA, i]
-        sg, an, cs = sparse[S_SIGMA, i], sparse[S_ANALOG, i], sparse[S_COEF_SGN, i]
+        ga, sg, an = sparse[S_GAMMA, i], sparse[S_SIGMA, i], sparse[S_ANALOG, i]
         for b in range(B):
             f_row, z_row, col, nb = F[b, i], z[b], cols[b], nnz[b]
             # -- read: one pass over the row, and the sums over its pulsed columns ---------------
@@ -280,8 +307,12 @@ def _step_rows(
             if with_bias_sgn:
                 eb += _dot(bs, f_row)
             en = _energy_sum(w_row, f_row, z_row) if with_energy else zero
-            eg, cz, zsq = _pulsed_sums(gl, co, z_row, col, nb)
-            csg = _pulsed_dot(cs, z_row, col, nb) if with_coef_sgn else zero
+            if B >= 4:  # the parameter rows stay in cache for the batch: gather along them
+                eg, cz, zsq = _pulsed_sums(sparse[S_G_LT, i], sparse[S_COEF_ABS, i], z_row, col, nb)
+                csg = _pulsed_dot(sparse[S_COEF_SGN, i], z_row, col, nb) if with_coef_sgn else zero
+            else:  # batch 1 streams them: column-major, a pulsed column's rows share its cache lines
+                eg, cz, zsq = _pulsed_sums_t(sparse_t[S_G_LT], sparse_t[S_COEF_ABS], i, z_row, col, nb)
+                csg = _pulsed_dot_t(sparse_t[S_COEF_SGN], i, z_row, col, nb) if with_coef_sgn else zero
             n = F.dtype.type(np.sqrt(sq) + eps_norm)
             sp = s_prev[b, i]
             if exact:  # F on its own pair, read through the scale s: sums in S z^2
@@ -321,8 +352,8 @@ def _step_rows(
                 sum_g, sum_new = _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2)
                 src = dst
             clamp = with_clamp
-            if clamp and not refresh:  # no synapse can reach the window: |r f / n + gamma h z (1 + c2c)|
-                as_bits[0] = _abs_max_bits(F_bits[b, i], abs_mask)
+            if clamp:  # no synapse can reach the window: |r f / n + gamma h z (1 + c2c)| below it
+                as_bits[0] = _abs_max_bits(dst_bits if refresh else F_bits[b, i], abs_mask)
                 reach = np.float64(r_max) * np.float64(as_float[0]) * np.float64(inv)
                 reach += write_max * abs(np.float64(hb)) * np.float64(z_max[b])
                 clamp = not reach * 1.0001 < window_min * np.float64(s_new)
@@ -341,7 +372,7 @@ def _step_rows(
                     e[:] = zero
             else:  # batch 1 streams every parameter row from memory: touch gamma and sigma where pulsed only
                 _decay(src, rm, rh, inv, o)
-                _writes(o, ga, sg, z_row, col, nb, eps, hb, with_c2c)
+                _writes(o, sparse_t[S_GAMMA], sparse_t[S_SIGMA], i, z_row, col, nb, eps, hb, with_c2c)
                 if clamp:
                     _clamp(o, lo, hi, s_new)
             if counting:
@@ -425,6 +456,7 @@ def emulated_step(
         _array(bias),
         c.dense,
         c.sparse,
+        c.sparse_t,
         c.consts,
         noise,
         _array(s_prev),
