@@ -68,6 +68,18 @@ from hwloop.backends.emulated_kernels import (
     emulated_update,
     write_noise_key,
 )
+from hwloop.backends.emulated_step import (
+    BIAS_SUM,
+    MAX_GAIN,
+    READ_SUM,
+    REFRESH_G_SUM,
+    REFRESH_NEW_SUM,
+    REFRESHED_ROWS,
+    WRITTEN_SUM,
+    StepBuffers,
+    StepConstants,
+    emulated_step,
+)
 from hwloop.backends.fused import fusable
 from hwloop.crossbar import NORM_EPS, Readout, StepResult, Synapses, read_then_update
 from hwloop.errors import HwloopError, ShapeError
@@ -243,6 +255,63 @@ class EmulatedCrossbar:
             None if window is None else (window[0].to(dtype), window[1].to(dtype))
         )
         self._energy_constants(dtype, read=~prog.digital_w)
+        self._step_constants = self._fused_step_constants()
+        self._step_buffers: StepBuffers | None = None
+
+    def _fused_step_constants(self) -> StepConstants | None:
+        """The constants of the one-kernel ``step`` (``emulated_step``), or None where it does not apply
+        (programming energy of a pulse law with width exponent != 1: ``step`` reads then updates)."""
+        c, W = self.card, self._W
+        if self.energy_counters and c.pulse.width_exponent != 1.0:
+            return None
+        unused = torch.zeros_like(W)
+        lo, hi = self._window if self._window is not None else (unused, unused)
+        dense = (self._bias_abs, self._r_mid, self._r_half, lo, hi, self._bias_sgn)
+        sigma = self._write_noise()
+        analog = self._analog_f.to(W.dtype)
+        sparse = (
+            self._g_lt_sum,
+            self._coef_abs,
+            self._gamma,
+            None if sigma is None else sigma[0],
+            analog,
+            self._coef_sgn,
+        )
+        gpw = self.g_per_weight
+        read_var = (
+            c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2 if self.read_noise else 0.0
+        )
+        consts = (
+            NORM_EPS,
+            read_var,
+            2 * c.window.g_min_siemens,
+            gpw,
+            self.max_write_gain,
+            read_var,
+            c.variability.c2c_pulse_rel if self.c2c else 0.0,
+        )
+        r_max = (self._r_mid + self._r_half.abs()).to(torch.float64).amax(dim=1)
+        window_min = torch.minimum(-lo, hi).to(torch.float64).amin(dim=1)
+        sigma_max = 0.0 if sigma is None else c.variability.c2c_pulse_rel
+        write_max = (self._gamma.abs().to(torch.float64) * (1 + 6.5 * sigma_max)).amax(dim=1)
+        sparse_block = torch.stack([unused if t is None else t for t in sparse])
+        return StepConstants(
+            W=W.contiguous().numpy(),
+            row_bounds=torch.stack([r_max, window_min, write_max]).numpy(),
+            dense=torch.stack([unused if t is None else t for t in dense]).numpy(),
+            sparse=sparse_block.numpy(),
+            sparse_t=sparse_block.transpose(1, 2).contiguous().numpy(),
+            consts=np.array(consts, dtype=np.float64),
+            flags=(
+                self.normalisation == "exact",
+                self._window is not None,
+                sigma is not None,
+                self.read_noise,
+                self.energy_counters,
+                self._bias_sgn is not None,
+                self._coef_sgn is not None,
+            ),
+        )
 
     def _energy_constants(self, dtype: torch.dtype, read: Tensor) -> None:
         """Per-synapse sums of the energy counters; ``read`` (H, K): synapses whose W devices are read
@@ -385,7 +454,7 @@ class EmulatedCrossbar:
                 self.refresh_rows += int(refresh.rows.sum())
             if self.energy_counters:
                 if refresh_sums is not None:
-                    self._count_refresh_energy(refresh_sums)
+                    self._count_refresh_energy(*(float(x) for x in refresh_sums.sum(axis=(0, 1))))
                 self._count_update_energy(self._bias_rows(F) / s_prev, gain, h, z, abs_z_coef)
             self.sample_steps += F.shape[0]
             self._adopt(out, s)
@@ -436,10 +505,10 @@ class EmulatedCrossbar:
         key = write_noise_key(self.seed, self._writes) ^ REFRESH_DOMAIN
         return Refresh(rows, s_prev, key, self._analog, consts)
 
-    def _count_refresh_energy(self, sums: np.ndarray) -> None:
-        """Reads, erase and rewrite of this step's refreshed rows (``_refresh_of``), J."""
+    def _count_refresh_energy(self, g_pair: float, rewritten: float) -> None:
+        """Reads, erase and rewrite of this step's refreshed rows (``_refresh_of``), J: g_pair the sum of
+        their analog synapses' short-term pair conductances (S), rewritten the sum of |F| rewritten."""
         c = self.card
-        g_pair, rewritten = (float(x) for x in sums.sum(axis=(0, 1)))
         read = c.read.read_v_per_unit**2 * c.read.read_time_s * g_pair
         v2 = c.read.write_v**2
         erase = v2 * self.erase_width_s * g_pair
@@ -507,8 +576,44 @@ class EmulatedCrossbar:
 
     # -- counters --------------------------------------------------------------------------------
     def step(self, F: Tensor, z: Tensor, bias: Tensor, *, energy: bool = False) -> StepResult:
-        """One time step: ``read``, h = tanh(y + bias), ``update`` (see ``hwloop.crossbar``)."""
-        return read_then_update(self, F, z, bias, energy=energy)
+        """One time step: ``read``, h = tanh(y + bias), ``update`` (see ``hwloop.crossbar``), in one
+        kernel pass (``emulated_step``): the same physics, noise streams and energy counters as
+        ``read`` then ``update``, equal to them to float rounding."""
+        self._check_programmed()
+        constants = self._step_constants
+        if constants is None or bias.shape != (self._W.shape[0],) or not fusable(self._W, bias):
+            return read_then_update(self, F, z, bias, energy=energy)
+        with torch.no_grad():
+            s_prev = self._sync(F, z=z)
+            batch, (hidden, k) = F.shape[0], self._W.shape
+            buffers = self._step_buffers
+            if buffers is None or buffers.shape != (batch, hidden, k, constants.W.dtype):
+                buffers = self._step_buffers = StepBuffers(batch, hidden, k, constants.W.dtype)
+            noise = None
+            if self.read_noise:  # the read's stream, as ``read`` draws it
+                noise = torch.randn(
+                    buffers.read_noise.shape, generator=self._noise, dtype=F.dtype, out=buffers.read_noise
+                )
+            self._writes += 1  # this update's noise streams (write and refresh) are keyed by the count
+            key = write_noise_key(self.seed, self._writes)
+            h, out, s, row_energy = emulated_step(
+                constants, F, z, bias.detach(), s_prev, noise, key, key ^ REFRESH_DOMAIN, buffers, energy
+            )
+            totals = buffers.totals.tolist()
+            self.max_gain_seen = max(self.max_gain_seen, totals[MAX_GAIN])
+            self.refresh_rows += int(totals[REFRESHED_ROWS])
+            if self.energy_counters:
+                c = self.card
+                self._energy["read_j"] += c.read.read_v_per_unit**2 * c.read.read_time_s * totals[READ_SUM]
+                if self.normalisation == "exact":
+                    self._count_refresh_energy(totals[REFRESH_G_SUM], totals[REFRESH_NEW_SUM])
+                self._energy["bias_j"] += self.dt_s * (batch * self._bias_base_w + totals[BIAS_SUM])
+                written = self._width_per_siemens * totals[WRITTEN_SUM]
+                self._energy["program_j"] += c.read.write_v**2 * written
+            self.sample_steps += batch
+            self._adopt(out, s)
+            total = torch.from_numpy(row_energy.sum(axis=1)) if row_energy is not None else None
+            return StepResult(h, out, total)
 
     def energy(self) -> dict[str, float]:
         """Energy since the last ``reset_energy``, J: reads (V^2 G t), write pulses, decay bias."""
