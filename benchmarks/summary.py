@@ -2,7 +2,8 @@
 
 Reads every ``benchmarks/results/*.json`` that has a top-level ``"headline"`` list (see
 benchmarks/README.md for the convention), checks each figure against its goal, and writes
-``benchmarks/results/summary.json`` and ``benchmarks/results/summary.md`` (every figure), and README's
+``benchmarks/results/summary.json`` and ``benchmarks/results/summary.md`` (every figure, also into
+docs/benchmarks.md between ``docs-bench:start`` / ``docs-bench:end``), and README's
 benchmark block (between ``<!-- bench:start -->`` and ``<!-- bench:end -->``, at its end): the default
 configuration's figures, the headline.
 A goal is accepted only on a figure marked ``"default_configuration": true`` (it measures what users
@@ -28,7 +29,9 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+DOCS_START, DOCS_END = "<!-- docs-bench:start -->", "<!-- docs-bench:end -->"
 SKIP = {"summary.json"}
 _GOAL = re.compile(r"^\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -115,13 +118,13 @@ def readme_block(rows: list[dict[str, Any]], header: str) -> str:
     )
 
 
-def write_readme_block(readme: Path, block: str) -> None:
-    """Replace README's text from ``bench:start`` to ``bench:end`` with ``block`` (appended at the end
-    if the markers are missing); the rest of README is left as it is."""
+def write_readme_block(readme: Path, block: str, markers: tuple[str, str] = (BENCH_START, BENCH_END)) -> None:
+    """Replace the file's text from the start marker to the end marker with ``block`` (appended at the
+    end if the markers are missing); the rest of the file is left as it is."""
     text = readme.read_text()
-    start, end = text.find(BENCH_START), text.find(BENCH_END)
+    start, end = text.find(markers[0]), text.find(markers[1])
     if start >= 0 and end > start:
-        after = text[end + len(BENCH_END) :]
+        after = text[end + len(markers[1]) :]
         text = text[:start] + block + after.removeprefix("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block
@@ -156,8 +159,12 @@ def main() -> None:
     )
     (RESULTS / "summary.md").write_text(header + table)
     write_readme_block(README, readme_block(rows, header.rstrip("\n")))
+    write_readme_block(DOCS_PAGE, f"{DOCS_START}\n{header}\n{table}{DOCS_END}\n", (DOCS_START, DOCS_END))
     print(table, end="")
-    print(f"wrote {RESULTS / 'summary.json'}, {RESULTS / 'summary.md'} and the benchmark block of {README}")
+    print(
+        f"wrote {RESULTS / 'summary.json'}, {RESULTS / 'summary.md'}"
+        f" and the benchmark blocks of {README} and {DOCS_PAGE}"
+    )
     if summary["stale"]:
         print(f"stale (not re-run in this run): {', '.join(summary['stale'])}")
 
