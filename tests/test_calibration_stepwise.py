@@ -52,12 +52,14 @@ def test_stepwise_relaxations_get_no_ok_and_no_lambda(noise_rel, tail):
     n = 150 if noise_rel >= 0.1 else 80
     rup, g = stepwise_traces(rng, n, noise_rel, tail)
     fit = fit_decay(T, g, model="auto")
-    # 10% noise: 95-96% measured on 400 traces (docs/calibration.md); 150 traces: a binomial margin
-    # (main before the BIC staircase: ~81%)
+    # 10% noise: 94.8-96.0% measured on 400 traces (docs/calibration.md); 150 traces: a binomial margin
+    # (before the BIC staircase: ~81%)
     floor = 0.92 if noise_rel >= 0.1 else 0.95
     assert np.mean(fit.status != "ok") >= floor, dict(
         zip(*np.unique(fit.status, return_counts=True), strict=True)
     )
+    if noise_rel <= 0.02:  # no lambda at all (0 of 1600 per cell on held-out seeds); 5%: ~1 in 400
+        assert not fit.ok.any(), np.flatnonzero(fit.ok)
     assert np.all(np.isnan(fit.lam(0.01)[~fit.ok]))
     stepwise = fit.status == "stepwise"
     # the kept jumps are the ruptures: the last one found is the last rupture, within a few samples
@@ -164,7 +166,8 @@ def test_a_single_read_glitch_is_not_a_pair_of_ruptures(sign):
     noise = 0.01 * 1e-5
     for _ in range(20):
         at, glitch = rng.integers(100, 180), rng.integers(10, 90)
-        rup = Ruptures(np.array([[0.5 * (T[at - 1] + T[at]), np.nan, np.nan, np.nan]]), np.array([[1.0, 0, 0, 0]]))
+        mid = 0.5 * (T[at - 1] + T[at])
+        rup = Ruptures(np.array([[mid, np.nan, np.nan, np.nan]]), np.array([[1.0, 0, 0, 0]]))
         g = stepwise_conductance(T, rup, 1e-6, 1e-5)[0] + noise * rng.standard_normal(T.size)
         g[glitch] += sign * 6 * noise
         rss_flat = float(np.sum((g - g.mean()) ** 2))
