@@ -79,6 +79,8 @@ N_BASE_STATS = 7  # noise, c0, c1, runs_z, counter_move, block_range, block_nois
 # up to MAX_JUMPS steps) / robust sigma^2, and that staircase's number of steps
 N_STATS = N_BASE_STATS + 4 + 2 * MAX_JUMPS
 STAIRCASE_MIN_SEGMENT = 1  # samples per plateau: two ruptures may fall in consecutive sample intervals
+STAIRCASE_BLOCKS = 20  # blocks of the staircase's lower bound (``_staircase``)
+REFINE_REACH = 2.0  # ... only where the greedy staircase's RSS is within this factor of describing the trace
 REFINE_PASSES = 2  # passes moving each step of the staircase to its best place between its neighbours
 
 
@@ -241,6 +243,18 @@ def _staircase(g, rss_law, sigma, amplitude, direction, out_idx, out_size):  # t
         c2[i + 1] = c2[i] + g[i] * g[i]
     if not (sigma > 0.0):
         return -math.inf, 0
+    # no staircase describes the trace when even its flat parts cannot: of STAIRCASE_BLOCKS equal blocks
+    # at most MAX_JUMPS hold a step, and every other block lies on one plateau, so the staircase's RSS
+    # is at least the sum of the smallest (blocks - MAX_JUMPS) within-block sums of squares. A smooth
+    # decay that is quiet against its own slope (most real traces) ends here, in O(N).
+    blocks = min(STAIRCASE_BLOCKS, n)
+    sse = np.empty(blocks)
+    for j in range(blocks):
+        lo, hi = j * n // blocks, (j + 1) * n // blocks
+        s_seg = c1[hi] - c1[lo]
+        sse[j] = (c2[hi] - c2[lo]) - s_seg * s_seg / (hi - lo)
+    if np.sum(np.sort(sse)[: blocks - MAX_JUMPS]) > STAIRCASE_ADEQUATE * n * sigma * sigma:
+        return -math.inf, 0
     min_step = JUMP_MIN_REL * amplitude
     bounds = np.empty(MAX_JUMPS + 2, dtype=np.int64)
     bounds[0], bounds[1] = 0, n
@@ -265,7 +279,14 @@ def _staircase(g, rss_law, sigma, amplitude, direction, out_idx, out_size):  # t
             pos -= 1
         bounds[pos] = best_b
         m += 1
-        for _ in range(REFINE_PASSES):  # each step to its best place between its neighbours
+        greedy = c2[n]
+        for j in range(m - 1):
+            s_seg = c1[bounds[j + 1]] - c1[bounds[j]]
+            greedy -= s_seg * s_seg / (bounds[j + 1] - bounds[j])
+        # refining moves steps by a few samples; it cannot make a staircase that is far from describing
+        # the trace (a smooth decay, quiet against its slope) describe it: skip the cost there
+        refine = REFINE_PASSES if greedy <= REFINE_REACH * STAIRCASE_ADEQUATE * n * sigma * sigma else 0
+        for _ in range(refine):  # each step to its best place between its neighbours
             for j in range(1, m - 1):
                 lo, hi = bounds[j - 1], bounds[j + 1]
                 best_fit, best_at = -math.inf, bounds[j]
