@@ -451,7 +451,8 @@ def verdict(
     law: str, t: Array, g: Array, fitted: dict[str, Array], tss: Array
 ) -> tuple[dict[str, Array], NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
     """Test statistics (see the module docstring) and the masks (poor fit, non-monotonic trace,
-    stepwise trace) of devices with measured g (D, N) S at times t (1 or D, N) s, fitted by ``law`` with
+    abrupt jump: ``stepwise``; the staircase's verdict needs every law's ``stair_gain`` and is taken in
+    ``calibration.fit``) of devices with measured g (D, N) S at times t (1 or D, N) s, fitted by ``law`` with
     the columns ``fitted`` (g_inf, delta_g, tau, tau2, w1, beta; (D,) each, SI units), and the total sum
     of squares of g about its mean (D,)."""
     names = ("g_inf", "delta_g", "tau", "tau2", "w1", "beta")
