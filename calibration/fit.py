@@ -56,7 +56,14 @@ from torch import Tensor
 
 from calibration.expfast import fit_exp_judged, fit_exp_kernel
 from calibration.lm import levenberg_marquardt
-from calibration.verdict import MAX_JUMPS, STAIRCASE_GAIN, judge, unresolved_collapse, verdict
+from calibration.verdict import (
+    LAW_MISFIT_GAIN,
+    MAX_JUMPS,
+    STAIRCASE_GAIN,
+    judge,
+    unresolved_collapse,
+    verdict,
+)
 from device_models.laws import DEFAULT_HORIZON_STEPS, LAWS, relaxation, step_retention_by_law
 from device_models.record import CalibrationError
 
@@ -186,7 +193,19 @@ def fit_decay(
     tt, gg = _as_arrays(t, g)
     if model == "auto":
         return _select(tt, gg, robust, progress)
-    return _fit_law(model, tt, gg, robust, progress)
+    fit = _fit_law(model, tt, gg, robust, progress)
+    _mark_stepwise(fit, fit.stair_gain > LAW_MISFIT_GAIN)  # one law tried: the stricter margin
+    return fit
+
+
+# statuses a staircase verdict leaves alone: never fitted, already stepwise (an abrupt jump), or not monotone
+_KEEP = ("nan", "too_few_points", "nonincreasing_time", "negative_time", "stepwise", "non_monotonic")
+
+
+def _mark_stepwise(fit: DecayFit, beaten: NDArray[np.bool_]) -> None:
+    """Status ``stepwise`` where a staircase of plateaus beats the law (``beaten``, (D,)); the
+    staircase's steps are already in ``jump_t`` / ``jump_size`` (``calibration.verdict._staircase``)."""
+    fit.status[beaten & ~np.isin(fit.status, _KEEP)] = "stepwise"
 
 
 def _as_arrays(t: Array, g: Array) -> tuple[Array, Array]:
@@ -206,16 +225,17 @@ def _as_arrays(t: Array, g: Array) -> tuple[Array, Array]:
 def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], None] | None) -> DecayFit:
     order = sorted(LAWS, key=N_PARAMS.__getitem__)  # simplest first
     fits = {law: _fit_law(law, t, g, robust, progress) for law in order}
-    # a staircase must beat every law, not only the one that misfits: where it does not beat the best
-    # law (and no abrupt jump was seen), a law's "stepwise" was its own misfit
+    # a staircase must beat every law, not only the one that misfits: the trace is stepwise where it beats
+    # the best law by STAIRCASE_GAIN; a law it beats by LAW_MISFIT_GAIN misfits (no competitor, below)
     # (-inf: the law's residuals are white, no staircase beats it; NaN: the law was not fitted)
     gains = [np.where(np.isnan(f.stair_gain), np.inf, f.stair_gain) for f in fits.values()]
     best_gain = np.min(gains, axis=0)
+    stepwise = (best_gain > STAIRCASE_GAIN) & np.isfinite(best_gain)
     for f in fits.values():
-        misfit = (f.status == "stepwise") & (f.n_jumps == 0) & ~(best_gain > STAIRCASE_GAIN)
-        f.status[misfit] = "poor_fit"
-        f.jump_t[misfit] = np.nan
-        f.jump_size[misfit] = np.nan
+        misfit = (f.stair_gain > LAW_MISFIT_GAIN) & ~np.isin(f.status, _KEEP)
+        f.status[misfit] = np.where(stepwise[misfit], "stepwise", "poor_fit")
+        f.jump_t[misfit & ~stepwise] = np.nan
+        f.jump_size[misfit & ~stepwise] = np.nan
     # every converged, resolved fit competes (its verdict travels with it); the compressed law only
     # on strong evidence against every completely monotone law
     raw = {law: np.where(np.isfinite(fits[law].tau), fits[law].aicc, np.inf) for law in order}
@@ -255,6 +275,7 @@ def _select(t: Array, g: Array, robust: bool, progress: Callable[[int, int], Non
                 getattr(out, name)[sel] = value[sel]
     out.law = np.where(any_ok, np.array(order)[best], base.law)
     out.aicc_by_law = {law: fits[law].aicc for law in order}
+    _mark_stepwise(out, stepwise)
     return out
 
 
