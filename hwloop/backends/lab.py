@@ -238,15 +238,17 @@ class LabCrossbar:
         self.device_cols = 2 * C
         self._row_law = self.real.pulse_law.on_grid(self.dev_row, self.dev_col, (R, 2 * C))
         lam = synapses.lam.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
-        self.gamma_block = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1]
         self.lam_target = lam
+        self.gamma_block = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
         self.block_row_v, self.block_col_v = self._compiled_lines(k)
         self.bias_prescribed_v = _device_bias(self.block_row_v, self.block_col_v)
         # digital F where a device of the pair is stuck (as the emulated backend's fault-aware programming)
         self.digital = ~(self.real.usable[0] & self.real.usable[1])
         self.scale = np.ones(R)
+        self._beyond = np.zeros((2, R, C), dtype=bool)  # this step's device targets past the window
         self.f_model_next: np.ndarray | None = None
         self._step_s = self.dt_s  # expected time from one read of a row to the next (s)
+        self._send_s = 0.0  # how long the last step's pulses took to send (s)
         if self.controller is None:
             self._open(R, C)
         assert self.controller is not None
@@ -429,6 +431,7 @@ class LabCrossbar:
         self.scale = np.ones(self.r1 - self.r0)
         self.f_model_next = None
         self._step_s = self.dt_s
+        self._send_s = 0.0
         self.pacer.restart()
         return F
 
@@ -499,36 +502,49 @@ class LabCrossbar:
             out = self.emulated.read(F, z, energy=energy)
             h = torch.tanh(out.y + bias)
             block = (slice(r0, r1), slice(c0, c1))
-            # the STPN's own update of the block from the same F and inputs, without the emulated array's
-            # noise draws (the block's F carries its own devices' noise)
-            f_model_next = self.emulated.model_update(F, out.n, h, z, *block)[0].to(torch.float64).numpy()
-            F_t = self.emulated.update(F, out.n, h, z)
-            # 3. write: what brings the devices to lambda F / n + gamma h z at the next read
             zb, hb = z[0, c0:c1].to(torch.float64), h[0, r0:r1].to(torch.float64)
-            dF = (self.gamma_block * hb[:, None] * zb[None, :]).numpy()
             n = (
                 out.n[0, r0:r1].to(torch.float64).numpy()
                 if self.normalisation == "exact"
                 else np.ones(r1 - r0)
             )
-            lam = self.lam_idle  # (2, R, C) per step at the held bias
-            g_now = np.maximum(np.stack([g_st[plus], g_st[minus]]), 0.0)  # (2, R, C) volatile parts, S
+            # the STPN's own update of the block from the same F and inputs, noiseless: digital synapses
+            # as the emulated array computes them, analog ones with the block's own devices' retention
+            digital_next = self.emulated.model_update(F, out.n, h, z, *block)[0].to(torch.float64).numpy()
+            g_pair_st = np.stack([g_st[plus], g_st[minus]])  # (2, R, C) volatile parts as read, S
+            f_model_next = np.where(
+                self.digital, digital_next, self._model_update(g_pair_st, n, hb.numpy(), zb.numpy())
+            )
+            F_t = self.emulated.update(F, out.n, h, z)
+            # 3. write: what brings the devices to that F at the next read
+            g_now = g_pair_st  # as read: a device at rest reads about 0, either sign
             scale = self.scale / n
-            refresh = (1.0 / scale > self.max_write_gain) if self.normalisation == "exact" else scale < 0
-            f_target = scale[:, None] * (lam[0] * g_now[0] - lam[1] * g_now[1]) / gpw + dF  # next read
-            # a refreshed row is rewritten at the largest gain: the devices hold F / s = max_write_gain F,
-            # well above the read noise (which F = s f divides by the same gain)
-            scale = np.where(refresh, 1.0 / self.max_write_gain, scale)
-            g_target = self._device_targets(f_target / scale[:, None], g_now, t_start)
+            f_target = f_model_next
+            if self.normalisation == "exact":
+                # a refreshed row is rewritten at the largest gain that keeps its devices inside the
+                # reach of one step's pulses (at most max_write_gain): the read noise, which F = s f
+                # divides by the gain, shrinks, and no target is clipped by the window
+                fit = self._fitting_scale(f_target)
+                refresh = (1.0 / scale > self.max_write_gain) | (scale < fit)
+                scale = np.where(refresh, fit, scale)
+            else:
+                refresh = np.zeros(r1 - r0, dtype=bool)
+            # each row's pulses land part-way through the send (as long as the last step's took), and
+            # what they write decays from then until that row's next read
+            sent = self.controller.clock.now_s()
+            keep = self._left(t_read, self._pulse_times(sent, self._send_s))
+            g_target = self._device_targets(f_target / scale[:, None], g_now, keep)
             g_target = np.where(self.digital, g_now, g_target)
             if self.block_io:
-                widths, amps, counts, g_next = self._device_plan(g_now, g_target)
+                widths, amps, counts, g_after = self._device_plan(g_now, g_target)
                 self._send_block(k, widths, amps, counts, current / self.read_v)
             else:
-                widths, amps, _, g_next = self._write_plan(g_now, g_target)
+                widths, amps, _, g_after = self._write_plan(g_now, g_target)
                 self._send(k, widths, amps, current / self.read_v)
+            self._send_s = self.controller.clock.now_s() - sent
+            keep = self._left(t_read, self._pulse_times(sent, self._send_s))
             f_target = np.where(
-                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_next, t_start)
+                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_now, g_after, keep)
             )
             F_t[0, r0:r1, c0:c1] = torch.from_numpy(f_target).to(F_t.dtype)
         self.scale, self.f_model_next = scale, f_model_next
@@ -570,25 +586,61 @@ class LabCrossbar:
         a, b = f_meas[ok], f_model[ok]
         self._fid += np.array([a @ a, b @ b, a @ b, a.sum(), b.sum(), a.size])
 
-    def _left(self, t_start: float) -> np.ndarray:
-        """(2, R, C) retention of each device from now to the next read: the step's deadline, or, when
-        steps overrun, as long after this step's start as the last step's I/O took."""
-        assert self.controller is not None
-        left = max(t_start + self._step_s - self.controller.clock.now_s(), 0.0) / self.dt_s
-        return np.maximum(self.lam_idle**left, 1e-12)
+    def _model_update(self, g_st: np.ndarray, n: np.ndarray, h: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """(R, C) the STPN's update of the block, lambda F / n + gamma h z (weight units), noiseless, from
+        the volatile parts ``g_st`` (2, R, C) S just read (F = s (g+ - g-) / g_per_weight): each device of
+        the pair decays by its own retention per step at the bias it holds (the compiled line voltages
+        acting on the block's own devices: lambda+ g+ - lambda- g-, lambda F when both are equal); gamma
+        is the trained one (each device's pulse law is inverted for its write, so the block realises it
+        as trained); n the row norms (1: native)."""
+        lam = self.lam_idle
+        decayed = (lam[0] * g_st[0] - lam[1] * g_st[1]) / self.emulated.g_per_weight
+        return (self.scale / n)[:, None] * decayed + self.gamma_block * h[:, None] * z[None, :]
 
-    def _f_at_next_read(self, g_now: np.ndarray, t_start: float) -> np.ndarray:
-        """f (weight units) the devices (2, R, C) of volatile part ``g_now`` (S) hold at the next read."""
-        g = g_now * self._left(t_start)
+    def _fitting_scale(self, f_next: np.ndarray) -> np.ndarray:
+        """(R,) the smallest digital scale s (the largest gain 1/s, at most ``max_write_gain``) at which
+        every analog synapse's |F / s| (F in weight units) is one its carrying device can be written to
+        in one step from rest."""
+        # the device of F's sign carries it; its room is what a step's longest, largest pulses take it
+        # to from rest, decayed by its lambda until the next read (weight units)
+        v_max, _, w_max = self._pulse_bounds()
+        law = self.real.pulse_law
+        reach = law.respond(0.0, self._train_length() * law.drive(v_max, w_max))
+        room = reach * self.lam_idle / self.emulated.g_per_weight
+        carrier_room = np.where(f_next >= 0, room[0], room[1])
+        need = np.where(self.digital | (carrier_room <= 0), 0.0, np.abs(f_next) / np.maximum(carrier_room, 1e-300))
+        return np.maximum(1.0 / self.max_write_gain, need.max(axis=1))
+
+    def _pulse_times(self, sent_s: float, send_s: float) -> np.ndarray:
+        """(R,) estimated time (s, controller clock) of each block row's pulses when the send starts at
+        ``sent_s`` and takes ``send_s``: rows are pulsed one after another (``PULSEBLOCK``: each after
+        the previous row's, its frame's bytes in between; row pulses: a command each), spread evenly
+        over the send."""
+        R = self.r1 - self.r0
+        return sent_s + send_s * (np.arange(R) + 0.5) / R
+
+    def _left(self, t_read: np.ndarray, t_pulse: np.ndarray) -> np.ndarray:
+        """(2, R, C) retention of a change written at ``t_pulse`` (R,) until its row's next read: the
+        row's read time ``t_read`` (R,) plus the read-to-read time (the step, or, when steps overrun,
+        as long as the last step's I/O took)."""
+        left = np.maximum(t_read + self._step_s - t_pulse, 0.0) / self.dt_s
+        return np.maximum(self.lam_idle ** left[None, :, None], 1e-12)
+
+    def _f_at_next_read(self, g_now: np.ndarray, g_after: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """f (weight units) the devices (2, R, C) hold at the next read: read at ``g_now`` (S), which decays
+        by lambda read to read, and moved to ``g_after`` by the pulses, a change that decays by ``keep``
+        from the pulse on."""
+        lam = self.lam_idle ** (self._step_s / self.dt_s)
+        g = lam * g_now + (g_after - g_now) * keep
         return (g[0] - g[1]) / self.emulated.g_per_weight
 
-    def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, t_start: float) -> np.ndarray:
+    def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """(2, R, C) volatile conductance (S) each device should hold now so that the pair holds ``f_next``
         (weight units) at the next read. The state read now decays by lambda until then, a change
-        written now only for the rest of the step. The device of f's sign carries f; the other is left
+        written by the step's pulses by ``keep`` (2, R, C), from the pulse on. The device of f's sign carries f; the other is left
         to decay, unless the carrier would pass half its window: then the other is depressed to what one
         full erase pulse leaves (both devices of a pair would otherwise fill up)."""
-        lam, keep = self.lam_idle ** (self._step_s / self.dt_s), self._left(t_start)  # read to read
+        lam = self.lam_idle ** (self._step_s / self.dt_s)  # read to read
         cap = 0.95 * self.real.g_st_max_siemens
         need = np.abs(f_next) * self.emulated.g_per_weight
         pos = f_next >= 0
@@ -605,6 +657,8 @@ class LabCrossbar:
         want[0] = np.where(carrier == 0, carrier_next, other_next)
         want[1] = np.where(carrier == 1, carrier_next, other_next)
         target = g_now + (want - g_next) / keep  # what to hold now
+        # a target past the window cannot be written: counted as a dropped write
+        self._beyond = (target > cap) & ~self.digital[None]
         return np.clip(target, 0.0, cap)
 
     def _pulse_bounds(self) -> tuple[float, float, float]:
@@ -619,11 +673,19 @@ class LabCrossbar:
         return v_max, w_min, w_max
 
     def _erase_fraction(self) -> np.ndarray:
-        """(2, R, C) fraction of its volatile part one longest, largest depression pulse leaves (the
-        block's own devices)."""
+        """(2, R, C) fraction of its volatile part a step's longest, largest depression pulses leave (the
+        block's own devices): its whole train on a block-capable controller, one row pulse otherwise."""
         v_max, _, w_max = self._pulse_bounds()
         law = self.real.pulse_law
-        return law.fraction_left(law.drive(v_max, w_max))
+        return law.fraction_left(self._train_length() * law.drive(v_max, w_max))
+
+    def _train_length(self) -> int:
+        """Pulses a device may get per step: ``pulses_per_device`` within the controller's count limit
+        on a block-capable controller, 1 with row pulses."""
+        if not self.block_io:
+            return 1
+        assert self.controller is not None
+        return max(min(int(self.controller.hardware.max_pulse_count), self.pulses_per_device), 1)
 
     def _write_plan(
         self, g_now: np.ndarray, g_target: np.ndarray
@@ -663,7 +725,7 @@ class LabCrossbar:
             if not left.any():
                 break
         rest = left[self.dev_row, self.dev_col]  # (2, R, C) drive not delivered
-        dropped = np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)
+        dropped = (np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)) | self._beyond
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
         return widths, amps, ~(dropped[0] | dropped[1]), law.respond(g_now, drive - rest)
@@ -676,12 +738,15 @@ class LabCrossbar:
         law = self.real.pulse_law
         gmax = law.g_st_max_siemens
         tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
+        g_now, g_target = np.maximum(g_now, 0.0), np.maximum(g_target, 0.0)  # a read below rest is noise
         up = g_target > g_now + tiny
         down = g_target < g_now - tiny
         room = np.maximum(gmax - g_now, 1e-30)
         frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
         drive_up = law.up_drive(frac)
-        drive_down = law.down_drive(np.maximum(g_target, 1e-30) / np.maximum(g_now, 1e-30))
+        # a depression to rest aims at the noise floor: below it a device reads as at rest
+        rest = np.maximum(tiny, 1e-30)
+        drive_down = law.down_drive(np.maximum(g_target, rest) / np.maximum(g_now, rest))
         usable = self.real.usable
         return np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))
 
@@ -707,7 +772,7 @@ class LabCrossbar:
         per_device[self.dev_row, self.dev_col] = drive
         v_max, w_min, w_max = self._pulse_bounds()
         tick = max(self.controller.hardware.min_width_s, 1e-12)
-        most = max(min(int(self.controller.hardware.max_pulse_count), self.pulses_per_device), 1)
+        most = self._train_length()
         mag = np.abs(per_device)
         w_full = law.width_for_drive(mag, v_max)
         counts = np.clip(np.ceil(w_full / w_max), 1, most)
@@ -728,7 +793,7 @@ class LabCrossbar:
         widths = np.where(go, widths, 0.0)
         given = (np.sign(per_device) * done)[self.dev_row, self.dev_col]  # (2, R, C)
         rest = np.abs(drive) - np.abs(given)
-        dropped = rest > 1e-2 * np.maximum(np.abs(drive), 1e-30)
+        dropped = (rest > 1e-2 * np.maximum(np.abs(drive), 1e-30)) | self._beyond
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
         return widths, amps, counts, self.real.pulse_law.respond(g_now, given)
