@@ -239,7 +239,8 @@ class LabCrossbar:
         self._row_law = self.real.pulse_law.on_grid(self.dev_row, self.dev_col, (R, 2 * C))
         lam = synapses.lam.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
         self.lam_target = lam
-        self.gamma_block = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
+        gamma = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1]
+        self.gamma_block = gamma.numpy()
         self.block_row_v, self.block_col_v = self._compiled_lines(k)
         self.bias_prescribed_v = _device_bias(self.block_row_v, self.block_col_v)
         # digital F where a device of the pair is stuck (as the emulated backend's fault-aware programming)
@@ -608,7 +609,8 @@ class LabCrossbar:
         reach = law.respond(0.0, self._train_length() * law.drive(v_max, w_max))
         room = reach * self.lam_idle / self.emulated.g_per_weight
         carrier_room = np.where(f_next >= 0, room[0], room[1])
-        need = np.where(self.digital | (carrier_room <= 0), 0.0, np.abs(f_next) / np.maximum(carrier_room, 1e-300))
+        need = np.abs(f_next) / np.maximum(carrier_room, 1e-300)
+        need = np.where(self.digital | (carrier_room <= 0), 0.0, need)
         return np.maximum(1.0 / self.max_write_gain, need.max(axis=1))
 
     def _pulse_times(self, sent_s: float, send_s: float) -> np.ndarray:
@@ -637,9 +639,10 @@ class LabCrossbar:
     def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """(2, R, C) volatile conductance (S) each device should hold now so that the pair holds ``f_next``
         (weight units) at the next read. The state read now decays by lambda until then, a change
-        written by the step's pulses by ``keep`` (2, R, C), from the pulse on. The device of f's sign carries f; the other is left
-        to decay, unless the carrier would pass half its window: then the other is depressed to what one
-        full erase pulse leaves (both devices of a pair would otherwise fill up)."""
+        written by the step's pulses by ``keep`` (2, R, C), from the pulse on. The device of f's sign
+        carries f; the other is left to decay, unless the carrier would pass half its window: then the
+        other is depressed to what a full erase train leaves (both devices of a pair would otherwise
+        fill up)."""
         lam = self.lam_idle ** (self._step_s / self.dt_s)  # read to read
         cap = 0.95 * self.real.g_st_max_siemens
         need = np.abs(f_next) * self.emulated.g_per_weight
