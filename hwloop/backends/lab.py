@@ -155,7 +155,7 @@ class LabCrossbar:
         overrun: str = "wait",
         rest_s: float | None = None,
         baseline_reads: int = 4,
-        reads_per_device: int = 1,
+        reads_per_device: int = 8,
         max_write_gain: float = 16.0,
         bias_check_steps: int = 100,
         pulses_per_row: int = PULSES_PER_ROW,
@@ -222,6 +222,8 @@ class LabCrossbar:
         h, k = synapses.weight.shape
         self.r0, self.r1 = parse_span(self.rows_text, h, "rows")
         self.c0, self.c1 = parse_span(self.cols_text, k, "cols")
+        # the block's bias and writes are measured on the controller (lab_*_j), not charged twice
+        self.emulated.exclude_from_energy(slice(self.r0, self.r1), slice(self.c0, self.c1))
         R, C = self.r1 - self.r0, self.c1 - self.c0
         record = self.emulated.record
         if record is not None and tuple(record.shape[:2]) != (R, 2 * C):
@@ -530,22 +532,22 @@ class LabCrossbar:
                 scale = np.where(refresh, fit, scale)
             else:
                 refresh = np.zeros(r1 - r0, dtype=bool)
-            # each row's pulses land part-way through the send (as long as the last step's took), and
-            # what they write decays from then until that row's next read
+            # each row's pulses land part-way through the send (as long as the last step's took): its
+            # devices have decayed since the read, and what they hold after the pulses decays until
+            # the row's next read
             sent = self.controller.clock.now_s()
-            keep = self._left(t_read, self._pulse_times(sent, self._send_s))
-            g_target = self._device_targets(f_target / scale[:, None], g_now, keep)
-            g_target = np.where(self.digital, g_now, g_target)
+            g_pulse, keep = self._at_pulse(g_now, t_read, self._pulse_times(sent, self._send_s))
+            g_target = self._device_targets(f_target / scale[:, None], g_pulse, keep)
+            g_target = np.where(self.digital, g_pulse, g_target)
             if self.block_io:
-                widths, amps, counts, g_after = self._device_plan(g_now, g_target)
+                widths, amps, counts, g_after = self._device_plan(g_pulse, g_target)
                 self._send_block(k, widths, amps, counts, current / self.read_v)
             else:
-                widths, amps, _, g_after = self._write_plan(g_now, g_target)
+                widths, amps, _, g_after = self._write_plan(g_pulse, g_target)
                 self._send(k, widths, amps, current / self.read_v)
             self._send_s = self.controller.clock.now_s() - sent
-            keep = self._left(t_read, self._pulse_times(sent, self._send_s))
             f_target = np.where(
-                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_now, g_after, keep)
+                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_after, keep)
             )
             F_t[0, r0:r1, c0:c1] = torch.from_numpy(f_target).to(F_t.dtype)
         self.scale, self.f_model_next = scale, f_model_next
@@ -621,34 +623,36 @@ class LabCrossbar:
         R = self.r1 - self.r0
         return sent_s + send_s * (np.arange(R) + 0.5) / R
 
-    def _left(self, t_read: np.ndarray, t_pulse: np.ndarray) -> np.ndarray:
-        """(2, R, C) retention of a change written at ``t_pulse`` (R,) until its row's next read: the
-        row's read time ``t_read`` (R,) plus the read-to-read time (the step, or, when steps overrun,
-        as long as the last step's I/O took)."""
-        left = np.maximum(t_read + self._step_s - t_pulse, 0.0) / self.dt_s
-        return np.maximum(self.lam_idle ** left[None, :, None], 1e-12)
+    def _at_pulse(
+        self, g_now: np.ndarray, t_read: np.ndarray, t_pulse: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(volatile parts (2, R, C) S at each row's pulse time ``t_pulse`` (R,) of devices read at
+        ``g_now`` at ``t_read`` (R,), and each device's retention (2, R, C) from the pulse to its row's
+        next read): the row's next read is ``t_read`` plus the read-to-read time (the step, or, when
+        steps overrun, as long as the last step's I/O took)."""
+        lam = self.lam_idle
+        before = np.clip(t_pulse - t_read, 0.0, self._step_s) / self.dt_s  # (R,) steps
+        after = self._step_s / self.dt_s - before
+        return g_now * lam ** before[None, :, None], np.maximum(lam ** after[None, :, None], 1e-12)
 
-    def _f_at_next_read(self, g_now: np.ndarray, g_after: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """f (weight units) the devices (2, R, C) hold at the next read: read at ``g_now`` (S), which decays
-        by lambda read to read, and moved to ``g_after`` by the pulses, a change that decays by ``keep``
-        from the pulse on."""
-        lam = self.lam_idle ** (self._step_s / self.dt_s)
-        g = lam * g_now + (g_after - g_now) * keep
+    def _f_at_next_read(self, g_after: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """f (weight units) the devices (2, R, C) hold at the next read: ``g_after`` (S) after the pulses,
+        decayed by ``keep``."""
+        g = g_after * keep
         return (g[0] - g[1]) / self.emulated.g_per_weight
 
     def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """(2, R, C) volatile conductance (S) each device should hold now so that the pair holds ``f_next``
-        (weight units) at the next read. The state read now decays by lambda until then, a change
-        written by the step's pulses by ``keep`` (2, R, C), from the pulse on. The device of f's sign
+        """(2, R, C) volatile conductance (S) each device should hold after its pulses so that the pair
+        holds ``f_next`` (weight units) at the next read: ``g_now`` (S) is the state at the pulse,
+        ``keep`` (2, R, C) the retention from the pulse to the next read. The device of f's sign
         carries f; the other is left to decay, unless the carrier would pass half its window: then the
         other is depressed to what a full erase train leaves (both devices of a pair would otherwise
         fill up)."""
-        lam = self.lam_idle ** (self._step_s / self.dt_s)  # read to read
         cap = 0.95 * self.real.g_st_max_siemens
         need = np.abs(f_next) * self.emulated.g_per_weight
         pos = f_next >= 0
         carrier = np.where(pos, 0, 1)
-        g_next = lam * g_now  # unwritten, at the next read
+        g_next = keep * g_now  # unwritten, at the next read
         other_next = np.where(pos, g_next[1], g_next[0])
         carrier_next = need + other_next
         cap_carrier = np.where(pos, cap[0], cap[1])
@@ -886,9 +890,10 @@ class LabCrossbar:
             self.log.close()
 
     def energy(self) -> dict[str, float]:
-        """J since the last reset: the emulated array's read/program/bias, plus the block's measured I/O
-        on the controller (``lab_read_j``, ``lab_program_j``, and ``lab_bias_j``: V^2 G dt of each device
-        at its held bias with the G read each step)."""
+        """J since the last reset: the emulated array's read/program/bias (the block's synapses' bias and
+        writes left out: ``EmulatedCrossbar.exclude_from_energy``), plus the block's measured I/O on the
+        controller (``lab_read_j``, ``lab_program_j``, and ``lab_bias_j``: V^2 G dt of each device at its
+        held bias with the G read each step)."""
         return {**self.emulated.energy(), **self._lab_energy}
 
     def reset_energy(self) -> None:
