@@ -380,3 +380,22 @@ def test_the_block_is_not_charged_twice_by_the_emulated_array(tmp_path: Path) ->
     expected = 0.5 * float((v**2).sum()) * g_min
     assert used[0][0]["bias_j"] - used[1][0]["bias_j"] == pytest.approx(expected, rel=1e-6)
     assert used[0][1]["program_j"] > 0 and used[1][1]["program_j"] == 0.0
+
+
+def test_row_pulses_that_would_overrun_the_step_are_left_out_and_counted(tmp_path: Path) -> None:
+    """A v2 controller (a command per row pulse, bytes charged on the link) with a step too short for all
+    the row pulses the plan wants: the step still ends within dt (no overrun), the pulses left out are
+    absent from the log, and their devices' writes are counted as dropped."""
+    net = _net(gamma=0.5)
+    lab = _lab(tmp_path, resource=f"xbarsim://{HID}x{2 * IN}?seed=7&protocol=2", dt_s=0.012)
+    net.set_backend(lab)
+    torch.manual_seed(1)
+    _run(net, (torch.rand(1, 40, IN) > 0.3).float())
+    stats = lab.stats()
+    lab.close()
+    g = _log(tmp_path / "lab.h5")
+    io = g["t_end_s"][:] - g["t_start_s"][:]
+    assert stats["pacing"]["overruns"] == 0 and (io <= 0.012 + 1e-9).all()
+    sent = (np.abs(g["pulse_amplitude_v"][:]).max(axis=-1) > 0).sum(axis=(1, 2))  # row pulses per step
+    assert sent.min() < sent.max()  # some steps could not send every row pulse they planned ...
+    assert stats["dropped_writes"] > 0  # ... and say so

@@ -17,29 +17,34 @@ device's own 0 V retention (stated in ``stats`` and the log as "no bias").
 
 **Normalisation** as the emulated backend runs it (``normalisation``; docs/normalisation.md). Exact: the
 periphery keeps a digital scale s_i per block row, F = s f (f the devices' volatile state); per step
-s_i <- s_i / n_i and the write is dF / s_i; when 1/s_i would pass ``max_write_gain`` the row is
-refreshed: its devices are written (by depression and potentiation in the step's own row pulses) to
-hold F at the largest gain, s_i = 1 / max_write_gain (the same F = s f; the emulated backend refreshes to
-s = 1, a lab block to the largest gain because its read noise, in F units, shrinks by that gain);
-each refresh is counted per step in the log (``refreshed``). Native: s = 1, no division.
+s_i <- s_i / n_i; when the write gain 1/s_i would pass ``max_write_gain``, or the row's F would not fit
+its devices at that gain, the row is refreshed: its devices are written (in the step's own pulses) to hold
+F at the largest gain, at most ``max_write_gain``, at which every synapse's carrying device can be taken
+to f in one step's pulses from rest (``_fitting_scale``; the same F = s f: the emulated backend refreshes
+to s = 1, a lab block to the largest gain because its read noise, in F units, shrinks by that gain); each
+refresh is counted per step in the log (``refreshed``). Native: s = 1, no division.
 
 Each agent step:
 
-1. **read**: every block row is read at ``read_v`` (``READROW``, ``reads_per_device`` times, averaged);
-   G = I / V minus each device's conductance at rest gives the volatile part; F = s (g+ - g-) / g_per_weight;
+1. **read**: every block row is read at ``read_v`` (``READBLOCK``, or ``READROW`` per row on an older
+   controller), ``reads_per_device`` times, averaged; G = I / V minus each device's conductance at rest
+   gives the volatile part; F = s (g+ - g-) / g_per_weight;
 2. **neurons**: the measured F replaces the block in the layer's state and the periphery computes
    y = G z / n, h = tanh(y + b) digitally (the emulated array supplies the rest of the row);
-3. **write**: every device is brought to the volatile conductance that makes its pair hold
-   lambda F / n + gamma h z at the next read (the change written now is pre-compensated for its own decay
-   until then): signed row pulses (``PULSEROW``: one width per row pulse, a signed amplitude per column,
-   depression and potentiation together) from the pulse law inverted with the block's own devices, at
-   most ``pulses_per_row`` per row (``_write_plan``);
+3. **write**: the STPN's update of the block from the measured state (``_model_update``: each device
+   decays by its own retention at its held bias, s / n (lambda+ g+ - lambda- g-) / g_per_weight, plus the
+   trained gamma h z) is what the pair must hold at the next read. Each row's pulses land part-way through
+   the send, so the plan starts from each device's state at its pulse (decayed since the read) and aims
+   a state that decays to the target by the row's next read; the pulse law is inverted with the block's
+   own devices: a pulse train per device (``PULSEBLOCK``, ``_device_plan``), or signed row pulses on an
+   older controller (``PULSEROW``, ``_write_plan``); writes past the window or the step's pulses are
+   dropped (counted);
 4. **decay**: nothing is computed: the devices relax at their held bias over the step's real duration,
    paced to dt on the controller's clock (``hwloop.pacing``; virtual on the simulated lab).
 
 **Fidelity**: per step the log holds the measured F, the F the model's own update gave for that step
-(lambda F / n + gamma h z from the previous step's measured F and inputs, on the emulated model of the
-block) and their difference (``hwloop lab report LOG``). Synapses with a stuck device keep a digital F (as
+(step 3's update from the previous step's reads and inputs; the emulated array's for digital synapses)
+and their difference (``hwloop lab report LOG``). Synapses with a stuck device keep a digital F (as
 the emulated backend's fault-aware programming does) and are left out of the fidelity figures.
 
 Every step's I/O goes to an HDF5 log (``hwloop.backends.lab_log``). Every pulse and bias passes the user's
@@ -80,6 +85,7 @@ SERIAL_BAUD = 115_200  # the protocol's documented rate for any other serial con
 FINE_TICKS = 50  # a PULSEBLOCK pulse this many pulse-timer ticks long is width-modulated alone
 AMPLITUDE_STEP_V = 1e-3  # PULSEBLOCK amplitudes are sent to the mV (a pulse DAC's step is coarser still)
 DEFAULT_LOG = Path("hwloop-lab.h5")
+BLOCK_READS = 8  # reads averaged per device by default with READBLOCK (docs/hil.md: noise vs step time)
 
 
 class LabError(HwloopError):
@@ -124,9 +130,10 @@ class LabCrossbar:
     overrun: "wait" or "stop" (``hwloop.pacing``); rest_s: wait at each game's start so the block
         relaxes (s; default five of the slowest device's decay times at its held bias); baseline_reads:
         reads averaged for each device's conductance at rest; reads_per_device: reads averaged per device
-        and step (read noise / sqrt(N), at N row reads' time each); max_write_gain: exact normalisation's
-        largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
-        biases are sent again and read back (a controller that lost them is corrected; logged);
+        and step (read noise / sqrt(N), at N row reads' time each; default ``BLOCK_READS`` on a v3.1
+        controller, which averages them on the card, 1 with per-row reads, a round trip each);
+        max_write_gain: exact normalisation's largest write gain 1/s; bias_check_steps: every this many
+        steps the line biases are sent again and read back (a controller that lost them is corrected; logged);
         pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time; with
         protocol v3.1's block commands every device gets its own pulse train and this is unused).
     pulses_per_device: with block commands, pulses per device and step at most (each at most the
@@ -155,7 +162,7 @@ class LabCrossbar:
         overrun: str = "wait",
         rest_s: float | None = None,
         baseline_reads: int = 4,
-        reads_per_device: int = 8,
+        reads_per_device: int | None = None,
         max_write_gain: float = 16.0,
         bias_check_steps: int = 100,
         pulses_per_row: int = PULSES_PER_ROW,
@@ -175,7 +182,7 @@ class LabCrossbar:
             raise HwloopError(f"lab backend: overrun={overrun!r}; choose one of {', '.join(POLICIES)}")
         for name, value in (
             ("baseline_reads", baseline_reads),
-            ("reads_per_device", reads_per_device),
+            ("reads_per_device", BLOCK_READS if reads_per_device is None else reads_per_device),
             ("bias_check_steps", bias_check_steps),
             ("pulses_per_row", pulses_per_row),
             ("pulses_per_device", pulses_per_device),
@@ -191,7 +198,8 @@ class LabCrossbar:
             nonidealities=nonidealities,
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
-        self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
+        self.reads_asked, self.bias_check_steps = reads_per_device, bias_check_steps
+        self.reads_per_device = BLOCK_READS if reads_per_device is None else reads_per_device
         self.pulses_per_row, self.pulses_per_device = pulses_per_row, pulses_per_device
         if baudrate is not None and not (isinstance(baudrate, int) and baudrate > 0):
             raise HwloopError(f"lab backend: baudrate must be a positive integer (bit/s), got {baudrate!r}")
@@ -252,10 +260,13 @@ class LabCrossbar:
         self.f_model_next: np.ndarray | None = None
         self._step_s = self.dt_s  # expected time from one read of a row to the next (s)
         self._send_s = 0.0  # how long the last step's pulses took to send (s)
+        self._row_pulse_s = 0.0  # the longest one row pulse (PULSEROW) has taken (s)
         if self.controller is None:
             self._open(R, C)
         assert self.controller is not None
         self.block_io = bool(getattr(self.controller, "block_capable", False))
+        if self.reads_asked is None:  # averaged on the card with READBLOCK; a round trip each otherwise
+            self.reads_per_device = BLOCK_READS if self.block_io else 1
         self.pacer = StepPacer(self.controller.clock, self.dt_s, self.overrun)
         try:
             self._hold_bias()
@@ -544,7 +555,10 @@ class LabCrossbar:
                 self._send_block(k, widths, amps, counts, current / self.read_v)
             else:
                 widths, amps, _, g_after = self._write_plan(g_pulse, g_target)
-                self._send(k, widths, amps, current / self.read_v)
+                skipped = self._send(k, widths, amps, current / self.read_v, t_start + self.dt_s)
+                if skipped.any():  # row pulses that would have overrun the step: not delivered
+                    g_after = self._without(skipped, widths, amps, g_pulse)
+                    widths, amps = np.where(skipped, 0.0, widths), np.where(skipped[..., None], 0.0, amps)
             self._send_s = self.controller.clock.now_s() - sent
             f_target = np.where(
                 self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_after, keep)
@@ -735,6 +749,7 @@ class LabCrossbar:
         dropped = (np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)) | self._beyond
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
+        self._row_plan = (drive - rest, dropped)  # per device: the drive the row pulses deliver
         return widths, amps, ~(dropped[0] | dropped[1]), law.respond(g_now, drive - rest)
 
     def _drives(self, g_now: np.ndarray, g_target: np.ndarray) -> np.ndarray:
@@ -828,18 +843,27 @@ class LabCrossbar:
         energy = self.real.pulse_energy_j(g_siemens, amps, widths) * counts
         self._lab_energy["lab_program_j"] += float(np.sum(energy))
 
-    def _send(self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray) -> None:
-        """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse."""
+    def _send(
+        self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray, deadline_s: float
+    ) -> np.ndarray:
+        """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse.
+        A row pulse that would end after ``deadline_s`` (controller clock; its cost the longest row pulse
+        so far) is not sent: second row pulses go last, so they are the first left out. Returns the
+        (P, R) mask of row pulses left out."""
         from drivers.errors import SafetyError
 
         assert self.controller is not None
         gap = 1.0 / self.limits.max_pulses_per_s
         full = np.zeros(self.controller.cols)
+        skipped = np.zeros(widths.shape, dtype=bool)
         for q in range(widths.shape[0]):
             for r in map(int, np.flatnonzero(widths[q] > 0)):
                 if not amps[q, r].any():
                     continue
                 wait = self._last_pulse_s + gap - self.controller.clock.now_s()
+                if self.controller.clock.now_s() + max(wait, 0.0) + self._row_pulse_s > deadline_s:
+                    skipped[q, r] = True
+                    continue
                 if wait > 0:
                     self.controller.wait(wait)
                 full[:] = 0.0
@@ -852,8 +876,25 @@ class LabCrossbar:
                         f"lab step {step}: pulse refused for {self._synapse_at(r, amps[q, r])}: {exc}"
                     ) from None
                 self._last_pulse_s = started
+                self._row_pulse_s = max(self._row_pulse_s, self.controller.clock.now_s() - started)
                 energy = self.real.pulse_energy_j(g_siemens[r], amps[q, r], widths[q, r])
                 self._lab_energy["lab_program_j"] += float(np.sum(energy))
+        return skipped
+
+    def _without(
+        self, skipped: np.ndarray, widths: np.ndarray, amps: np.ndarray, g_pulse: np.ndarray
+    ) -> np.ndarray:
+        """(2, R, C) volatile parts (S) the sent row pulses leave when the ``skipped`` (P, R) ones were
+        not sent; their devices' writes are counted as dropped."""
+        delivered, dropped = self._row_plan
+        lost = np.zeros((self.r1 - self.r0, self.device_cols))
+        for q, r in zip(*np.nonzero(skipped), strict=True):
+            lost[r] += np.sign(amps[q, r]) * self._row_law.at(r).drive(amps[q, r], widths[q, r])
+        lost_dev = lost[self.dev_row, self.dev_col]  # (2, R, C)
+        newly = (lost_dev != 0) & ~dropped
+        self._dropped_step += int(newly.sum())
+        self.dropped_writes += int(newly.sum())
+        return self.real.pulse_law.respond(g_pulse, delivered - lost_dev)
 
     def _synapse_at(self, row: int, amplitudes: np.ndarray) -> str:
         """'synapse (i, j) G+ on controller row r, column c' of the first column the limits refuse."""
