@@ -3,9 +3,10 @@
 Each game is played with the CLI (the command is stored with its numbers), its log summarised by
 ``hwloop lab report --json``, the I/O time per step taken from the log, and the fidelity gap split into
 read noise, delivery and plan-vs-model (``benchmarks/lab_fidelity_gap.py``). The emulated backend's game
-on the same seed is the score reference.
+on the same seed with the same checkpoint is the score reference (``--emulated``, or per game a third
+path: ``NAME=GAME.json:LOG.h5:EMU.json``).
 
-    python benchmarks/lab_block_games.py --emulated EMU.json NAME=GAME.json:LOG.h5 [...] [--out OUT]
+    python benchmarks/lab_block_games.py --emulated EMU.json NAME=GAME.json:LOG.h5[:EMU.json] ... [--out F]
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def summary(game_json: Path, log: Path, emulated: dict[str, Any]) -> dict[str, A
     score, reference = game["mean_earned_score"], emulated["mean_earned_score"]
     return {
         "command": game["command"],
+        "checkpoint": game.get("checkpoint"),
+        "emulated_command": emulated["command"],
         "backend_options": game["backend_options"],
         "score": score,
         "steps": game["steps"],
@@ -57,6 +60,7 @@ def summary(game_json: Path, log: Path, emulated: dict[str, Any]) -> dict[str, A
         "worst_lateness_s": report["worst_lateness_s"],
         "dropped_writes": report["dropped_writes"],
         "dropped_per_step": report["dropped_writes"] / report["steps"],
+        "write_gain_percentiles_0_10_50": _gains(log),
         "io_ms_per_step_mean": float(io_s.mean() * 1e3),
         "io_ms_per_step_worst": float(io_s.max() * 1e3),
         "reads_per_device": reads,
@@ -64,6 +68,13 @@ def summary(game_json: Path, log: Path, emulated: dict[str, Any]) -> dict[str, A
         **attrs,
         "fidelity_gap": gap(log),
     }
+
+
+def _gains(log: Path) -> list[float]:
+    """0th, 10th and 50th percentile of the rows' write gain 1/s over the run (exact normalisation)."""
+    with h5py.File(log, "r", swmr=True) as f:
+        scale = f["runs/0000"]["row_scale"][:]
+    return [float(x) for x in np.percentile(1.0 / scale, [0, 10, 50])]
 
 
 def main() -> None:
@@ -77,6 +88,7 @@ def main() -> None:
         "what": "full Pong games (seed 0) on the lab backend's block, simulated v3.1 controller, dt 1/15 s",
         "emulated": {
             "command": emulated["command"],
+            "checkpoint": emulated.get("checkpoint"),
             "score": emulated["mean_earned_score"],
             "steps": emulated["steps"],
         },
@@ -84,8 +96,10 @@ def main() -> None:
     }
     for spec in args.games:
         name, _, paths = spec.partition("=")
-        game_json, _, log = paths.partition(":")
-        record["games"][name] = summary(Path(game_json), Path(log), emulated)
+        game_json, _, rest = paths.partition(":")
+        log, _, own = rest.partition(":")
+        reference = json.loads(Path(own).read_text()) if own else emulated
+        record["games"][name] = summary(Path(game_json), Path(log), reference)
         r = record["games"][name]
         print(
             f"{name}: score {r['score']:+g} ({r['steps']} steps; emulated {r['emulated_score']:+g}), "

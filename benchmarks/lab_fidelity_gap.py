@@ -9,11 +9,10 @@ the log alone:
   and s the row's digital scale when it was read (expected, not measured: a prediction of the gap);
 * **delivery**: ``f_measured[k] - f_target[k-1]``, what the devices hold against what the write of step
   k-1 aimed for at this read (includes the read noise above and the pulse-to-pulse noise);
-* **plan vs model**: ``f_target[k-1] - f_model[k]``, what the lab aimed for against what the emulated
-  model's own update gave: the lab plans with its block's devices (their retention at the held bias,
-  ``Realisation`` of the controller's chip) while the model's F comes from the emulated layer's own
-  draw of those synapses (its chip, its lambda), plus changes below the noise floor not written and
-  writes dropped.
+* **plan vs model**: ``f_target[k-1] - f_model[k]``, what the lab expects its pulses to leave at the
+  read of step k against the model's own update (``LabCrossbar._model_update``, which the write aims
+  at): changes below the noise floor not written, writes dropped (past the step's pulses), amplitude
+  and width rounding.
 
 Also the correlation the run would have with noiseless reads: cov / sqrt((var_meas - sigma_F^2) var_model).
 

@@ -460,6 +460,24 @@ class EmulatedCrossbar:
             self._adopt(out, s)
             return out
 
+    def exclude_from_energy(self, rows: slice, cols: slice) -> None:
+        """Stop charging the decay bias and write pulses of synapses ``rows`` x ``cols`` (their F lives
+        elsewhere: a lab block on a controller, which measures its own energy). Their long-term reads
+        and exact mode's row refreshes are still charged here."""
+        self._check_programmed()
+        exact = self.normalisation == "exact"
+        g_base = (
+            torch.full_like(self.g_lt_siemens, self.card.window.g_min_siemens) if exact else self.g_lt_siemens
+        )
+        v2 = self.decay_bias_v**2
+        self._bias_base_w -= float((v2 * g_base)[:, rows, cols].sum())
+        for name in ("_bias_abs", "_bias_sgn", "_coef_abs", "_coef_sgn", "_g_up", "_g_down"):
+            table = getattr(self, name)
+            if table is not None:
+                table = table.clone()
+                table[rows, cols] = 0.0
+                setattr(self, name, table)
+
     def model_update(
         self, F: Tensor, n: Tensor, h: Tensor, z: Tensor, rows: slice = slice(None), cols: slice = slice(None)
     ) -> Tensor:

@@ -17,29 +17,34 @@ device's own 0 V retention (stated in ``stats`` and the log as "no bias").
 
 **Normalisation** as the emulated backend runs it (``normalisation``; docs/normalisation.md). Exact: the
 periphery keeps a digital scale s_i per block row, F = s f (f the devices' volatile state); per step
-s_i <- s_i / n_i and the write is dF / s_i; when 1/s_i would pass ``max_write_gain`` the row is
-refreshed: its devices are written (by depression and potentiation in the step's own row pulses) to
-hold F at the largest gain, s_i = 1 / max_write_gain (the same F = s f; the emulated backend refreshes to
-s = 1, a lab block to the largest gain because its read noise, in F units, shrinks by that gain);
-each refresh is counted per step in the log (``refreshed``). Native: s = 1, no division.
+s_i <- s_i / n_i; when the write gain 1/s_i would pass ``max_write_gain``, or the row's F would not fit
+its devices at that gain, the row is refreshed: its devices are written (in the step's own pulses) to hold
+F at the largest gain, at most ``max_write_gain``, at which every synapse's carrying device can be taken
+to f in one step's pulses from rest (``_fitting_scale``; the same F = s f: the emulated backend refreshes
+to s = 1, a lab block to the largest gain because its read noise, in F units, shrinks by that gain); each
+refresh is counted per step in the log (``refreshed``). Native: s = 1, no division.
 
 Each agent step:
 
-1. **read**: every block row is read at ``read_v`` (``READROW``, ``reads_per_device`` times, averaged);
-   G = I / V minus each device's conductance at rest gives the volatile part; F = s (g+ - g-) / g_per_weight;
+1. **read**: every block row is read at ``read_v`` (``READBLOCK``, or ``READROW`` per row on an older
+   controller), ``reads_per_device`` times, averaged; G = I / V minus each device's conductance at rest
+   gives the volatile part; F = s (g+ - g-) / g_per_weight;
 2. **neurons**: the measured F replaces the block in the layer's state and the periphery computes
    y = G z / n, h = tanh(y + b) digitally (the emulated array supplies the rest of the row);
-3. **write**: every device is brought to the volatile conductance that makes its pair hold
-   lambda F / n + gamma h z at the next read (the change written now is pre-compensated for its own decay
-   until then): signed row pulses (``PULSEROW``: one width per row pulse, a signed amplitude per column,
-   depression and potentiation together) from the pulse law inverted with the block's own devices, at
-   most ``pulses_per_row`` per row (``_write_plan``);
+3. **write**: the STPN's update of the block from the measured state (``_model_update``: each device
+   decays by its own retention at its held bias, s / n (lambda+ g+ - lambda- g-) / g_per_weight, plus the
+   trained gamma h z) is what the pair must hold at the next read. Each row's pulses land part-way through
+   the send, so the plan starts from each device's state at its pulse (decayed since the read) and aims
+   a state that decays to the target by the row's next read; the pulse law is inverted with the block's
+   own devices: a pulse train per device (``PULSEBLOCK``, ``_device_plan``), or signed row pulses on an
+   older controller (``PULSEROW``, ``_write_plan``); writes past the window or the step's pulses are
+   dropped (counted);
 4. **decay**: nothing is computed: the devices relax at their held bias over the step's real duration,
    paced to dt on the controller's clock (``hwloop.pacing``; virtual on the simulated lab).
 
 **Fidelity**: per step the log holds the measured F, the F the model's own update gave for that step
-(lambda F / n + gamma h z from the previous step's measured F and inputs, on the emulated model of the
-block) and their difference (``hwloop lab report LOG``). Synapses with a stuck device keep a digital F (as
+(step 3's update from the previous step's reads and inputs; the emulated array's for digital synapses)
+and their difference (``hwloop lab report LOG``). Synapses with a stuck device keep a digital F (as
 the emulated backend's fault-aware programming does) and are left out of the fidelity figures.
 
 Every step's I/O goes to an HDF5 log (``hwloop.backends.lab_log``). Every pulse and bias passes the user's
@@ -80,6 +85,7 @@ SERIAL_BAUD = 115_200  # the protocol's documented rate for any other serial con
 FINE_TICKS = 50  # a PULSEBLOCK pulse this many pulse-timer ticks long is width-modulated alone
 AMPLITUDE_STEP_V = 1e-3  # PULSEBLOCK amplitudes are sent to the mV (a pulse DAC's step is coarser still)
 DEFAULT_LOG = Path("hwloop-lab.h5")
+BLOCK_READS = 8  # reads averaged per device by default with READBLOCK (docs/hil.md: noise vs step time)
 
 
 class LabError(HwloopError):
@@ -124,9 +130,10 @@ class LabCrossbar:
     overrun: "wait" or "stop" (``hwloop.pacing``); rest_s: wait at each game's start so the block
         relaxes (s; default five of the slowest device's decay times at its held bias); baseline_reads:
         reads averaged for each device's conductance at rest; reads_per_device: reads averaged per device
-        and step (read noise / sqrt(N), at N row reads' time each); max_write_gain: exact normalisation's
-        largest write gain 1/s before a row refresh; bias_check_steps: every this many steps the line
-        biases are sent again and read back (a controller that lost them is corrected; logged);
+        and step (read noise / sqrt(N), at N row reads' time each; default ``BLOCK_READS`` on a v3.1
+        controller, which averages them on the card, 1 with per-row reads, a round trip each);
+        max_write_gain: exact normalisation's largest write gain 1/s; bias_check_steps: every this many
+        steps the line biases are sent again and read back (a controller that lost them is corrected; logged);
         pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time; with
         protocol v3.1's block commands every device gets its own pulse train and this is unused).
     pulses_per_device: with block commands, pulses per device and step at most (each at most the
@@ -155,7 +162,7 @@ class LabCrossbar:
         overrun: str = "wait",
         rest_s: float | None = None,
         baseline_reads: int = 4,
-        reads_per_device: int = 1,
+        reads_per_device: int | None = None,
         max_write_gain: float = 16.0,
         bias_check_steps: int = 100,
         pulses_per_row: int = PULSES_PER_ROW,
@@ -175,7 +182,7 @@ class LabCrossbar:
             raise HwloopError(f"lab backend: overrun={overrun!r}; choose one of {', '.join(POLICIES)}")
         for name, value in (
             ("baseline_reads", baseline_reads),
-            ("reads_per_device", reads_per_device),
+            ("reads_per_device", BLOCK_READS if reads_per_device is None else reads_per_device),
             ("bias_check_steps", bias_check_steps),
             ("pulses_per_row", pulses_per_row),
             ("pulses_per_device", pulses_per_device),
@@ -191,7 +198,8 @@ class LabCrossbar:
             nonidealities=nonidealities,
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
-        self.reads_per_device, self.bias_check_steps = reads_per_device, bias_check_steps
+        self.reads_asked, self.bias_check_steps = reads_per_device, bias_check_steps
+        self.reads_per_device = BLOCK_READS if reads_per_device is None else reads_per_device
         self.pulses_per_row, self.pulses_per_device = pulses_per_row, pulses_per_device
         if baudrate is not None and not (isinstance(baudrate, int) and baudrate > 0):
             raise HwloopError(f"lab backend: baudrate must be a positive integer (bit/s), got {baudrate!r}")
@@ -222,6 +230,8 @@ class LabCrossbar:
         h, k = synapses.weight.shape
         self.r0, self.r1 = parse_span(self.rows_text, h, "rows")
         self.c0, self.c1 = parse_span(self.cols_text, k, "cols")
+        # the block's bias and writes are measured on the controller (lab_*_j), not charged twice
+        self.emulated.exclude_from_energy(slice(self.r0, self.r1), slice(self.c0, self.c1))
         R, C = self.r1 - self.r0, self.c1 - self.c0
         record = self.emulated.record
         if record is not None and tuple(record.shape[:2]) != (R, 2 * C):
@@ -238,19 +248,25 @@ class LabCrossbar:
         self.device_cols = 2 * C
         self._row_law = self.real.pulse_law.on_grid(self.dev_row, self.dev_col, (R, 2 * C))
         lam = synapses.lam.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1].numpy()
-        self.gamma_block = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1]
         self.lam_target = lam
+        gamma = synapses.gamma.detach().to(torch.float64)[self.r0 : self.r1, self.c0 : self.c1]
+        self.gamma_block = gamma.numpy()
         self.block_row_v, self.block_col_v = self._compiled_lines(k)
         self.bias_prescribed_v = _device_bias(self.block_row_v, self.block_col_v)
         # digital F where a device of the pair is stuck (as the emulated backend's fault-aware programming)
         self.digital = ~(self.real.usable[0] & self.real.usable[1])
         self.scale = np.ones(R)
+        self._beyond = np.zeros((2, R, C), dtype=bool)  # this step's device targets past the window
         self.f_model_next: np.ndarray | None = None
         self._step_s = self.dt_s  # expected time from one read of a row to the next (s)
+        self._send_s = 0.0  # how long the last step's pulses took to send (s)
+        self._row_pulse_s = 0.0  # the longest one row pulse (PULSEROW) has taken (s)
         if self.controller is None:
             self._open(R, C)
         assert self.controller is not None
         self.block_io = bool(getattr(self.controller, "block_capable", False))
+        if self.reads_asked is None:  # averaged on the card with READBLOCK; a round trip each otherwise
+            self.reads_per_device = BLOCK_READS if self.block_io else 1
         self.pacer = StepPacer(self.controller.clock, self.dt_s, self.overrun)
         try:
             self._hold_bias()
@@ -429,6 +445,7 @@ class LabCrossbar:
         self.scale = np.ones(self.r1 - self.r0)
         self.f_model_next = None
         self._step_s = self.dt_s
+        self._send_s = 0.0
         self.pacer.restart()
         return F
 
@@ -499,36 +516,52 @@ class LabCrossbar:
             out = self.emulated.read(F, z, energy=energy)
             h = torch.tanh(out.y + bias)
             block = (slice(r0, r1), slice(c0, c1))
-            # the STPN's own update of the block from the same F and inputs, without the emulated array's
-            # noise draws (the block's F carries its own devices' noise)
-            f_model_next = self.emulated.model_update(F, out.n, h, z, *block)[0].to(torch.float64).numpy()
-            F_t = self.emulated.update(F, out.n, h, z)
-            # 3. write: what brings the devices to lambda F / n + gamma h z at the next read
             zb, hb = z[0, c0:c1].to(torch.float64), h[0, r0:r1].to(torch.float64)
-            dF = (self.gamma_block * hb[:, None] * zb[None, :]).numpy()
             n = (
                 out.n[0, r0:r1].to(torch.float64).numpy()
                 if self.normalisation == "exact"
                 else np.ones(r1 - r0)
             )
-            lam = self.lam_idle  # (2, R, C) per step at the held bias
-            g_now = np.maximum(np.stack([g_st[plus], g_st[minus]]), 0.0)  # (2, R, C) volatile parts, S
+            # the STPN's own update of the block from the same F and inputs, noiseless: digital synapses
+            # as the emulated array computes them, analog ones with the block's own devices' retention
+            digital_next = self.emulated.model_update(F, out.n, h, z, *block)[0].to(torch.float64).numpy()
+            g_pair_st = np.stack([g_st[plus], g_st[minus]])  # (2, R, C) volatile parts as read, S
+            f_model_next = np.where(
+                self.digital, digital_next, self._model_update(g_pair_st, n, hb.numpy(), zb.numpy())
+            )
+            F_t = self.emulated.update(F, out.n, h, z)
+            # 3. write: what brings the devices to that F at the next read
+            g_now = g_pair_st  # as read: a device at rest reads about 0, either sign
             scale = self.scale / n
-            refresh = (1.0 / scale > self.max_write_gain) if self.normalisation == "exact" else scale < 0
-            f_target = scale[:, None] * (lam[0] * g_now[0] - lam[1] * g_now[1]) / gpw + dF  # next read
-            # a refreshed row is rewritten at the largest gain: the devices hold F / s = max_write_gain F,
-            # well above the read noise (which F = s f divides by the same gain)
-            scale = np.where(refresh, 1.0 / self.max_write_gain, scale)
-            g_target = self._device_targets(f_target / scale[:, None], g_now, t_start)
-            g_target = np.where(self.digital, g_now, g_target)
+            f_target = f_model_next
+            if self.normalisation == "exact":
+                # a refreshed row is rewritten at the largest gain that keeps its devices inside the
+                # reach of one step's pulses (at most max_write_gain): the read noise, which F = s f
+                # divides by the gain, shrinks, and no target is clipped by the window
+                fit = self._fitting_scale(f_target)
+                refresh = (1.0 / scale > self.max_write_gain) | (scale < fit)
+                scale = np.where(refresh, fit, scale)
+            else:
+                refresh = np.zeros(r1 - r0, dtype=bool)
+            # each row's pulses land part-way through the send (as long as the last step's took): its
+            # devices have decayed since the read, and what they hold after the pulses decays until
+            # the row's next read
+            sent = self.controller.clock.now_s()
+            g_pulse, keep = self._at_pulse(g_now, t_read, self._pulse_times(sent, self._send_s))
+            g_target = self._device_targets(f_target / scale[:, None], g_pulse, keep)
+            g_target = np.where(self.digital, g_pulse, g_target)
             if self.block_io:
-                widths, amps, counts, g_next = self._device_plan(g_now, g_target)
+                widths, amps, counts, g_after = self._device_plan(g_pulse, g_target)
                 self._send_block(k, widths, amps, counts, current / self.read_v)
             else:
-                widths, amps, _, g_next = self._write_plan(g_now, g_target)
-                self._send(k, widths, amps, current / self.read_v)
+                widths, amps, _, g_after = self._write_plan(g_pulse, g_target)
+                skipped = self._send(k, widths, amps, current / self.read_v, t_start + self.dt_s)
+                if skipped.any():  # row pulses that would have overrun the step: not delivered
+                    g_after = self._without(skipped, widths, amps, g_pulse)
+                    widths, amps = np.where(skipped, 0.0, widths), np.where(skipped[..., None], 0.0, amps)
+            self._send_s = self.controller.clock.now_s() - sent
             f_target = np.where(
-                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_next, t_start)
+                self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_after, keep)
             )
             F_t[0, r0:r1, c0:c1] = torch.from_numpy(f_target).to(F_t.dtype)
         self.scale, self.f_model_next = scale, f_model_next
@@ -570,30 +603,70 @@ class LabCrossbar:
         a, b = f_meas[ok], f_model[ok]
         self._fid += np.array([a @ a, b @ b, a @ b, a.sum(), b.sum(), a.size])
 
-    def _left(self, t_start: float) -> np.ndarray:
-        """(2, R, C) retention of each device from now to the next read: the step's deadline, or, when
-        steps overrun, as long after this step's start as the last step's I/O took."""
-        assert self.controller is not None
-        left = max(t_start + self._step_s - self.controller.clock.now_s(), 0.0) / self.dt_s
-        return np.maximum(self.lam_idle**left, 1e-12)
+    def _model_update(self, g_st: np.ndarray, n: np.ndarray, h: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """(R, C) the STPN's update of the block, lambda F / n + gamma h z (weight units), noiseless, from
+        the volatile parts ``g_st`` (2, R, C) S just read (F = s (g+ - g-) / g_per_weight): each device of
+        the pair decays by its own retention per step at the bias it holds (the compiled line voltages
+        acting on the block's own devices: lambda+ g+ - lambda- g-, lambda F when both are equal); gamma
+        is the trained one (each device's pulse law is inverted for its write, so the block realises it
+        as trained); n the row norms (1: native)."""
+        lam = self.lam_idle
+        decayed = (lam[0] * g_st[0] - lam[1] * g_st[1]) / self.emulated.g_per_weight
+        return (self.scale / n)[:, None] * decayed + self.gamma_block * h[:, None] * z[None, :]
 
-    def _f_at_next_read(self, g_now: np.ndarray, t_start: float) -> np.ndarray:
-        """f (weight units) the devices (2, R, C) of volatile part ``g_now`` (S) hold at the next read."""
-        g = g_now * self._left(t_start)
+    def _fitting_scale(self, f_next: np.ndarray) -> np.ndarray:
+        """(R,) the smallest digital scale s (the largest gain 1/s, at most ``max_write_gain``) at which
+        every analog synapse's |F / s| (F in weight units) is one its carrying device can be written to
+        in one step from rest."""
+        # the device of F's sign carries it; its room is what a step's longest, largest pulses take it
+        # to from rest, decayed by its lambda until the next read (weight units)
+        v_max, _, w_max = self._pulse_bounds()
+        law = self.real.pulse_law
+        reach = law.respond(0.0, self._train_length() * law.drive(v_max, w_max))
+        room = reach * self.lam_idle / self.emulated.g_per_weight
+        carrier_room = np.where(f_next >= 0, room[0], room[1])
+        need = np.abs(f_next) / np.maximum(carrier_room, 1e-300)
+        need = np.where(self.digital | (carrier_room <= 0), 0.0, need)
+        return np.maximum(1.0 / self.max_write_gain, need.max(axis=1))
+
+    def _pulse_times(self, sent_s: float, send_s: float) -> np.ndarray:
+        """(R,) estimated time (s, controller clock) of each block row's pulses when the send starts at
+        ``sent_s`` and takes ``send_s``: rows are pulsed one after another (``PULSEBLOCK``: each after
+        the previous row's, its frame's bytes in between; row pulses: a command each), spread evenly
+        over the send."""
+        R = self.r1 - self.r0
+        return sent_s + send_s * (np.arange(R) + 0.5) / R
+
+    def _at_pulse(
+        self, g_now: np.ndarray, t_read: np.ndarray, t_pulse: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(volatile parts (2, R, C) S at each row's pulse time ``t_pulse`` (R,) of devices read at
+        ``g_now`` at ``t_read`` (R,), and each device's retention (2, R, C) from the pulse to its row's
+        next read): the row's next read is ``t_read`` plus the read-to-read time (the step, or, when
+        steps overrun, as long as the last step's I/O took)."""
+        lam = self.lam_idle
+        before = np.clip(t_pulse - t_read, 0.0, self._step_s) / self.dt_s  # (R,) steps
+        after = self._step_s / self.dt_s - before
+        return g_now * lam ** before[None, :, None], np.maximum(lam ** after[None, :, None], 1e-12)
+
+    def _f_at_next_read(self, g_after: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """f (weight units) the devices (2, R, C) hold at the next read: ``g_after`` (S) after the pulses,
+        decayed by ``keep``."""
+        g = g_after * keep
         return (g[0] - g[1]) / self.emulated.g_per_weight
 
-    def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, t_start: float) -> np.ndarray:
-        """(2, R, C) volatile conductance (S) each device should hold now so that the pair holds ``f_next``
-        (weight units) at the next read. The state read now decays by lambda until then, a change
-        written now only for the rest of the step. The device of f's sign carries f; the other is left
-        to decay, unless the carrier would pass half its window: then the other is depressed to what one
-        full erase pulse leaves (both devices of a pair would otherwise fill up)."""
-        lam, keep = self.lam_idle ** (self._step_s / self.dt_s), self._left(t_start)  # read to read
+    def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """(2, R, C) volatile conductance (S) each device should hold after its pulses so that the pair
+        holds ``f_next`` (weight units) at the next read: ``g_now`` (S) is the state at the pulse,
+        ``keep`` (2, R, C) the retention from the pulse to the next read. The device of f's sign
+        carries f; the other is left to decay, unless the carrier would pass half its window: then the
+        other is depressed to what a full erase train leaves (both devices of a pair would otherwise
+        fill up)."""
         cap = 0.95 * self.real.g_st_max_siemens
         need = np.abs(f_next) * self.emulated.g_per_weight
         pos = f_next >= 0
         carrier = np.where(pos, 0, 1)
-        g_next = lam * g_now  # unwritten, at the next read
+        g_next = keep * g_now  # unwritten, at the next read
         other_next = np.where(pos, g_next[1], g_next[0])
         carrier_next = need + other_next
         cap_carrier = np.where(pos, cap[0], cap[1])
@@ -605,6 +678,8 @@ class LabCrossbar:
         want[0] = np.where(carrier == 0, carrier_next, other_next)
         want[1] = np.where(carrier == 1, carrier_next, other_next)
         target = g_now + (want - g_next) / keep  # what to hold now
+        # a target past the window cannot be written: counted as a dropped write
+        self._beyond = (target > cap) & ~self.digital[None]
         return np.clip(target, 0.0, cap)
 
     def _pulse_bounds(self) -> tuple[float, float, float]:
@@ -619,11 +694,19 @@ class LabCrossbar:
         return v_max, w_min, w_max
 
     def _erase_fraction(self) -> np.ndarray:
-        """(2, R, C) fraction of its volatile part one longest, largest depression pulse leaves (the
-        block's own devices)."""
+        """(2, R, C) fraction of its volatile part a step's longest, largest depression pulses leave (the
+        block's own devices): its whole train on a block-capable controller, one row pulse otherwise."""
         v_max, _, w_max = self._pulse_bounds()
         law = self.real.pulse_law
-        return law.fraction_left(law.drive(v_max, w_max))
+        return law.fraction_left(self._train_length() * law.drive(v_max, w_max))
+
+    def _train_length(self) -> int:
+        """Pulses a device may get per step: ``pulses_per_device`` within the controller's count limit
+        on a block-capable controller, 1 with row pulses."""
+        if not self.block_io:
+            return 1
+        assert self.controller is not None
+        return max(min(int(self.controller.hardware.max_pulse_count), self.pulses_per_device), 1)
 
     def _write_plan(
         self, g_now: np.ndarray, g_target: np.ndarray
@@ -663,9 +746,10 @@ class LabCrossbar:
             if not left.any():
                 break
         rest = left[self.dev_row, self.dev_col]  # (2, R, C) drive not delivered
-        dropped = np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)
+        dropped = (np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)) | self._beyond
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
+        self._row_plan = (drive - rest, dropped)  # per device: the drive the row pulses deliver
         return widths, amps, ~(dropped[0] | dropped[1]), law.respond(g_now, drive - rest)
 
     def _drives(self, g_now: np.ndarray, g_target: np.ndarray) -> np.ndarray:
@@ -676,12 +760,15 @@ class LabCrossbar:
         law = self.real.pulse_law
         gmax = law.g_st_max_siemens
         tiny = self._noise_floor  # changes within 2 sigma of the read noise are not written
+        g_now, g_target = np.maximum(g_now, 0.0), np.maximum(g_target, 0.0)  # a read below rest is noise
         up = g_target > g_now + tiny
         down = g_target < g_now - tiny
         room = np.maximum(gmax - g_now, 1e-30)
         frac = np.clip((gmax - g_target) / room, 1e-6, 1.0)
         drive_up = law.up_drive(frac)
-        drive_down = law.down_drive(np.maximum(g_target, 1e-30) / np.maximum(g_now, 1e-30))
+        # a depression to rest aims at the noise floor: below it a device reads as at rest
+        rest = np.maximum(tiny, 1e-30)
+        drive_down = law.down_drive(np.maximum(g_target, rest) / np.maximum(g_now, rest))
         usable = self.real.usable
         return np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))
 
@@ -707,7 +794,7 @@ class LabCrossbar:
         per_device[self.dev_row, self.dev_col] = drive
         v_max, w_min, w_max = self._pulse_bounds()
         tick = max(self.controller.hardware.min_width_s, 1e-12)
-        most = max(min(int(self.controller.hardware.max_pulse_count), self.pulses_per_device), 1)
+        most = self._train_length()
         mag = np.abs(per_device)
         w_full = law.width_for_drive(mag, v_max)
         counts = np.clip(np.ceil(w_full / w_max), 1, most)
@@ -728,7 +815,7 @@ class LabCrossbar:
         widths = np.where(go, widths, 0.0)
         given = (np.sign(per_device) * done)[self.dev_row, self.dev_col]  # (2, R, C)
         rest = np.abs(drive) - np.abs(given)
-        dropped = rest > 1e-2 * np.maximum(np.abs(drive), 1e-30)
+        dropped = (rest > 1e-2 * np.maximum(np.abs(drive), 1e-30)) | self._beyond
         self._dropped_step = int(dropped.sum())
         self.dropped_writes += self._dropped_step
         return widths, amps, counts, self.real.pulse_law.respond(g_now, given)
@@ -756,18 +843,27 @@ class LabCrossbar:
         energy = self.real.pulse_energy_j(g_siemens, amps, widths) * counts
         self._lab_energy["lab_program_j"] += float(np.sum(energy))
 
-    def _send(self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray) -> None:
-        """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse."""
+    def _send(
+        self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray, deadline_s: float
+    ) -> np.ndarray:
+        """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse.
+        A row pulse that would end after ``deadline_s`` (controller clock; its cost the longest row pulse
+        so far) is not sent: second row pulses go last, so they are the first left out. Returns the
+        (P, R) mask of row pulses left out."""
         from drivers.errors import SafetyError
 
         assert self.controller is not None
         gap = 1.0 / self.limits.max_pulses_per_s
         full = np.zeros(self.controller.cols)
+        skipped = np.zeros(widths.shape, dtype=bool)
         for q in range(widths.shape[0]):
             for r in map(int, np.flatnonzero(widths[q] > 0)):
                 if not amps[q, r].any():
                     continue
                 wait = self._last_pulse_s + gap - self.controller.clock.now_s()
+                if self.controller.clock.now_s() + max(wait, 0.0) + self._row_pulse_s > deadline_s:
+                    skipped[q, r] = True
+                    continue
                 if wait > 0:
                     self.controller.wait(wait)
                 full[:] = 0.0
@@ -780,8 +876,25 @@ class LabCrossbar:
                         f"lab step {step}: pulse refused for {self._synapse_at(r, amps[q, r])}: {exc}"
                     ) from None
                 self._last_pulse_s = started
+                self._row_pulse_s = max(self._row_pulse_s, self.controller.clock.now_s() - started)
                 energy = self.real.pulse_energy_j(g_siemens[r], amps[q, r], widths[q, r])
                 self._lab_energy["lab_program_j"] += float(np.sum(energy))
+        return skipped
+
+    def _without(
+        self, skipped: np.ndarray, widths: np.ndarray, amps: np.ndarray, g_pulse: np.ndarray
+    ) -> np.ndarray:
+        """(2, R, C) volatile parts (S) the sent row pulses leave when the ``skipped`` (P, R) ones were
+        not sent; their devices' writes are counted as dropped."""
+        delivered, dropped = self._row_plan
+        lost = np.zeros((self.r1 - self.r0, self.device_cols))
+        for q, r in zip(*np.nonzero(skipped), strict=True):
+            lost[r] += np.sign(amps[q, r]) * self._row_law.at(r).drive(amps[q, r], widths[q, r])
+        lost_dev = lost[self.dev_row, self.dev_col]  # (2, R, C)
+        newly = (lost_dev != 0) & ~dropped
+        self._dropped_step += int(newly.sum())
+        self.dropped_writes += int(newly.sum())
+        return self.real.pulse_law.respond(g_pulse, delivered - lost_dev)
 
     def _synapse_at(self, row: int, amplitudes: np.ndarray) -> str:
         """'synapse (i, j) G+ on controller row r, column c' of the first column the limits refuse."""
@@ -818,9 +931,10 @@ class LabCrossbar:
             self.log.close()
 
     def energy(self) -> dict[str, float]:
-        """J since the last reset: the emulated array's read/program/bias, plus the block's measured I/O
-        on the controller (``lab_read_j``, ``lab_program_j``, and ``lab_bias_j``: V^2 G dt of each device
-        at its held bias with the G read each step)."""
+        """J since the last reset: the emulated array's read/program/bias (the block's synapses' bias and
+        writes left out: ``EmulatedCrossbar.exclude_from_energy``), plus the block's measured I/O on the
+        controller (``lab_read_j``, ``lab_program_j``, and ``lab_bias_j``: V^2 G dt of each device at its
+        held bias with the G read each step)."""
         return {**self.emulated.energy(), **self._lab_energy}
 
     def reset_energy(self) -> None:
