@@ -38,13 +38,20 @@ def faulty_card() -> DeviceCard:
     return DeviceCard.from_mapping(data)
 
 
-def run(backend: EmulatedCrossbar, batch: int, dtype: torch.dtype) -> tuple[Any, ...]:
+def run(
+    backend: EmulatedCrossbar, batch: int, dtype: torch.dtype, exclude: tuple[slice, slice] | None = None
+) -> tuple[Any, ...]:
     torch.manual_seed(0)
     net = STPN(40, 12).to(dtype)
     with torch.no_grad():  # writes as large as the weights: the window binds
         net.weight_gamma.uniform_(-0.5, 0.5)
     xs = (torch.rand(batch, 14, 40) < 0.3).to(dtype)
     net.set_backend(backend)
+    if exclude is not None:  # programmed as the lab backend programs it, then the block taken out
+        with torch.no_grad():
+            net.run(xs[:, :1])
+        backend.exclude_from_energy(*exclude)
+        backend.reset_energy()
     with torch.no_grad():
         out = net.run(xs, energy=True)
     return out, backend.energy(), backend.stats(), backend.fault_report()
@@ -92,3 +99,18 @@ def test_bias_of_another_shape_falls_back_to_the_composed_step() -> None:
     z = torch.ones(2, 4, dtype=torch.float64)
     h, F_t, _ = xbar.step(F, z, torch.zeros(3, dtype=torch.float32))
     assert h.shape == (2, 3) and F_t.shape == (2, 3, 4)
+
+
+def test_fused_step_charges_what_read_then_update_charges_after_an_exclusion() -> None:
+    """A lab block's synapses taken out of the energy count (``exclude_from_energy``) are out of the
+    one-kernel step's count too: its energy equals the composed step's, and is below the full count."""
+    block = (slice(0, 6), slice(10, 30))
+    _, fused_energy, _, _ = run(EmulatedCrossbar(seed=4), 3, torch.float64, block)
+    _, plain_energy, _, _ = run(Composed(seed=4), 3, torch.float64, block)
+    _, full_energy, _, _ = run(EmulatedCrossbar(seed=4), 3, torch.float64)
+    for key, value in plain_energy.items():
+        assert fused_energy[key] == pytest.approx(value, rel=1e-12), key
+    assert (
+        fused_energy["bias_j"] < full_energy["bias_j"]
+        and fused_energy["program_j"] < full_energy["program_j"]
+    )

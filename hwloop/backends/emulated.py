@@ -477,6 +477,7 @@ class EmulatedCrossbar:
                 table = table.clone()
                 table[rows, cols] = 0.0
                 setattr(self, name, table)
+        self._step_constants = self._fused_step_constants()  # the one-kernel step reads the same tables
 
     def model_update(
         self, F: Tensor, n: Tensor, h: Tensor, z: Tensor, rows: slice = slice(None), cols: slice = slice(None)
