@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from protocol_frames import framed as v3
 
 from drivers import (
     CrossbarController,
@@ -37,22 +38,6 @@ def fresh_lab():
     forget_arrays()
     yield
     forget_arrays()
-
-
-def _crc(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE, bitwise, as the protocol document gives it for firmware."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
-def v3(seq: int, body: str) -> str:
-    head = f"@{seq} {body}"
-    return f"{head}*{_crc(head.encode()):04X}"
 
 
 OPENING = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from protocol_frames import framed as v3
 
 from device_models.card import load_card
 from drivers import CrossbarController, ProtocolError, SafetyError, SafetyLimits, open_controller
@@ -33,21 +34,6 @@ def fresh_lab():
     forget_arrays()
     yield
     forget_arrays()
-
-
-def _crc(data: bytes) -> int:
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
-def v3(seq: int, body: str) -> str:
-    head = f"@{seq} {body}"
-    return f"{head}*{_crc(head.encode()):04X}"
 
 
 OPENING = [

@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from protocol_frames import crc16_ccitt_false
+from protocol_frames import framed as v2
 
 from drivers import CrossbarController, Keithley2450, Keithley2600B, KeysightB2900, SafetyLimits
 from drivers.errors import ProtocolError, SafetyError
@@ -261,25 +263,8 @@ def test_instrument_error_queue_is_surfaced() -> None:
         smu.set_compliance(1e-4)
 
 
-def _crc16_ccitt_false(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE bit by bit from its definition (poly 0x1021, init 0xFFFF), independent of
-    the driver's table-driven one."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
-
-
-def v2(seq: int, body: str) -> str:
-    """A protocol v2 line as the spec defines it: ``@<seq> <body>*<CRC16 hex>``."""
-    head = f"@{seq} {body}"
-    return f"{head}*{_crc16_ccitt_false(head.encode()):04X}"
-
-
 def test_crc_is_the_named_standard_and_the_spec_example_holds() -> None:
-    assert _crc16_ccitt_false(b"123456789") == 0x29B1  # the catalogued check value of CRC-16/CCITT-FALSE
+    assert crc16_ccitt_false(b"123456789") == 0x29B1  # the catalogued check value of CRC-16/CCITT-FALSE
     assert v2(7, "PULSE 2 3 1.5 0.0001") == "@7 PULSE 2 3 1.5 0.0001*CB23"  # the spec's worked example
 
 
