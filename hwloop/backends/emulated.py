@@ -58,6 +58,7 @@ from device_models.array import ArrayConfig, NonIdealities
 from device_models.array import nonidealities as nonidealities_of
 from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias, check_topology
 from device_models.card import DeviceCard
+from device_models.memristor import read_noise_var_siemens2
 from device_models.programming import FaultReport
 from device_models.pulse_law import PulseLaw
 from device_models.realisation import Realisation
@@ -278,9 +279,7 @@ class EmulatedCrossbar:
             self._coef_sgn,
         )
         gpw = self.g_per_weight
-        read_var = (
-            c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2 if self.read_noise else 0.0
-        )
+        read_var = self._read_var_per_siemens()
         consts = (
             NORM_EPS,
             read_var,
@@ -411,7 +410,9 @@ class EmulatedCrossbar:
             self._energy["read_j"] += c.read.read_v_per_unit**2 * c.read.read_time_s * float(sum_energy.sum())
         if not self.read_noise:
             return dot
-        var_w2 = c.variability.read_noise_rel**2 * c.window.g_max_siemens * sum_noise / gpw**2
+        var_w2 = (
+            read_noise_var_siemens2(sum_noise, c.variability.read_noise_rel, c.window.g_max_siemens) / gpw**2
+        )
         noise = torch.randn(dot.shape, generator=self._noise, dtype=dot.dtype)
         return dot + var_w2.clamp(min=0).sqrt() * noise
 
@@ -516,13 +517,22 @@ class EmulatedCrossbar:
         if getattr(self, "_analog_for", None) is not self._analog_f:  # the programmed array's, once
             self._analog = self._analog_f.to(torch.float64).numpy()
             self._analog_for = self._analog_f
-        read_var = (
-            c.variability.read_noise_rel**2 * c.window.g_max_siemens / gpw**2 if self.read_noise else 0.0
-        )
+        read_var = self._read_var_per_siemens()
         sigma = c.variability.c2c_pulse_rel if self.c2c else 0.0
         consts = (read_var, sigma, 2 * c.window.g_min_siemens, gpw)
         key = write_noise_key(self.seed, self._writes) ^ REFRESH_DOMAIN
         return Refresh(rows, s_prev, key, self._analog, consts)
+
+    def _read_var_per_siemens(self) -> float:
+        """Variance of one read (weight units^2) per siemens of conductance read (the card's read-noise
+        law, ``memristor.read_noise_var_siemens2``, over g_per_weight^2); 0 without read noise."""
+        c = self.card
+        if not self.read_noise:
+            return 0.0
+        return (
+            read_noise_var_siemens2(1.0, c.variability.read_noise_rel, c.window.g_max_siemens)
+            / self.g_per_weight**2
+        )
 
     def _count_refresh_energy(self, g_pair: float, rewritten: float) -> None:
         """Reads, erase and rewrite of this step's refreshed rows (``_refresh_of``), J: g_pair the sum of
