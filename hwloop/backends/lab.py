@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,25 @@ BLOCK_READS = 8  # reads averaged per device by default with READBLOCK (docs/hil
 
 class LabError(HwloopError):
     """The lab backend stopped: the step, the synapse or row, and the instrument's reason."""
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """One step's pulses for the block and what they are expected to do.
+
+    widths (s) and signed amplitudes (V): (P, R) and (P, R, D) row pulses, or (R, D) per-device trains
+    with ``counts`` (R, D) pulses each (``PULSEBLOCK``; None for row pulses). g_after (2, R, C): the
+    volatile parts (S) the pulses are expected to leave; delivered (2, R, C): the signed drive each
+    device gets; dropped (2, R, C): devices whose write is not delivered in full (past the window, not
+    reachable by the step's pulses, or left out of the send).
+    """
+
+    widths: np.ndarray
+    amps: np.ndarray
+    counts: np.ndarray | None
+    g_after: np.ndarray
+    delivered: np.ndarray
+    dropped: np.ndarray
 
 
 def sim_limits() -> SafetyLimits:
@@ -182,7 +202,7 @@ class LabCrossbar:
             raise HwloopError(f"lab backend: overrun={overrun!r}; choose one of {', '.join(POLICIES)}")
         for name, value in (
             ("baseline_reads", baseline_reads),
-            ("reads_per_device", BLOCK_READS if reads_per_device is None else reads_per_device),
+            ("reads_per_device", 1 if reads_per_device is None else reads_per_device),
             ("bias_check_steps", bias_check_steps),
             ("pulses_per_row", pulses_per_row),
             ("pulses_per_device", pulses_per_device),
@@ -199,7 +219,7 @@ class LabCrossbar:
         )
         self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
         self.reads_asked, self.bias_check_steps = reads_per_device, bias_check_steps
-        self.reads_per_device = BLOCK_READS if reads_per_device is None else reads_per_device
+        self.reads_per_device = 0  # resolved by ``program`` from reads_asked and the controller
         self.pulses_per_row, self.pulses_per_device = pulses_per_row, pulses_per_device
         if baudrate is not None and not (isinstance(baudrate, int) and baudrate > 0):
             raise HwloopError(f"lab backend: baudrate must be a positive integer (bit/s), got {baudrate!r}")
@@ -215,7 +235,7 @@ class LabCrossbar:
         self.step_index, self.episode, self.dropped_writes = 0, -1, 0
         self._lab_energy = {"lab_read_j": 0.0, "lab_program_j": 0.0, "lab_bias_j": 0.0}
         self._last_pulse_s = -math.inf
-        self.refresh_rows, self._dropped_step = 0, 0
+        self.refresh_rows = 0
         self.bias_mode = "not programmed"
         # sums over analog synapses and steps with a model F: meas^2, model^2, meas*model, meas, model, n
         self._fid = np.zeros(6)
@@ -256,7 +276,6 @@ class LabCrossbar:
         # digital F where a device of the pair is stuck (as the emulated backend's fault-aware programming)
         self.digital = ~(self.real.usable[0] & self.real.usable[1])
         self.scale = np.ones(R)
-        self._beyond = np.zeros((2, R, C), dtype=bool)  # this step's device targets past the window
         self.f_model_next: np.ndarray | None = None
         self._step_s = self.dt_s  # expected time from one read of a row to the next (s)
         self._send_s = 0.0  # how long the last step's pulses took to send (s)
@@ -265,8 +284,8 @@ class LabCrossbar:
             self._open(R, C)
         assert self.controller is not None
         self.block_io = bool(getattr(self.controller, "block_capable", False))
-        if self.reads_asked is None:  # averaged on the card with READBLOCK; a round trip each otherwise
-            self.reads_per_device = BLOCK_READS if self.block_io else 1
+        # None: BLOCK_READS averaged on the card with READBLOCK; 1 otherwise (each read is a round trip)
+        self.reads_per_device = self.reads_asked or (BLOCK_READS if self.block_io else 1)
         self.pacer = StepPacer(self.controller.clock, self.dt_s, self.overrun)
         try:
             self._hold_bias()
@@ -548,17 +567,18 @@ class LabCrossbar:
             # the row's next read
             sent = self.controller.clock.now_s()
             g_pulse, keep = self._at_pulse(g_now, t_read, self._pulse_times(sent, self._send_s))
-            g_target = self._device_targets(f_target / scale[:, None], g_pulse, keep)
+            g_target, beyond = self._device_targets(f_target / scale[:, None], g_pulse, keep)
             g_target = np.where(self.digital, g_pulse, g_target)
             if self.block_io:
-                widths, amps, counts, g_after = self._device_plan(g_pulse, g_target)
-                self._send_block(k, widths, amps, counts, current / self.read_v)
+                plan = self._device_plan(g_pulse, g_target, beyond)
+                self._send_block(k, plan, current / self.read_v)
             else:
-                widths, amps, _, g_after = self._write_plan(g_pulse, g_target)
-                skipped = self._send(k, widths, amps, current / self.read_v, t_start + self.dt_s)
+                plan = self._write_plan(g_pulse, g_target, beyond)
+                skipped = self._send(k, plan, current / self.read_v, t_start + self.dt_s)
                 if skipped.any():  # row pulses that would have overrun the step: not delivered
-                    g_after = self._without(skipped, widths, amps, g_pulse)
-                    widths, amps = np.where(skipped, 0.0, widths), np.where(skipped[..., None], 0.0, amps)
+                    plan = self._without(skipped, plan, g_pulse)
+            g_after, dropped = plan.g_after, int(plan.dropped.sum())
+            self.dropped_writes += dropped
             self._send_s = self.controller.clock.now_s() - sent
             f_target = np.where(
                 self.digital, f_model_next, scale[:, None] * self._f_at_next_read(g_after, keep)
@@ -589,10 +609,10 @@ class LabCrossbar:
             row_scale=scale,
             row_norm=n,
             refreshed=refresh.astype(np.int8),
-            dropped=int(self._dropped_step),
-            pulse_width_s=widths,
-            pulse_amplitude_v=amps,
-            **({"pulse_count": counts} if self.block_io else {}),
+            dropped=dropped,
+            pulse_width_s=plan.widths,
+            pulse_amplitude_v=plan.amps,
+            **({"pulse_count": plan.counts} if plan.counts is not None else {}),
         )
         self.step_index += 1
         return StepResult(h, F_t, out.energy)
@@ -655,13 +675,16 @@ class LabCrossbar:
         g = g_after * keep
         return (g[0] - g[1]) / self.emulated.g_per_weight
 
-    def _device_targets(self, f_next: np.ndarray, g_now: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    def _device_targets(
+        self, f_next: np.ndarray, g_now: np.ndarray, keep: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(2, R, C) volatile conductance (S) each device should hold after its pulses so that the pair
-        holds ``f_next`` (weight units) at the next read: ``g_now`` (S) is the state at the pulse,
-        ``keep`` (2, R, C) the retention from the pulse to the next read. The device of f's sign
-        carries f; the other is left to decay, unless the carrier would pass half its window: then the
-        other is depressed to what a full erase train leaves (both devices of a pair would otherwise
-        fill up)."""
+        holds ``f_next`` (weight units) at the next read, and the (2, R, C) mask of analog devices whose
+        target lies past the window (clipped to it; their writes count as dropped): ``g_now`` (S) is
+        the state at the pulse, ``keep`` (2, R, C) the retention from the pulse to the next read. The
+        device of f's sign carries f; the other is left to decay, unless the carrier would pass half its
+        window: then the other is depressed to what a full erase train leaves (both devices of a pair
+        would otherwise fill up)."""
         cap = 0.95 * self.real.g_st_max_siemens
         need = np.abs(f_next) * self.emulated.g_per_weight
         pos = f_next >= 0
@@ -678,9 +701,8 @@ class LabCrossbar:
         want[0] = np.where(carrier == 0, carrier_next, other_next)
         want[1] = np.where(carrier == 1, carrier_next, other_next)
         target = g_now + (want - g_next) / keep  # what to hold now
-        # a target past the window cannot be written: counted as a dropped write
-        self._beyond = (target > cap) & ~self.digital[None]
-        return np.clip(target, 0.0, cap)
+        beyond = (target > cap) & ~self.digital[None]
+        return np.clip(target, 0.0, cap), beyond
 
     def _pulse_bounds(self) -> tuple[float, float, float]:
         """(largest |V| a write may use, shortest and longest pulse width (s)) for this session."""
@@ -708,12 +730,10 @@ class LabCrossbar:
         assert self.controller is not None
         return max(min(int(self.controller.hardware.max_pulse_count), self.pulses_per_device), 1)
 
-    def _write_plan(
-        self, g_now: np.ndarray, g_target: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Volatile parts now and wanted (2, R, C), S -> row pulses: widths (P, R) s, signed amplitudes
-        (P, R, D) V, which synapses' writes are sent in full (R, C), and the volatile parts the pulses
-        are expected to leave (2, R, C). THE one place F becomes pulses.
+    def _write_plan(self, g_now: np.ndarray, g_target: np.ndarray, beyond: np.ndarray) -> WritePlan:
+        """Volatile parts now and wanted (2, R, C), S -> row pulses (``WritePlan``: widths (P, R) s,
+        signed amplitudes (P, R, D) V); ``beyond`` (2, R, C) marks targets past the window (dropped).
+        THE one place F becomes row pulses.
 
         Each device's drive (V / v_ref)^a (w / w_ref)^b comes from the pulse law inverted with the block's
         own devices (``Realisation.pulse_law``, ``device_models.pulse_law``): soft-bounded potentiation up,
@@ -746,11 +766,8 @@ class LabCrossbar:
             if not left.any():
                 break
         rest = left[self.dev_row, self.dev_col]  # (2, R, C) drive not delivered
-        dropped = (np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)) | self._beyond
-        self._dropped_step = int(dropped.sum())
-        self.dropped_writes += self._dropped_step
-        self._row_plan = (drive - rest, dropped)  # per device: the drive the row pulses deliver
-        return widths, amps, ~(dropped[0] | dropped[1]), law.respond(g_now, drive - rest)
+        dropped = (np.abs(rest) > 1e-3 * np.maximum(np.abs(drive), 1e-30)) | beyond
+        return WritePlan(widths, amps, None, law.respond(g_now, drive - rest), drive - rest, dropped)
 
     def _drives(self, g_now: np.ndarray, g_target: np.ndarray) -> np.ndarray:
         """(2, R, C) signed drive (V/v_ref)^a (w/w_ref)^b that takes each device's volatile part from
@@ -772,13 +789,11 @@ class LabCrossbar:
         usable = self.real.usable
         return np.where(up & usable, drive_up, np.where(down & usable, -drive_down, 0.0))
 
-    def _device_plan(
-        self, g_now: np.ndarray, g_target: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _device_plan(self, g_now: np.ndarray, g_target: np.ndarray, beyond: np.ndarray) -> WritePlan:
         """Volatile parts now and wanted (2, R, C), S -> one pulse train per device (protocol v3.1
-        ``PULSEBLOCK``): widths (R, D) s, signed amplitudes (R, D) V, counts (R, D), and the volatile parts
-        the pulses are expected to leave (2, R, C). THE one place F becomes pulses on a block-capable
-        controller.
+        ``PULSEBLOCK``; ``WritePlan``: widths (R, D) s, signed amplitudes (R, D) V, counts (R, D));
+        ``beyond`` (2, R, C) marks targets past the window (dropped). THE one place F becomes pulses on
+        a block-capable controller.
 
         The drive each device needs is ``_drives``'s. A train of n pulses of width w and amplitude a
         delivers n (a / v_ref)^a_exp (w / w_ref)^b (drives add: the pulse law composes). Width first: the
@@ -815,18 +830,15 @@ class LabCrossbar:
         widths = np.where(go, widths, 0.0)
         given = (np.sign(per_device) * done)[self.dev_row, self.dev_col]  # (2, R, C)
         rest = np.abs(drive) - np.abs(given)
-        dropped = (rest > 1e-2 * np.maximum(np.abs(drive), 1e-30)) | self._beyond
-        self._dropped_step = int(dropped.sum())
-        self.dropped_writes += self._dropped_step
-        return widths, amps, counts, self.real.pulse_law.respond(g_now, given)
+        dropped = (rest > 1e-2 * np.maximum(np.abs(drive), 1e-30)) | beyond
+        return WritePlan(widths, amps, counts, self.real.pulse_law.respond(g_now, given), given, dropped)
 
-    def _send_block(
-        self, step: int, widths: np.ndarray, amps: np.ndarray, counts: np.ndarray, g_siemens: np.ndarray
-    ) -> None:
+    def _send_block(self, step: int, plan: WritePlan, g_siemens: np.ndarray) -> None:
         """Send every device's pulse train in ``PULSEBLOCK`` frames; refused -> error naming the synapse."""
         from drivers.errors import SafetyError
 
-        assert self.controller is not None
+        assert self.controller is not None and plan.counts is not None
+        widths, amps, counts = plan.widths, plan.amps, plan.counts
         if not counts.any():
             return
         full = np.zeros((counts.shape[0], self.controller.cols))
@@ -843,9 +855,7 @@ class LabCrossbar:
         energy = self.real.pulse_energy_j(g_siemens, amps, widths) * counts
         self._lab_energy["lab_program_j"] += float(np.sum(energy))
 
-    def _send(
-        self, step: int, widths: np.ndarray, amps: np.ndarray, g_siemens: np.ndarray, deadline_s: float
-    ) -> np.ndarray:
+    def _send(self, step: int, plan: WritePlan, g_siemens: np.ndarray, deadline_s: float) -> np.ndarray:
         """Send the row pulses, keeping the user's pulse-rate limit; refused -> error naming the synapse.
         A row pulse that would end after ``deadline_s`` (controller clock; its cost the longest row pulse
         so far) is not sent: second row pulses go last, so they are the first left out. Returns the
@@ -853,6 +863,7 @@ class LabCrossbar:
         from drivers.errors import SafetyError
 
         assert self.controller is not None
+        widths, amps = plan.widths, plan.amps
         gap = 1.0 / self.limits.max_pulses_per_s
         full = np.zeros(self.controller.cols)
         skipped = np.zeros(widths.shape, dtype=bool)
@@ -881,20 +892,25 @@ class LabCrossbar:
                 self._lab_energy["lab_program_j"] += float(np.sum(energy))
         return skipped
 
-    def _without(
-        self, skipped: np.ndarray, widths: np.ndarray, amps: np.ndarray, g_pulse: np.ndarray
-    ) -> np.ndarray:
-        """(2, R, C) volatile parts (S) the sent row pulses leave when the ``skipped`` (P, R) ones were
-        not sent; their devices' writes are counted as dropped."""
-        delivered, dropped = self._row_plan
+    def _without(self, skipped: np.ndarray, plan: WritePlan, g_pulse: np.ndarray) -> WritePlan:
+        """The row-pulse ``plan`` as sent when its ``skipped`` (P, R) pulses were not: their widths and
+        amplitudes zero, the volatile parts (S) the sent pulses leave from ``g_pulse``, and the writes of
+        the skipped pulses' devices counted as dropped."""
         lost = np.zeros((self.r1 - self.r0, self.device_cols))
         for q, r in zip(*np.nonzero(skipped), strict=True):
-            lost[r] += np.sign(amps[q, r]) * self._row_law.at(r).drive(amps[q, r], widths[q, r])
+            lost[r] += np.sign(plan.amps[q, r]) * self._row_law.at(r).drive(
+                plan.amps[q, r], plan.widths[q, r]
+            )
         lost_dev = lost[self.dev_row, self.dev_col]  # (2, R, C)
-        newly = (lost_dev != 0) & ~dropped
-        self._dropped_step += int(newly.sum())
-        self.dropped_writes += int(newly.sum())
-        return self.real.pulse_law.respond(g_pulse, delivered - lost_dev)
+        delivered = plan.delivered - lost_dev
+        return WritePlan(
+            widths=np.where(skipped, 0.0, plan.widths),
+            amps=np.where(skipped[..., None], 0.0, plan.amps),
+            counts=None,
+            g_after=self.real.pulse_law.respond(g_pulse, delivered),
+            delivered=delivered,
+            dropped=plan.dropped | (lost_dev != 0),
+        )
 
     def _synapse_at(self, row: int, amplitudes: np.ndarray) -> str:
         """'synapse (i, j) G+ on controller row r, column c' of the first column the limits refuse."""
