@@ -291,6 +291,7 @@ class EmulatedCrossbar:
             dense=torch.stack([unused if t is None else t for t in dense]).numpy(),
             sparse=sparse_block.numpy(),
             sparse_t=sparse_block.transpose(1, 2).contiguous().numpy(),
+            zeros=np.zeros(W.shape[1], dtype=sparse_block.numpy().dtype),
             consts=np.array(consts, dtype=np.float64),
             flags=(
                 self.normalisation == "exact",

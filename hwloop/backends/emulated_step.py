@@ -53,7 +53,9 @@ class StepConstants(NamedTuple):
     lo, hi (weight units, or unused), bias_sgn (or unused). sparse (6, H, K): g_lt of both devices
     of a read synapse (S), write-energy coefficient |gamma| g (S per weight unit), effective gamma,
     c2c sigma (0 on digital synapses), analog (1 where F sits on devices), coef_sgn (or unused);
-    sparse_t (6, K, H): the same column-major, for the gathers at the pulsed columns.
+    sparse_t (6, K, H): the same column-major, for the gathers at the pulsed columns. zeros (K,): a row
+    of zeros, read in cache for bias_abs when the energy counters are off (the bias tables are then
+    not streamed, and the read sums' loop, so the rounding of G z and n, stays the same).
     consts (7,) float64: norm epsilon, read-noise variance per S (weight units^2 / S; 0: no read
     noise), 2 g_min (S), S per weight unit, max write gain, the refresh read's noise variance per S
     (0: none), the rewrite's relative c2c sigma. flags: exact, clamp, c2c, read noise, counters,
@@ -65,6 +67,7 @@ class StepConstants(NamedTuple):
     dense: np.ndarray
     sparse: np.ndarray
     sparse_t: np.ndarray
+    zeros: np.ndarray
     consts: np.ndarray
     flags: tuple[bool, bool, bool, bool, bool, bool, bool]
 
@@ -245,6 +248,7 @@ def _step_rows(
     dense,
     sparse,
     sparse_t,
+    zeros,
     consts,
     read_noise,
     s_prev,
@@ -297,14 +301,15 @@ def _step_rows(
         dst, as_float = scratch[thread, 2, :K], scratch[thread, 3]
         as_bits, dst_bits = as_float.view(F_bits.dtype), dst.view(F_bits.dtype)
         r_max, window_min, write_max = row_bounds[0, i], row_bounds[1, i], row_bounds[2, i]
-        w_row, ba, rm, rh = W[i], dense[D_BIAS_ABS, i], dense[D_R_MID, i], dense[D_R_HALF, i]
+        w_row, rm, rh = W[i], dense[D_R_MID, i], dense[D_R_HALF, i]
+        ba = dense[D_BIAS_ABS, i] if counting else zeros  # no counters: no bias table streamed
         lo, hi, bs = dense[D_LO, i], dense[D_HI, i], dense[D_BIAS_SGN, i]
         ga, sg, an = sparse[S_GAMMA, i], sparse[S_SIGMA, i], sparse[S_ANALOG, i]
         for b in range(B):
             f_row, z_row, col, nb = F[b, i], z[b], cols[b], nnz[b]
             # -- read: one pass over the row, and the sums over its pulsed columns ---------------
             sq, dot, ez, eb = _read_sums(w_row, f_row, z_row, ba)
-            if with_bias_sgn:
+            if with_bias_sgn and counting:
                 eb += _dot(bs, f_row)
             en = _energy_sum(w_row, f_row, z_row) if with_energy else zero
             if B >= 4:  # the parameter rows stay in cache for the batch: gather along them
@@ -457,6 +462,7 @@ def emulated_step(
         c.dense,
         c.sparse,
         c.sparse_t,
+        c.zeros,
         c.consts,
         noise,
         _array(s_prev),
