@@ -357,7 +357,9 @@ def _step_rows(
                 sum_g, sum_new = _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2)
                 src = dst
             clamp = with_clamp
-            if clamp:  # no synapse can reach the window: |r f / n + gamma h z (1 + c2c)| below it
+            # batch >= 4: the window rows are in cache and the clamp is a select in the one dense loop,
+            # cheaper than the pass over the row that would prove it a no-op; batch 1 would stream them
+            if clamp and B < 4:  # no synapse can reach the window: |r f / n + gamma h z (1 + c2c)| below it
                 as_bits[0] = _abs_max_bits(dst_bits if refresh else F_bits[b, i], abs_mask)
                 reach = np.float64(r_max) * np.float64(as_float[0]) * np.float64(inv)
                 reach += write_max * abs(np.float64(hb)) * np.float64(z_max[b])
