@@ -47,7 +47,8 @@ class StepConstants(NamedTuple):
     W (H, K): the long-term weights. row_bounds (3, H) float64, per row: the largest retention
     max_j r_mid + |r_half|, the narrowest window min_j min(-lo, hi) (weight units at scale 1) and the
     largest write factor max_j |gamma| (1 + 6.5 sigma) (|eps| < 6.4 from 32-bit draws); with them a
-    row whose step cannot reach its window skips the clamp (an exact no-op there).
+    row whose step cannot reach its window skips the clamp (an exact no-op there; batch 1 only: at
+    batch >= 4 the clamp, with the window rows in cache, costs less than the pass that proves it).
     dense (6, H, K): bias_abs (V^2 S per weight unit of |F|),
     r_mid, r_half (retention r+ = r_mid + r_half on F > 0, r- = r_mid - r_half on F < 0), window
     lo, hi (weight units, or unused), bias_sgn (or unused). sparse (6, H, K): g_lt of both devices
