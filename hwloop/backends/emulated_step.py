@@ -230,6 +230,32 @@ def _update_clamped(f_row, rm, rh, ga, z_row, e, inv, hb, o, lo, hi, s):  # prag
 
 
 @njit(cache=True, fastmath=_FLAGS, error_model="numpy")
+def _update_refreshed(
+    f_row, an, eps, k_read, gpw_s, tgm, c2, rm, rh, ga, z_row, e, inv, hb, o, lo, hi, s, clamp
+):  # pragma: no cover
+    """A refreshed row's ``_refresh`` and its ``_update`` (``_update_clamped`` if ``clamp``) in one
+    pass: the rewritten value (the same expression as ``_refresh``'s, in F's dtype) is decayed and
+    written from a register instead of a row buffer. Returns ``_refresh``'s sums."""
+    one = o.dtype.type(1)
+    sum_g = f_row.dtype.type(0)
+    sum_new = sum_g
+    for j in range(f_row.shape[0]):
+        f, a = f_row[j], an[j]
+        g_pair = tgm + abs(f) * gpw_s
+        cf = c2 * f
+        new = f + a * np.sqrt(k_read * g_pair + cf * cf) * eps[j]
+        sum_g += a * g_pair
+        sum_new += a * abs(new)
+        v = (rm[j] * new + rh[j] * abs(new)) * inv + ga[j] * (hb * z_row[j]) * (one + e[j])
+        if clamp:
+            low, high = lo[j] * s, hi[j] * s
+            v = low if v < low else v
+            v = high if v > high else v
+        o[j] = v
+    return np.float64(sum_g), np.float64(sum_new)
+
+
+@njit(cache=True, fastmath=_FLAGS, error_model="numpy")
 def _clamp(o, lo, hi, s):  # pragma: no cover
     """o = clip(o, lo s, hi s), as two selects (min / max branch on NaN and do not vectorise)."""
     for j in range(o.shape[0]):
@@ -300,6 +326,7 @@ def _step_rows(
         thread = numba.get_thread_id()
         u, eps, tl, e = bits[thread], scratch[thread, 0], tails[thread], scratch[thread, 1]
         dst, as_float = scratch[thread, 2, :K], scratch[thread, 3]
+        refresh_eps = scratch[thread, 2]  # batch >= 4: a refreshed row's normals (no dst there)
         as_bits, dst_bits = as_float.view(F_bits.dtype), dst.view(F_bits.dtype)
         r_max, window_min, write_max = row_bounds[0, i], row_bounds[1, i], row_bounds[2, i]
         w_row, rm, rh = W[i], dense[D_R_MID, i], dense[D_R_HALF, i]
@@ -350,13 +377,17 @@ def _step_rows(
             o = out[b, i]
             sum_g = sum_new = 0.0
             src = f_row
+            k_read = gpw_s = tgm = c2 = zero
             if refresh:  # read, erase, rewrite (``EmulatedCrossbar._refresh_of``), in F's dtype
-                _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, eps, tl, table)
                 k_read = F.dtype.type(np.float64(sp) * np.float64(sp) * refresh_var)
                 gpw_s = F.dtype.type(gpw / np.float64(sp))
                 tgm, c2 = F.dtype.type(two_g_min), F.dtype.type(refresh_c2c)
-                sum_g, sum_new = _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2)
-                src = dst
+                if B >= 4:  # its normals kept for the one dense loop below (the write's go to eps)
+                    _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, refresh_eps, tl, table)
+                else:
+                    _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, eps, tl, table)
+                    sum_g, sum_new = _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2)
+                    src = dst
             clamp = with_clamp
             # batch >= 4: the window rows are in cache and the clamp is a select in the one dense loop,
             # cheaper than the pass over the row that would prove it a no-op; batch 1 would stream them
@@ -372,7 +403,29 @@ def _step_rows(
                     for m in range(nb):
                         j = col[m]
                         e[j] = sg[j] * eps[m]
-                if clamp:
+                if refresh:
+                    sum_g, sum_new = _update_refreshed(
+                        f_row,
+                        an,
+                        refresh_eps,
+                        k_read,
+                        gpw_s,
+                        tgm,
+                        c2,
+                        rm,
+                        rh,
+                        ga,
+                        z_row,
+                        e,
+                        inv,
+                        hb,
+                        o,
+                        lo,
+                        hi,
+                        s_new,
+                        clamp,
+                    )
+                elif clamp:
                     _update_clamped(src, rm, rh, ga, z_row, e, inv, hb, o, lo, hi, s_new)
                 else:
                     _update(src, rm, rh, ga, z_row, e, inv, hb, o)
