@@ -49,6 +49,7 @@ from device_models.realisation import DEFAULT_DT_S, Realisation
 from device_models.record import CalibrationRecord
 
 Normalisation = Literal["exact", "native"]
+REFRESH_ERASE_LEFT = 1e-3  # fraction of its short-term conductance a refresh's erase pulse leaves
 PeripheryName = Literal["none", "aihwkit", "both"]
 
 
@@ -180,6 +181,79 @@ class ArrayConfig(BaseModel):
         return compile_array(self, weight, lam, gamma, noise)
 
 
+@dataclass(frozen=True)
+class EnergyCoefficients:
+    """Per-device energy coefficients of a programmed array (torch, float64; computed once by
+    ``compile_array``; the emulated backend's counters and its fused step only read them).
+
+    Decay bias (power V^2 G over dt_s, G the device's conductance): bias_base_w (2, H, K) W, each
+    device's power at its base conductance (exact: g_min, the short-term pair at rest; native: its
+    long-term G); bias_abs (H, K) V^2 S per weight unit of |F| (the pair's mean V^2 times
+    g_per_weight) and bias_sgn (H, K) the same per unit of F (G+ and G- at different biases), or None
+    where it is 0 everywhere: the short-term part of a row's power is sum_j bias_abs |F| + bias_sgn F.
+    Reads: g_lt_sum (H, K) S, both long-term devices of a synapse the array reads (0 where the
+    periphery computes W z). Writes (small-signal, width_for_dg linear in dG for width exponent 1):
+    width_per_siemens (s per S of change at ``read.write_v``), g_up / g_down (H, K) S the conductance
+    of the device a positive / negative change hits, coef_abs (H, K) |gamma_pulsed| (g_up + g_down) / 2
+    g_per_weight and coef_sgn (H, K) gamma_pulsed (g_up - g_down) / 2 g_per_weight (or None), so that
+    sum_ij |dF_ij| g_written,ij = |h| . (|z| @ coef_abs^T) + h . (z @ coef_sgn^T) for dF = gamma h z.
+    Refreshes: erase_width_s, the width of the one depression pulse at -write_v that leaves
+    ``REFRESH_ERASE_LEFT`` of a device's short-term conductance. nominal_pulse_law: the card's pulse
+    law these widths come from (``PulseLaw.from_card``).
+    """
+
+    bias_base_w: Tensor
+    bias_abs: Tensor
+    bias_sgn: Tensor | None
+    g_lt_sum: Tensor
+    g_up: Tensor
+    g_down: Tensor
+    coef_abs: Tensor
+    coef_sgn: Tensor | None
+    width_per_siemens: float
+    erase_width_s: float
+    nominal_pulse_law: PulseLaw
+
+
+def energy_coefficients(
+    config: ArrayConfig,
+    g_per_weight: float,
+    g_lt_siemens: Tensor,
+    decay_bias_v: Tensor,
+    gamma_pulsed: Tensor,
+    read: Tensor,
+) -> EnergyCoefficients:
+    """The ``EnergyCoefficients`` of an array programmed with long-term conductances ``g_lt_siemens``
+    (2, H, K) S, decay biases ``decay_bias_v`` (2, H, K) V and pulsed gamma ``gamma_pulsed`` (H, K);
+    ``read`` (H, K) bool: synapses whose long-term devices the array reads."""
+    c, gpw = config.card, g_per_weight
+    g_min = c.window.g_min_siemens
+    exact = config.normalisation == "exact"
+    g_base = torch.full_like(g_lt_siemens, g_min) if exact else g_lt_siemens
+    v2 = decay_bias_v**2
+    sgn = (v2[0] - v2[1]) / 2 * gpw  # G+ and G- at different biases (calibrated devices)
+    # small-signal programming energy from the nominal pulse law (``device_models.pulse_law``): a
+    # write of dG takes width_for_dg(dG) = w_ref (dG / dg(V, w_ref))^(1/b), linear for b = 1
+    law = PulseLaw.from_card(c)
+    erase_drive = law.down_drive(REFRESH_ERASE_LEFT)
+    # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
+    g_up, g_down = g_base.unbind(0)
+    half = (g_up - g_down) / 2
+    return EnergyCoefficients(
+        bias_base_w=v2 * g_base,
+        bias_abs=(v2[0] + v2[1]) / 2 * gpw,
+        bias_sgn=sgn if bool(sgn.abs().max() > 0) else None,
+        g_lt_sum=g_lt_siemens.sum(0) * read,
+        g_up=g_up,
+        g_down=g_down,
+        coef_abs=gamma_pulsed.abs() * (g_up + g_down) / 2 * gpw,
+        coef_sgn=gamma_pulsed * half * gpw if bool(half.abs().max() > 0) else None,
+        width_per_siemens=law.width_ref_s / float(law.dg(c.read.write_v, law.width_ref_s)),
+        erase_width_s=float(law.width_for_drive(erase_drive, -c.read.write_v)),
+        nominal_pulse_law=law,
+    )
+
+
 @dataclass
 class ProgrammedArray:
     """One layer's trained synapses compiled onto an array (``ArrayConfig.compile``); torch, float64.
@@ -194,6 +268,7 @@ class ProgrammedArray:
     gamma_pulsed (H, K): the trained gamma on analog synapses, 0 on digital ones (what pulses write).
     digital_w / digital_f (H, K): synapses whose W z / F the periphery computes (fault-aware
     programming). window: (lo (H, K), hi (H, K)) bounds of F in weight units, or None (no bound).
+    energy: the per-device energy coefficients (``EnergyCoefficients``).
     """
 
     config: ArrayConfig
@@ -210,6 +285,7 @@ class ProgrammedArray:
     digital_f: Tensor
     window: tuple[Tensor, Tensor] | None
     faults: FaultReport
+    energy: EnergyCoefficients
 
     @property
     def pulse_law(self) -> PulseLaw:
@@ -289,6 +365,9 @@ def compile_array(
         cap = torch.where(volatile, cap, 0.0) / gpw
         cap = torch.where(digital_f, math.inf, cap)
         window = (-cap[1], cap[0])
+    gamma_pulsed = torch.where(digital_f, 0.0, gamma64)
+    # a digital F has no bias and gamma_pulsed 0: neither biased nor pulsed already
+    energy = energy_coefficients(config, gpw, g_lt, decay_bias, gamma_pulsed, read=~digital_w)
     return ProgrammedArray(
         config=config,
         real=real,
@@ -299,11 +378,12 @@ def compile_array(
         retention=retention,
         line_bias=real.line_bias,
         gamma=gamma_eff,
-        gamma_pulsed=torch.where(digital_f, 0.0, gamma64),
+        gamma_pulsed=gamma_pulsed,
         digital_w=digital_w,
         digital_f=digital_f,
         window=window,
         faults=faults,
+        energy=energy,
     )
 
 

@@ -82,6 +82,30 @@ def test_unknown_presets_switches_and_values_are_one_error_line() -> None:
         ArrayConfig.build(bias="diagonal")
 
 
+@pytest.mark.parametrize(
+    ("backend", "option", "value", "phrase"),
+    [
+        ("emulated", "normalisation", "bogus", "normalisation: Input should be 'exact' or 'native'"),
+        ("aware", "normalisation", "bogus", "normalisation: Input should be 'exact' or 'native'"),
+        ("emulated", "dt_s", -0.1, "dt_s: Input should be greater than 0"),
+        ("aware", "dt_s", math.nan, "dt_s: Input should be a finite number"),
+        ("emulated", "max_write_gain", 0.5, "max_write_gain: Input should be greater than or equal to 1"),
+        ("aware", "periphery", "hermes", "periphery: Input should be 'none', 'aihwkit' or 'both'"),
+        ("emulated", "bias", "diagonal", "bias: Input should be 'lines', 'rows', 'device' or 'none'"),
+    ],
+)
+def test_backend_options_are_checked_once_by_the_config(
+    backend: str, option: str, value: object, phrase: str
+) -> None:
+    """The emulated and aware backends leave their options' checks to ArrayConfig: one error line
+    that names the option, what it must be and the bad value."""
+    with pytest.raises(ArrayConfigError) as exc:
+        make_backend(backend, **{option: value})
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(f"array config: {phrase}")
+    assert message.endswith(f"(got {value!r})")
+
+
 def test_unclipped_biases_are_refused_for_every_topology_but_a_source_per_device() -> None:
     # lines and rows are least-squares fits inside the window: only a bias per device can leave it
     off = {"bias_limits": False}

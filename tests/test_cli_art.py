@@ -114,7 +114,7 @@ def test_train_backend_options_reach_the_aware_backend(hwloop_run, tmp_path: Pat
     assert record["hardware_aware"]["backend_options"] == {"periphery": "both"}
     assert "--backend-option periphery=both" in record["reproduce"]
     code, _, err = hwloop_run(*args, "--backend-option", "periphery=hermes", "--out", str(out_path))
-    _one_error_line(code, err, "periphery must be one of")
+    _one_error_line(code, err, "periphery: Input should be 'none', 'aihwkit' or 'both' (got 'hermes')")
     code, _, err = hwloop_run(
         "art", "train", "--backend-option", "periphery=both", "--out", str(tmp_path / "x.safetensors")
     )

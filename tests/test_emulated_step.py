@@ -114,3 +114,20 @@ def test_fused_step_charges_what_read_then_update_charges_after_an_exclusion() -
         fused_energy["bias_j"] < full_energy["bias_j"]
         and fused_energy["program_j"] < full_energy["program_j"]
     )
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_energy_counters_do_not_touch_the_dynamics(batch: int, dtype: torch.dtype) -> None:
+    """Without energy counters the step reads no bias table (a row of zeros stands in its sums' loop):
+    h and F_t are bit for bit those of the counted step, whose energy the other tests hold; and, in
+    float64, read then update's to 1e-12."""
+    options: dict[str, Any] = dict(card=faulty_card(), seed=3)
+    counted, *_ = run(EmulatedCrossbar(**options), batch, dtype)
+    silent, silent_energy, stats, _ = run(EmulatedCrossbar(**options, energy_counters=False), batch, dtype)
+    assert torch.equal(silent.hs, counted.hs) and torch.equal(silent.state[1], counted.state[1])
+    assert set(silent_energy.values()) == {0.0} and stats["refresh_rows"] > 0
+    if dtype == torch.float64:
+        plain, *_ = run(Composed(**options, energy_counters=False), batch, dtype)
+        torch.testing.assert_close(silent.hs, plain.hs, rtol=0, atol=1e-12)
+        torch.testing.assert_close(silent.state[1], plain.state[1], rtol=0, atol=1e-12)

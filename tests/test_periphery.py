@@ -116,5 +116,6 @@ def test_aware_backend_reads_through_the_periphery() -> None:
 def test_aware_backend_refuses_an_unknown_periphery() -> None:
     from hwloop.errors import HwloopError
 
-    with pytest.raises(HwloopError, match="periphery must be one of"):
+    bad = r"periphery: Input should be 'none', 'aihwkit' or 'both' \(got 'hermes'\)"
+    with pytest.raises(HwloopError, match=bad):
         make_backend("aware", periphery="hermes")

@@ -141,7 +141,8 @@ def test_backend_options_are_swept_with_the_option_prefix_and_checked_before_run
     assert {p.backend_options()["normalisation"] for p in spec.points()} == {"exact", "native"}
     preflight(spec)  # both values build a backend
     bad = load_spec(write(tmp_path, text.replace('"native"]', '"bogus"]'), "bad.toml"))
-    with pytest.raises(HwloopError, match="normalisation must be 'exact' or 'native'"):
+    bad_value = r"normalisation: Input should be 'exact' or 'native' \(got 'bogus'\)"
+    with pytest.raises(HwloopError, match=bad_value):
         preflight(bad)
     unknown = load_spec(
         write(tmp_path, text.replace("option.normalisation", "option.colour"), "unknown.toml")

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from device_models.array import NonIdealities
+from device_models.array import ArrayConfig, NonIdealities
 from device_models.bias_lines import DEFAULT_TOPOLOGY
 from device_models.card import DeviceCard, load_card
 from device_models.periphery import Periphery, periphery_read
@@ -105,17 +105,6 @@ class AwareCrossbar:
         normalisation: str = "exact",
         nonidealities: str | NonIdealities | None = None,
     ) -> None:
-        if periphery not in PERIPHERIES:
-            raise HwloopError(
-                f"aware backend: periphery must be one of {', '.join(PERIPHERIES)}, got {periphery!r}"
-            )
-        if normalisation not in ("exact", "native"):
-            raise HwloopError(
-                f"aware backend: normalisation must be 'exact' or 'native', got {normalisation!r}"
-            )
-        self.normalisation = normalisation
-        self._peripheries = PERIPHERIES[periphery]
-        self.periphery: Periphery | None = self._peripheries[0]
         self.card: DeviceCard = load_card(card)
         self._chip_options: dict[str, object] = dict(
             card=self.card,
@@ -135,10 +124,14 @@ class AwareCrossbar:
             nonidealities=nonidealities,
         )
         probe = EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
-        self.config = probe.config.model_copy(update={"periphery": periphery})
-        self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), float(dt_s)
+        # the options are checked once, by ArrayConfig (``device_models.array``): one error line each
+        self.config = ArrayConfig.build(**{**dict(probe.config), "periphery": periphery})
+        self.normalisation = self.config.normalisation
+        self._peripheries = PERIPHERIES[self.config.periphery]
+        self.periphery: Periphery | None = self._peripheries[0]
+        self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), self.config.dt_s
         self.read_noise, self.c2c = probe.read_noise, probe.c2c
-        self.max_write_gain = float(max_write_gain)
+        self.max_write_gain = self.config.max_write_gain
         self.chips_drawn = 0
         self._noise = torch.Generator().manual_seed(self.seed + 7919)
         self.chip: EmulatedCrossbar | None = None
@@ -171,7 +164,7 @@ class AwareCrossbar:
         window = prog.window
         self._window = None if window is None else (window[0].to(dtype), window[1].to(dtype))
         # (H, K) S, both devices of the pair (when the array reads them, not the periphery)
-        self._g_lt_sum = (prog.g_lt_siemens.sum(0) * ~prog.digital_w).to(dtype)
+        self._g_lt_sum = prog.energy.g_lt_sum.to(dtype)
         self._pulsed = analog  # synapses written by pulses (c2c noise); digital ones by the periphery
         self._gpw = float(prog.g_per_weight)
         self._F_out = None

@@ -46,7 +46,6 @@ V_row - V_col, fitted to the trained lambdas in log-time); ``"device"`` is the i
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -56,11 +55,10 @@ from torch import Tensor
 
 from device_models.array import ArrayConfig, NonIdealities
 from device_models.array import nonidealities as nonidealities_of
-from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias, check_topology
+from device_models.bias_lines import DEFAULT_TOPOLOGY, LineBias
 from device_models.card import DeviceCard
 from device_models.memristor import read_noise_var_siemens2
 from device_models.programming import FaultReport
-from device_models.pulse_law import PulseLaw
 from device_models.realisation import Realisation
 from hwloop.backends.emulated_kernels import (
     REFRESH_DOMAIN,
@@ -89,7 +87,6 @@ if TYPE_CHECKING:
     from device_models.record import CalibrationRecord
 
 Normalisation = Literal["exact", "native"]
-REFRESH_ERASE_LEFT = 1e-3  # fraction of its short-term conductance a refresh's erase pulse leaves
 
 
 class EmulatedCrossbar:
@@ -139,13 +136,7 @@ class EmulatedCrossbar:
         bias: str = DEFAULT_TOPOLOGY,
         nonidealities: str | NonIdealities | None = None,
     ) -> None:
-        if normalisation not in ("exact", "native"):
-            raise HwloopError(f"normalisation must be 'exact' or 'native', got {normalisation!r}")
-        if not (dt_s > 0 and math.isfinite(dt_s)):
-            raise HwloopError(f"dt_s must be a positive number of seconds, got {dt_s}")
-        if not max_write_gain >= 1:
-            raise HwloopError(f"max_write_gain must be >= 1, got {max_write_gain}")
-        self.bias = check_topology(bias)
+        # the options are checked once, by ArrayConfig (``device_models.array``): one error line each
         switches = nonidealities_of(
             nonidealities,
             read_noise=read_noise,
@@ -158,20 +149,20 @@ class EmulatedCrossbar:
             energy_counters=energy_counters,
             fault_aware=fault_aware,
         )
-        self.config = ArrayConfig.build(
+        self.config = config = ArrayConfig.build(
             card,
             calibration,
-            seed=int(seed),
-            dt_s=float(dt_s),
+            seed=seed,
+            dt_s=dt_s,
             nonidealities=switches,
             normalisation=normalisation,
-            max_write_gain=float(max_write_gain),
-            bias=self.bias,
+            max_write_gain=max_write_gain,
+            bias=bias,
         )
-        self.card, self.record = self.config.card, self.config.calibration
+        self.card, self.record, self.bias = config.card, config.calibration, config.bias
         if self.card.read.write_v < self.card.pulse.v_threshold_v:
             raise HwloopError("device card: read.write_v is below pulse.v_threshold_v, so no write would act")
-        self.seed, self.dt_s, self.normalisation = int(seed), float(dt_s), normalisation
+        self.seed, self.dt_s, self.normalisation = config.seed, config.dt_s, config.normalisation
         # the switches, read on the per-step paths
         self.read_noise, self.d2d, self.c2c, self.stuck = (
             switches.read_noise,
@@ -184,7 +175,7 @@ class EmulatedCrossbar:
             switches.saturation,
             switches.bias_limits,
         )
-        self.energy_counters, self.max_write_gain = switches.energy_counters, float(max_write_gain)
+        self.energy_counters, self.max_write_gain = switches.energy_counters, config.max_write_gain
         self.fault_aware = switches.fault_aware
         self.faults = FaultReport()
         self._noise = torch.Generator().manual_seed(self.seed)
@@ -255,7 +246,7 @@ class EmulatedCrossbar:
         self._window: tuple[Tensor, Tensor] | None = (
             None if window is None else (window[0].to(dtype), window[1].to(dtype))
         )
-        self._energy_constants(dtype, read=~prog.digital_w)
+        self._energy_constants(dtype)
         self._step_constants = self._fused_step_constants()
         self._step_buffers: StepBuffers | None = None
 
@@ -300,6 +291,7 @@ class EmulatedCrossbar:
             dense=torch.stack([unused if t is None else t for t in dense]).numpy(),
             sparse=sparse_block.numpy(),
             sparse_t=sparse_block.transpose(1, 2).contiguous().numpy(),
+            zeros=np.zeros(W.shape[1], dtype=sparse_block.numpy().dtype),
             consts=np.array(consts, dtype=np.float64),
             flags=(
                 self.normalisation == "exact",
@@ -312,34 +304,20 @@ class EmulatedCrossbar:
             ),
         )
 
-    def _energy_constants(self, dtype: torch.dtype, read: Tensor) -> None:
-        """Per-synapse sums of the energy counters; ``read`` (H, K): synapses whose W devices are read
-        (a digital F has no bias and gamma64 0, so it is neither biased nor pulsed already)."""
-        c, gpw = self.card, self.g_per_weight
-        g_min = c.window.g_min_siemens
-        exact = self.normalisation == "exact"
-        g_biased_base = torch.full_like(self.g_lt_siemens, g_min) if exact else self.g_lt_siemens
-        v2 = self.decay_bias_v**2
-        self._bias_base_w = float((v2 * g_biased_base).sum())  # W per sample, short-term parts aside
-        self._bias_abs = ((v2[0] + v2[1]) / 2 * gpw).to(dtype)  # V^2 S per weight unit of |F|
-        # G+ and G- at different biases (calibrated devices): the sign of F matters too
-        sgn = (v2[0] - v2[1]) / 2 * gpw
-        self._bias_sgn = sgn.to(dtype) if bool(sgn.abs().max() > 0) else None
-        self._g_lt_sum = (self.g_lt_siemens.sum(0) * read).to(dtype)  # (H, K) S, both devices of the pair
-        # small-signal programming energy from the nominal pulse law (``device_models.pulse_law``): a
-        # write of dG takes width_for_dg(dG) = w_ref (dG / dg(V, w_ref))^(1/b), linear for b = 1
-        law = self._pulse_law = PulseLaw.from_card(c)
-        self._width_per_siemens = law.width_ref_s / float(law.dg(c.read.write_v, law.width_ref_s))
-        erase_drive = law.down_drive(REFRESH_ERASE_LEFT)
-        self.erase_width_s = float(law.width_for_drive(erase_drive, -c.read.write_v))
-        # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
-        g_up, g_down = (torch.full_like(self.g_lt_siemens, g_min) if exact else self.g_lt_siemens).unbind(0)
-        self._g_up, self._g_down = g_up.to(dtype), g_down.to(dtype)
-        # |dF| g_written = |dF| (g_up + g_down) / 2 + dF (g_up - g_down) / 2 with dF = gamma h z, so
-        # sum_ij |dF_ij| g_written,ij = |h| . (|z| @ coef_abs^T) + h . (z @ coef_sgn^T)
-        self._coef_abs = (self._gamma64.abs() * (g_up + g_down) / 2 * gpw).to(dtype)
-        half = (g_up - g_down) / 2
-        self._coef_sgn = (self._gamma64 * half * gpw).to(dtype) if bool(half.abs().max() > 0) else None
+    def _energy_constants(self, dtype: torch.dtype) -> None:
+        """The programmed array's energy coefficients (``device_models.array.EnergyCoefficients``) in
+        the step's dtype: the counters and the fused step read these (``exclude_from_energy`` zeroes
+        some of them)."""
+        e = self.programmed.energy
+        self._bias_base_w = float(e.bias_base_w.sum())  # W per sample, short-term parts aside
+        self._bias_abs = e.bias_abs.to(dtype)
+        self._bias_sgn = None if e.bias_sgn is None else e.bias_sgn.to(dtype)
+        self._g_lt_sum = e.g_lt_sum.to(dtype)
+        self._pulse_law = e.nominal_pulse_law
+        self._width_per_siemens, self.erase_width_s = e.width_per_siemens, e.erase_width_s
+        self._g_up, self._g_down = e.g_up.to(dtype), e.g_down.to(dtype)
+        self._coef_abs = e.coef_abs.to(dtype)
+        self._coef_sgn = None if e.coef_sgn is None else e.coef_sgn.to(dtype)
 
     # -- state -----------------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> Tensor:
@@ -466,12 +444,7 @@ class EmulatedCrossbar:
         elsewhere: a lab block on a controller, which measures its own energy). Their long-term reads
         and exact mode's row refreshes are still charged here."""
         self._check_programmed()
-        exact = self.normalisation == "exact"
-        g_base = (
-            torch.full_like(self.g_lt_siemens, self.card.window.g_min_siemens) if exact else self.g_lt_siemens
-        )
-        v2 = self.decay_bias_v**2
-        self._bias_base_w -= float((v2 * g_base)[:, rows, cols].sum())
+        self._bias_base_w -= float(self.programmed.energy.bias_base_w[:, rows, cols].sum())
         for name in ("_bias_abs", "_bias_sgn", "_coef_abs", "_coef_sgn", "_g_up", "_g_down"):
             table = getattr(self, name)
             if table is not None:
@@ -502,8 +475,9 @@ class EmulatedCrossbar:
 
         rows: (B, H) bool. Each refreshed row's short-term pair holds f = F / s (weight units). The
         periphery reads every device of the row (read noise, variance proportional to each device's
-        conductance), one depression pulse erases the rows to ``REFRESH_ERASE_LEFT`` of their state
-        (the multiplicative depression law, ``PulseLaw.down_drive``: one pulse for all rows at once),
+        conductance), one depression pulse erases the rows to ``REFRESH_ERASE_LEFT``
+        (``device_models.array``) of their state (the multiplicative depression law,
+        ``PulseLaw.down_drive``: one pulse for all rows at once),
         and the read value s f is written again from rest on the device of its sign (cycle-to-cycle
         noise on the written change, as any write). Read noise and the rewrite's c2c noise are
         independent Gaussians: one draw of their summed variance per synapse (the product of the two,

@@ -47,13 +47,16 @@ class StepConstants(NamedTuple):
     W (H, K): the long-term weights. row_bounds (3, H) float64, per row: the largest retention
     max_j r_mid + |r_half|, the narrowest window min_j min(-lo, hi) (weight units at scale 1) and the
     largest write factor max_j |gamma| (1 + 6.5 sigma) (|eps| < 6.4 from 32-bit draws); with them a
-    row whose step cannot reach its window skips the clamp (an exact no-op there).
+    row whose step cannot reach its window skips the clamp (an exact no-op there; batch 1 only: at
+    batch >= 4 the clamp, with the window rows in cache, costs less than the pass that proves it).
     dense (6, H, K): bias_abs (V^2 S per weight unit of |F|),
     r_mid, r_half (retention r+ = r_mid + r_half on F > 0, r- = r_mid - r_half on F < 0), window
     lo, hi (weight units, or unused), bias_sgn (or unused). sparse (6, H, K): g_lt of both devices
     of a read synapse (S), write-energy coefficient |gamma| g (S per weight unit), effective gamma,
     c2c sigma (0 on digital synapses), analog (1 where F sits on devices), coef_sgn (or unused);
-    sparse_t (6, K, H): the same column-major, for the gathers at the pulsed columns.
+    sparse_t (6, K, H): the same column-major, for the gathers at the pulsed columns. zeros (K,): a row
+    of zeros, read in cache for bias_abs when the energy counters are off (the bias tables are then
+    not streamed, and the read sums' loop, so the rounding of G z and n, stays the same).
     consts (7,) float64: norm epsilon, read-noise variance per S (weight units^2 / S; 0: no read
     noise), 2 g_min (S), S per weight unit, max write gain, the refresh read's noise variance per S
     (0: none), the rewrite's relative c2c sigma. flags: exact, clamp, c2c, read noise, counters,
@@ -65,6 +68,7 @@ class StepConstants(NamedTuple):
     dense: np.ndarray
     sparse: np.ndarray
     sparse_t: np.ndarray
+    zeros: np.ndarray
     consts: np.ndarray
     flags: tuple[bool, bool, bool, bool, bool, bool, bool]
 
@@ -226,6 +230,32 @@ def _update_clamped(f_row, rm, rh, ga, z_row, e, inv, hb, o, lo, hi, s):  # prag
 
 
 @njit(cache=True, fastmath=_FLAGS, error_model="numpy")
+def _update_refreshed(
+    f_row, an, eps, k_read, gpw_s, tgm, c2, rm, rh, ga, z_row, e, inv, hb, o, lo, hi, s, clamp
+):  # pragma: no cover
+    """A refreshed row's ``_refresh`` and its ``_update`` (``_update_clamped`` if ``clamp``) in one
+    pass: the rewritten value (the same expression as ``_refresh``'s, in F's dtype) is decayed and
+    written from a register instead of a row buffer. Returns ``_refresh``'s sums."""
+    one = o.dtype.type(1)
+    sum_g = f_row.dtype.type(0)
+    sum_new = sum_g
+    for j in range(f_row.shape[0]):
+        f, a = f_row[j], an[j]
+        g_pair = tgm + abs(f) * gpw_s
+        cf = c2 * f
+        new = f + a * np.sqrt(k_read * g_pair + cf * cf) * eps[j]
+        sum_g += a * g_pair
+        sum_new += a * abs(new)
+        v = (rm[j] * new + rh[j] * abs(new)) * inv + ga[j] * (hb * z_row[j]) * (one + e[j])
+        if clamp:
+            low, high = lo[j] * s, hi[j] * s
+            v = low if v < low else v
+            v = high if v > high else v
+        o[j] = v
+    return np.float64(sum_g), np.float64(sum_new)
+
+
+@njit(cache=True, fastmath=_FLAGS, error_model="numpy")
 def _clamp(o, lo, hi, s):  # pragma: no cover
     """o = clip(o, lo s, hi s), as two selects (min / max branch on NaN and do not vectorise)."""
     for j in range(o.shape[0]):
@@ -245,6 +275,7 @@ def _step_rows(
     dense,
     sparse,
     sparse_t,
+    zeros,
     consts,
     read_noise,
     s_prev,
@@ -295,16 +326,18 @@ def _step_rows(
         thread = numba.get_thread_id()
         u, eps, tl, e = bits[thread], scratch[thread, 0], tails[thread], scratch[thread, 1]
         dst, as_float = scratch[thread, 2, :K], scratch[thread, 3]
+        refresh_eps = scratch[thread, 2]  # batch >= 4: a refreshed row's normals (no dst there)
         as_bits, dst_bits = as_float.view(F_bits.dtype), dst.view(F_bits.dtype)
         r_max, window_min, write_max = row_bounds[0, i], row_bounds[1, i], row_bounds[2, i]
-        w_row, ba, rm, rh = W[i], dense[D_BIAS_ABS, i], dense[D_R_MID, i], dense[D_R_HALF, i]
+        w_row, rm, rh = W[i], dense[D_R_MID, i], dense[D_R_HALF, i]
+        ba = dense[D_BIAS_ABS, i] if counting else zeros  # no counters: no bias table streamed
         lo, hi, bs = dense[D_LO, i], dense[D_HI, i], dense[D_BIAS_SGN, i]
         ga, sg, an = sparse[S_GAMMA, i], sparse[S_SIGMA, i], sparse[S_ANALOG, i]
         for b in range(B):
             f_row, z_row, col, nb = F[b, i], z[b], cols[b], nnz[b]
             # -- read: one pass over the row, and the sums over its pulsed columns ---------------
             sq, dot, ez, eb = _read_sums(w_row, f_row, z_row, ba)
-            if with_bias_sgn:
+            if with_bias_sgn and counting:
                 eb += _dot(bs, f_row)
             en = _energy_sum(w_row, f_row, z_row) if with_energy else zero
             if B >= 4:  # the parameter rows stay in cache for the batch: gather along them
@@ -344,15 +377,21 @@ def _step_rows(
             o = out[b, i]
             sum_g = sum_new = 0.0
             src = f_row
+            k_read = gpw_s = tgm = c2 = zero
             if refresh:  # read, erase, rewrite (``EmulatedCrossbar._refresh_of``), in F's dtype
-                _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, eps, tl, table)
                 k_read = F.dtype.type(np.float64(sp) * np.float64(sp) * refresh_var)
                 gpw_s = F.dtype.type(gpw / np.float64(sp))
                 tgm, c2 = F.dtype.type(two_g_min), F.dtype.type(refresh_c2c)
-                sum_g, sum_new = _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2)
-                src = dst
+                if B >= 4:  # its normals kept for the one dense loop below (the write's go to eps)
+                    _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, refresh_eps, tl, table)
+                else:
+                    _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, eps, tl, table)
+                    sum_g, sum_new = _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2)
+                    src = dst
             clamp = with_clamp
-            if clamp:  # no synapse can reach the window: |r f / n + gamma h z (1 + c2c)| below it
+            # batch >= 4: the window rows are in cache and the clamp is a select in the one dense loop,
+            # cheaper than the pass over the row that would prove it a no-op; batch 1 would stream them
+            if clamp and B < 4:  # no synapse can reach the window: |r f / n + gamma h z (1 + c2c)| below it
                 as_bits[0] = _abs_max_bits(dst_bits if refresh else F_bits[b, i], abs_mask)
                 reach = np.float64(r_max) * np.float64(as_float[0]) * np.float64(inv)
                 reach += write_max * abs(np.float64(hb)) * np.float64(z_max[b])
@@ -364,7 +403,29 @@ def _step_rows(
                     for m in range(nb):
                         j = col[m]
                         e[j] = sg[j] * eps[m]
-                if clamp:
+                if refresh:
+                    sum_g, sum_new = _update_refreshed(
+                        f_row,
+                        an,
+                        refresh_eps,
+                        k_read,
+                        gpw_s,
+                        tgm,
+                        c2,
+                        rm,
+                        rh,
+                        ga,
+                        z_row,
+                        e,
+                        inv,
+                        hb,
+                        o,
+                        lo,
+                        hi,
+                        s_new,
+                        clamp,
+                    )
+                elif clamp:
                     _update_clamped(src, rm, rh, ga, z_row, e, inv, hb, o, lo, hi, s_new)
                 else:
                     _update(src, rm, rh, ga, z_row, e, inv, hb, o)
@@ -457,6 +518,7 @@ def emulated_step(
         c.dense,
         c.sparse,
         c.sparse_t,
+        c.zeros,
         c.consts,
         noise,
         _array(s_prev),
