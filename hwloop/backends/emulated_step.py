@@ -178,6 +178,15 @@ def _decay(f_row, rm, rh, inv, o):  # pragma: no cover
         o[j] = (rm[j] * f + rh[j] * abs(f)) * inv
 
 
+@njit(inline="always", fastmath=_FLAGS, error_model="numpy")
+def _rewritten(f, a, eps, k_read, gpw_s, tgm, c2):  # pragma: no cover
+    """One synapse of a refreshed row, read, erased and rewritten: (f + a sqrt(k_read g_pair + (c2 f)^2)
+    eps, g_pair), g_pair = tgm + |f| gpw_s (a: 1 analog, 0 digital). Inlined where it is used."""
+    g_pair = tgm + abs(f) * gpw_s
+    cf = c2 * f
+    return f + a * np.sqrt(k_read * g_pair + cf * cf) * eps, g_pair
+
+
 @njit(cache=True, fastmath=_FLAGS, error_model="numpy")
 def _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2):  # pragma: no cover
     """A refreshed row (read, erase, rewrite: ``EmulatedCrossbar._refresh_of``) into dst:
@@ -186,10 +195,8 @@ def _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2):  # pragma: no cover
     sum_g = f_row.dtype.type(0)
     sum_new = sum_g
     for j in range(f_row.shape[0]):
-        f, a = f_row[j], an[j]
-        g_pair = tgm + abs(f) * gpw_s
-        cf = c2 * f
-        new = f + a * np.sqrt(k_read * g_pair + cf * cf) * eps[j]
+        a = an[j]
+        new, g_pair = _rewritten(f_row[j], a, eps[j], k_read, gpw_s, tgm, c2)
         dst[j] = new
         sum_g += a * g_pair
         sum_new += a * abs(new)
@@ -240,10 +247,8 @@ def _update_refreshed(
     sum_g = f_row.dtype.type(0)
     sum_new = sum_g
     for j in range(f_row.shape[0]):
-        f, a = f_row[j], an[j]
-        g_pair = tgm + abs(f) * gpw_s
-        cf = c2 * f
-        new = f + a * np.sqrt(k_read * g_pair + cf * cf) * eps[j]
+        a = an[j]
+        new, g_pair = _rewritten(f_row[j], a, eps[j], k_read, gpw_s, tgm, c2)
         sum_g += a * g_pair
         sum_new += a * abs(new)
         v = (rm[j] * new + rh[j] * abs(new)) * inv + ga[j] * (hb * z_row[j]) * (one + e[j])
