@@ -220,29 +220,23 @@ class AihwkitCrossbar:
         self.faults = FaultReport()
         if noise not in ("on", "off"):
             raise HwloopError(f"aihwkit backend: noise must be 'on' or 'off', got {noise!r}")
-        if normalisation not in ("exact", "native"):
-            raise HwloopError(
-                f"aihwkit backend: normalisation must be 'exact' or 'native', got {normalisation!r}"
-            )
         if not renorm_range > 1:
             raise HwloopError(f"aihwkit backend: renorm_range must be > 1, got {renorm_range}")
-        if not (isinstance(dt_s, int | float) and dt_s > 0 and math.isfinite(dt_s)):
-            raise HwloopError(f"aihwkit backend: dt_s must be a positive number of seconds, got {dt_s}")
-        self.dt_s = float(dt_s)
-        self.seed = int(seed)
         self.noisy = noise == "on"
-        # noise off: a perfect array (no d2d spread, no stuck devices, a bias per device)
+        # noise off: a perfect array (no d2d spread, no stuck devices, a bias per device). Seed, dt_s
+        # and normalisation are checked once, by ArrayConfig: one error line each
         self.config = ArrayConfig.build(
             card,
             calibration,
-            seed=self.seed,
-            dt_s=self.dt_s,
+            seed=seed,
+            dt_s=dt_s,
             normalisation=normalisation,
             nonidealities="default" if self.noisy else "ideal-devices",
             bias=self.bias if self.noisy else "device",
         )
         self.card, self.record = self.config.card, self.config.calibration
-        self.exact = normalisation == "exact"
+        self.seed, self.dt_s = self.config.seed, self.config.dt_s
+        self.exact = self.config.normalisation == "exact"
         self.renorm_range = float(renorm_range)
         self.row_refreshes = 0
         self._gen = torch.Generator().manual_seed(self.seed)
