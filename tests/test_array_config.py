@@ -92,12 +92,20 @@ def test_unknown_presets_switches_and_values_are_one_error_line() -> None:
         ("emulated", "max_write_gain", 0.5, "max_write_gain: Input should be greater than or equal to 1"),
         ("aware", "periphery", "hermes", "periphery: Input should be 'none', 'aihwkit' or 'both'"),
         ("emulated", "bias", "diagonal", "bias: Input should be 'lines', 'rows', 'device' or 'none'"),
+        ("aihwkit", "normalisation", "bogus", "normalisation: Input should be 'exact' or 'native'"),
+        ("aihwkit", "dt_s", -0.1, "dt_s: Input should be greater than 0"),
+        (
+            "aihwkit",
+            "seed",
+            1.5,
+            "seed: Input should be a valid integer, got a number with a fractional part",
+        ),
     ],
 )
 def test_backend_options_are_checked_once_by_the_config(
     backend: str, option: str, value: object, phrase: str
 ) -> None:
-    """The emulated and aware backends leave their options' checks to ArrayConfig: one error line
+    """The emulated, aware and aihwkit backends leave their options' checks to ArrayConfig: one error line
     that names the option, what it must be and the bad value."""
     with pytest.raises(ArrayConfigError) as exc:
         make_backend(backend, **{option: value})
