@@ -205,3 +205,45 @@ def test_shipped_hardware_aware_agent_realises_every_lambda_and_has_its_evaluati
         for chip, run in runs.items():
             assert int(chip) < trained_on and len(run["earned_scores"]) == len(run["seeds"]) >= 3
             assert min(run["seeds"]) >= 7800  # the held-out game seeds (training games start at 100000)
+
+
+@pytest.mark.parametrize(("collect_chip", "chips"), [("round", 1), ("segment", 3)])
+def test_dagger_collection_draws_one_chip_per_round_or_per_segment(
+    tmp_path: Path, collect_chip: str, chips: int
+) -> None:
+    """Hardware-aware DAgger collection of 3 segments: the agent drives one drawn chip for the round, or
+    a fresh chip from every segment start (the chip seeds follow the backend seed, one per program)."""
+    pytest.importorskip("ale_py")
+    from experiments.pong.train import _agent_data, _initial_agent
+    from hwloop.backends.aware import AwareCrossbar
+
+    torch.manual_seed(0)
+    init = tmp_path / "init.safetensors"
+    save_agent(PongAgent("stpn", 64), init)
+    cfg = TrainConfig(
+        init=str(init),
+        hardware_aware=True,
+        bc_epochs=0,
+        dagger_rounds=0,
+        backend_seed=500,
+        segment_len=6,
+        collect_chip=collect_chip,
+    )
+    agent = _initial_agent(cfg)
+    backend = stpn_core(agent).crossbar
+    assert isinstance(backend, AwareCrossbar) and backend.chips_drawn == 0
+    seeds: list[int] = []  # the chip each agent step ran on
+    step = backend.step
+
+    def logged_step(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert backend.chip is not None
+        seeds.append(backend.chip.config.seed)
+        return step(*args, **kwargs)
+
+    backend.step = logged_step  # type: ignore[method-assign]
+    lines: list[str] = []
+    data = _agent_data(agent, 3, 0.0, 7, cfg, lines.append)
+    assert data.steps == 18 and len(seeds) == 18
+    expected = [500 + (t // 6 if collect_chip == "segment" else 0) for t in range(18)]
+    assert seeds == expected
+    assert f"on {chips} chip(s)" in lines[0]

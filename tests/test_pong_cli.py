@@ -277,3 +277,6 @@ def test_finetune_backend_options_are_checked_before_any_work(
     assert err.count("\n") == 1 and not out.exists()
     code, _, err = hwloop_run(*base, "--rounds", "0", "--backend-option", "periphery=both")
     assert code == 2 and "use --rounds >= 1" in err and err.count("\n") == 1 and not out.exists()
+    code, _, err = hwloop_run(*base, "--rounds", "1", "--collect-chip", "game")
+    assert code == 2 and "--collect-chip must be 'round' or 'segment'" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from experiments.pong.agent import AgentState, PongAgent, detach_state, load_agent, make_hardware_aware
-from experiments.pong.data import Segments, collect, load_segments, noisy_expert_driver, save_segments
+from experiments.pong.data import Driver, Segments, collect, load_segments, noisy_expert_driver, save_segments
 from experiments.pong.env import N_ACTIONS
 from experiments.pong.expert import RamExpert
 from hwloop.errors import CheckpointError, HwloopError
@@ -84,6 +84,9 @@ class TrainConfig(BaseModel):
     dt_s: float = 1 / 15  # hardware-aware: one agent step = 4 frames at 60 Hz
     backend_seed: int = 10_000  # hardware-aware: first training chip (evaluation chips are others)
     backend_options: dict[str, Any] = {}  # hardware-aware: further options of the aware backend
+    # hardware-aware DAgger collection: "round" plays one drawn chip for a whole collection round;
+    # "segment" a fresh chip at every segment start (the agent's state carries over)
+    collect_chip: Literal["round", "segment"] = "round"
 
 
 def class_weights(labels: np.ndarray) -> Tensor:
@@ -312,12 +315,40 @@ def _agent_data(
     t1 = time.perf_counter()
     agent.eval()
     drive, reset = agent_driver(agent, beta, seed)
+    chips = _chips_drawn(agent)
+    if cfg.hardware_aware and cfg.collect_chip == "segment" and isinstance(agent.core, STPN):
+        drive = new_chip_every(cfg.segment_len, agent.core, drive)
     new = collect(segments, cfg.segment_len, drive, seed=seed, reset_driver=reset, expert=_expert(cfg))
     agent.train()
+    after = _chips_drawn(agent)
+    on = "" if chips is None or after is None else f" on {after - chips} chip(s)"
     log(
-        f"dagger (games from seed {seed}): +{new.steps} agent-driven steps ({time.perf_counter() - t1:.0f} s)"
+        f"dagger (games from seed {seed}): +{new.steps} agent-driven steps{on} "
+        f"({time.perf_counter() - t1:.0f} s)"
     )
     return new
+
+
+def new_chip_every(steps: int, layer: STPN, drive: Driver) -> Driver:
+    """``drive``, with ``layer`` re-programmed before every ``steps``-th step after the first (the aware
+    backend draws a fresh chip at each program); the driver's state (h, F) carries over to the new chip."""
+    played = [0]
+
+    def wrapped(frame: np.ndarray, expert_action: int) -> int:
+        if played[0] and played[0] % steps == 0:
+            layer.set_backend(layer.crossbar)  # same backend: programmed (a new chip) at the next step
+        played[0] += 1
+        return drive(frame, expert_action)
+
+    return wrapped
+
+
+def _chips_drawn(agent: PongAgent) -> int | None:
+    """Chips the agent's aware backend has drawn so far (None on any other backend)."""
+    from hwloop.backends.aware import AwareCrossbar
+
+    crossbar = agent.core.crossbar if isinstance(agent.core, STPN) else None
+    return crossbar.chips_drawn if isinstance(crossbar, AwareCrossbar) else None
 
 
 def _expert(cfg: TrainConfig) -> RamExpert:

@@ -378,9 +378,17 @@ def finetune_cmd(
         Path | None, typer.Option("--data-cache", help="Directory to keep/reuse the expert data (.npz).")
     ] = None,
     backend_option: AwareBackendOptionOpt = None,
+    collect_chip: Annotated[
+        str,
+        typer.Option(
+            "--collect-chip",
+            help="Chips the agent drives on while a DAgger round collects: 'round' (one drawn chip for "
+            "the round) or 'segment' (a fresh chip every 128-step segment; its state carries over).",
+        ),
+    ] = "round",
 ) -> None:
     """Fine-tune a trained STPN agent through the device non-idealities (backend 'aware', lambda
-    bounded to the realisable range): DAgger rounds with the agent driving on a drawn chip."""
+    bounded to the realisable range): DAgger rounds with the agent driving on drawn chips."""
     import torch
 
     from experiments.pong.agent import load_agent as load
@@ -398,8 +406,13 @@ def finetune_cmd(
     command = "hwloop pong finetune " + shlex.join(
         sys.argv[sys.argv.index("finetune") + 1 :] if "finetune" in sys.argv else []
     )
-    if rounds == 0 and backend_option:
-        raise HwloopError("--backend-option configures the DAgger rounds' aware backend: use --rounds >= 1")
+    if collect_chip not in ("round", "segment"):
+        raise HwloopError(f"--collect-chip must be 'round' or 'segment', got {collect_chip!r}")
+    if rounds == 0 and (backend_option or collect_chip != "round"):
+        raise HwloopError(
+            "--backend-option and --collect-chip configure the DAgger rounds' aware backend: "
+            "use --rounds >= 1"
+        )
     if rounds == 0:  # the projection alone: every lambda clipped into what the devices realise
         _bound_only(start, out, command, card, calibration, dt_s)
         return
@@ -422,6 +435,7 @@ def finetune_cmd(
         dt_s=dt_s,
         backend_seed=backend_seed,
         backend_options=parse_backend_options(backend_option or []),
+        collect_chip="segment" if collect_chip == "segment" else "round",
     )
 
     def keep(agent: object, record: dict[str, object]) -> None:
