@@ -100,6 +100,7 @@ def test_unknown_presets_switches_and_values_are_one_error_line() -> None:
             1.5,
             "seed: Input should be a valid integer, got a number with a fractional part",
         ),
+        ("aware", "seed", 2.5, "seed: Input should be a valid integer, got a number with a fractional part"),
     ],
 )
 def test_backend_options_are_checked_once_by_the_config(

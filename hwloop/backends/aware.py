@@ -125,11 +125,11 @@ class AwareCrossbar:
         )
         probe = EmulatedCrossbar(**self._chip_options)  # type: ignore[arg-type]  # validates the options now
         # the options are checked once, by ArrayConfig (``device_models.array``): one error line each
-        self.config = ArrayConfig.build(**{**dict(probe.config), "periphery": periphery})
+        self.config = ArrayConfig.build(**{**dict(probe.config), "seed": seed, "periphery": periphery})
         self.normalisation = self.config.normalisation
         self._peripheries = PERIPHERIES[self.config.periphery]
         self.periphery: Periphery | None = self._peripheries[0]
-        self.seed, self.redraw, self.dt_s = int(seed), bool(redraw), self.config.dt_s
+        self.seed, self.redraw, self.dt_s = self.config.seed, bool(redraw), self.config.dt_s
         self.read_noise, self.c2c = probe.read_noise, probe.c2c
         self.max_write_gain = self.config.max_write_gain
         self.chips_drawn = 0
