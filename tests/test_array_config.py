@@ -101,13 +101,14 @@ def test_unknown_presets_switches_and_values_are_one_error_line() -> None:
             "seed: Input should be a valid integer, got a number with a fractional part",
         ),
         ("aware", "seed", 2.5, "seed: Input should be a valid integer, got a number with a fractional part"),
+        ("lab", "max_write_gain", 0.0, "max_write_gain: Input should be greater than or equal to 1"),
     ],
 )
 def test_backend_options_are_checked_once_by_the_config(
     backend: str, option: str, value: object, phrase: str
 ) -> None:
-    """The emulated, aware and aihwkit backends leave their options' checks to ArrayConfig: one error line
-    that names the option, what it must be and the bad value."""
+    """The emulated, aware, aihwkit and lab backends leave their options' checks to ArrayConfig: one
+    error line that names the option, what it must be and the bad value."""
     with pytest.raises(ArrayConfigError) as exc:
         make_backend(backend, **{option: value})
     message = str(exc.value)

@@ -152,8 +152,9 @@ class LabCrossbar:
         reads averaged for each device's conductance at rest; reads_per_device: reads averaged per device
         and step (read noise / sqrt(N), at N row reads' time each; default ``BLOCK_READS`` on a v3.1
         controller, which averages them on the card, 1 with per-row reads, a round trip each);
-        max_write_gain: exact normalisation's largest write gain 1/s; bias_check_steps: every this many
-        steps the line biases are sent again and read back (a controller that lost them is corrected; logged);
+        max_write_gain: exact normalisation's largest write gain 1/s (the block's and the emulated
+        rest's); bias_check_steps: every this many steps the line biases are sent again and read back (a
+        controller that lost them is corrected; logged);
         pulses_per_row: row pulses per row and step at most (each ~2 serial round trips of time; with
         protocol v3.1's block commands every device gets its own pulse train and this is unused).
     pulses_per_device: with block commands, pulses per device and step at most (each at most the
@@ -216,8 +217,9 @@ class LabCrossbar:
             dt_s=dt_s,
             normalisation=normalisation,  # type: ignore[arg-type]
             nonidealities=nonidealities,
+            max_write_gain=max_write_gain,  # one gain for the block and the emulated rest of the array
         )
-        self.normalisation, self.max_write_gain = normalisation, float(max_write_gain)
+        self.normalisation, self.max_write_gain = normalisation, self.emulated.max_write_gain
         self.reads_asked, self.bias_check_steps = reads_per_device, bias_check_steps
         self.reads_per_device = 0  # resolved by ``program`` from reads_asked and the controller
         self.pulses_per_row, self.pulses_per_device = pulses_per_row, pulses_per_device
