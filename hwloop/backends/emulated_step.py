@@ -387,10 +387,10 @@ def _step_rows(
                 k_read = F.dtype.type(np.float64(sp) * np.float64(sp) * refresh_var)
                 gpw_s = F.dtype.type(gpw / np.float64(sp))
                 tgm, c2 = F.dtype.type(two_g_min), F.dtype.type(refresh_c2c)
-                if B >= 4:  # its normals kept for the one dense loop below (the write's go to eps)
-                    _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, refresh_eps, tl, table)
-                else:
-                    _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, eps, tl, table)
+                # batch >= 4: its normals kept for the one dense loop below (the write's go to eps)
+                normals = refresh_eps if B >= 4 else eps
+                _row_normals(_row_key(refresh_key, np.uint64(b * H + i)), K, u, normals, tl, table)
+                if B < 4:
                     sum_g, sum_new = _refresh(f_row, an, eps, dst, k_read, gpw_s, tgm, c2)
                     src = dst
             clamp = with_clamp
