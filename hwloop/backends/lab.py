@@ -219,7 +219,7 @@ class LabCrossbar:
             nonidealities=nonidealities,
             max_write_gain=max_write_gain,  # one gain for the block and the emulated rest of the array
         )
-        self.normalisation, self.max_write_gain = normalisation, self.emulated.max_write_gain
+        self.normalisation, self.max_write_gain = self.emulated.normalisation, self.emulated.max_write_gain
         self.reads_asked, self.bias_check_steps = reads_per_device, bias_check_steps
         self.reads_per_device = 0  # resolved by ``program`` from reads_asked and the controller
         self.pulses_per_row, self.pulses_per_device = pulses_per_row, pulses_per_device
