@@ -225,6 +225,18 @@ def _segment_means_ok(c1, bounds, m, min_step, direction):  # type: ignore[no-un
 
 
 @njit(cache=True)
+def _plateaus_rss(c1, c2, bounds, m):  # type: ignore[no-untyped-def]
+    """Sum of squares of g about the means of its plateaus bounds[0:m], from the cumulative sums c1 of g
+    and c2 of g^2 (c2[n] is the total; each plateau's mean removes its share)."""
+    n = bounds[m - 1]
+    total = c2[n]
+    for j in range(m - 1):
+        s_seg = c1[bounds[j + 1]] - c1[bounds[j]]
+        total -= s_seg * s_seg / (bounds[j + 1] - bounds[j])
+    return total
+
+
+@njit(cache=True)
 def _staircase(g, rss_law, sigma, amplitude, direction, out_idx, out_size):  # type: ignore[no-untyped-def]
     """Binary segmentation of g (N,) into plateaus: at most MAX_JUMPS steps, each new step the split
     that lowers the sum of squares most, then every step moved to its best place between its neighbours
@@ -279,10 +291,7 @@ def _staircase(g, rss_law, sigma, amplitude, direction, out_idx, out_size):  # t
             pos -= 1
         bounds[pos] = best_b
         m += 1
-        greedy = c2[n]
-        for j in range(m - 1):
-            s_seg = c1[bounds[j + 1]] - c1[bounds[j]]
-            greedy -= s_seg * s_seg / (bounds[j + 1] - bounds[j])
+        greedy = _plateaus_rss(c1, c2, bounds, m)
         # refining moves steps by a few samples; it cannot make a staircase that is far from describing
         # the trace (a smooth decay, quiet against its slope) describe it: skip the cost there
         refine = REFINE_PASSES if greedy <= REFINE_REACH * STAIRCASE_ADEQUATE * n * sigma * sigma else 0
@@ -299,10 +308,7 @@ def _staircase(g, rss_law, sigma, amplitude, direction, out_idx, out_size):  # t
                 bounds[j] = best_at
         if not _segment_means_ok(c1, bounds, m, min_step, direction):
             continue  # not a staircase of ruptures: no gain at this k
-        total = c2[n]
-        for j in range(m - 1):
-            s_seg = c1[bounds[j + 1]] - c1[bounds[j]]
-            total -= s_seg * s_seg / (bounds[j + 1] - bounds[j])
+        total = _plateaus_rss(c1, c2, bounds, m)
         gain = (rss_law - total) / (sigma * sigma) - math.log(n) * k
         if gain > best_gain and total <= STAIRCASE_ADEQUATE * n * sigma * sigma:  # plateaus and noise only
             best_gain, best_k = gain, k
