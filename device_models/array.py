@@ -197,9 +197,10 @@ class EnergyCoefficients:
     of the device a positive / negative change hits, coef_abs (H, K) |gamma_pulsed| (g_up + g_down) / 2
     g_per_weight and coef_sgn (H, K) gamma_pulsed (g_up - g_down) / 2 g_per_weight (or None), so that
     sum_ij |dF_ij| g_written,ij = |h| . (|z| @ coef_abs^T) + h . (z @ coef_sgn^T) for dF = gamma h z.
-    Refreshes: erase_width_s, the width of the one depression pulse at -write_v that leaves
-    ``REFRESH_ERASE_LEFT`` of a device's short-term conductance. nominal_pulse_law: the card's pulse
-    law these widths come from (``PulseLaw.from_card``).
+    A device whose known law is its own (a record's) takes its own width: coef_abs / coef_sgn weigh
+    each device by its small-signal width over the nominal one. Refreshes: erase_width_s, the width of
+    the one depression pulse at -write_v that leaves ``REFRESH_ERASE_LEFT`` of a device's short-term
+    conductance. nominal_pulse_law: the card's pulse law these widths come from (``PulseLaw.from_card``).
     """
 
     bias_base_w: Tensor
@@ -222,10 +223,12 @@ def energy_coefficients(
     decay_bias_v: Tensor,
     gamma_pulsed: Tensor,
     read: Tensor,
+    known_law: PulseLaw | None = None,
 ) -> EnergyCoefficients:
     """The ``EnergyCoefficients`` of an array programmed with long-term conductances ``g_lt_siemens``
     (2, H, K) S, decay biases ``decay_bias_v`` (2, H, K) V and pulsed gamma ``gamma_pulsed`` (H, K);
-    ``read`` (H, K) bool: synapses whose long-term devices the array reads."""
+    ``read`` (H, K) bool: synapses whose long-term devices the array reads; ``known_law``: the pulse
+    law writes are computed from (``Realisation.known_pulse_law``; None: the card's nominal one)."""
     c, gpw = config.card, g_per_weight
     g_min = c.window.g_min_siemens
     exact = config.normalisation == "exact"
@@ -238,7 +241,11 @@ def energy_coefficients(
     erase_drive = law.down_drive(REFRESH_ERASE_LEFT)
     # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
     g_up, g_down = g_base.unbind(0)
-    half = (g_up - g_down) / 2
+    g_wide = g_base  # conductance times width over the nominal width, per device
+    if known_law is not None and np.ndim(known_law.dg_up_siemens) > 0:
+        v, w = c.read.write_v, law.width_ref_s
+        g_wide = g_base * torch.from_numpy(np.asarray(law.dg(v, w) / known_law.dg(v, w), dtype=np.float64))
+    half = (g_wide[0] - g_wide[1]) / 2
     return EnergyCoefficients(
         bias_base_w=v2 * g_base,
         bias_abs=(v2[0] + v2[1]) / 2 * gpw,
@@ -246,7 +253,7 @@ def energy_coefficients(
         g_lt_sum=g_lt_siemens.sum(0) * read,
         g_up=g_up,
         g_down=g_down,
-        coef_abs=gamma_pulsed.abs() * (g_up + g_down) / 2 * gpw,
+        coef_abs=gamma_pulsed.abs() * (g_wide[0] + g_wide[1]) / 2 * gpw,
         coef_sgn=gamma_pulsed * half * gpw if bool(half.abs().max() > 0) else None,
         width_per_siemens=law.width_ref_s / float(law.dg(c.read.write_v, law.width_ref_s)),
         erase_width_s=float(law.width_for_drive(erase_drive, -c.read.write_v)),
@@ -333,7 +340,7 @@ def compile_array(
     retention = torch.from_numpy(retention_np)
     bias_clipped = torch.from_numpy(np.clip(bias, b.bias_min_v, b.bias_max_v))
     volatile = torch.from_numpy(real.usable)
-    gain = torch.from_numpy(real.pulse_gain)
+    gain = torch.from_numpy(real.write_gain)
     gamma64 = gamma.detach().to(torch.float64)
     gamma_eff = gamma64 * (gain[0] + gain[1]) / 2  # a write hits G+ or G- by its sign: the pair's mean
 
@@ -367,7 +374,9 @@ def compile_array(
         window = (-cap[1], cap[0])
     gamma_pulsed = torch.where(digital_f, 0.0, gamma64)
     # a digital F has no bias and gamma_pulsed 0: neither biased nor pulsed already
-    energy = energy_coefficients(config, gpw, g_lt, decay_bias, gamma_pulsed, read=~digital_w)
+    energy = energy_coefficients(
+        config, gpw, g_lt, decay_bias, gamma_pulsed, read=~digital_w, known_law=real.known_pulse_law
+    )
     return ProgrammedArray(
         config=config,
         real=real,

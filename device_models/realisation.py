@@ -146,7 +146,9 @@ class Realisation:
     Build with ``from_card`` or ``from_record``. Public per-device arrays, each (2, H, K):
     ``device_index`` (int), ``stuck_on`` / ``stuck_off`` (bool: holds g_max / g_min, no volatile
     state; a broken record device counts as stuck off), ``g_st_max_siemens`` (volatile window, S),
-    ``pulse_gain`` (1: the device's potentiation per reference pulse over the card's nominal one).
+    ``write_gain`` (1: the |dG| a write realises per |dG| asked, the true device's response over the
+    known one's: a card's chip, each device's pulse factor, since the controller knows the nominal
+    device; a record's devices, 1, since the controller inverts each device's own recorded law).
     ``pulse_law`` (``device_models.pulse_law.PulseLaw``, per device): the true devices' pulse response,
     forward and inverse, both polarities; ``known_pulse_law`` the one the controller computes pulses
     from (a card's nominal device, or each recorded device's own law).
@@ -166,7 +168,7 @@ class Realisation:
         stuck_on: BoolArray,
         stuck_off: BoolArray,
         g_st_max_siemens: Array,
-        pulse_gain: Array,
+        write_gain: Array,
         pulse_law: PulseLaw,
         known_pulse_law: PulseLaw,
         horizon_steps: int = DEFAULT_HORIZON_STEPS,
@@ -180,7 +182,7 @@ class Realisation:
         self._shapes, self._true, self._known, self.v_char = shapes, true, known, float(v_char)
         self.device_index = device_index
         self.stuck_on, self.stuck_off = stuck_on, stuck_off
-        self.g_st_max_siemens, self.pulse_gain = g_st_max_siemens, pulse_gain
+        self.g_st_max_siemens, self.write_gain = g_st_max_siemens, write_gain
         self.pulse_law, self.known_pulse_law = pulse_law, known_pulse_law
         self._tables = _ln_q_tables(shapes, horizon_steps)
         self.bias: BiasTopology = check_topology(bias)
@@ -223,7 +225,7 @@ class Realisation:
             stuck_on=draws["stuck_on"],
             stuck_off=draws["stuck_off"],
             g_st_max_siemens=c.window.g_st_max_siemens * draws["window"],
-            pulse_gain=draws["pulse"],
+            write_gain=draws["pulse"],  # the known device is the nominal one
             pulse_law=PulseLaw.from_card(c, draws["pulse"], draws["window"]),
             known_pulse_law=PulseLaw.from_card(c),
             bias=bias,
@@ -281,8 +283,6 @@ class Realisation:
         decay = _Decay(
             np.where(broken, c.decay.tau_s, tau1[idx]), efold[idx], np.where(broken, 0, shape_of[idx])
         )
-        dg_up = record.array("dg_up_siemens")[idx]
-        gain = np.where(np.isfinite(dg_up) & (dg_up > 0), dg_up / c.pulse.dg_up_ref_siemens, 1.0)
         v_char = c.bias.bias_ref_v if record.decay_bias_v is None else float(record.decay_bias_v)
         law = PulseLaw.from_card(c)  # a record without a pulse response: the card's nominal device
         if record.reference_pulse is not None:  # each device's own law, the card's where it has none
@@ -299,7 +299,7 @@ class Realisation:
             stuck_on=draws["stuck_on"] & ~broken,
             stuck_off=draws["stuck_off"] | broken,
             g_st_max_siemens=c.window.g_st_max_siemens * np.ones((2, *shape)),
-            pulse_gain=gain,
+            write_gain=np.ones((2, *shape)),  # the controller writes by each device's own law
             pulse_law=law,
             known_pulse_law=law,
             horizon_steps=record.horizon_steps,

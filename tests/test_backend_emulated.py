@@ -300,8 +300,7 @@ def test_calibration_record_devices_are_compensated_by_their_bias(tmp_path: Path
     h, k = 3, 4
     tau_dev = np.random.default_rng(0).uniform(0.5, 2.0, size=(h, 2 * k))
     tau_dev[2, 3] = np.nan  # an unmeasured device: must act as broken (stuck at g_min)
-    dg_up = np.full((h, 2 * k), 4e-10)  # twice the card's reference pulse response
-    record = CalibrationRecord.from_arrays((h, 2 * k), tau_dev, dg_up_siemens=dg_up)
+    record = CalibrationRecord.from_arrays((h, 2 * k), tau_dev)
     path = record.save(tmp_path / "record.json")
     xbar = EmulatedCrossbar(calibration=path, **{**ALL_OFF, "bias_limits": True}, dt_s=DT_S)
     lam = 0.7
@@ -314,12 +313,46 @@ def test_calibration_record_devices_are_compensated_by_their_bias(tmp_path: Path
     np.testing.assert_allclose(xbar.decay_bias_v.numpy()[good], bias[good], rtol=1e-12)
     np.testing.assert_allclose(xbar.retention.numpy()[good], lam, rtol=1e-12)  # every device realises lambda
     assert float(xbar.retention[0, 2, 3]) == 0.0  # the broken G+ holds nothing
+
+
+def test_record_devices_are_written_by_their_own_pulse_law(tmp_path: Path) -> None:
+    """A record with a pulse response: the controller inverts each device's own law, so a write realises
+    the trained gamma whatever the device's response (a card's chip realises gamma times its pulse factor,
+    tests/test_emulated_physics.py), and each pulse is as wide as that device needs: w_ref dG / dg_up."""
+    from device_models.record import CalibrationRecord, ReferencePulse
+
+    h, k = 3, 4
+    rng = np.random.default_rng(0)
+    dg_up = rng.uniform(1e-10, 4e-10, size=(h, 2 * k))  # half to twice the card's reference response
+    record = CalibrationRecord.from_arrays(
+        (h, 2 * k),
+        np.ones((h, 2 * k)),
+        reference_pulse=ReferencePulse(amplitude_v=1.5, width_s=1e-4),  # the card's reference pulse
+        dg_up_siemens=dg_up,
+        dg_down_siemens=-2 * dg_up,
+        amp_exponent=np.full((h, 2 * k), 2.0),
+        width_exponent=np.ones((h, 2 * k)),
+    )
+    path = record.save(tmp_path / "record.json")
+    xbar = EmulatedCrossbar(calibration=path, **ALL_OFF, normalisation="native", dt_s=DT_S)
+    w = torch.full((h, k), 0.1, dtype=torch.float64)
+    gamma = torch.tensor([0.01, -0.02, 0.03, 0.005], dtype=torch.float64).repeat(h, 1)
+    xbar.program(Synapses(w, torch.full_like(w, 0.8), gamma))
     F = xbar.initial_state(1)
     one_h, one_z = torch.ones(1, h, dtype=torch.float64), torch.ones(1, k, dtype=torch.float64)
+    xbar.reset_energy()
     F = xbar.update(F, xbar.read(F, one_z).n, one_h, one_z)
-    expected = torch.full((h, k), 0.02, dtype=torch.float64)  # gamma * measured/nominal pulse response
-    expected[2, 3] = 0.0
-    torch.testing.assert_close(F[0], expected)
+    torch.testing.assert_close(F[0], gamma, rtol=1e-12, atol=0)  # not gamma dg_up / 2e-10
+
+    # by hand: dF > 0 is written on G+ (record device (i, j)), dF < 0 on G- (device (i, k + j))
+    gpw = (2e-8 - 1e-9) / 0.1
+    g = 1e-9 + np.stack([np.full((h, k), 0.1 * gpw), np.zeros((h, k))])
+    dev = np.stack([dg_up[:, :k], dg_up[:, k:]])
+    on = (gamma.numpy() < 0).astype(int)  # which device of the pair the write hits
+    dg = np.abs(gamma.numpy()) * gpw
+    width = 1e-4 * dg / np.take_along_axis(dev, on[None], 0)[0]
+    e_prog = 1.5**2 * float((np.take_along_axis(g, on[None], 0)[0] * width).sum())
+    assert xbar.energy()["program_j"] == pytest.approx(e_prog, rel=1e-12)
 
 
 def test_decay_bias_energy_with_per_device_biases_by_hand(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_one_update_is_the_per_device_physics() -> None:
     tau = tau_at_bias(xbar.decay_bias_v.numpy(), chip.tau1_s, CARD.bias.bias_ref_v, CARD.bias.bias_efold_v)
     g_plus = decay_exp(np.maximum(F0.numpy(), 0) * gpw, dt, tau[0])
     g_minus = decay_exp(np.maximum(-F0.numpy(), 0) * gpw, dt, tau[1])
-    gain = (chip.pulse_gain[0] + chip.pulse_gain[1]) / 2  # the pair's pulse response
+    gain = (chip.write_gain[0] + chip.write_gain[1]) / 2  # the pair's pulse response
     written = pair_to_weights(g_plus, g_minus, gpw) + gamma.numpy() * gain * (
         hh.numpy()[:, :, None] * z.numpy()[:, None, :]
     )

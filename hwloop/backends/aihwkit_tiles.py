@@ -285,7 +285,7 @@ class AihwkitCrossbar:
         _, achieved = real.bias_for_lambda(target, clip=self.noisy)
         self.retention = torch.from_numpy(achieved)
         lam = torch.from_numpy(real.synapse_retention(achieved)).float()
-        gain = torch.from_numpy((real.pulse_gain[0] + real.pulse_gain[1]) / 2).float()
+        gain = torch.from_numpy((real.write_gain[0] + real.write_gain[1]) / 2).float()
         ok = torch.from_numpy(real.usable)
         positive = synapses.gamma.detach().cpu() >= 0  # F > 0 sits on G+: an "up" step when gamma >= 0
         analog = ~digital_f  # the periphery writes a digital F, no pulses

@@ -11,7 +11,7 @@ normalisation) runs it, in plain torch autograd so a model can be trained throug
   weight is W + (W_device - W).detach(), each device's retention r(lambda) + (r_device - r(lambda)).detach()
   with r the realisation's differentiable twin of the bias topology (``Realisation.differentiable_retention``:
   by default the line voltages fitted to every lambda, so the gradient sees which lambdas lines can
-  hold together; zero, without gradient, on a stuck device), gamma + (gamma * pulse_gain - gamma).detach().
+  hold together; zero, without gradient, on a stuck device), gamma + (gamma * write_gain - gamma).detach().
 * each step, as ``EmulatedCrossbar.read`` / ``update`` (exact mode): G = W_device + F; the row norm
   n from the noise-free state; read noise one normal per output with the emulated variance
   (variance proportional to the conductances read, through the digital row scale s); s <- s / n
