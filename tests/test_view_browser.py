@@ -177,7 +177,7 @@ def test_campaign_page_follows_a_campaign_being_written(tmp_path: Path, viewer) 
 
 def test_lab_page_follows_a_game_log_being_written(tmp_path: Path, viewer) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "game.h5"
-    writer = _writer(LAB_WRITER, path, 0.1)
+    writer = _writer(LAB_WRITER, path, 0.25)  # 20 s of writing: Chromium opens on a loaded machine too
     try:
         _wait_file(path, writer)
         url = viewer(path)
@@ -187,7 +187,7 @@ def test_lab_page_follows_a_game_log_being_written(tmp_path: Path, viewer) -> No
             first = int(_number(text, "steps"))
             assert first < 80, "the writer finished before the page opened: slow machine"
             browser.wait_for(lambda t: int(_number(t, "steps")) > first, 5)
-            assert writer.wait(timeout=30) == 0, writer.stderr.read() if writer.stderr else ""
+            assert writer.wait(timeout=40) == 0, writer.stderr.read() if writer.stderr else ""
             text = browser.wait_for(lambda t: _number(t, "steps") == "80", 10)
             # Ground truth from the writer: step k sent k % 5 row pulses and dropped k % 3 writes; one
             # step 1 ms late; a row refreshed every 10th step; two games.

@@ -288,6 +288,7 @@ class LabCrossbar:
         self.block_io = bool(getattr(self.controller, "block_capable", False))
         # None: BLOCK_READS averaged on the card with READBLOCK; 1 otherwise (each read is a round trip)
         self.reads_per_device = self.reads_asked or (BLOCK_READS if self.block_io else 1)
+        self._reach_siemens, self._erase_left = self._train_reach()
         self.pacer = StepPacer(self.controller.clock, self.dt_s, self.overrun)
         try:
             self._hold_bias()
@@ -642,10 +643,7 @@ class LabCrossbar:
         in one step from rest."""
         # the device of F's sign carries it; its room is what a step's longest, largest pulses take it
         # to from rest, decayed by its lambda until the next read (weight units)
-        v_max, _, w_max = self._pulse_bounds()
-        law = self.real.pulse_law
-        reach = law.respond(0.0, self._train_length() * law.drive(v_max, w_max))
-        room = reach * self.lam_idle / self.emulated.g_per_weight
+        room = self._reach_siemens * self.lam_idle / self.emulated.g_per_weight
         carrier_room = np.where(f_next >= 0, room[0], room[1])
         need = np.abs(f_next) / np.maximum(carrier_room, 1e-300)
         need = np.where(self.digital | (carrier_room <= 0), 0.0, need)
@@ -696,7 +694,7 @@ class LabCrossbar:
         carrier_next = need + other_next
         cap_carrier = np.where(pos, cap[0], cap[1])
         erase = carrier_next > 0.5 * cap_carrier
-        floor = g_next * self._erase_fraction()
+        floor = g_next * self._erase_left
         other_next = np.where(erase, np.where(pos, floor[1], floor[0]), other_next)
         carrier_next = need + other_next
         want = g_next.copy()  # (2, R, C) wanted at the next read
@@ -717,12 +715,15 @@ class LabCrossbar:
             v_max = min(v_max, hardware.max_abs_v)
         return v_max, w_min, w_max
 
-    def _erase_fraction(self) -> np.ndarray:
-        """(2, R, C) fraction of its volatile part a step's longest, largest depression pulses leave (the
-        block's own devices): its whole train on a block-capable controller, one row pulse otherwise."""
+    def _train_reach(self) -> tuple[np.ndarray, np.ndarray]:
+        """What a step's longest, largest pulses do to the block's own devices, fixed for the session:
+        (2, R, C) the volatile conductance (S) a potentiating train takes a device to from rest, and the
+        fraction of its volatile part a depressing train leaves; the train is the whole of a device's
+        pulses on a block-capable controller, one row pulse otherwise."""
         v_max, _, w_max = self._pulse_bounds()
         law = self.real.pulse_law
-        return law.fraction_left(self._train_length() * law.drive(v_max, w_max))
+        drive = self._train_length() * law.drive(v_max, w_max)
+        return law.respond(0.0, drive), law.fraction_left(drive)
 
     def _train_length(self) -> int:
         """Pulses a device may get per step: ``pulses_per_device`` within the controller's count limit
