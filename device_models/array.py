@@ -223,12 +223,13 @@ def energy_coefficients(
     decay_bias_v: Tensor,
     gamma_pulsed: Tensor,
     read: Tensor,
-    known_law: PulseLaw | None = None,
+    known_law: PulseLaw,
 ) -> EnergyCoefficients:
     """The ``EnergyCoefficients`` of an array programmed with long-term conductances ``g_lt_siemens``
     (2, H, K) S, decay biases ``decay_bias_v`` (2, H, K) V and pulsed gamma ``gamma_pulsed`` (H, K);
     ``read`` (H, K) bool: synapses whose long-term devices the array reads; ``known_law``: the pulse
-    law writes are computed from (``Realisation.known_pulse_law``; None: the card's nominal one)."""
+    law writes are computed from (``Realisation.known_pulse_law``: the card's nominal device, or each
+    recorded device's own law)."""
     c, gpw = config.card, g_per_weight
     g_min = c.window.g_min_siemens
     exact = config.normalisation == "exact"
@@ -241,10 +242,9 @@ def energy_coefficients(
     erase_drive = law.down_drive(REFRESH_ERASE_LEFT)
     # the device a write of positive F hits is G+ (of the F pair in exact mode), negative G-
     g_up, g_down = g_base.unbind(0)
-    g_wide = g_base  # conductance times width over the nominal width, per device
-    if known_law is not None and np.ndim(known_law.dg_up_siemens) > 0:
-        v, w = c.read.write_v, law.width_ref_s
-        g_wide = g_base * torch.from_numpy(np.asarray(law.dg(v, w) / known_law.dg(v, w), dtype=np.float64))
+    # conductance times the device's write width over the nominal width (exactly 1 on a card's chip)
+    v, w = c.read.write_v, law.width_ref_s
+    g_wide = g_base * torch.from_numpy(np.asarray(law.dg(v, w) / known_law.dg(v, w), dtype=np.float64))
     half = (g_wide[0] - g_wide[1]) / 2
     return EnergyCoefficients(
         bias_base_w=v2 * g_base,
