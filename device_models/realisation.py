@@ -36,6 +36,7 @@ usable devices (numpy PCG64 seeded by ``seed``).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -184,7 +185,7 @@ class Realisation:
         self.stuck_on, self.stuck_off = stuck_on, stuck_off
         self.g_st_max_siemens, self.write_gain = g_st_max_siemens, write_gain
         self.pulse_law, self.known_pulse_law = pulse_law, known_pulse_law
-        self._tables = _ln_q_tables(shapes, horizon_steps)
+        self._tables = _ln_q_tables(tuple(shapes), horizon_steps)
         self.bias: BiasTopology = check_topology(bias)
         self.line_bias: LineBias | None = None  # set by bias_for_lambda for "lines" / "rows"
 
@@ -335,21 +336,24 @@ class Realisation:
         """Per-step retention (1) of each device of ``decay`` held at ``bias_v`` (V)."""
         tau = self._tau_at(decay, bias_v)
         lam = step_retention("exp", self.dt_s, tau)[0]  # exact for "exp"; other shapes from their table
-        for i, table in enumerate(self._tables):
-            if table is not None:
-                sel = decay.shape == i
-                ln_y = np.interp(np.log(self.dt_s / tau), _GRID_LN, table)
-                lam = np.where(sel, retention_of_log_step_time(ln_y), lam)
-        return lam
+        groups = _shape_groups(decay.shape, self._tables)
+        if not groups:
+            return lam
+        lam, tau_flat = (
+            np.array(lam, dtype=np.float64).reshape(-1),
+            np.broadcast_to(tau, lam.shape).reshape(-1),
+        )
+        for table, at in groups:
+            lam[at] = retention_of_log_step_time(np.interp(np.log(self.dt_s / tau_flat[at]), _GRID_LN, table))
+        return lam.reshape(decay.shape.shape)
 
     def _bias_of(self, decay: _Decay, lam: Array) -> Array:
         """Decay bias (V, unclipped) at which each device of ``decay`` retains ``lam`` in (0, 1) per step:
         the inverse of ``_lambda_of`` (for "exp", tau = -dt / ln lambda), then ``bias_for_tau``."""
-        ln_y = log_step_time(lam)  # ln(dt / tau) for "exp"
-        for i, table in enumerate(self._tables):
-            if table is not None:
-                sel = decay.shape == i
-                ln_y = np.where(sel, np.interp(ln_y, table, _GRID_LN), ln_y)
+        ln_y = np.array(np.broadcast_to(log_step_time(lam), decay.shape.shape), dtype=np.float64)  # "exp"
+        flat = ln_y.reshape(-1)  # a view: the tables' shapes are written into ln_y
+        for table, at in _shape_groups(decay.shape, self._tables):
+            flat[at] = np.interp(flat[at], table, _GRID_LN)
         tau_needed = self.dt_s / np.exp(ln_y)
         efold: Any = decay.efold_v  # per device; the law is elementwise
         return np.asarray(bias_for_tau(tau_needed, decay.tau1_s, self.v_char, efold))
@@ -514,10 +518,29 @@ def _card_shape(card: DeviceCard) -> _Shape:
     return _Shape("exp")
 
 
-def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]:
+def _shape_groups(shape_of: NDArray[np.int64], tables: tuple[Array | None, ...]) -> list[tuple[Array, Any]]:
+    """(table, flat indices into ``shape_of``) for every tabulated shape present, so that each device is
+    looked up once in its own shape's table (not every device in every table)."""
+    tabulated = np.array([t is not None for t in tables])
+    if not tabulated.any():
+        return []
+    flat = np.asarray(shape_of).reshape(-1)
+    at = np.flatnonzero(tabulated[flat])
+    codes = flat[at]
+    order = np.argsort(codes, kind="stable")
+    at, codes = at[order], codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], at.size]
+    return [(tables[int(codes[a])], at[a:b]) for a, b in zip(starts, ends, strict=True)]  # type: ignore[misc]
+
+
+@functools.lru_cache(maxsize=16)
+def _ln_q_tables(shapes: tuple[_Shape, ...], horizon_steps: int) -> tuple[Array | None, ...]:
     """Per shape: ln(-ln lambda) of its per-step retention on the ``_GRID_LN`` grid of ln(dt / tau1),
     made non-decreasing (a relaxation's per-step retention falls with the step); None for "exp".
-    One batched ``step_retention`` call per law."""
+    One batched ``step_retention`` call per law. Cached: every chip drawn from one record has the same
+    shapes, and the tables (seconds for a record's hundreds of stretched devices) do not depend on the
+    draw. The tables are read-only."""
     tables: list[Array | None] = [None] * len(shapes)
     y = np.exp(_GRID_LN)
     for law in sorted({s.law for s in shapes} - {"exp"}):  # any non-exponential law of laws.py
@@ -532,8 +555,10 @@ def _ln_q_tables(shapes: list[_Shape], horizon_steps: int) -> list[Array | None]
         )
         ln_q = log_step_time(np.clip(lam, 1e-300, 1 - 1e-16)).reshape(len(which), y.size)
         for row, i in enumerate(which):
-            tables[i] = np.maximum.accumulate(ln_q[row])
-    return tables
+            table = np.maximum.accumulate(ln_q[row])
+            table.setflags(write=False)
+            tables[i] = table
+    return tuple(tables)
 
 
 def _chip_draws(

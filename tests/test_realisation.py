@@ -169,3 +169,41 @@ def test_one_assignment_rule_identity_on_the_records_layout_else_uniform_over_go
     counts = np.unique(drawn, return_counts=True)[1]
     assert counts.size == 11 and np.all(np.abs(counts / counts.sum() - 1 / 11) < 0.01)
     np.testing.assert_array_equal(drawn, assign_devices((3, 4), good, (100, 150), seed=1))  # seeded
+
+
+def test_a_records_mixed_laws_each_device_retains_by_its_own_law() -> None:
+    """A record whose devices follow different laws (exponential, stretched with two betas, biexp):
+    each device's retention at its bias is the scipy least-squares lambda of its own phi(k dt), every
+    time constant scaled by the bias law. Catches a device looked up in another device's table."""
+    dt, v_char, efold = 0.1, 0.6, CARD.bias.bias_efold_v
+    laws = ["exp", "stretched", "biexp", "stretched", "biexp", "exp", "stretched", "stretched"]
+    tau1 = np.array([0.5, 0.8, 0.3, 2.0, 1.1, 3.0, 0.4, 0.8])
+    beta = np.array([np.nan, 0.5, np.nan, 0.7, np.nan, np.nan, 0.7, 0.5])
+    tau2 = np.where(np.array(laws) == "biexp", tau1 * np.array([1, 1, 8, 1, 20, 1, 1, 1]), np.nan)
+    w1 = np.where(np.array(laws) == "biexp", [0, 0, 0.6, 0, 0.3, 0, 0, 0], np.nan)
+    rec = CalibrationRecord.from_arrays(
+        (2, 4), tau1, law=laws, tau1_s=tau1, tau2_s=tau2, w1=w1, beta=beta, decay_bias_v=v_char
+    )
+    real = Realisation.from_record(rec, dt_s=dt, seed=0, shape=(2, 2), stuck=False, bias="device")
+    bias = np.linspace(CARD.bias.bias_min_v, CARD.bias.bias_max_v, 8).reshape(2, 4)
+    bias_pair = np.stack([bias[:, :2], bias[:, 2:]])  # (2, H, K): G+ columns left, G- right
+    got = real.lambda_at_bias(bias_pair)
+    k = np.arange(1, rec.horizon_steps + 1)
+    for d in range(8):
+        r, c = divmod(d, 4)
+        pair, col = (0, c) if c < 2 else (1, c - 2)
+        s = math.exp(-(bias[r, c] - v_char) / efold)
+        t = k * dt
+        if laws[d] == "exp":
+            phi = np.exp(-t / (tau1[d] * s))
+        elif laws[d] == "stretched":
+            phi = np.exp(-((t / (tau1[d] * s)) ** beta[d]))
+        else:
+            phi = w1[d] * np.exp(-t / (tau1[d] * s)) + (1 - w1[d]) * np.exp(-t / (tau2[d] * s))
+        best = minimize_scalar(
+            lambda x, phi=phi: np.sum((x**k - phi) ** 2),
+            bounds=(0, 1),
+            method="bounded",
+            options={"xatol": 1e-10},
+        )
+        assert got[pair, r, col] == pytest.approx(best.x, abs=2e-3), (d, laws[d])
