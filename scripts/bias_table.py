@@ -11,6 +11,7 @@ default, lines, when absent) and its model from the checkpoint name. Prints the 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def energy_per_unit_j(run: dict, task: str) -> float:
         return sum(run["energy_joules"].values()) / run["n"]
     per_game = run["energy_joules"]["device"]["per_game_j"]
     return sum(per_game) / len(per_game)
+
+
+def calibration_of(command: str) -> str | None:
+    """The calibration record a run used (its file name without .json), or None (the card)."""
+    words = shlex.split(command)
+    if "--calibration" not in words:
+        return None
+    return Path(words[words.index("--calibration") + 1]).stem
 
 
 def main() -> None:
@@ -42,7 +51,7 @@ def main() -> None:
                 "bias": bias,
                 "model": Path(summary["checkpoint"]).stem,
                 "backend": summary["backend"],
-                "calibration": "--calibration" in runs[0]["command"],
+                "calibration": calibration_of(runs[0]["command"]),
                 "skill_mean": summary["mean"],
                 "skill_min": summary["min"],
                 "worst_chip": summary["worst_chip"],
@@ -71,7 +80,9 @@ def main() -> None:
             energy = f"{joules * 1e6:.3g} uJ {unit}" if task == "art" else f"{joules:.3g} J {unit}"
             what = "sequences" if task == "art" else "games"
             chips = f"{len(row['chips'])} ({row['chips'][0]}-{row['chips'][-1]}) x {row['per_chip']:,} {what}"
-            model = row["model"] + (" on a calibration record" if row["calibration"] else "")
+            model = row["model"] + (
+                f" on calibration record {row['calibration']}" if row["calibration"] else ""
+            )
             cells = (task.upper(), row["bias"], f"{row['dac_count']:,}", model, chips, skill, energy)
             print("| " + " | ".join(cells) + " |")
 
