@@ -247,3 +247,45 @@ def test_dagger_collection_draws_one_chip_per_round_or_per_segment(
     expected = [500 + (t // 6 if collect_chip == "segment" else 0) for t in range(18)]
     assert seeds == expected
     assert f"on {chips} chip(s)" in lines[0]
+
+
+def test_record_aware_agent_was_trained_chosen_and_reported_on_three_different_records() -> None:
+    """stpn64_record_aware: stpn64_aware fine-tuned on one simulated calibration record, chosen by its
+    stated rule on a second record (and the card), reported on a third, with held-out chips and game
+    seeds disjoint from the selection's and below every training chip."""
+    import json
+    import re
+
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
+    agent = load_agent(folder / "stpn64_record_aware.safetensors")
+    start = load_agent(folder / "stpn64_aware.safetensors")
+    record = json.loads((folder / "stpn64_record_aware.json").read_text())
+    lo, hi = record["lambda_range"]
+    lam = agent.core.weight_lambda.detach()  # type: ignore[union-attr]
+    assert lo <= float(lam.min()) and float(lam.max()) <= hi
+    assert not torch.equal(agent.core.weight, start.core.weight)  # type: ignore[union-attr]
+
+    def xbarsim_seeds(commands: list[str]) -> set[int]:
+        return {int(s) for c in commands for s in re.findall(r"calib64_s(\d+)\.json", c)}
+
+    trained = xbarsim_seeds(record["reproduce"])
+    train_chip = record["finetune_record"]["config"]["backend_seed"]
+    selection = json.loads((folder / "stpn64_record_aware.selection.json").read_text())
+    scores = {
+        name: min(c["record_xbarsim82"]["mean"], c["card"]["mean"])
+        for name, c in selection["candidates"].items()
+    }
+    assert selection["chosen"] == max(scores, key=scores.__getitem__)  # the stated rule, recomputed
+    chosen = selection["candidates"][selection["chosen"]]
+    chosen_on = xbarsim_seeds(chosen["record_xbarsim82"]["commands"])
+    evaluation = json.loads((folder / "stpn64_record_aware.eval.json").read_text())
+    reported_on = xbarsim_seeds([r["command"] for r in evaluation["record"]["runs"].values()])
+    assert len(trained) == len(chosen_on) == len(reported_on) == 1
+    assert not (trained & chosen_on) and not (trained & reported_on) and not (chosen_on & reported_on)
+    selection_chips = set(chosen["record_xbarsim82"]["chip_means"])
+    for array in ("record", "emulated"):
+        runs = evaluation[array]["runs"]
+        assert len(runs) == 5 and not selection_chips & set(runs)
+        for chip, run in runs.items():
+            assert int(chip) < train_chip and len(run["earned_scores"]) == len(run["seeds"]) == 10
+            assert min(run["seeds"]) >= 8200 and max(run["seeds"]) < 8700  # not the selection's 8700-8709
