@@ -336,16 +336,13 @@ class Realisation:
         """Per-step retention (1) of each device of ``decay`` held at ``bias_v`` (V)."""
         tau = self._tau_at(decay, bias_v)
         lam = step_retention("exp", self.dt_s, tau)[0]  # exact for "exp"; other shapes from their table
-        groups = _shape_groups(decay.shape, self._tables)
-        if not groups:
-            return lam
-        lam, tau_flat = (
-            np.array(lam, dtype=np.float64).reshape(-1),
-            np.broadcast_to(tau, lam.shape).reshape(-1),
-        )
-        for table, at in groups:
-            lam[at] = retention_of_log_step_time(np.interp(np.log(self.dt_s / tau_flat[at]), _GRID_LN, table))
-        return lam.reshape(decay.shape.shape)
+        lam = np.array(np.broadcast_to(lam, decay.shape.shape), dtype=np.float64)
+        flat, tau_flat = lam.reshape(-1), np.broadcast_to(tau, lam.shape).reshape(-1)  # flat: a view
+        for table, at in _shape_groups(decay.shape, self._tables):
+            flat[at] = retention_of_log_step_time(
+                np.interp(np.log(self.dt_s / tau_flat[at]), _GRID_LN, table)
+            )
+        return lam
 
     def _bias_of(self, decay: _Decay, lam: Array) -> Array:
         """Decay bias (V, unclipped) at which each device of ``decay`` retains ``lam`` in (0, 1) per step:

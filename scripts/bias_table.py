@@ -11,7 +11,6 @@ default, lines, when absent) and its model from the checkpoint name. Prints the 
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -28,12 +27,11 @@ def energy_per_unit_j(run: dict, task: str) -> float:
     return sum(per_game) / len(per_game)
 
 
-def calibration_of(command: str) -> str | None:
-    """The calibration record a run used (its file name without .json), or None (the card)."""
-    words = shlex.split(command)
-    if "--calibration" not in words:
-        return None
-    return Path(words[words.index("--calibration") + 1]).stem
+def calibration_of(run: dict) -> str | None:
+    """The calibration record a run used (its file name without .json, from the backend options the run
+    itself recorded), or None (the card)."""
+    record = run.get("backend_options", {}).get("calibration")
+    return Path(record).stem if record else None
 
 
 def main() -> None:
@@ -51,7 +49,7 @@ def main() -> None:
                 "bias": bias,
                 "model": Path(summary["checkpoint"]).stem,
                 "backend": summary["backend"],
-                "calibration": calibration_of(runs[0]["command"]),
+                "calibration": calibration_of(runs[0]),
                 "skill_mean": summary["mean"],
                 "skill_min": summary["min"],
                 "worst_chip": summary["worst_chip"],
