@@ -1,17 +1,18 @@
 """The bias-topology table: skill, energy and bias sources of one model per task on each topology.
 
-    python scripts/bias_table.py RUNS_DIR experiments/bias_topologies.json
+    python scripts/bias_table.py RUNS_DIR experiments/bias_topologies.json [--strip-prefix DIR/]
 
 RUNS_DIR holds `scripts/eval_held_out.py` outputs named `{art,pong}_*.json` (held-out chips, the same
 seeds on every topology); each file is one row, its topology read from the run's `bias=` option (the
 default, lines, when absent) and its model from the checkpoint name. Prints the markdown table
 (docs/bias-topologies.md quotes it) and writes the numbers with the commands that produced them.
+``--strip-prefix DIR/`` (repeatable): removed from those commands (the machine's own run directories).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from device_models.bias_lines import BIAS_TOPOLOGIES, dac_count
@@ -35,7 +36,20 @@ def calibration_of(run: dict) -> str | None:
 
 
 def main() -> None:
-    runs_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+    parser = argparse.ArgumentParser(description="the bias-topology table")
+    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "--strip-prefix", action="append", default=[], help="removed from the commands' paths (repeatable)"
+    )
+    args = parser.parse_args()
+    runs_dir, out = args.runs_dir, args.out
+
+    def strip(command: str) -> str:
+        for prefix in args.strip_prefix:
+            command = command.replace(prefix, "")
+        return command
+
     table: dict[str, dict[str, dict]] = {}
     for task in ("art", "pong"):
         for path in sorted(runs_dir.glob(f"{task}_*.json")):
@@ -59,7 +73,7 @@ def main() -> None:
                 "energy_j": sum(energy_per_unit_j(r, task) for r in runs) / len(runs),
                 "dac_count": dac_count(bias, SHAPES[task]),
                 "checkpoint": summary["checkpoint"],
-                "commands": [r["command"] for r in runs],
+                "commands": [strip(r["command"]) for r in runs],
             }
     out.write_text(json.dumps(table, indent=1) + "\n")
     header = ("task", "bias", "bias sources", "model", "held-out chips", "skill: mean (worst chip)", "energy")
@@ -68,7 +82,9 @@ def main() -> None:
     order = {name: i for i, name in enumerate(BIAS_TOPOLOGIES)}
     for task, rows in table.items():
         unit = "per sequence" if task == "art" else "per game"
-        for row in sorted(rows.values(), key=lambda r: (order[r["bias"]], r["model"])):
+        for row in sorted(
+            rows.values(), key=lambda r: (order[r["bias"]], r["model"], r["calibration"] or "", r["chips"][0])
+        ):
             skill = (
                 f"{row['skill_mean']:.4f} ({row['skill_min']:.4f})"
                 if task == "art"

@@ -289,3 +289,46 @@ def test_record_aware_agent_was_trained_chosen_and_reported_on_three_different_r
         for chip, run in runs.items():
             assert int(chip) < train_chip and len(run["earned_scores"]) == len(run["seeds"]) == 10
             assert min(run["seeds"]) >= 8200 and max(run["seeds"]) < 8700  # not the selection's 8700-8709
+
+
+def test_record_aware_agents_pooled_verdict_is_recomputed_from_its_games() -> None:
+    """stpn64_record_aware's verdict pools every fresh measurement of it per array (stop 32): recomputed
+    here from the games themselves, each measurement on held-out chips, seeds and records, its ideal on
+    the same seeds."""
+    import json
+    import re
+
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
+    evaluation = json.loads((folder / "stpn64_record_aware.eval.json").read_text())
+    selection = json.loads((folder / "stpn64_record_aware.selection.json").read_text())
+    record = json.loads((folder / "stpn64_record_aware.json").read_text())
+    train_chip = record["finetune_record"]["config"]["backend_seed"]
+    chosen = selection["candidates"][selection["chosen"]]
+    selection_chips = set(chosen["record_xbarsim82"]["chip_means"])
+    seen_records = {81, 82}  # trained on, chosen on
+    for array, pool in evaluation["pooled"].items():
+        games: list[float] = []
+        ideal_games: list[float] = []
+        reported_records: list[int] = []
+        for key in pool["measurements"]:
+            measured = evaluation[key]
+            ideal = evaluation[pool["ideal_of"][key]]
+            ideal_seeds = next(iter(ideal["runs"].values()))["seeds"]
+            assert not selection_chips & set(measured["runs"])
+            for chip, run in measured["runs"].items():
+                assert int(chip) < train_chip and run["seeds"] == ideal_seeds
+                assert not set(run["seeds"]) & set(range(8700, 8710))  # not the selection's games
+                games += run["earned_scores"]
+                ideal_games += next(iter(ideal["runs"].values()))["earned_scores"]
+                reported_records += [int(s) for s in re.findall(r"calib64_s(\d+)\.json", run["command"])]
+        assert not set(reported_records) & seen_records
+        if array == "record":
+            assert len(set(reported_records)) == len(pool["measurements"])  # one fresh record each
+        else:
+            assert not reported_records
+        mean, ideal_mean = sum(games) / len(games), sum(ideal_games) / len(ideal_games)
+        assert pool["games"] == len(games)
+        assert pool["mean"] == pytest.approx(mean) and pool["ideal_mean_same_seeds"] == pytest.approx(
+            ideal_mean
+        )
+        assert pool["line_holds"] == (mean >= 13 and ideal_mean - mean <= 2)

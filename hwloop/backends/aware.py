@@ -24,6 +24,9 @@ normalisation) runs it, in plain torch autograd so a model can be trained throug
   (``device_models.periphery``: DAC, output noise, ADC, straight-through), F z is added exactly after
   the ADC, as on that backend. Default "none": the emulated backend's ideal periphery. "both":
   alternate the two, chip by chip (even chips "none", odd "aihwkit"), to train one model for both.
+* ``mix_card=True`` (with a calibration record): chips come in pairs from the record and the card in
+  turn (chips 0, 1 from the record, 2, 3 from the card, ...), to train one model for both arrays; with
+  ``periphery="both"`` each array meets both peripheries.
 
 Cost: a dozen small torch ops per step with autograd, against one fused kernel for the ideal
 backend (``hwloop.backends.fused_grad``); ``benchmarks/bench_stpn_bptt.py`` reports the ratio. The
@@ -80,7 +83,9 @@ class AwareCrossbar:
     emulated), "aihwkit" (the aihwkit backend's periphery, ``device_models.periphery.Periphery()``)
     or "both" (alternating per chip); ``bias``: the bias topology (``device_models.bias_lines``);
     ``normalisation``: "exact" (the digital row scale, refreshes) or "native" (devices decay by
-    themselves, n at the read only: the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode).
+    themselves, n at the read only: the ``ideal-native`` variant, as ``EmulatedCrossbar``'s native mode);
+    ``mix_card``: with ``calibration``, draw every other pair of chips from ``card`` instead
+    (``chip_source``).
     """
 
     name = "aware"
@@ -104,7 +109,12 @@ class AwareCrossbar:
         bias: str = DEFAULT_TOPOLOGY,
         normalisation: str = "exact",
         nonidealities: str | NonIdealities | None = None,
+        mix_card: bool = False,
     ) -> None:
+        if mix_card and calibration is None:
+            raise HwloopError(
+                "mix_card=true mixes a calibration record's chips with the card's: give a calibration"
+            )
         self.card: DeviceCard = load_card(card)
         self._chip_options: dict[str, object] = dict(
             card=self.card,
@@ -132,6 +142,7 @@ class AwareCrossbar:
         self.seed, self.redraw, self.dt_s = self.config.seed, bool(redraw), self.config.dt_s
         self.read_noise, self.c2c = probe.read_noise, probe.c2c
         self.max_write_gain = self.config.max_write_gain
+        self.mix_card = bool(mix_card)
         self.chips_drawn = 0
         self._noise = torch.Generator().manual_seed(self.seed + 7919)
         self.chip: EmulatedCrossbar | None = None
@@ -143,8 +154,10 @@ class AwareCrossbar:
         """Draw a chip, program it as the emulated backend does, keep straight-through device values."""
         seed = self.seed + self.chips_drawn if self.redraw else self.seed
         self.periphery = self._peripheries[self.chips_drawn % len(self._peripheries)]
+        source = self.chip_source(self.chips_drawn)
         self.chips_drawn += 1
-        chip = EmulatedCrossbar(seed=seed, **self._chip_options)  # type: ignore[arg-type]
+        options = self._chip_options if source == "record" else {**self._chip_options, "calibration": None}
+        chip = EmulatedCrossbar(seed=seed, **options)  # type: ignore[arg-type]
         chip.program(synapses)
         self.chip = chip
         prog = chip.programmed  # the compiled array (``device_models.array.ProgrammedArray``)
@@ -168,6 +181,12 @@ class AwareCrossbar:
         self._pulsed = analog  # synapses written by pulses (c2c noise); digital ones by the periphery
         self._gpw = float(prog.g_per_weight)
         self._F_out = None
+
+    def chip_source(self, n: int) -> str:
+        """Where chip ``n`` (0-based) is drawn from: "record" (the calibration record), or "card"."""
+        if self._chip_options["calibration"] is None or (self.mix_card and (n // 2) % 2 == 1):
+            return "card"
+        return "record"
 
     # -- state -----------------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> Tensor:
