@@ -254,11 +254,11 @@ def test_mix_card_draws_chip_pairs_from_the_record_and_the_card_in_turn(tmp_path
     )
     path = rec.save(tmp_path / "record.json")
     backend = AwareCrossbar(card=card, calibration=path, seed=2, dt_s=DT_S, mix_card=True, periphery="both")
-    zeros, peripheries = [], []
+    stuck, peripheries = [], []
     for _ in range(6):
         backend.program(net.synapses())
         real = backend.chip.programmed.real  # type: ignore[union-attr]
-        zeros.append(int(real.stuck_on.sum() + real.stuck_off.sum()))
+        stuck.append(int(real.stuck_on.sum() + real.stuck_off.sum()))
         peripheries.append(backend.periphery is not None)
     assert [backend.chip_source(n) for n in range(6)] == [
         "record",
@@ -268,7 +268,7 @@ def test_mix_card_draws_chip_pairs_from_the_record_and_the_card_in_turn(tmp_path
         "record",
         "record",
     ]
-    assert zeros == [1, 1, 0, 0, 1, 1]
+    assert stuck == [1, 1, 0, 0, 1, 1]
     assert peripheries == [False, True] * 3
 
 
