@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import tomli_w
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VO2_DIR = REPO_ROOT.parent / "shared" / "data" / "real-decay" / "vo2"
+
+
+@pytest.fixture
+def quiet_card(tmp_path: Path) -> Path:
+    """The shipped card without stuck devices (each backend would otherwise lose a few synapses)."""
+    from device_models.card import DEFAULT_CARD
+
+    data = tomllib.loads(DEFAULT_CARD.read_text())
+    data["variability"].update(stuck_on_fraction=0.0, stuck_off_fraction=0.0)
+    path = tmp_path / "card.toml"
+    path.write_text(tomli_w.dumps(data))
+    return path
 
 
 @pytest.fixture

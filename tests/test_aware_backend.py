@@ -226,25 +226,19 @@ def test_shipped_hardware_aware_art_checkpoint_is_bounded_and_realisable(name: s
     assert float(lam.min()) >= lo * (1 - 1e-6) and float(lam.max()) <= hi * (1 + 1e-6)
 
 
-def test_mix_card_draws_chip_pairs_from_the_record_and_the_card_in_turn(tmp_path: Path) -> None:
+def test_mix_card_draws_chip_pairs_from_the_record_and_the_card_in_turn(
+    tmp_path: Path, quiet_card: Path
+) -> None:
     """``mix_card``: chips 0, 1 from the record, 2, 3 from the card, 4, 5 from the record again.
 
     The record has one unmeasured (broken) device, stuck; the card has no stuck devices. So a record
     chip has exactly one stuck device and a card chip none; and with periphery="both"
     each array is read through both peripheries.
     """
-    import tomllib
-
     import numpy as np
-    import tomli_w
 
-    from device_models.card import DEFAULT_CARD
     from device_models.record import CalibrationRecord
 
-    data = tomllib.loads(DEFAULT_CARD.read_text())
-    data["variability"].update(stuck_on_fraction=0.0, stuck_off_fraction=0.0)
-    card = tmp_path / "card.toml"
-    card.write_text(tomli_w.dumps(data))
     net = layer(i=5, h=7)
     h, k = 7, 5 + 7  # the layer's (H, K): a record of H x 2K devices
     tau = np.random.default_rng(1).uniform(5.0, 15.0, size=(h, 2 * k))
@@ -253,7 +247,9 @@ def test_mix_card_draws_chip_pairs_from_the_record_and_the_card_in_turn(tmp_path
         (h, 2 * k), tau, decay_bias_v=0.0, dg_up_siemens=np.full((h, 2 * k), 2e-10)
     )
     path = rec.save(tmp_path / "record.json")
-    backend = AwareCrossbar(card=card, calibration=path, seed=2, dt_s=DT_S, mix_card=True, periphery="both")
+    backend = AwareCrossbar(
+        card=quiet_card, calibration=path, seed=2, dt_s=DT_S, mix_card=True, periphery="both"
+    )
     stuck, peripheries = [], []
     for _ in range(6):
         backend.program(net.synapses())

@@ -15,6 +15,8 @@ from experiments.pong.train import TrainConfig, imitation_loss, set_plasticity, 
 from hwloop.errors import CheckpointError
 from hwloop.stpn import STPN
 
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
+
 
 def conv_out(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
@@ -155,15 +157,14 @@ def test_step_weights_cover_the_window_before_a_hit() -> None:
 def test_shipped_checkpoints_load_with_their_records(name: str, core: str, hidden: int) -> None:
     import json
 
-    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
-    agent = load_agent(folder / f"{name}.safetensors")
+    agent = load_agent(CHECKPOINTS / f"{name}.safetensors")
     assert (agent.core_name, agent.hidden) == (core, hidden)
-    record = json.loads((folder / f"{name}.json").read_text())
+    record = json.loads((CHECKPOINTS / f"{name}.json").read_text())
     assert record["config"]["core"] == core and record["config"]["hidden"] == hidden
     # every stage of the chain is one command writing this checkpoint, the first from scratch
     assert record["reproduce"][0].count("--init") == 0
     assert all(f"--out experiments/pong/checkpoints/{name}.safetensors" in c for c in record["reproduce"])
-    evaluation = json.loads((folder / f"{name}.eval.json").read_text())
+    evaluation = json.loads((CHECKPOINTS / f"{name}.eval.json").read_text())
     assert evaluation["core"] == core and len(evaluation["scores"]) == 10
     if core == "stpn":  # the plasticity is trained: gamma is not the static phase's zero
         assert bool(agent.core.weight_gamma.any())  # type: ignore[union-attr]
@@ -180,9 +181,11 @@ def test_shipped_hardware_aware_agent_realises_every_lambda_and_has_its_evaluati
     from device_models.card import load_card
     from device_models.realisation import Realisation
 
-    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
-    agent, ideal = load_agent(folder / "stpn64_aware.safetensors"), load_agent(folder / "stpn64.safetensors")
-    record = json.loads((folder / "stpn64_aware.json").read_text())
+    agent, ideal = (
+        load_agent(CHECKPOINTS / "stpn64_aware.safetensors"),
+        load_agent(CHECKPOINTS / "stpn64.safetensors"),
+    )
+    record = json.loads((CHECKPOINTS / "stpn64_aware.json").read_text())
     lo, hi = Realisation.from_card(load_card(), dt_s=record["dt_s"]).trainable_lambda_range()
     assert record["lambda_range"] == pytest.approx([lo, hi])
     lam = agent.core.weight_lambda.detach()  # type: ignore[union-attr]
@@ -194,7 +197,7 @@ def test_shipped_hardware_aware_agent_realises_every_lambda_and_has_its_evaluati
         "--out experiments/pong/checkpoints/stpn64_aware.safetensors" in c
         for c in (bound, device, lines, *more)
     )
-    evaluation = json.loads((folder / "stpn64_aware.eval.json").read_text())
+    evaluation = json.loads((CHECKPOINTS / "stpn64_aware.eval.json").read_text())
     # every line-bias fine-tune's first training chip: the held-out chips lie below all of them
     trained_on = min(
         run["config"]["backend_seed"] for run in (record["finetune_lines"], *record.get("finetune_more", []))
@@ -256,10 +259,9 @@ def test_record_aware_agent_was_trained_chosen_and_reported_on_three_different_r
     import json
     import re
 
-    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
-    agent = load_agent(folder / "stpn64_record_aware.safetensors")
-    start = load_agent(folder / "stpn64_aware.safetensors")
-    record = json.loads((folder / "stpn64_record_aware.json").read_text())
+    agent = load_agent(CHECKPOINTS / "stpn64_record_aware.safetensors")
+    start = load_agent(CHECKPOINTS / "stpn64_aware.safetensors")
+    record = json.loads((CHECKPOINTS / "stpn64_record_aware.json").read_text())
     lo, hi = record["lambda_range"]
     lam = agent.core.weight_lambda.detach()  # type: ignore[union-attr]
     assert lo <= float(lam.min()) and float(lam.max()) <= hi
@@ -270,7 +272,7 @@ def test_record_aware_agent_was_trained_chosen_and_reported_on_three_different_r
 
     trained = xbarsim_seeds(record["reproduce"])
     train_chip = record["finetune_record"]["config"]["backend_seed"]
-    selection = json.loads((folder / "stpn64_record_aware.selection.json").read_text())
+    selection = json.loads((CHECKPOINTS / "stpn64_record_aware.selection.json").read_text())
     scores = {
         name: min(c["record_xbarsim82"]["mean"], c["card"]["mean"])
         for name, c in selection["candidates"].items()
@@ -278,7 +280,7 @@ def test_record_aware_agent_was_trained_chosen_and_reported_on_three_different_r
     assert selection["chosen"] == max(scores, key=scores.__getitem__)  # the stated rule, recomputed
     chosen = selection["candidates"][selection["chosen"]]
     chosen_on = xbarsim_seeds(chosen["record_xbarsim82"]["commands"])
-    evaluation = json.loads((folder / "stpn64_record_aware.eval.json").read_text())
+    evaluation = json.loads((CHECKPOINTS / "stpn64_record_aware.eval.json").read_text())
     reported_on = xbarsim_seeds([r["command"] for r in evaluation["record"]["runs"].values()])
     assert len(trained) == len(chosen_on) == len(reported_on) == 1
     assert not (trained & chosen_on) and not (trained & reported_on) and not (chosen_on & reported_on)
@@ -298,28 +300,31 @@ def test_record_aware_agents_pooled_verdict_is_recomputed_from_its_games() -> No
     import json
     import re
 
-    folder = Path(__file__).resolve().parents[1] / "experiments" / "pong" / "checkpoints"
-    evaluation = json.loads((folder / "stpn64_record_aware.eval.json").read_text())
-    selection = json.loads((folder / "stpn64_record_aware.selection.json").read_text())
-    record = json.loads((folder / "stpn64_record_aware.json").read_text())
+    evaluation = json.loads((CHECKPOINTS / "stpn64_record_aware.eval.json").read_text())
+    selection = json.loads((CHECKPOINTS / "stpn64_record_aware.selection.json").read_text())
+    record = json.loads((CHECKPOINTS / "stpn64_record_aware.json").read_text())
     train_chip = record["finetune_record"]["config"]["backend_seed"]
     chosen = selection["candidates"][selection["chosen"]]
     selection_chips = set(chosen["record_xbarsim82"]["chip_means"])
-    seen_records = {81, 82}  # trained on, chosen on
+    seen_records = {  # trained on, chosen on
+        int(seed)
+        for c in record["reproduce"] + chosen["record_xbarsim82"]["commands"]
+        for seed in re.findall(r"calib64_s(\d+)\.json", c)
+    }
+    assert len(seen_records) == 2
     for array, pool in evaluation["pooled"].items():
         games: list[float] = []
         ideal_games: list[float] = []
         reported_records: list[int] = []
         for key in pool["measurements"]:
             measured = evaluation[key]
-            ideal = evaluation[pool["ideal_of"][key]]
-            ideal_seeds = next(iter(ideal["runs"].values()))["seeds"]
+            (ideal,) = evaluation[pool["ideal_of"][key]]["runs"].values()  # one run: the ideal agent
             assert not selection_chips & set(measured["runs"])
             for chip, run in measured["runs"].items():
-                assert int(chip) < train_chip and run["seeds"] == ideal_seeds
+                assert int(chip) < train_chip and run["seeds"] == ideal["seeds"]
                 assert not set(run["seeds"]) & set(range(8700, 8710))  # not the selection's games
                 games += run["earned_scores"]
-                ideal_games += next(iter(ideal["runs"].values()))["earned_scores"]
+                ideal_games += ideal["earned_scores"]
                 reported_records += [int(s) for s in re.findall(r"calib64_s(\d+)\.json", run["command"])]
         assert not set(reported_records) & seen_records
         if array == "record":

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomli_w
 import torch
 
-from device_models.card import DEFAULT_CARD
 from device_models.record import CalibrationRecord
 from hwloop.backends.emulated import EmulatedCrossbar
 from hwloop.crossbar import Synapses, make_backend
@@ -22,15 +19,6 @@ needs_aihwkit = pytest.mark.skipif(
     importlib.util.find_spec("aihwkit") is None, reason="aihwkit not installed"
 )
 DT_S = 1 / 15  # one Pong agent step
-
-
-def quiet_card(tmp_path: Path) -> Path:
-    """The shipped card without stuck devices (each backend would otherwise lose a few synapses)."""
-    data = tomllib.loads(DEFAULT_CARD.read_text())
-    data["variability"].update(stuck_on_fraction=0.0, stuck_off_fraction=0.0)
-    path = tmp_path / "card.toml"
-    path.write_text(tomli_w.dumps(data))
-    return path
 
 
 def record(tmp_path: Path, shape: tuple[int, int]) -> tuple[Path, np.ndarray]:
@@ -57,9 +45,11 @@ def decay_ratio(xbar: object, F0: torch.Tensor) -> torch.Tensor:
 
 @needs_aihwkit
 @pytest.mark.parametrize("shape", [(6, 10), (4, 7)])  # the record's own layout (H, 2K), and a drawn one
-def test_emulated_and_aihwkit_realise_one_record_identically(tmp_path: Path, shape: tuple[int, int]) -> None:
+def test_emulated_and_aihwkit_realise_one_record_identically(
+    tmp_path: Path, quiet_card: Path, shape: tuple[int, int]
+) -> None:
     path, tau = record(tmp_path, (6, 20))
-    card = quiet_card(tmp_path)
+    card = quiet_card  # without stuck devices: each backend would otherwise lose a few synapses
     h, k = shape
     torch.manual_seed(0)
     w = (torch.rand(h, k) * 2 - 1) * 0.2
