@@ -271,3 +271,10 @@ def test_mix_card_draws_chip_pairs_from_the_record_and_the_card_in_turn(
 def test_mix_card_needs_a_record() -> None:
     with pytest.raises(HwloopError, match="mix_card"):
         AwareCrossbar(mix_card=True)
+
+
+@pytest.mark.parametrize("switch", ["redraw", "mix_card"])
+def test_training_switches_refuse_anything_but_true_or_false(switch: str) -> None:
+    """``--backend-option mix_card=maybe`` arrives as the string "maybe": refused, not read as true."""
+    with pytest.raises(HwloopError, match=f"{switch} must be true or false, got 'maybe'"):
+        AwareCrossbar(**{switch: "maybe"})

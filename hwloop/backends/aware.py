@@ -111,6 +111,9 @@ class AwareCrossbar:
         nonidealities: str | NonIdealities | None = None,
         mix_card: bool = False,
     ) -> None:
+        for switch, value in (("redraw", redraw), ("mix_card", mix_card)):  # not in ArrayConfig's checks
+            if not isinstance(value, bool):
+                raise HwloopError(f"{switch} must be true or false, got {value!r}")
         if mix_card and calibration is None:
             raise HwloopError(
                 "mix_card=true mixes a calibration record's chips with the card's: give a calibration"
@@ -139,10 +142,10 @@ class AwareCrossbar:
         self.normalisation = self.config.normalisation
         self._peripheries = PERIPHERIES[self.config.periphery]
         self.periphery: Periphery | None = self._peripheries[0]
-        self.seed, self.redraw, self.dt_s = self.config.seed, bool(redraw), self.config.dt_s
+        self.seed, self.redraw, self.dt_s = self.config.seed, redraw, self.config.dt_s
         self.read_noise, self.c2c = probe.read_noise, probe.c2c
         self.max_write_gain = self.config.max_write_gain
-        self.mix_card = bool(mix_card)
+        self.mix_card = mix_card
         self.chips_drawn = 0
         self._noise = torch.Generator().manual_seed(self.seed + 7919)
         self.chip: EmulatedCrossbar | None = None
